@@ -1,0 +1,159 @@
+//! `uphost.lock`: the operator's approvals, next to the plugins. Per plugin:
+//! name, version, file, sha256 and the granted capabilities. A plugin runs
+//! only if it is listed with its current hash and every capability it
+//! requests is covered by its grant.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::CommandCap;
+use crate::config::yaml::{self, ConfigError};
+
+/// The lock file's name in the plugin directory.
+pub const LOCK_FILE: &str = "uphost.lock";
+
+/// One approved plugin.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Approval {
+    /// The `.wasm` file name.
+    pub file: String,
+    /// Plugin version when approved.
+    pub version: String,
+    /// sha256 of the file.
+    pub sha256: String,
+    /// When, and by what.
+    #[serde(default)]
+    pub approved: String,
+    /// Granted capabilities.
+    #[serde(default)]
+    pub grant: Vec<CommandCap>,
+}
+
+/// The whole lock file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct LockFile {
+    /// Format version.
+    #[serde(default = "one")]
+    pub version: u32,
+    /// Approvals by plugin (service) name.
+    #[serde(default)]
+    pub plugins: BTreeMap<String, Approval>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// Problems with the lock file itself.
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    /// Bad YAML.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Could not write.
+    #[error("cannot write {path}: {source}")]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// Why one plugin is not approved as it stands.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Unapproved {
+    /// Not in the lock file.
+    Missing,
+    /// Its file changed.
+    HashChanged {
+        /// Approved hash.
+        approved: String,
+        /// Current hash.
+        current: String,
+    },
+    /// It requests capabilities the grant does not cover.
+    NewRequests(Vec<CommandCap>),
+}
+
+impl LockFile {
+    /// Read `dir/uphost.lock` (empty when absent).
+    pub fn load(dir: &Path) -> Result<LockFile, LockError> {
+        let path = dir.join(LOCK_FILE);
+        if !path.exists() {
+            return Ok(LockFile::default());
+        }
+        Ok(yaml::read(&path)?)
+    }
+
+    /// Write `dir/uphost.lock` atomically (through a capability handle on
+    /// the plugin directory, so the name cannot escape it).
+    pub fn save(&self, dir: &Path) -> Result<(), LockError> {
+        let path = dir.join(LOCK_FILE);
+        let werr = |source| LockError::Write {
+            path: path.clone(),
+            source,
+        };
+        let body = serde_yaml_ng::to_string(self).expect("lock file serializes");
+        let text = format!(
+            "# uphost.lock: the operator's approval of each plugin (hash and granted capabilities).\n\
+             # Change it with `uphost plugins approve NAME`; review diffs like code.\n{body}"
+        );
+        let d = cap_std::fs::Dir::open_ambient_dir(dir, cap_std::ambient_authority())
+            .map_err(werr)?;
+        let tmp = format!("{LOCK_FILE}.tmp");
+        d.write(&tmp, text.as_bytes()).map_err(werr)?;
+        d.rename(&tmp, &d, LOCK_FILE).map_err(werr)?;
+        Ok(())
+    }
+
+    /// Check one plugin against its approval.
+    pub fn verify(
+        &self,
+        name: &str,
+        sha256: &str,
+        requested: &[CommandCap],
+    ) -> Result<&Approval, Unapproved> {
+        let a = self.plugins.get(name).ok_or(Unapproved::Missing)?;
+        if a.sha256 != sha256 {
+            return Err(Unapproved::HashChanged {
+                approved: a.sha256.clone(),
+                current: sha256.to_string(),
+            });
+        }
+        let new: Vec<CommandCap> = requested
+            .iter()
+            .filter(|r| !a.grant.iter().any(|g| r.covered_by(g)))
+            .cloned()
+            .collect();
+        if !new.is_empty() {
+            return Err(Unapproved::NewRequests(new));
+        }
+        Ok(a)
+    }
+}
+
+impl Unapproved {
+    /// A human-readable explanation (without the fix).
+    pub fn describe(&self, name: &str, file: &str) -> String {
+        match self {
+            Unapproved::Missing => format!("plugin `{name}` ({file}) is not approved"),
+            Unapproved::HashChanged { approved, current } => format!(
+                "plugin `{name}` ({file}) changed since it was approved:\n    approved sha256 {approved}\n    current  sha256 {current}"
+            ),
+            Unapproved::NewRequests(caps) => {
+                let mut s = format!(
+                    "plugin `{name}` ({file}) requests capabilities its grant does not cover:"
+                );
+                for c in caps {
+                    s.push_str(&format!("\n  + {}", c.display()));
+                }
+                s
+            }
+        }
+    }
+}

@@ -1,0 +1,96 @@
+//! `uphost plugins approve`: show what each plugin requests (and what
+//! changed since its last approval), then record it in uphost.lock.
+
+use crate::Error;
+use crate::capabilities::lock::{Approval, LOCK_FILE, LockFile, Unapproved};
+use crate::execution::confirm::Confirm;
+use crate::execution::session::Session;
+
+use super::exit;
+
+/// Approve `names` (or every plugin with `all`).
+pub fn approve(session: &Session, names: &[String], all: bool, yes: bool) -> Result<i32, Error> {
+    let dir = &session.cfg.plugins_dir;
+    let mut lock = LockFile::load(dir)?;
+    let chosen: Vec<String> = if all {
+        session.plugins.keys().cloned().collect()
+    } else if names.is_empty() {
+        return Err(Error::Usage(
+            "name the plugins to approve, or pass --all".to_string(),
+        ));
+    } else {
+        for n in names {
+            if !session.plugins.contains_key(n) {
+                return Err(Error::Usage(format!(
+                    "no plugin named `{n}` in {}{}",
+                    dir.display(),
+                    crate::config::yaml::did_you_mean(
+                        n,
+                        session.plugins.keys().map(String::as_str)
+                    )
+                )));
+            }
+        }
+        names.to_vec()
+    };
+    let confirm = Confirm::from_flag(yes);
+    if !confirm.can_ask() {
+        return Err(Error::Usage(
+            "approval needs a terminal to confirm on, or --yes".to_string(),
+        ));
+    }
+    let mut changed = 0;
+    for name in &chosen {
+        let p = &session.plugins[name];
+        let status = lock.verify(name, &p.sha256, &p.meta.capabilities);
+        if status.is_ok() {
+            println!("{name}: already approved ({})", &p.sha256[..12]);
+            continue;
+        }
+        println!(
+            "{name} {} ({}, sha256 {})",
+            p.meta.version,
+            p.file_name(),
+            p.sha256
+        );
+        if let Err(u @ Unapproved::HashChanged { .. }) = &status {
+            println!("  {}", u.describe(name, &p.file_name()));
+        }
+        println!("  requests:");
+        for c in &p.meta.capabilities {
+            println!("    {}", c.display());
+            if !c.reason.is_empty() {
+                println!("        why: {}", c.reason);
+            }
+        }
+        let answer = confirm.ask(&format!("approve {name} with these capabilities?"));
+        if !answer.accepted {
+            println!("  not approved");
+            continue;
+        }
+        lock.plugins.insert(
+            name.clone(),
+            Approval {
+                file: p.file_name(),
+                version: p.meta.version.clone(),
+                sha256: p.sha256.clone(),
+                approved: format!(
+                    "{} by {} ({})",
+                    crate::events::now_rfc3339(),
+                    std::env::var("USER").unwrap_or_else(|_| "unknown".into()),
+                    answer.how
+                ),
+                grant: p.meta.capabilities.clone(),
+            },
+        );
+        changed += 1;
+    }
+    if changed > 0 {
+        lock.save(dir)?;
+        println!(
+            "recorded {changed} approval(s) in {}",
+            dir.join(LOCK_FILE).display()
+        );
+    }
+    Ok(exit::OK)
+}

@@ -1,0 +1,304 @@
+//! The command line: clap definitions and one function per command.
+
+pub mod approve;
+pub mod output;
+pub mod plan_view;
+pub mod run_cmd;
+pub mod status;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::Error;
+use crate::config::Config;
+use crate::execution::session::Session;
+
+/// uphost: upgrade a multi-service cluster with sandboxed WebAssembly plugins.
+#[derive(Debug, Parser)]
+#[command(name = "uphost", version, about, long_about = None)]
+pub struct Cli {
+    /// Configuration file (default: ./uphost.yaml).
+    #[arg(short = 'c', long = "config", global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// More detail (-v, -vv).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// Only errors.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// Output: human text, or newline-delimited JSON events on stdout.
+    #[arg(long, value_enum, default_value = "text", global = true)]
+    pub output: OutputKind,
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Output kinds.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum OutputKind {
+    /// For people.
+    Text,
+    /// One JSON event per line on stdout.
+    Json,
+}
+
+/// Plan formats.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum PlanFormat {
+    /// For people.
+    Text,
+    /// One JSON object.
+    Json,
+    /// Graphviz.
+    Dot,
+    /// Mermaid flowchart.
+    Mermaid,
+}
+
+/// Status formats.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum StatusFormat {
+    /// For people.
+    Text,
+    /// One JSON object.
+    Json,
+}
+
+/// Commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Plugins in the plugin directory.
+    #[command(subcommand)]
+    Plugins(PluginsCmd),
+    /// Show the execution order (levels run concurrently).
+    Plan {
+        /// Output format.
+        #[arg(long, value_enum, default_value = "text")]
+        format: PlanFormat,
+    },
+    /// Pre-flight: run every plugin's read-only check; changes nothing.
+    Check {
+        /// Only these services.
+        #[arg(long, num_args = 1..)]
+        only: Vec<String>,
+    },
+    /// Upgrade the cluster.
+    Run(RunArgs),
+    /// Continue the interrupted or failed run.
+    Resume {
+        /// Answer yes to every confirmation.
+        #[arg(short, long)]
+        yes: bool,
+        /// Parallelism bound.
+        #[arg(long)]
+        forks: Option<usize>,
+        /// State directory (default: from uphost.yaml).
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+    },
+    /// Where the last (or a given) run stands.
+    Status {
+        /// Run id (default: the latest).
+        run: Option<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "text")]
+        format: StatusFormat,
+        /// State directory (default: from uphost.yaml).
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+    },
+    /// Shell completions.
+    Completions {
+        /// Shell.
+        shell: clap_complete::Shell,
+    },
+    /// Write the man page (roff) to stdout.
+    #[command(hide = true)]
+    Man,
+}
+
+/// `uphost run` options.
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// Record mutating commands instead of running them.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Answer yes to every confirmation.
+    #[arg(short, long)]
+    pub yes: bool,
+    /// Only these services (their dependencies count as done).
+    #[arg(long, num_args = 1..)]
+    pub only: Vec<String>,
+    /// Only these nodes or roles (a staged run).
+    #[arg(long, num_args = 1..)]
+    pub limit: Vec<String>,
+    /// Parallelism bound (default: uphost.yaml's forks, else 10).
+    #[arg(long)]
+    pub forks: Option<usize>,
+    /// State directory (default: from uphost.yaml).
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
+    /// On failure, roll back the reversible services without asking.
+    #[arg(long)]
+    pub rollback_on_failure: bool,
+}
+
+/// `uphost plugins …`.
+#[derive(Debug, Subcommand)]
+pub enum PluginsCmd {
+    /// Name, version, file, approval of every plugin.
+    List,
+    /// Everything a plugin declares.
+    Inspect {
+        /// Plugin (service) name.
+        name: String,
+    },
+    /// Record plugins and their requested capabilities in uphost.lock.
+    Approve {
+        /// Plugin names.
+        names: Vec<String>,
+        /// Every plugin in the directory.
+        #[arg(long)]
+        all: bool,
+        /// Do not ask for confirmation.
+        #[arg(short, long)]
+        yes: bool,
+    },
+}
+
+/// Exit codes.
+pub mod exit {
+    /// Success.
+    pub const OK: i32 = 0;
+    /// The run failed.
+    pub const FAILED: i32 = 1;
+    /// Bad input (config, plugins, usage).
+    pub const INPUT: i32 = 2;
+    /// Interrupted by the operator; resumable.
+    pub const INTERRUPTED: i32 = 130;
+}
+
+/// Run the CLI; returns the exit code.
+pub async fn main(cli: Cli) -> Result<i32, Error> {
+    match &cli.command {
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            let mut cmd = Cli::command();
+            clap_complete::generate(*shell, &mut cmd, "uphost", &mut std::io::stdout());
+            Ok(exit::OK)
+        }
+        Command::Man => {
+            use clap::CommandFactory;
+            let man = clap_mangen::Man::new(Cli::command());
+            man.render(&mut std::io::stdout())
+                .map_err(|source| Error::Io {
+                    path: "stdout".into(),
+                    source,
+                })?;
+            Ok(exit::OK)
+        }
+        Command::Status {
+            run,
+            format,
+            state_dir,
+        } => {
+            let dir = match state_dir {
+                Some(d) => d.clone(),
+                None => Config::load(cli.config.as_deref())?.state_dir,
+            };
+            status::show(&dir, run.as_deref(), *format)
+        }
+        Command::Plugins(p) => {
+            let session = Session::open(Config::load(cli.config.as_deref())?).await?;
+            match p {
+                PluginsCmd::List => plugins_list(&session),
+                PluginsCmd::Inspect { name } => plugins_inspect(&session, name),
+                PluginsCmd::Approve { names, all, yes } => {
+                    approve::approve(&session, names, *all, *yes)
+                }
+            }
+        }
+        Command::Plan { format } => {
+            let session = Session::open(Config::load(cli.config.as_deref())?).await?;
+            session.grants()?;
+            plan_view::show(&session, *format)
+        }
+        Command::Check { only } => {
+            let session = Session::open(Config::load(cli.config.as_deref())?).await?;
+            run_cmd::check(session, only, &cli).await
+        }
+        Command::Run(args) => {
+            let mut cfg = Config::load(cli.config.as_deref())?;
+            if let Some(d) = &args.state_dir {
+                cfg.state_dir = d.clone();
+            }
+            let session = Session::open(cfg).await?;
+            run_cmd::run(session, args, &cli).await
+        }
+        Command::Resume {
+            yes,
+            forks,
+            state_dir,
+        } => {
+            let mut cfg = Config::load(cli.config.as_deref())?;
+            if let Some(d) = state_dir {
+                cfg.state_dir = d.clone();
+            }
+            let session = Session::open(cfg).await?;
+            run_cmd::resume(session, *yes, *forks, &cli).await
+        }
+    }
+}
+
+fn plugins_list(session: &Session) -> Result<i32, Error> {
+    let lock = crate::capabilities::lock::LockFile::load(&session.cfg.plugins_dir)?;
+    println!(
+        "{:<14} {:<8} {:<22} {:<10} DESCRIPTION",
+        "NAME", "VERSION", "FILE", "APPROVAL"
+    );
+    for (name, p) in &session.plugins {
+        let approval = match lock.verify(name, &p.sha256, &p.meta.capabilities) {
+            Ok(_) => "approved",
+            Err(crate::capabilities::lock::Unapproved::Missing) => "NOT APPROVED",
+            Err(crate::capabilities::lock::Unapproved::HashChanged { .. }) => "CHANGED",
+            Err(crate::capabilities::lock::Unapproved::NewRequests(_)) => "NEW REQUESTS",
+        };
+        println!(
+            "{:<14} {:<8} {:<22} {:<10} {}",
+            name,
+            p.meta.version,
+            p.file_name(),
+            approval,
+            p.meta.description
+        );
+    }
+    Ok(exit::OK)
+}
+
+fn plugins_inspect(session: &Session, name: &str) -> Result<i32, Error> {
+    let p = session.plugins.get(name).ok_or_else(|| {
+        Error::Usage(format!(
+            "no plugin named `{name}`{}; `uphost plugins list` shows them",
+            crate::config::yaml::did_you_mean(name, session.plugins.keys().map(String::as_str))
+        ))
+    })?;
+    let m = &p.meta;
+    println!("name:        {}", m.name);
+    println!("version:     {}", m.version);
+    println!("file:        {}", p.path.display());
+    println!("sha256:      {}", p.sha256);
+    println!("description: {}", m.description);
+    println!("depends on:  {}", m.depends_on.join(", "));
+    println!("rollout:     {}", m.rollout);
+    println!("reversible:  {}", m.reversible);
+    println!("capabilities:");
+    for c in &m.capabilities {
+        println!("  {}", c.display());
+        if !c.reason.is_empty() {
+            println!("      why: {}", c.reason);
+        }
+    }
+    Ok(exit::OK)
+}

@@ -1,0 +1,144 @@
+//! `uphost plan`: text, JSON, Graphviz and Mermaid views of the plan.
+
+use serde::Serialize;
+
+use crate::Error;
+use crate::execution::session::Session;
+
+use super::{PlanFormat, exit};
+
+#[derive(Serialize)]
+struct JsonService<'a> {
+    name: &'a str,
+    version: &'a str,
+    depends_on: &'a [String],
+    level: usize,
+    nodes: Vec<&'a str>,
+    rollout: String,
+    reversible: bool,
+}
+
+#[derive(Serialize)]
+struct JsonPlan<'a> {
+    levels: usize,
+    services: Vec<JsonService<'a>>,
+}
+
+/// Print the plan.
+pub fn show(session: &Session, format: PlanFormat) -> Result<i32, Error> {
+    let services: Vec<JsonService> = session
+        .plan
+        .services
+        .iter()
+        .map(|s| {
+            let p = &session.plugins[&s.name];
+            let rollout = session
+                .cfg
+                .service(&s.name)
+                .rollout
+                .unwrap_or(p.meta.rollout);
+            JsonService {
+                name: &s.name,
+                version: &p.meta.version,
+                depends_on: &s.depends_on,
+                level: s.level,
+                nodes: session
+                    .cfg
+                    .service_nodes(&s.name)
+                    .iter()
+                    .map(|n| n.name.as_str())
+                    .collect(),
+                rollout: rollout.to_string(),
+                reversible: p.meta.reversible,
+            }
+        })
+        .collect();
+    let levels = services.iter().map(|s| s.level + 1).max().unwrap_or(0);
+    match format {
+        PlanFormat::Json => {
+            let plan = JsonPlan { levels, services };
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&plan).expect("plan serializes")
+            );
+        }
+        PlanFormat::Text => {
+            println!(
+                "{} service(s) in {} level(s); services of one level run concurrently",
+                services.len(),
+                levels
+            );
+            for l in 0..levels {
+                println!("level {l}:");
+                for s in services.iter().filter(|s| s.level == l) {
+                    println!(
+                        "  {:<14} {:<8} rollout {:<14} {} on {}{}",
+                        s.name,
+                        s.version,
+                        s.rollout,
+                        if s.reversible {
+                            "reversible  "
+                        } else {
+                            "irreversible"
+                        },
+                        if s.nodes.is_empty() {
+                            "(no nodes: map it in the services file)".to_string()
+                        } else {
+                            s.nodes.join(", ")
+                        },
+                        if s.depends_on.is_empty() {
+                            String::new()
+                        } else {
+                            format!("  after {}", s.depends_on.join(", "))
+                        }
+                    );
+                }
+            }
+        }
+        PlanFormat::Dot => {
+            println!("digraph uphost_plan {{\n  rankdir=LR;\n  node [shape=box];");
+            for l in 0..levels {
+                println!("  subgraph cluster_level{l} {{\n    label=\"level {l}\";");
+                for s in services.iter().filter(|s| s.level == l) {
+                    println!(
+                        "    \"{}\" [label=\"{}\\n{} node(s), {}\"];",
+                        s.name,
+                        s.name,
+                        s.nodes.len(),
+                        s.rollout
+                    );
+                }
+                println!("  }}");
+            }
+            for s in &services {
+                for d in s.depends_on {
+                    println!("  \"{d}\" -> \"{}\";", s.name);
+                }
+            }
+            println!("}}");
+        }
+        PlanFormat::Mermaid => {
+            println!("flowchart LR");
+            let id = |n: &str| n.replace('-', "_");
+            for l in 0..levels {
+                println!("  subgraph level{l}[\"level {l}\"]");
+                for s in services.iter().filter(|s| s.level == l) {
+                    println!(
+                        "    {}[\"{}<br/>{} node(s), {}\"]",
+                        id(s.name),
+                        s.name,
+                        s.nodes.len(),
+                        s.rollout
+                    );
+                }
+                println!("  end");
+            }
+            for s in &services {
+                for d in s.depends_on {
+                    println!("  {} --> {}", id(d), id(s.name));
+                }
+            }
+        }
+    }
+    Ok(exit::OK)
+}

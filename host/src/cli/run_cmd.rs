@@ -1,0 +1,459 @@
+//! `uphost check`, `run` and `resume`.
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::sync::Arc;
+
+use crate::Error;
+use crate::events::{Event, PlannedService, RunOptionsRecord, Sink, StepKey};
+use crate::execution::confirm::Confirm;
+use crate::execution::memsink::MemorySink;
+use crate::execution::run::{Outcome, RunOptions, Runner, planned, steps_of};
+use crate::execution::session::Session;
+use crate::journal::{self, Journal, StepStatus};
+use crate::runtime::{CallEnv, Hook, call_hook};
+use crate::transport::{Transport, Transports};
+
+use super::output::{observers, shell_join};
+use super::{Cli, RunArgs, exit};
+
+fn new_run_id() -> String {
+    let now = time::OffsetDateTime::now_utc();
+    let fmt = time::macros::format_description!("[year][month][day]T[hour][minute][second]Z");
+    format!(
+        "{}-{:04x}",
+        now.format(&fmt).unwrap_or_default(),
+        (std::process::id() ^ now.nanosecond()) & 0xffff
+    )
+}
+
+/// `uphost check`: every plugin's pre-flight, read-only, no journal.
+pub async fn check(session: Session, only: &[String], cli: &Cli) -> Result<i32, Error> {
+    let grants = session.grants()?;
+    let services = session.services(only, &[])?;
+    let sink = Arc::new(MemorySink::new(None));
+    let transport: Arc<dyn Transport> = Arc::new(Transports::new());
+    let mut failed = 0;
+    for svc in &services {
+        let p = &session.plugins[&svc.name];
+        let step = StepKey {
+            service: svc.name.clone(),
+            phase: crate::events::Phase::Check,
+            node: None,
+        };
+        let conf = session.cfg.service(&svc.name);
+        let env = CallEnv {
+            plugin: svc.name.clone(),
+            step,
+            grant: grants[&svc.name].clone(),
+            nodes: Arc::new(svc.nodes.clone()),
+            read_only: true,
+            limits: session.cfg.limits.with(&conf.limits),
+            transport: transport.clone(),
+            sink: sink.clone(),
+        };
+        let ctx = check_ctx(&session, svc);
+        let res = call_hook(&session.rt, &p.pre, env, ctx, Hook::Check).await;
+        match res {
+            Ok(()) => {
+                if !cli.quiet {
+                    println!("{:<14} ok", svc.name)
+                }
+            }
+            Err(e) => {
+                failed += 1;
+                println!("{:<14} FAILED: {e}", svc.name);
+            }
+        }
+    }
+    for ev in sink.events() {
+        if let Event::Denied {
+            plugin,
+            node,
+            argv,
+            reason,
+            ..
+        } = ev
+        {
+            println!("DENIED {plugin} on {node}: {} ({reason})", shell_join(&argv));
+        }
+    }
+    Ok(if failed == 0 { exit::OK } else { exit::FAILED })
+}
+
+fn check_ctx(
+    session: &Session,
+    svc: &crate::execution::session::ServiceRun,
+) -> crate::runtime::bindings::uphost::plugin::types::Context {
+    use crate::runtime::bindings::uphost::plugin::types;
+    let conf = session.cfg.service(&svc.name);
+    let sf = &session.cfg.services;
+    types::Context {
+        run_id: "check".into(),
+        service: svc.name.clone(),
+        from_version: conf.from_version.unwrap_or_else(|| sf.from_version.clone()),
+        to_version: conf.to_version.unwrap_or_else(|| sf.to_version.clone()),
+        mode: match sf.mode {
+            crate::config::Mode::MajorUpgrade => types::Mode::MajorUpgrade,
+            crate::config::Mode::MinorUpdate => types::Mode::MinorUpdate,
+        },
+        dry_run: true,
+        nodes: svc
+            .nodes
+            .iter()
+            .map(|n| types::Node {
+                name: n.name.clone(),
+                address: n.address.clone(),
+                roles: n.roles.clone(),
+            })
+            .collect(),
+        params: conf
+            .params
+            .iter()
+            .map(|(k, v)| types::Pair {
+                key: k.clone(),
+                value: v.clone(),
+            })
+            .collect(),
+    }
+}
+
+fn need_terminal(yes: bool, dry_run: bool) -> Result<(), Error> {
+    if !yes && !dry_run && !std::io::stdin().is_terminal() {
+        return Err(Error::Usage(
+            "this run has confirmation points and there is no terminal to ask on: run it interactively, or pass --yes to accept them".to_string(),
+        ));
+    }
+    Ok(())
+}
+
+fn on_ctrl_c(runner: &Arc<Runner>) {
+    let r = runner.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!(
+                "interrupt: no new steps start; in-flight steps finish, then the run stops (resume with `uphost resume`). Ctrl-C again aborts at once."
+            );
+            r.interrupt();
+        }
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("aborted; `uphost resume` re-runs the steps that were in flight");
+            std::process::exit(exit::INTERRUPTED);
+        }
+    });
+}
+
+/// `uphost run`.
+pub async fn run(session: Session, args: &RunArgs, cli: &Cli) -> Result<i32, Error> {
+    let grants = session.grants()?;
+    let services = session.services(&args.only, &args.limit)?;
+    need_terminal(args.yes, args.dry_run)?;
+    let state_dir = session.cfg.state_dir.clone();
+    let lock = journal::lock::acquire(&state_dir, "run")?;
+    if let Some(h) = &lock.took_over {
+        tracing::info!("previous lock holder ({h}) is gone; lock taken over");
+    }
+    let run_id = new_run_id();
+    let journal = Arc::new(Journal::create(&state_dir, &run_id, observers(cli))?);
+    let recorded = RunOptionsRecord {
+        dry_run: args.dry_run,
+        only: args.only.clone(),
+        limit: args.limit.clone(),
+        rollback_on_failure: args.rollback_on_failure,
+    };
+    let plan = planned(&services, &session);
+    journal.emit(Event::RunStarted {
+        run_id: run_id.clone(),
+        time: crate::events::now_rfc3339(),
+        plan: plan.clone(),
+        plugins: session
+            .plugins
+            .values()
+            .map(|p| (p.name.clone(), p.sha256.clone()))
+            .collect(),
+        options: recorded.clone(),
+    });
+    let forks = args.forks.unwrap_or(session.cfg.forks);
+    let opts = RunOptions {
+        recorded,
+        forks,
+        confirm: Confirm::from_flag(args.yes),
+    };
+    execute(
+        session,
+        journal,
+        grants,
+        services,
+        BTreeMap::new(),
+        opts,
+        &plan,
+        &state_dir,
+        cli,
+    )
+    .await
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn execute(
+    session: Session,
+    journal: Arc<Journal>,
+    grants: BTreeMap<String, Arc<crate::capabilities::Grant>>,
+    services: Vec<crate::execution::session::ServiceRun>,
+    prior: BTreeMap<StepKey, StepStatus>,
+    opts: RunOptions,
+    plan: &[PlannedService],
+    state_dir: &std::path::Path,
+    cli: &Cli,
+) -> Result<i32, Error> {
+    let run_id = journal.run_id.clone();
+    let path = journal.path.clone();
+    let runner = Runner::new(
+        session,
+        journal.clone(),
+        grants,
+        services,
+        prior,
+        Arc::new(Transports::new()),
+        opts,
+    );
+    on_ctrl_c(&runner);
+    let outcome = runner.clone().run().await;
+    let failures = runner.failures();
+    drop(runner);
+    drop(journal);
+    let replayed = journal::replay(&path)?;
+    if !failures.is_empty() {
+        report_failures(&failures, &replayed);
+    }
+    if outcome != Outcome::Complete {
+        report_remaining(plan, &replayed);
+    }
+    if !cli.quiet {
+        summary(plan, &replayed, &run_id, outcome, state_dir);
+    }
+    Ok(match outcome {
+        Outcome::Complete => exit::OK,
+        Outcome::Interrupted => exit::INTERRUPTED,
+        Outcome::Failed | Outcome::RolledBack => exit::FAILED,
+    })
+}
+
+fn report_failures(failures: &[(StepKey, String)], r: &journal::Replayed) {
+    for (step, err) in failures {
+        eprintln!("\nFAILED: {step}\n  {}", err.replace('\n', "\n  "));
+        let cmds: Vec<&Event> = r
+            .events
+            .iter()
+            .filter(|e| matches!(e, Event::CommandFinished { step: s, .. } if s == step))
+            .collect();
+        for e in cmds.iter().rev().take(5).rev() {
+            if let Event::CommandFinished {
+                node, argv, result, ..
+            } = e
+            {
+                let status = result
+                    .status
+                    .map(|s| format!("exit {s}"))
+                    .or(result.error.clone())
+                    .unwrap_or_default();
+                eprintln!("  $ {node}: {}  -> {status}", shell_join(argv));
+                for (name, text) in [("stdout", &result.stdout), ("stderr", &result.stderr)] {
+                    let lines: Vec<&str> = text.lines().collect();
+                    for l in &lines[lines.len().saturating_sub(6)..] {
+                        eprintln!("    {name}| {l}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn report_remaining(plan: &[PlannedService], r: &journal::Replayed) {
+    let remaining: Vec<StepKey> = plan
+        .iter()
+        .flat_map(steps_of)
+        .filter(|k| r.steps.get(k) != Some(&StepStatus::Done))
+        .collect();
+    if remaining.is_empty() {
+        return;
+    }
+    eprintln!("\nsteps not done ({}):", remaining.len());
+    for k in remaining.iter().take(40) {
+        let st = match r.steps.get(k) {
+            Some(StepStatus::Failed) => "failed",
+            Some(StepStatus::Running) => "interrupted",
+            _ => "remaining",
+        };
+        eprintln!("  {k:<40} {st}");
+    }
+    if remaining.len() > 40 {
+        eprintln!("  … and {} more (`uphost status`)", remaining.len() - 40);
+    }
+    eprintln!("fix the cause, then continue with `uphost resume`");
+}
+
+fn summary(
+    plan: &[PlannedService],
+    r: &journal::Replayed,
+    run_id: &str,
+    outcome: Outcome,
+    state_dir: &std::path::Path,
+) {
+    eprintln!("\nsummary of run {run_id}: {}", outcome.as_str());
+    for s in plan {
+        let steps = steps_of(s);
+        let done = steps
+            .iter()
+            .filter(|k| r.steps.get(*k) == Some(&StepStatus::Done))
+            .count();
+        let failed = steps
+            .iter()
+            .filter(|k| r.steps.get(*k) == Some(&StepStatus::Failed))
+            .count();
+        let rolled = r.steps.get(&StepKey {
+            service: s.name.clone(),
+            phase: crate::events::Phase::Rollback,
+            node: None,
+        });
+        eprintln!(
+            "  {:<14} {:>3}/{:<3} steps done{}{}",
+            s.name,
+            done,
+            steps.len(),
+            if failed > 0 {
+                format!(", {failed} failed")
+            } else {
+                String::new()
+            },
+            match rolled {
+                Some(StepStatus::Done) => ", rolled back",
+                Some(_) => ", ROLLBACK FAILED",
+                None => "",
+            }
+        );
+    }
+    eprintln!(
+        "journal: {}",
+        journal::run_dir(state_dir, run_id)
+            .join("journal.jsonl")
+            .display()
+    );
+}
+
+/// `uphost resume`.
+pub async fn resume(
+    session: Session,
+    yes: bool,
+    forks: Option<usize>,
+    cli: &Cli,
+) -> Result<i32, Error> {
+    let state_dir = session.cfg.state_dir.clone();
+    let _lock = journal::lock::acquire(&state_dir, "resume")?;
+    let run_id = journal::current_run(&state_dir)?;
+    let (journal, replayed) = Journal::reopen(&state_dir, &run_id, observers(cli))?;
+    if replayed.outcome().as_deref() == Some("complete") {
+        eprintln!("run {run_id} is already complete; nothing to resume");
+        return Ok(exit::OK);
+    }
+    let Some(Event::RunStarted {
+        plan: rec_plan,
+        plugins: rec_plugins,
+        options,
+        ..
+    }) = replayed.run_started().cloned()
+    else {
+        return Err(Error::Failed(format!(
+            "run {run_id} has no start record; it cannot be resumed (start a new run)"
+        )));
+    };
+    let services = session.services(&options.only, &options.limit)?;
+    let plan = planned(&services, &session);
+    let plugins: Vec<(String, String)> = session
+        .plugins
+        .values()
+        .map(|p| (p.name.clone(), p.sha256.clone()))
+        .collect();
+    let diff = plan_diff(&rec_plan, &plan, &rec_plugins, &plugins);
+    if !diff.is_empty() {
+        return Err(Error::Usage(format!(
+            "run {run_id} cannot be resumed: the plugins or the plan changed since it began:\n{}\nrestore what changed, or start a new run with `uphost run`",
+            diff.join("\n")
+        )));
+    }
+    let grants = session.grants()?;
+    need_terminal(yes, options.dry_run)?;
+    for (step, seq) in &replayed.in_doubt {
+        eprintln!(
+            "warning: command #{seq} of {step} was started but its end was not recorded; the step runs again"
+        );
+    }
+    let journal = Arc::new(journal);
+    journal.emit(Event::RunResumed {
+        time: crate::events::now_rfc3339(),
+        at_ms: journal.now_ms(),
+    });
+    let prior: BTreeMap<StepKey, StepStatus> = replayed.steps.clone();
+    let opts = RunOptions {
+        recorded: options,
+        forks: forks.unwrap_or(session.cfg.forks),
+        confirm: Confirm::from_flag(yes),
+    };
+    execute(
+        session, journal, grants, services, prior, opts, &plan, &state_dir, cli,
+    )
+    .await
+}
+
+fn plan_diff(
+    old: &[PlannedService],
+    new: &[PlannedService],
+    old_plugins: &[(String, String)],
+    new_plugins: &[(String, String)],
+) -> Vec<String> {
+    let mut out = Vec::new();
+    let om: BTreeMap<&str, &str> = old_plugins
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
+    let nm: BTreeMap<&str, &str> = new_plugins
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
+    for (n, h) in &om {
+        match nm.get(n) {
+            None => out.push(format!("  - plugin {n} was removed")),
+            Some(h2) if h2 != h => out.push(format!(
+                "  ~ plugin {n} changed: sha256 {} -> {}",
+                &h[..12.min(h.len())],
+                &h2[..12.min(h2.len())]
+            )),
+            _ => {}
+        }
+    }
+    for n in nm.keys() {
+        if !om.contains_key(n) {
+            out.push(format!("  + plugin {n} was added"));
+        }
+    }
+    let os: BTreeMap<&str, &PlannedService> = old.iter().map(|s| (s.name.as_str(), s)).collect();
+    let ns: BTreeMap<&str, &PlannedService> = new.iter().map(|s| (s.name.as_str(), s)).collect();
+    for (n, s) in &os {
+        match ns.get(n) {
+            None => out.push(format!("  - service {n} is no longer in the plan")),
+            Some(s2) if s2 != s => out.push(format!(
+                "  ~ service {n}: nodes [{}] rollout {} -> nodes [{}] rollout {}",
+                s.nodes.join(", "),
+                s.rollout,
+                s2.nodes.join(", "),
+                s2.rollout
+            )),
+            _ => {}
+        }
+    }
+    for n in ns.keys() {
+        if !os.contains_key(n) {
+            out.push(format!("  + service {n} joined the plan"));
+        }
+    }
+    out
+}

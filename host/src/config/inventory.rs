@@ -1,0 +1,267 @@
+//! Ansible's YAML inventory format: groups are roles; `ansible_host`,
+//! `ansible_port`, `ansible_user`, `ansible_connection` and
+//! `ansible_ssh_private_key_file` are honoured, group `vars` are inherited by
+//! hosts (host vars win), `children` nest groups.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use indexmap::IndexMap;
+use serde::Deserialize;
+
+use super::yaml::{self, ConfigError};
+
+/// How the host reaches a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Connection {
+    /// Run on this machine.
+    Local,
+    /// The system OpenSSH client.
+    Ssh,
+    /// Execute nothing (rehearsals, scale benchmarks).
+    DryRun,
+}
+
+/// A node from the inventory.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct NodeSpec {
+    /// Inventory name.
+    pub name: String,
+    /// `ansible_host`, or the name.
+    pub address: String,
+    /// `ansible_port`.
+    pub port: Option<u16>,
+    /// `ansible_user`.
+    pub user: Option<String>,
+    /// `ansible_ssh_private_key_file`.
+    pub key_file: Option<PathBuf>,
+    /// `ansible_connection` (default ssh, as in Ansible).
+    pub connection: Connection,
+    /// Groups the node belongs to, directly or through `children`.
+    pub roles: Vec<String>,
+    /// `uphost_node_root`: a directory whose `bin/` is put first on PATH for
+    /// local commands and exported as `UPHOST_NODE_ROOT` (simulated nodes).
+    pub node_root: Option<PathBuf>,
+}
+
+/// A parsed inventory.
+#[derive(Debug, Clone, Default)]
+pub struct Inventory {
+    /// Nodes in the order they first appear.
+    pub nodes: Vec<NodeSpec>,
+    /// Every group name.
+    pub groups: BTreeSet<String>,
+}
+
+impl Inventory {
+    /// A node by name.
+    pub fn node(&self, name: &str) -> Option<&NodeSpec> {
+        self.nodes.iter().find(|n| n.name == name)
+    }
+}
+
+type Vars = IndexMap<String, serde_yaml_ng::Value>;
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct GroupDef {
+    #[serde(default)]
+    hosts: Option<IndexMap<String, Option<Vars>>>,
+    #[serde(default)]
+    vars: Option<Vars>,
+    #[serde(default)]
+    children: Option<IndexMap<String, Option<GroupDef>>>,
+}
+
+struct Collect {
+    order: Vec<String>,
+    vars: IndexMap<String, Vars>,
+    roles: IndexMap<String, Vec<String>>,
+    groups: BTreeSet<String>,
+}
+
+fn walk(name: &str, def: &GroupDef, parents: &[String], inherited: &Vars, c: &mut Collect) {
+    let mut vars = inherited.clone();
+    if let Some(v) = &def.vars {
+        vars.extend(v.iter().map(|(k, v)| (k.clone(), v.clone())));
+    }
+    let mut lineage = parents.to_vec();
+    if name != "all" && name != "ungrouped" {
+        lineage.push(name.to_string());
+        c.groups.insert(name.to_string());
+    }
+    for (host, hvars) in def.hosts.iter().flatten() {
+        if !c.vars.contains_key(host) {
+            c.order.push(host.clone());
+        }
+        let entry = c.vars.entry(host.clone()).or_default();
+        for (k, v) in &vars {
+            entry.entry(k.clone()).or_insert_with(|| v.clone());
+        }
+        if let Some(h) = hvars {
+            entry.extend(h.iter().map(|(k, v)| (k.clone(), v.clone())));
+        }
+        let roles = c.roles.entry(host.clone()).or_default();
+        for g in &lineage {
+            if !roles.contains(g) {
+                roles.push(g.clone());
+            }
+        }
+    }
+    for (child, cdef) in def.children.iter().flatten() {
+        let empty = GroupDef::default();
+        walk(child, cdef.as_ref().unwrap_or(&empty), &lineage, &vars, c);
+    }
+}
+
+fn scalar(v: &serde_yaml_ng::Value) -> Option<String> {
+    match v {
+        serde_yaml_ng::Value::String(s) => Some(s.clone()),
+        serde_yaml_ng::Value::Number(n) => Some(n.to_string()),
+        serde_yaml_ng::Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+/// Parse an inventory file.
+pub fn load(path: &Path) -> Result<Inventory, ConfigError> {
+    let doc: IndexMap<String, Option<GroupDef>> = yaml::read(path)?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    let mut c = Collect {
+        order: Vec::new(),
+        vars: IndexMap::new(),
+        roles: IndexMap::new(),
+        groups: BTreeSet::new(),
+    };
+    for (name, def) in &doc {
+        let empty = GroupDef::default();
+        walk(name, def.as_ref().unwrap_or(&empty), &[], &Vars::new(), &mut c);
+    }
+    let invalid = |host: &str, key: &str, message: String| ConfigError::Invalid {
+        path: path.to_path_buf(),
+        at: format!("host {host}, {key}"),
+        message,
+    };
+    let mut nodes = Vec::new();
+    for host in &c.order {
+        let vars = &c.vars[host];
+        let get = |k: &str| -> Result<Option<String>, ConfigError> {
+            match vars.get(k) {
+                None | Some(serde_yaml_ng::Value::Null) => Ok(None),
+                Some(v) => scalar(v)
+                    .map(Some)
+                    .ok_or_else(|| invalid(host, k, "expected a string or a number".into())),
+            }
+        };
+        let port = match get("ansible_port")? {
+            None => None,
+            Some(p) => Some(p.parse::<u16>().map_err(|_| {
+                invalid(
+                    host,
+                    "ansible_port",
+                    format!("`{p}` is not a TCP port (1-65535)"),
+                )
+            })?),
+        };
+        let connection = match get("ansible_connection")?.as_deref() {
+            None | Some("ssh") | Some("smart") | Some("paramiko") => Connection::Ssh,
+            Some("local") => Connection::Local,
+            Some("dry-run") => Connection::DryRun,
+            Some(other) => {
+                return Err(invalid(
+                    host,
+                    "ansible_connection",
+                    format!("`{other}` is not supported; use `local`, `ssh` or `dry-run`"),
+                ));
+            }
+        };
+        nodes.push(NodeSpec {
+            name: host.clone(),
+            address: get("ansible_host")?.unwrap_or_else(|| host.clone()),
+            port,
+            user: get("ansible_user")?,
+            key_file: get("ansible_ssh_private_key_file")?.map(|p| base.join(p)),
+            connection,
+            roles: c.roles.get(host).cloned().unwrap_or_default(),
+            node_root: get("uphost_node_root")?.map(|p| base.join(p)),
+        });
+    }
+    Ok(Inventory {
+        nodes,
+        groups: c.groups,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Inventory, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("inventory.yaml");
+        std::fs::write(&p, text).unwrap();
+        load(&p)
+    }
+
+    #[test]
+    fn groups_children_and_vars() {
+        let inv = parse(
+            r#"
+all:
+  vars:
+    ansible_user: ops
+  children:
+    controller:
+      vars:
+        ansible_connection: local
+      hosts:
+        ctl1: {ansible_host: 10.0.0.1}
+        ctl2:
+    compute:
+      hosts:
+        cmp1: {ansible_port: 2222, ansible_user: root}
+    openstack:
+      children:
+        controller:
+        compute:
+"#,
+        )
+        .unwrap();
+        assert_eq!(inv.nodes.len(), 3);
+        let ctl1 = inv.node("ctl1").unwrap();
+        assert_eq!(ctl1.address, "10.0.0.1");
+        assert_eq!(ctl1.connection, Connection::Local);
+        assert_eq!(ctl1.user.as_deref(), Some("ops"));
+        assert!(ctl1.roles.contains(&"controller".to_string()));
+        assert!(ctl1.roles.contains(&"openstack".to_string()));
+        let cmp1 = inv.node("cmp1").unwrap();
+        assert_eq!(cmp1.port, Some(2222));
+        assert_eq!(cmp1.user.as_deref(), Some("root"));
+        assert_eq!(cmp1.connection, Connection::Ssh);
+        assert_eq!(cmp1.address, "cmp1");
+    }
+
+    #[test]
+    fn bad_port_names_host_and_key() {
+        let e = parse("all:\n  hosts:\n    h1: {ansible_port: 99999}\n").unwrap_err();
+        let s = e.to_string();
+        assert!(s.contains("host h1, ansible_port"), "{s}");
+        assert!(s.contains("99999"), "{s}");
+    }
+
+    #[test]
+    fn syntax_error_has_line_and_column() {
+        let e = parse("all:\n  hosts:\n    h1: {ansible_port: 1\n").unwrap_err();
+        match e {
+            ConfigError::Syntax { line, .. } => assert!(line >= 3, "{line}"),
+            other => panic!("unexpected {other}"),
+        }
+    }
+
+    #[test]
+    fn unknown_group_key_is_rejected() {
+        let e = parse("all:\n  hostz:\n    h1:\n").unwrap_err();
+        assert!(e.to_string().contains("hostz"), "{e}");
+    }
+}

@@ -1,0 +1,194 @@
+//! Configuration: `uphost.yaml`, the inventory and the services file.
+
+pub mod inventory;
+pub mod services;
+pub mod yaml;
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+pub use inventory::{Connection, Inventory, NodeSpec};
+pub use services::{LimitsOverride, Mode, ServiceConfig, ServicesFile};
+pub use yaml::ConfigError;
+
+/// Global limits (defaults shown in [`Limits::default`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Limits {
+    /// Linear memory cap per instance, bytes.
+    pub memory_bytes: u64,
+    /// Deadline for one hook call.
+    pub hook_timeout: std::time::Duration,
+    /// Default timeout of one command.
+    pub exec_timeout: std::time::Duration,
+    /// Cap on captured stdout/stderr of one command, bytes.
+    pub output_cap: usize,
+    /// Cap on log lines per hook call.
+    pub max_log_lines: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            memory_bytes: 64 << 20,
+            hook_timeout: std::time::Duration::from_secs(1800),
+            exec_timeout: std::time::Duration::from_secs(600),
+            output_cap: 1 << 20,
+            max_log_lines: 10_000,
+        }
+    }
+}
+
+impl Limits {
+    /// Apply an override.
+    pub fn with(&self, o: &LimitsOverride) -> Limits {
+        Limits {
+            memory_bytes: o.memory_mb.map(|m| m << 20).unwrap_or(self.memory_bytes),
+            hook_timeout: o
+                .hook_timeout_s
+                .map(std::time::Duration::from_secs)
+                .unwrap_or(self.hook_timeout),
+            exec_timeout: o
+                .exec_timeout_s
+                .map(std::time::Duration::from_secs)
+                .unwrap_or(self.exec_timeout),
+            output_cap: o
+                .output_cap_kb
+                .map(|k| (k as usize) << 10)
+                .unwrap_or(self.output_cap),
+            max_log_lines: o.max_log_lines.unwrap_or(self.max_log_lines),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    plugins: PathBuf,
+    inventory: PathBuf,
+    services: PathBuf,
+    #[serde(default = "default_state")]
+    state_dir: PathBuf,
+    #[serde(default)]
+    forks: Option<usize>,
+    #[serde(default)]
+    limits: LimitsOverride,
+    #[serde(default)]
+    max_instances: Option<u32>,
+}
+
+fn default_state() -> PathBuf {
+    PathBuf::from("state")
+}
+
+/// Everything a command needs, with paths resolved against the directory
+/// of `uphost.yaml`.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The config file.
+    pub path: PathBuf,
+    /// The plugin directory.
+    pub plugins_dir: PathBuf,
+    /// The inventory file.
+    pub inventory_path: PathBuf,
+    /// The services file.
+    pub services_path: PathBuf,
+    /// The state directory (journal, cache, reports).
+    pub state_dir: PathBuf,
+    /// Parsed inventory.
+    pub inventory: Inventory,
+    /// Parsed services file.
+    pub services: ServicesFile,
+    /// Default parallelism.
+    pub forks: usize,
+    /// Global limits.
+    pub limits: Limits,
+    /// Bound on concurrently live plugin instances.
+    pub max_instances: u32,
+}
+
+impl Config {
+    /// Find and load the configuration: `explicit` or `./uphost.yaml`.
+    pub fn load(explicit: Option<&Path>) -> Result<Config, ConfigError> {
+        let path = match explicit {
+            Some(p) => p.to_path_buf(),
+            None => {
+                let p = PathBuf::from("uphost.yaml");
+                if !p.exists() {
+                    return Err(ConfigError::NotFound {
+                        dir: std::env::current_dir().unwrap_or_default(),
+                    });
+                }
+                p
+            }
+        };
+        let raw: RawConfig = yaml::read(&path)?;
+        let base = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+            .to_path_buf();
+        let inventory_path = base.join(&raw.inventory);
+        let services_path = base.join(&raw.services);
+        let inventory = inventory::load(&inventory_path)?;
+        let services = services::load(&services_path)?;
+        let cfg = Config {
+            path: path.clone(),
+            plugins_dir: base.join(&raw.plugins),
+            inventory_path,
+            services_path,
+            state_dir: base.join(&raw.state_dir),
+            inventory,
+            services,
+            forks: raw.forks.unwrap_or(10).max(1),
+            limits: Limits::default().with(&raw.limits),
+            max_instances: raw.max_instances.unwrap_or(64).max(1),
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Cross-file checks: every role a service names exists.
+    fn validate(&self) -> Result<(), ConfigError> {
+        for (name, svc) in &self.services.services {
+            for (i, role) in svc.roles.iter().enumerate() {
+                if !self.inventory.groups.contains(role) {
+                    return Err(ConfigError::Invalid {
+                        path: self.services_path.clone(),
+                        at: format!("services.{name}.roles[{i}]"),
+                        message: format!(
+                            "role `{role}` is not a group in {}{}",
+                            self.inventory_path.display(),
+                            yaml::did_you_mean(
+                                role,
+                                self.inventory.groups.iter().map(String::as_str)
+                            )
+                        ),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The nodes hosting `service`, in inventory order.
+    pub fn service_nodes(&self, service: &str) -> Vec<&NodeSpec> {
+        let Some(svc) = self.services.services.get(service) else {
+            return Vec::new();
+        };
+        self.inventory
+            .nodes
+            .iter()
+            .filter(|n| n.roles.iter().any(|r| svc.roles.contains(r)))
+            .collect()
+    }
+
+    /// Settings for `service` (defaults when the services file omits it).
+    pub fn service(&self, service: &str) -> ServiceConfig {
+        self.services
+            .services
+            .get(service)
+            .cloned()
+            .unwrap_or_default()
+    }
+}

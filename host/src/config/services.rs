@@ -1,0 +1,88 @@
+//! The services file: which roles host each service (TripleO's roles_data
+//! idea), versions, rollout overrides, plugin parameters and limits.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use indexmap::IndexMap;
+use serde::{Deserialize, Serialize};
+
+use super::yaml::{self, ConfigError};
+use crate::execution::rollout::{MaxFail, Rollout};
+
+/// Major upgrade or minor update.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// Schema and RPC may change.
+    #[default]
+    MajorUpgrade,
+    /// Rolling update.
+    MinorUpdate,
+}
+
+/// Resource limits for a plugin; unset fields fall back to the global ones.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsOverride {
+    /// Linear memory cap, MiB.
+    pub memory_mb: Option<u64>,
+    /// Deadline for one hook call, seconds.
+    pub hook_timeout_s: Option<u64>,
+    /// Default timeout of one command, seconds.
+    pub exec_timeout_s: Option<u64>,
+    /// Cap on captured stdout and stderr of one command (and the guest's own
+    /// output), KiB.
+    pub output_cap_kb: Option<u64>,
+    /// Cap on log lines per hook call.
+    pub max_log_lines: Option<u64>,
+}
+
+/// One service's settings.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceConfig {
+    /// Inventory groups whose nodes host the service.
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// Current version (default: the file's `from_version`).
+    pub from_version: Option<String>,
+    /// Target version (default: the file's `to_version`).
+    pub to_version: Option<String>,
+    /// Override of the plugin's rollout.
+    pub rollout: Option<Rollout>,
+    /// How many node failures are tolerated before the service fails.
+    pub max_fail: Option<MaxFail>,
+    /// Pause for confirmation after the first batch.
+    #[serde(default)]
+    pub canary: bool,
+    /// Parameters passed to the plugin.
+    #[serde(default)]
+    pub params: BTreeMap<String, String>,
+    /// Per-plugin limits.
+    #[serde(default)]
+    pub limits: LimitsOverride,
+}
+
+/// The services file.
+#[derive(Debug, Clone, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ServicesFile {
+    /// Upgrade or update.
+    #[serde(default)]
+    pub mode: Mode,
+    /// Default current version.
+    #[serde(default)]
+    pub from_version: String,
+    /// Default target version.
+    #[serde(default)]
+    pub to_version: String,
+    /// Services by name.
+    #[serde(default)]
+    pub services: IndexMap<String, ServiceConfig>,
+}
+
+/// Read the services file.
+pub fn load(path: &Path) -> Result<ServicesFile, ConfigError> {
+    yaml::read(path)
+}

@@ -1,0 +1,279 @@
+//! What happens during a run, as records: the journal stores them (one JSON
+//! object per line), `--output json` streams them, progress and reports are
+//! built from them. Field names are stable (docs/events.md).
+
+use serde::{Deserialize, Serialize};
+
+/// A plugin hook.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Phase {
+    /// Pre-flight validation.
+    Check,
+    /// Once per service, before nodes.
+    PreUpgrade,
+    /// Once per node.
+    Upgrade,
+    /// Once per service, after nodes.
+    PostUpgrade,
+    /// Deployment-wide, after every service.
+    Finalize,
+    /// Restore.
+    Rollback,
+}
+
+impl Phase {
+    /// The WIT/CLI name.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Phase::Check => "check",
+            Phase::PreUpgrade => "pre-upgrade",
+            Phase::Upgrade => "upgrade",
+            Phase::PostUpgrade => "post-upgrade",
+            Phase::Finalize => "finalize",
+            Phase::Rollback => "rollback",
+        }
+    }
+}
+
+impl std::fmt::Display for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One (service, phase, node) step.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct StepKey {
+    /// Service.
+    pub service: String,
+    /// Phase.
+    pub phase: Phase,
+    /// Node, for `upgrade`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+}
+
+impl std::fmt::Display for StepKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.node {
+            Some(n) => write!(f, "{} {} on {}", self.service, self.phase, n),
+            None => write!(f, "{} {}", self.service, self.phase),
+        }
+    }
+}
+
+/// The result of one command as the journal keeps it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CommandRecord {
+    /// Exit status, when it ran to completion.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<i32>,
+    /// Why it produced no status (timeout, spawn failure, unreachable).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Error kind for replay: `timeout`, `spawn-failed`, `unreachable`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_kind: Option<String>,
+    /// Standard output (capped; lossy UTF-8).
+    #[serde(default)]
+    pub stdout: String,
+    /// Standard error (capped; lossy UTF-8).
+    #[serde(default)]
+    pub stderr: String,
+    /// Output was cut at the cap.
+    #[serde(default)]
+    pub truncated: bool,
+    /// Recorded, not executed (read-only mode).
+    #[serde(default)]
+    pub skipped: bool,
+    /// Wall time.
+    pub duration_ms: u64,
+}
+
+/// A run event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "kebab-case")]
+pub enum Event {
+    /// A run began.
+    RunStarted {
+        /// Run id.
+        run_id: String,
+        /// RFC 3339 time.
+        time: String,
+        /// Services in plan order with their nodes.
+        plan: Vec<PlannedService>,
+        /// Plugin name → sha256.
+        plugins: Vec<(String, String)>,
+        /// The options the run was started with (resume reuses them).
+        options: RunOptionsRecord,
+    },
+    /// A step began.
+    StepStarted {
+        /// The step.
+        step: StepKey,
+        /// Milliseconds since the run started.
+        at_ms: u64,
+    },
+    /// A step ended.
+    StepFinished {
+        /// The step.
+        step: StepKey,
+        /// Milliseconds since the run started.
+        at_ms: u64,
+        /// `ok` or `failed`.
+        status: String,
+        /// Wall time of the step.
+        duration_ms: u64,
+        /// Why it failed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
+    /// A command is about to run (written before it starts).
+    CommandStarted {
+        /// Step it belongs to.
+        step: StepKey,
+        /// Sequence number of the command within the step.
+        seq: u32,
+        /// Node.
+        node: String,
+        /// Program then arguments.
+        argv: Vec<String>,
+    },
+    /// A command finished (or was skipped in read-only mode).
+    CommandFinished {
+        /// Step it belongs to.
+        step: StepKey,
+        /// Sequence number within the step.
+        seq: u32,
+        /// Node.
+        node: String,
+        /// Program then arguments.
+        argv: Vec<String>,
+        /// What it produced.
+        result: CommandRecord,
+    },
+    /// A command refused by the grant.
+    Denied {
+        /// Step.
+        step: StepKey,
+        /// Plugin.
+        plugin: String,
+        /// Node asked for.
+        node: String,
+        /// Program then arguments.
+        argv: Vec<String>,
+        /// What part was refused.
+        reason: String,
+    },
+    /// A plugin log line or progress milestone.
+    Log {
+        /// Step.
+        step: StepKey,
+        /// `debug`, `info`, `warn`, `error`, `progress`, `stdout`, `stderr`.
+        level: String,
+        /// Text.
+        message: String,
+        /// Milliseconds since the run started.
+        at_ms: u64,
+    },
+    /// Plugin state changed.
+    State {
+        /// Service.
+        service: String,
+        /// Key.
+        key: String,
+        /// New value; absent when deleted.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        value: Option<String>,
+    },
+    /// An operator confirmation.
+    Confirmation {
+        /// What was asked.
+        prompt: String,
+        /// Whether it was accepted.
+        accepted: bool,
+        /// `--yes`, `terminal`.
+        how: String,
+    },
+    /// Rollback began.
+    RollbackStarted {
+        /// Services to roll back, in order.
+        services: Vec<String>,
+        /// Completed services that cannot roll back.
+        irreversible: Vec<String>,
+    },
+    /// The run resumed after an interruption.
+    RunResumed {
+        /// RFC 3339 time.
+        time: String,
+        /// Milliseconds since the run first started.
+        at_ms: u64,
+    },
+    /// The run ended.
+    RunFinished {
+        /// `complete`, `failed`, `interrupted`, `rolled-back`.
+        outcome: String,
+        /// Milliseconds since the run started.
+        at_ms: u64,
+    },
+}
+
+/// Options of a run, as recorded for resume.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct RunOptionsRecord {
+    /// Mutating commands recorded, not executed.
+    pub dry_run: bool,
+    /// `--only` services.
+    #[serde(default)]
+    pub only: Vec<String>,
+    /// `--limit` nodes or roles.
+    #[serde(default)]
+    pub limit: Vec<String>,
+    /// Roll back on failure without asking.
+    #[serde(default)]
+    pub rollback_on_failure: bool,
+}
+
+/// A service in the recorded plan.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlannedService {
+    /// Name.
+    pub name: String,
+    /// Level.
+    pub level: usize,
+    /// Direct dependencies.
+    pub depends_on: Vec<String>,
+    /// Node names.
+    pub nodes: Vec<String>,
+    /// Rollout.
+    pub rollout: String,
+    /// Whether the plugin can roll back.
+    pub reversible: bool,
+}
+
+/// Where events go (journal, stream, progress, test harness).
+pub trait Sink: Send + Sync {
+    /// Record an event. Step ends, command intents and state changes are
+    /// durable (fsync'd) before this returns.
+    fn emit(&self, event: Event);
+
+    /// A command result recorded by an earlier attempt of the same step, to
+    /// replay instead of executing again after a crash.
+    fn replay(&self, _step: &StepKey, _seq: u32) -> Option<CommandRecord> {
+        None
+    }
+
+    /// Plugin state.
+    fn state_get(&self, service: &str, key: &str) -> Option<String>;
+
+    /// Milliseconds since the run started (for event timestamps).
+    fn now_ms(&self) -> u64;
+}
+
+/// Milliseconds since the Unix epoch formatted as RFC 3339.
+pub fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}

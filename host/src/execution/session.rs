@@ -1,0 +1,199 @@
+//! A session: configuration, engine, loaded plugins, their approvals and
+//! the plan — everything `plan`, `check`, `run` and `resume` share.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::capabilities::Grant;
+use crate::capabilities::lock::{LOCK_FILE, LockFile};
+use crate::config::{Config, NodeSpec};
+use crate::execution::rollout::{MaxFail, Rollout};
+use crate::loading::{self, LoadedPlugin, cache::Cache};
+use crate::planning::{self, Plan};
+use crate::runtime::{EngineLimits, Runtime};
+use crate::Error;
+
+/// Loaded plugins and their plan.
+pub struct Session {
+    /// Configuration.
+    pub cfg: Config,
+    /// Engine.
+    pub rt: Arc<Runtime>,
+    /// Plugins by service name.
+    pub plugins: BTreeMap<String, LoadedPlugin>,
+    /// The full plan.
+    pub plan: Plan,
+}
+
+/// Effective settings of one service in a run.
+#[derive(Debug, Clone)]
+pub struct ServiceRun {
+    /// Name.
+    pub name: String,
+    /// All nodes hosting it.
+    pub nodes: Vec<NodeSpec>,
+    /// The nodes `upgrade` runs on (after `--limit`).
+    pub targets: Vec<NodeSpec>,
+    /// Rollout.
+    pub rollout: Rollout,
+    /// Tolerated failures.
+    pub max_fail: MaxFail,
+    /// Pause after the first batch.
+    pub canary: bool,
+    /// Can roll back.
+    pub reversible: bool,
+}
+
+/// The default cache directory for commands without a state directory.
+pub fn user_cache_dir() -> PathBuf {
+    std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir)
+        .join("uphost")
+}
+
+impl Session {
+    /// Load the plugins of `cfg` and plan.
+    pub async fn open(cfg: Config) -> Result<Session, Error> {
+        let max_mem = cfg
+            .services
+            .services
+            .values()
+            .filter_map(|s| s.limits.memory_mb.map(|m| m << 20))
+            .chain([cfg.limits.memory_bytes])
+            .max()
+            .unwrap_or(cfg.limits.memory_bytes);
+        let rt = Arc::new(Runtime::new(&EngineLimits {
+            max_instances: cfg.max_instances,
+            max_memory_bytes: max_mem,
+        })?);
+        let cache = Arc::new(Cache::new(&rt, cfg.state_dir.join("cache")));
+        let loaded = loading::load_dir(&rt, &cache, &cfg.plugins_dir).await?;
+        let plugins: BTreeMap<String, LoadedPlugin> =
+            loaded.into_iter().map(|p| (p.name.clone(), p)).collect();
+        let deps: BTreeMap<String, Vec<String>> = plugins
+            .iter()
+            .map(|(n, p)| (n.clone(), p.meta.depends_on.clone()))
+            .collect();
+        let plan = planning::plan(&deps)?;
+        Ok(Session {
+            cfg,
+            rt,
+            plugins,
+            plan,
+        })
+    }
+
+    /// Check every plugin against `uphost.lock`; the effective grants, or
+    /// an error listing every problem and the command that fixes it.
+    pub fn grants(&self) -> Result<BTreeMap<String, Arc<Grant>>, Error> {
+        let lock = LockFile::load(&self.cfg.plugins_dir)?;
+        let mut grants = BTreeMap::new();
+        let mut problems = Vec::new();
+        for (name, p) in &self.plugins {
+            match lock.verify(name, &p.sha256, &p.meta.capabilities) {
+                Ok(a) => {
+                    grants.insert(
+                        name.clone(),
+                        Arc::new(Grant::effective(&p.meta.capabilities, &a.grant)),
+                    );
+                }
+                Err(u) => problems.push((name.clone(), u.describe(name, &p.file_name()))),
+            }
+        }
+        if problems.is_empty() {
+            return Ok(grants);
+        }
+        let names: Vec<&str> = problems.iter().map(|(n, _)| n.as_str()).collect();
+        let mut msg = String::new();
+        for (_, p) in &problems {
+            msg.push_str(p);
+            msg.push('\n');
+        }
+        msg.push_str(&format!(
+            "nothing was executed. Review what they request, then approve with:\n    uphost -c {} plugins approve {}",
+            self.cfg.path.display(),
+            names.join(" ")
+        ));
+        Err(Error::Unapproved {
+            lock: self.cfg.plugins_dir.join(LOCK_FILE),
+            message: msg,
+        })
+    }
+
+    /// Services with their effective settings, in plan order, restricted
+    /// to `only` (services) and `limit` (node names or roles).
+    pub fn services(&self, only: &[String], limit: &[String]) -> Result<Vec<ServiceRun>, Error> {
+        for o in only {
+            if !self.plugins.contains_key(o) {
+                return Err(Error::Usage(format!(
+                    "--only {o}: no plugin provides service `{o}`{}",
+                    crate::config::yaml::did_you_mean(o, self.plugins.keys().map(String::as_str))
+                )));
+            }
+        }
+        for l in limit {
+            if self.cfg.inventory.node(l).is_none() && !self.cfg.inventory.groups.contains(l) {
+                return Err(Error::Usage(format!(
+                    "--limit {l}: neither a node nor a group of {}",
+                    self.cfg.inventory_path.display()
+                )));
+            }
+        }
+        let keep: BTreeSet<String> = if only.is_empty() {
+            self.plugins.keys().cloned().collect()
+        } else {
+            only.iter().cloned().collect()
+        };
+        let mut out = Vec::new();
+        let mut unmapped = Vec::new();
+        for planned in self.plan.restrict(&keep).services {
+            let p = &self.plugins[&planned.name];
+            let svc = self.cfg.service(&planned.name);
+            let nodes: Vec<NodeSpec> = self
+                .cfg
+                .service_nodes(&planned.name)
+                .into_iter()
+                .cloned()
+                .collect();
+            if nodes.is_empty() {
+                unmapped.push(planned.name.clone());
+                continue;
+            }
+            let targets: Vec<NodeSpec> = nodes
+                .iter()
+                .filter(|n| {
+                    limit.is_empty()
+                        || limit.iter().any(|l| &n.name == l || n.roles.contains(l))
+                })
+                .cloned()
+                .collect();
+            if targets.is_empty() {
+                continue; // a staged run: this service's nodes are for later
+            }
+            out.push(ServiceRun {
+                name: planned.name.clone(),
+                nodes,
+                targets,
+                rollout: svc.rollout.unwrap_or(p.meta.rollout),
+                max_fail: svc.max_fail.unwrap_or_default(),
+                canary: svc.canary,
+                reversible: p.meta.reversible,
+            });
+        }
+        if !unmapped.is_empty() {
+            return Err(Error::Usage(format!(
+                "no nodes host {}: map each to inventory groups under `services:` in {} (or leave it out with --only)",
+                unmapped
+                    .iter()
+                    .map(|s| format!("`{s}`"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                self.cfg.services_path.display()
+            )));
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,133 @@
+//! One run at a time: an exclusive `flock` on `<state>/run.lock`, whose
+//! content names the holder. The kernel drops the lock when its holder dies,
+//! so a lock left by a killed run is detected as stale and taken over.
+
+use std::fs::File;
+use std::io::{Read, Seek, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Who holds the lock.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Holder {
+    /// Process id.
+    pub pid: u32,
+    /// Host name.
+    pub host: String,
+    /// RFC 3339 start time.
+    pub since: String,
+    /// What it is doing.
+    pub command: String,
+}
+
+impl std::fmt::Display for Holder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "pid {} on {} since {} ({})",
+            self.pid, self.host, self.since, self.command
+        )
+    }
+}
+
+/// Lock failures.
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    /// Someone else is running.
+    #[error(
+        "another uphost is running against this state directory: {holder}; wait for it to finish (lock file {path})"
+    )]
+    Busy {
+        /// The holder.
+        holder: Holder,
+        /// Lock file.
+        path: PathBuf,
+    },
+    /// I/O.
+    #[error("cannot use lock file {path}: {source}")]
+    Io {
+        /// Lock file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// A held run lock (released on drop, or by the kernel if we die).
+pub struct RunLock {
+    _file: File,
+    /// A stale holder we took over from, to tell the operator.
+    pub took_over: Option<Holder>,
+}
+
+/// The machine's host name.
+pub fn hostname() -> String {
+    rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// Take the lock or say who has it.
+pub fn acquire(state_dir: &Path, command: &str) -> Result<RunLock, LockError> {
+    let path = state_dir.join("run.lock");
+    let io = |source| LockError::Io {
+        path: path.clone(),
+        source,
+    };
+    std::fs::create_dir_all(state_dir).map_err(io)?;
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(io)?;
+    let mut prev = String::new();
+    let _ = file.read_to_string(&mut prev);
+    let prev: Option<Holder> = serde_json::from_str(prev.trim()).ok();
+    if rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_err() {
+        return Err(LockError::Busy {
+            holder: prev.unwrap_or(Holder {
+                pid: 0,
+                host: "?".into(),
+                since: "?".into(),
+                command: "unknown".into(),
+            }),
+            path,
+        });
+    }
+    let me = Holder {
+        pid: std::process::id(),
+        host: hostname(),
+        since: crate::events::now_rfc3339(),
+        command: command.to_string(),
+    };
+    file.set_len(0).map_err(io)?;
+    file.rewind().map_err(io)?;
+    file.write_all(serde_json::to_string(&me).expect("holder serializes").as_bytes())
+        .map_err(io)?;
+    file.sync_data().map_err(io)?;
+    Ok(RunLock {
+        _file: file,
+        took_over: prev,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn second_holder_is_refused_and_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = acquire(dir.path(), "run").unwrap();
+        let e = acquire(dir.path(), "run").err().unwrap();
+        let s = e.to_string();
+        assert!(s.contains(&format!("pid {}", std::process::id())), "{s}");
+        drop(a);
+        let b = acquire(dir.path(), "resume").unwrap();
+        assert_eq!(b.took_over.unwrap().command, "run");
+    }
+}

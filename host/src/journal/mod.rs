@@ -1,0 +1,457 @@
+//! The run journal: `<state>/runs/<run-id>/journal.jsonl`, one JSON event
+//! per line, append-only. Every record is written with one `write` as soon
+//! as it happens; step ends, command intents and results, state changes and
+//! confirmations are fsync'd before the run goes on, so a step that counts
+//! as done is on disk. A torn last line (SIGKILL mid-write) is ignored and
+//! cut off when the run resumes. Plugin key/value state lives here too.
+
+pub mod lock;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use crate::events::{CommandRecord, Event, Sink, StepKey};
+
+/// Journal failures.
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    /// I/O.
+    #[error("journal {path}: {source}")]
+    Io {
+        /// File.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// No run to resume or show.
+    #[error("no run found in {0}; start one with `uphost run`")]
+    NoRun(PathBuf),
+    /// A record in the middle is unreadable.
+    #[error("journal {path}:{line}: unreadable record ({detail}); the journal was edited or damaged")]
+    Corrupt {
+        /// File.
+        path: PathBuf,
+        /// 1-based line.
+        line: usize,
+        /// Parser message.
+        detail: String,
+    },
+}
+
+/// Status of a step as recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StepStatus {
+    /// Finished ok.
+    Done,
+    /// Finished with an error.
+    Failed,
+    /// Started, not finished (interrupted or in flight).
+    Running,
+}
+
+/// What a journal says, replayed.
+#[derive(Debug, Clone, Default)]
+pub struct Replayed {
+    /// Every event in order.
+    pub events: Vec<Event>,
+    /// Last status of each step.
+    pub steps: BTreeMap<StepKey, StepStatus>,
+    /// Plugin state.
+    pub state: BTreeMap<(String, String), String>,
+    /// Results of commands of unfinished steps, for replay.
+    pub commands: HashMap<(StepKey, u32), CommandRecord>,
+    /// Commands whose start was recorded but not their end.
+    pub in_doubt: BTreeSet<(StepKey, u32)>,
+    /// The last timestamp seen.
+    pub last_ms: u64,
+    /// Byte length of the complete records (a torn tail starts here).
+    pub valid_len: u64,
+}
+
+impl Replayed {
+    /// The RunStarted event.
+    pub fn run_started(&self) -> Option<&Event> {
+        self.events
+            .iter()
+            .find(|e| matches!(e, Event::RunStarted { .. }))
+    }
+
+    /// The run's final outcome, if it finished (and was not resumed since).
+    pub fn outcome(&self) -> Option<String> {
+        match self.events.last() {
+            Some(Event::RunFinished { outcome, .. }) => Some(outcome.clone()),
+            _ => None,
+        }
+    }
+}
+
+/// Read and replay a journal file.
+pub fn replay(path: &Path) -> Result<Replayed, JournalError> {
+    let bytes = std::fs::read(path).map_err(|source| JournalError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mut r = Replayed::default();
+    let mut offset = 0usize;
+    let mut lineno = 0usize;
+    while offset < bytes.len() {
+        lineno += 1;
+        let Some(nl) = bytes[offset..].iter().position(|b| *b == b'\n') else {
+            break; // torn tail: no newline yet
+        };
+        let line = &bytes[offset..offset + nl];
+        let next = offset + nl + 1;
+        match serde_json::from_slice::<Event>(line) {
+            Ok(ev) => apply(&mut r, ev),
+            Err(e) => {
+                if next >= bytes.len() {
+                    break; // torn last record
+                }
+                return Err(JournalError::Corrupt {
+                    path: path.to_path_buf(),
+                    line: lineno,
+                    detail: e.to_string(),
+                });
+            }
+        }
+        offset = next;
+        r.valid_len = offset as u64;
+    }
+    Ok(r)
+}
+
+fn apply(r: &mut Replayed, ev: Event) {
+    match &ev {
+        Event::StepStarted { step, at_ms } => {
+            r.steps.insert(step.clone(), StepStatus::Running);
+            r.last_ms = r.last_ms.max(*at_ms);
+        }
+        Event::StepFinished {
+            step,
+            status,
+            at_ms,
+            ..
+        } => {
+            r.steps.insert(
+                step.clone(),
+                if status == "ok" {
+                    StepStatus::Done
+                } else {
+                    StepStatus::Failed
+                },
+            );
+            r.commands.retain(|(s, _), _| s != step);
+            r.in_doubt.retain(|(s, _)| s != step);
+            r.last_ms = r.last_ms.max(*at_ms);
+        }
+        Event::CommandStarted { step, seq, .. } => {
+            r.in_doubt.insert((step.clone(), *seq));
+        }
+        Event::CommandFinished {
+            step, seq, result, ..
+        } => {
+            r.in_doubt.remove(&(step.clone(), *seq));
+            if !result.skipped {
+                r.commands.insert((step.clone(), *seq), result.clone());
+            }
+        }
+        Event::State {
+            service,
+            key,
+            value,
+        } => match value {
+            Some(v) => {
+                r.state.insert((service.clone(), key.clone()), v.clone());
+            }
+            None => {
+                r.state.remove(&(service.clone(), key.clone()));
+            }
+        },
+        Event::Log { at_ms, .. }
+        | Event::RunFinished { at_ms, .. }
+        | Event::RunResumed { at_ms, .. } => r.last_ms = r.last_ms.max(*at_ms),
+        _ => {}
+    }
+    r.events.push(ev);
+}
+
+/// Observers of events (progress display, JSON stream).
+pub type Observer = Box<dyn Fn(&Event) + Send + Sync>;
+
+struct Inner {
+    file: File,
+    state: BTreeMap<(String, String), String>,
+    replay: HashMap<(StepKey, u32), CommandRecord>,
+    error: Option<std::io::Error>,
+}
+
+/// An open journal of one run, and the run's event sink.
+pub struct Journal {
+    /// Run id.
+    pub run_id: String,
+    /// The journal file.
+    pub path: PathBuf,
+    inner: Mutex<Inner>,
+    start: Instant,
+    base_ms: u64,
+    observers: Vec<Observer>,
+}
+
+/// The directory of a run.
+pub fn run_dir(state_dir: &Path, run_id: &str) -> PathBuf {
+    state_dir.join("runs").join(run_id)
+}
+
+/// The most recent run id (from `<state>/current`).
+pub fn current_run(state_dir: &Path) -> Result<String, JournalError> {
+    let p = state_dir.join("current");
+    std::fs::read_to_string(&p)
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| JournalError::NoRun(state_dir.to_path_buf()))
+}
+
+fn fsync_dir(dir: &Path) {
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+}
+
+impl Journal {
+    /// Start a new run's journal.
+    pub fn create(
+        state_dir: &Path,
+        run_id: &str,
+        observers: Vec<Observer>,
+    ) -> Result<Journal, JournalError> {
+        let dir = run_dir(state_dir, run_id);
+        let path = dir.join("journal.jsonl");
+        let io = |source| JournalError::Io {
+            path: path.clone(),
+            source,
+        };
+        std::fs::create_dir_all(&dir).map_err(io)?;
+        let file = std::fs::OpenOptions::new()
+            .create_new(true)
+            .append(true)
+            .open(&path)
+            .map_err(io)?;
+        fsync_dir(&dir);
+        let cur = state_dir.join("current");
+        let tmp = state_dir.join(".current.tmp");
+        std::fs::write(&tmp, run_id).map_err(io)?;
+        std::fs::rename(&tmp, &cur).map_err(io)?;
+        fsync_dir(state_dir);
+        Ok(Journal {
+            run_id: run_id.to_string(),
+            path,
+            inner: Mutex::new(Inner {
+                file,
+                state: BTreeMap::new(),
+                replay: HashMap::new(),
+                error: None,
+            }),
+            start: Instant::now(),
+            base_ms: 0,
+            observers,
+        })
+    }
+
+    /// Reopen a run's journal to continue it: cuts a torn tail, restores
+    /// state and the replayable command results.
+    pub fn reopen(
+        state_dir: &Path,
+        run_id: &str,
+        observers: Vec<Observer>,
+    ) -> Result<(Journal, Replayed), JournalError> {
+        let path = run_dir(state_dir, run_id).join("journal.jsonl");
+        let r = replay(&path)?;
+        let io = |source| JournalError::Io {
+            path: path.clone(),
+            source,
+        };
+        let file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .map_err(io)?;
+        file.set_len(r.valid_len).map_err(io)?;
+        file.sync_all().map_err(io)?;
+        Ok((
+            Journal {
+                run_id: run_id.to_string(),
+                path: path.clone(),
+                inner: Mutex::new(Inner {
+                    file,
+                    state: r.state.clone(),
+                    replay: r.commands.clone(),
+                    error: None,
+                }),
+                start: Instant::now(),
+                base_ms: r.last_ms + 1,
+                observers,
+            },
+            r,
+        ))
+    }
+
+    /// The first write error, if any (the run must stop: nothing may
+    /// count as done that is not on disk).
+    pub fn take_error(&self) -> Option<std::io::Error> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner()).error.take()
+    }
+}
+
+fn durable(ev: &Event) -> bool {
+    !matches!(ev, Event::Log { .. } | Event::StepStarted { .. })
+}
+
+impl Sink for Journal {
+    fn emit(&self, ev: Event) {
+        let mut line = serde_json::to_vec(&ev).expect("events serialize");
+        line.push(b'\n');
+        {
+            let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+            if let Event::State {
+                service,
+                key,
+                value,
+            } = &ev
+            {
+                match value {
+                    Some(v) => g.state.insert((service.clone(), key.clone()), v.clone()),
+                    None => g.state.remove(&(service.clone(), key.clone())),
+                };
+            }
+            let res = g.file.write_all(&line).and_then(|()| {
+                if durable(&ev) {
+                    g.file.sync_data()
+                } else {
+                    Ok(())
+                }
+            });
+            if let Err(e) = res {
+                tracing::error!(path = %self.path.display(), error = %e, "journal write failed");
+                if g.error.is_none() {
+                    g.error = Some(e);
+                }
+            }
+        }
+        for o in &self.observers {
+            o(&ev);
+        }
+    }
+
+    fn replay(&self, step: &StepKey, seq: u32) -> Option<CommandRecord> {
+        self.inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .replay
+            .remove(&(step.clone(), seq))
+    }
+
+    fn state_get(&self, service: &str, key: &str) -> Option<String> {
+        self.inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .state
+            .get(&(service.to_string(), key.to_string()))
+            .cloned()
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.base_ms + self.start.elapsed().as_millis() as u64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::Phase;
+
+    fn step(node: Option<&str>) -> StepKey {
+        StepKey {
+            service: "galera".into(),
+            phase: Phase::Upgrade,
+            node: node.map(String::from),
+        }
+    }
+
+    #[test]
+    fn torn_tail_is_tolerated_and_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::create(dir.path(), "r1", vec![]).unwrap();
+        j.emit(Event::StepStarted {
+            step: step(Some("n1")),
+            at_ms: 1,
+        });
+        j.emit(Event::StepFinished {
+            step: step(Some("n1")),
+            at_ms: 2,
+            status: "ok".into(),
+            duration_ms: 1,
+            error: None,
+        });
+        j.emit(Event::State {
+            service: "galera".into(),
+            key: "backup".into(),
+            value: Some("/b.sql".into()),
+        });
+        drop(j);
+        let path = run_dir(dir.path(), "r1").join("journal.jsonl");
+        let mut f = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(b"{\"event\":\"step-sta").unwrap();
+        drop(f);
+        let (j, r) = Journal::reopen(dir.path(), "r1", vec![]).unwrap();
+        assert_eq!(r.steps[&step(Some("n1"))], StepStatus::Done);
+        assert_eq!(j.state_get("galera", "backup").as_deref(), Some("/b.sql"));
+        j.emit(Event::StepStarted {
+            step: step(Some("n2")),
+            at_ms: 3,
+        });
+        drop(j);
+        let r = replay(&path).unwrap();
+        assert_eq!(r.steps[&step(Some("n2"))], StepStatus::Running);
+        assert_eq!(current_run(dir.path()).unwrap(), "r1");
+    }
+
+    #[test]
+    fn corrupt_middle_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("j.jsonl");
+        std::fs::write(&p, "garbage\n{\"event\":\"run-finished\",\"outcome\":\"complete\",\"at_ms\":1}\n").unwrap();
+        let e = replay(&p).unwrap_err();
+        assert!(e.to_string().contains(":1:"), "{e}");
+    }
+
+    #[test]
+    fn unfinished_step_results_replay_and_finished_ones_do_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::create(dir.path(), "r", vec![]).unwrap();
+        let rec = CommandRecord {
+            status: Some(0),
+            error: None,
+            error_kind: None,
+            stdout: "x".into(),
+            stderr: String::new(),
+            truncated: false,
+            skipped: false,
+            duration_ms: 1,
+        };
+        for n in ["a", "b"] {
+            j.emit(Event::StepStarted { step: step(Some(n)), at_ms: 0 });
+            j.emit(Event::CommandStarted { step: step(Some(n)), seq: 0, node: n.into(), argv: vec!["true".into()] });
+            j.emit(Event::CommandFinished { step: step(Some(n)), seq: 0, node: n.into(), argv: vec!["true".into()], result: rec.clone() });
+        }
+        j.emit(Event::StepFinished { step: step(Some("a")), at_ms: 1, status: "failed".into(), duration_ms: 1, error: Some("x".into()) });
+        drop(j);
+        let (j, _) = Journal::reopen(dir.path(), "r", vec![]).unwrap();
+        assert!(j.replay(&step(Some("a")), 0).is_none());
+        assert_eq!(j.replay(&step(Some("b")), 0), Some(rec));
+    }
+}

@@ -1,0 +1,88 @@
+//! The compiled-artifact cache: `<cache>/<sha256>-<engine hash>.cwasm`.
+//! Only files this cache wrote (atomically, via a temporary name) are ever
+//! deserialized; the engine hash changes with the wasmtime version and
+//! settings, so a stale artifact is never loaded.
+
+use std::hash::{Hash, Hasher};
+use std::path::PathBuf;
+
+use wasmtime::component::Component;
+
+use crate::runtime::Runtime;
+
+/// Cache failures.
+#[derive(Debug)]
+pub enum CacheError {
+    /// The component did not compile.
+    Compile(String),
+    /// The cache directory could not be used.
+    Io {
+        /// Path.
+        path: PathBuf,
+        /// Why.
+        detail: String,
+    },
+}
+
+/// A directory of precompiled components.
+pub struct Cache {
+    dir: PathBuf,
+    engine_hash: String,
+}
+
+impl Cache {
+    /// A cache in `dir` for `rt`'s engine.
+    pub fn new(rt: &Runtime, dir: PathBuf) -> Cache {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        rt.engine.precompile_compatibility_hash().hash(&mut h);
+        Cache {
+            dir,
+            engine_hash: format!("{:016x}", h.finish()),
+        }
+    }
+
+    /// The artifact path for a file hash.
+    pub fn artifact(&self, sha256: &str) -> PathBuf {
+        self.dir.join(format!("{sha256}-{}.cwasm", self.engine_hash))
+    }
+
+    /// The component for `bytes`, from the cache or freshly compiled (and
+    /// then cached). Returns whether it compiled.
+    pub fn component(
+        &self,
+        rt: &Runtime,
+        sha256: &str,
+        bytes: &[u8],
+    ) -> Result<(Component, bool), CacheError> {
+        let art = self.artifact(sha256);
+        if art.is_file() {
+            // SAFETY: the file was written by `Engine::precompile_component`
+            // of an engine with the same compatibility hash (in its name),
+            // through the atomic rename below, inside our own state dir.
+            if let Ok(c) = unsafe { Component::deserialize_file(&rt.engine, &art) } {
+                return Ok((c, false));
+            }
+            tracing::warn!(path = %art.display(), "unusable cache entry; recompiling");
+        }
+        let compiled = rt
+            .engine
+            .precompile_component(bytes)
+            .map_err(|e| CacheError::Compile(format!("{e:#}")))?;
+        let io = |e: std::io::Error| CacheError::Io {
+            path: self.dir.clone(),
+            detail: e.to_string(),
+        };
+        std::fs::create_dir_all(&self.dir).map_err(io)?;
+        let tmp = self.dir.join(format!(
+            ".{sha256}-{}.{}.tmp",
+            self.engine_hash,
+            std::process::id()
+        ));
+        std::fs::write(&tmp, &compiled).map_err(io)?;
+        std::fs::rename(&tmp, &art).map_err(io)?;
+        // SAFETY: produced just now by this engine.
+        let c = unsafe { Component::deserialize(&rt.engine, &compiled) }
+            .map_err(|e| CacheError::Compile(format!("{e:#}")))?;
+        Ok((c, true))
+    }
+}

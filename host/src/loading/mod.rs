@@ -1,0 +1,333 @@
+//! Loading: find every `*.wasm` in the plugin directory, check it is a
+//! component of the `uphost:plugin` world at a supported version, compile it
+//! once (precompiled artifacts cached on disk, keyed by the file's sha256 and
+//! the engine's compatibility hash) and call `describe` with no capabilities.
+
+pub mod cache;
+pub mod meta;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::Component;
+
+pub use meta::PluginMeta;
+
+use crate::runtime::bindings::ServicePluginPre;
+use crate::runtime::{HostState, Runtime};
+
+/// The WIT package version this host implements.
+pub const WIT_VERSION: &str = "0.1.0";
+/// The export a plugin must provide (without version).
+pub const PLUGIN_EXPORT: &str = "uphost:plugin/plugin";
+
+/// Why a plugin could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The directory or file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Io {
+        /// Path.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Not a WebAssembly binary at all (or truncated before its header).
+    #[error(
+        "{path}: not a WebAssembly component ({detail}); rebuild the plugin with `cargo build --target wasm32-wasip2` or remove the file"
+    )]
+    NotWasm {
+        /// File.
+        path: PathBuf,
+        /// What was found.
+        detail: String,
+    },
+    /// A core module, not a component.
+    #[error(
+        "{path}: this is a core WebAssembly module, not a component; build the plugin for the `wasm32-wasip2` target (which emits a component) against the uphost:plugin@{WIT_VERSION} world"
+    )]
+    CoreModule {
+        /// File.
+        path: PathBuf,
+    },
+    /// Truncated or otherwise corrupt.
+    #[error("{path}: corrupt or truncated component: {detail}; rebuild or re-download it")]
+    Corrupt {
+        /// File.
+        path: PathBuf,
+        /// The decoder's message.
+        detail: String,
+    },
+    /// A component of another world.
+    #[error(
+        "{path}: a component of another world: it exports [{exports}] but an uphost plugin must export `{PLUGIN_EXPORT}@{WIT_VERSION}` (world `service-plugin`); build it with uphost-sdk"
+    )]
+    WrongWorld {
+        /// File.
+        path: PathBuf,
+        /// Its exports.
+        exports: String,
+    },
+    /// A component built against an unsupported WIT version.
+    #[error(
+        "{path}: built against uphost:plugin@{found}, but this host supports uphost:plugin@0.1.x (0.1.0 and compatible); rebuild the plugin with an uphost-sdk for 0.1 or upgrade uphost"
+    )]
+    WrongVersion {
+        /// File.
+        path: PathBuf,
+        /// The version it targets.
+        found: String,
+    },
+    /// It imports something this host does not provide.
+    #[error(
+        "{path}: imports something this host does not provide: {detail}; a plugin may import only uphost:plugin/{{node-exec,log,state}}@0.1 and WASI 0.2"
+    )]
+    UnknownImport {
+        /// File.
+        path: PathBuf,
+        /// Wasmtime's message.
+        detail: String,
+    },
+    /// `describe` failed or returned nonsense.
+    #[error("{path}: describe() failed: {detail}")]
+    Describe {
+        /// File.
+        path: PathBuf,
+        /// Why.
+        detail: String,
+    },
+    /// Two plugins claim one service.
+    #[error(
+        "two plugins claim service `{service}`: {first} and {second}; remove one of them from the plugin directory"
+    )]
+    Duplicate {
+        /// Service.
+        service: String,
+        /// First file.
+        first: PathBuf,
+        /// Second file.
+        second: PathBuf,
+    },
+    /// The cache could not be written.
+    #[error("plugin cache {path}: {detail}")]
+    Cache {
+        /// Path.
+        path: PathBuf,
+        /// Why.
+        detail: String,
+    },
+}
+
+/// A loaded, described plugin.
+pub struct LoadedPlugin {
+    /// Service name (from describe).
+    pub name: String,
+    /// The `.wasm` file.
+    pub path: PathBuf,
+    /// sha256 of the file, hex.
+    pub sha256: String,
+    /// What describe said.
+    pub meta: PluginMeta,
+    /// Ready to instantiate.
+    pub pre: ServicePluginPre<HostState>,
+    /// True when this load compiled (cache miss).
+    pub compiled: bool,
+}
+
+impl LoadedPlugin {
+    /// The file name.
+    pub fn file_name(&self) -> String {
+        self.path
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    }
+}
+
+/// The `*.wasm` files of a directory, sorted.
+pub fn wasm_files(dir: &Path) -> Result<Vec<PathBuf>, LoadError> {
+    let rd = std::fs::read_dir(dir).map_err(|source| LoadError::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let mut files: Vec<PathBuf> = rd
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "wasm") && p.is_file())
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+/// Classify the binary header.
+fn check_header(path: &Path, bytes: &[u8]) -> Result<(), LoadError> {
+    if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
+        return Err(LoadError::NotWasm {
+            path: path.to_path_buf(),
+            detail: if bytes.len() < 8 {
+                format!("only {} bytes", bytes.len())
+            } else {
+                "no `\\0asm` magic number".to_string()
+            },
+        });
+    }
+    match &bytes[4..8] {
+        [1, 0, 0, 0] => Err(LoadError::CoreModule {
+            path: path.to_path_buf(),
+        }),
+        [_, _, 1, 0] => Ok(()),
+        other => Err(LoadError::NotWasm {
+            path: path.to_path_buf(),
+            detail: format!("unknown WebAssembly version/layer {other:?}"),
+        }),
+    }
+}
+
+/// Check the component exports the plugin interface at a supported version.
+fn check_world(rt: &Runtime, path: &Path, component: &Component) -> Result<(), LoadError> {
+    let ty = component.component_type();
+    let exports: Vec<String> = ty.exports(&rt.engine).map(|(n, _)| n.to_string()).collect();
+    let ours = exports
+        .iter()
+        .find_map(|n| n.strip_prefix(PLUGIN_EXPORT).map(|v| v.trim_start_matches('@')));
+    match ours {
+        None => Err(LoadError::WrongWorld {
+            path: path.to_path_buf(),
+            exports: exports.join(", "),
+        }),
+        Some(v) if v.starts_with("0.1.") => Ok(()),
+        Some(v) => Err(LoadError::WrongVersion {
+            path: path.to_path_buf(),
+            found: if v.is_empty() {
+                "(unversioned)".into()
+            } else {
+                v.to_string()
+            },
+        }),
+    }
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+struct Prepared {
+    path: PathBuf,
+    sha256: String,
+    component: Component,
+    compiled: bool,
+}
+
+fn prepare(rt: &Runtime, cache: &cache::Cache, path: &Path) -> Result<Prepared, LoadError> {
+    let bytes = std::fs::read(path).map_err(|source| LoadError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    check_header(path, &bytes)?;
+    let sha256 = sha256_hex(&bytes);
+    let (component, compiled) = cache.component(rt, &sha256, &bytes).map_err(|e| match e {
+        cache::CacheError::Compile(detail) => LoadError::Corrupt {
+            path: path.to_path_buf(),
+            detail,
+        },
+        cache::CacheError::Io { path, detail } => LoadError::Cache { path, detail },
+    })?;
+    check_world(rt, path, &component)?;
+    Ok(Prepared {
+        path: path.to_path_buf(),
+        sha256,
+        component,
+        compiled,
+    })
+}
+
+/// Load one file.
+pub async fn load_file(
+    rt: &Arc<Runtime>,
+    cache: &cache::Cache,
+    path: &Path,
+) -> Result<LoadedPlugin, LoadError> {
+    let p = prepare(rt, cache, path)?;
+    finish(rt, p).await
+}
+
+async fn finish(rt: &Runtime, p: Prepared) -> Result<LoadedPlugin, LoadError> {
+    let pre = rt.pre(&p.component).map_err(|e| LoadError::UnknownImport {
+        path: p.path.clone(),
+        detail: format!("{e:#}"),
+    })?;
+    let info = crate::runtime::describe(rt, &pre)
+        .await
+        .map_err(|e| LoadError::Describe {
+            path: p.path.clone(),
+            detail: format!("{e:#}"),
+        })?;
+    let meta = PluginMeta::from_wit(info).map_err(|detail| LoadError::Describe {
+        path: p.path.clone(),
+        detail,
+    })?;
+    Ok(LoadedPlugin {
+        name: meta.name.clone(),
+        path: p.path,
+        sha256: p.sha256,
+        meta,
+        pre,
+        compiled: p.compiled,
+    })
+}
+
+/// Load every plugin of a directory (compiling in parallel), rejecting two
+/// plugins that claim one service.
+pub async fn load_dir(
+    rt: &Arc<Runtime>,
+    cache: &Arc<cache::Cache>,
+    dir: &Path,
+) -> Result<Vec<LoadedPlugin>, LoadError> {
+    let files = wasm_files(dir)?;
+    let mut tasks = Vec::new();
+    for f in files {
+        let (rt, cache) = (rt.clone(), cache.clone());
+        tasks.push(tokio::task::spawn_blocking(move || prepare(&rt, &cache, &f)));
+    }
+    let mut plugins = Vec::new();
+    let mut by_name: BTreeMap<String, PathBuf> = BTreeMap::new();
+    for t in tasks {
+        let p = t.await.expect("loader task panicked")?;
+        let lp = finish(rt, p).await?;
+        if let Some(first) = by_name.get(&lp.name) {
+            return Err(LoadError::Duplicate {
+                service: lp.name.clone(),
+                first: first.clone(),
+                second: lp.path.clone(),
+            });
+        }
+        by_name.insert(lp.name.clone(), lp.path.clone());
+        plugins.push(lp);
+    }
+    Ok(plugins)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_are_classified() {
+        let p = Path::new("x.wasm");
+        assert!(matches!(
+            check_header(p, b"\0as"),
+            Err(LoadError::NotWasm { .. })
+        ));
+        assert!(matches!(
+            check_header(p, b"hello world"),
+            Err(LoadError::NotWasm { .. })
+        ));
+        assert!(matches!(
+            check_header(p, b"\0asm\x01\0\0\0"),
+            Err(LoadError::CoreModule { .. })
+        ));
+        assert!(check_header(p, b"\0asm\x0d\0\x01\0").is_ok());
+    }
+}

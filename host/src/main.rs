@@ -1,0 +1,43 @@
+//! The `uphost` binary: parse arguments, set up logging, run, and turn any
+//! error into a clear message and a non-zero exit.
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+use uphost::cli::{self, Cli, exit};
+
+fn main() {
+    let cli = Cli::parse();
+    let default = match (cli.quiet, cli.verbose) {
+        (true, _) => "error",
+        (false, 0) => "warn",
+        (false, 1) => "info",
+        _ => "debug",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            std::process::exit(exit::FAILED);
+        }
+    };
+    let code = match rt.block_on(cli::main(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            match e {
+                uphost::Error::Failed(_) | uphost::Error::Journal(_) | uphost::Error::Io { .. } => {
+                    exit::FAILED
+                }
+                _ => exit::INPUT,
+            }
+        }
+    };
+    rt.shutdown_background();
+    std::process::exit(code);
+}

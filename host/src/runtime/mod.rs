@@ -1,0 +1,306 @@
+//! The sandbox: one wasmtime engine (pooling allocator, epoch interruption),
+//! a linker that provides only the uphost imports and a WASI with nothing in
+//! it, and hook calls with a memory cap and a deadline.
+
+pub mod bindings;
+pub mod host;
+pub mod pipe;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{Config, Engine, Store};
+
+use bindings::{ServicePlugin, ServicePluginPre};
+pub use host::{CallEnv, HostState};
+
+use crate::events::Phase;
+
+/// Epoch tick: deadlines are counted in these.
+pub const TICK: Duration = Duration::from_millis(10);
+
+/// Engine-level failures.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// The engine could not be configured.
+    #[error("cannot create the WebAssembly engine: {0}")]
+    Engine(String),
+}
+
+/// Sizing of the engine.
+#[derive(Debug, Clone)]
+pub struct EngineLimits {
+    /// Concurrently live instances.
+    pub max_instances: u32,
+    /// Largest memory any plugin may have.
+    pub max_memory_bytes: u64,
+}
+
+/// The engine and linker, shared by every plugin.
+pub struct Runtime {
+    /// The engine.
+    pub engine: Engine,
+    /// Linker with the uphost imports and an empty WASI.
+    pub linker: Linker<HostState>,
+    ticker_stop: Arc<AtomicBool>,
+    /// Bounds concurrently live instances to the pool's size.
+    pub slots: Arc<tokio::sync::Semaphore>,
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self.ticker_stop.store(true, Ordering::Relaxed);
+    }
+}
+
+impl Runtime {
+    /// Build the engine, the linker and the epoch ticker.
+    pub fn new(limits: &EngineLimits) -> Result<Runtime, RuntimeError> {
+        let mut cfg = Config::new();
+        cfg.epoch_interruption(true)
+            .wasm_backtrace_details(wasmtime::WasmBacktraceDetails::Enable)
+            .max_wasm_stack(1 << 20)
+            .async_stack_size(2 << 20);
+        let mut pool = wasmtime::PoolingAllocationConfig::new();
+        let n = limits.max_instances.max(1);
+        pool.total_component_instances(n)
+            .total_core_instances(n * 8)
+            .total_memories(n * 2)
+            .total_tables(n * 8)
+            .total_stacks(n)
+            .max_memory_size(limits.max_memory_bytes as usize);
+        cfg.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
+        // Reserve only what the largest allowed memory needs (bounds checks
+        // stay explicit) so a big pool does not exhaust address space.
+        cfg.memory_reservation(limits.max_memory_bytes.next_power_of_two())
+            .memory_guard_size(64 << 10)
+            .memory_reservation_for_growth(0);
+        let engine = Engine::new(&cfg).map_err(|e| RuntimeError::Engine(format!("{e:#}")))?;
+        let mut linker: Linker<HostState> = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+            .map_err(|e| RuntimeError::Engine(format!("{e:#}")))?;
+        ServicePlugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
+            .map_err(|e| RuntimeError::Engine(format!("{e:#}")))?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let (e2, s2) = (engine.clone(), stop.clone());
+        std::thread::Builder::new()
+            .name("uphost-epoch".into())
+            .spawn(move || {
+                while !s2.load(Ordering::Relaxed) {
+                    std::thread::sleep(TICK);
+                    e2.increment_epoch();
+                }
+            })
+            .map_err(|e| RuntimeError::Engine(e.to_string()))?;
+        Ok(Runtime {
+            engine,
+            linker,
+            ticker_stop: stop,
+            slots: Arc::new(tokio::sync::Semaphore::new(n as usize)),
+        })
+    }
+
+    /// Pre-instantiate a component (checks its imports against the linker).
+    pub fn pre(&self, component: &Component) -> wasmtime::Result<ServicePluginPre<HostState>> {
+        let pre = self.linker.instantiate_pre(component)?;
+        ServicePluginPre::new(pre)
+    }
+
+    /// A store for one call.
+    pub fn store(&self, state: HostState, deadline: Duration) -> Store<HostState> {
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limits);
+        store.set_epoch_deadline((deadline.as_millis() / TICK.as_millis()).max(1) as u64);
+        store.epoch_deadline_trap();
+        store
+    }
+}
+
+/// Which hook to call.
+#[derive(Debug, Clone)]
+pub enum Hook {
+    /// Pre-flight.
+    Check,
+    /// Before nodes.
+    PreUpgrade,
+    /// On one node.
+    Upgrade(bindings::uphost::plugin::types::Node),
+    /// After nodes.
+    PostUpgrade,
+    /// Deployment-wide.
+    Finalize,
+    /// Restore.
+    Rollback,
+}
+
+impl Hook {
+    /// The phase this hook is.
+    pub fn phase(&self) -> Phase {
+        match self {
+            Hook::Check => Phase::Check,
+            Hook::PreUpgrade => Phase::PreUpgrade,
+            Hook::Upgrade(_) => Phase::Upgrade,
+            Hook::PostUpgrade => Phase::PostUpgrade,
+            Hook::Finalize => Phase::Finalize,
+            Hook::Rollback => Phase::Rollback,
+        }
+    }
+}
+
+/// Why a hook call failed.
+#[derive(Debug, Clone, thiserror::Error, PartialEq)]
+pub enum HookFailure {
+    /// The plugin returned an error.
+    #[error("{0}")]
+    Plugin(String),
+    /// The guest trapped (panic, memory exhausted, stack overflow, deadline).
+    #[error("plugin `{plugin}` trapped in {hook}: {message}")]
+    Trap {
+        /// Plugin.
+        plugin: String,
+        /// Hook.
+        hook: String,
+        /// The trap, the guest's last stderr lines (a panic message) and a
+        /// symbolized backtrace where available.
+        message: String,
+    },
+    /// The hook ran past its deadline.
+    #[error("plugin `{plugin}` exceeded its {secs}s deadline in {hook} and was stopped")]
+    Deadline {
+        /// Plugin.
+        plugin: String,
+        /// Hook.
+        hook: String,
+        /// Deadline.
+        secs: u64,
+    },
+}
+
+fn trap_message(plugin: &str, hook: &str, err: &wasmtime::Error, stderr: &[u8]) -> HookFailure {
+    let mut msg = String::new();
+    let mut is_deadline = false;
+    if let Some(t) = err.downcast_ref::<wasmtime::Trap>() {
+        if *t == wasmtime::Trap::Interrupt {
+            is_deadline = true;
+        }
+        msg.push_str(&t.to_string());
+    } else {
+        msg.push_str(&format!("{err}"));
+    }
+    if is_deadline {
+        return HookFailure::Deadline {
+            plugin: plugin.to_string(),
+            hook: hook.to_string(),
+            secs: 0,
+        };
+    }
+    let tail: Vec<&str> = std::str::from_utf8(stderr)
+        .unwrap_or("")
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .collect();
+    let tail = &tail[tail.len().saturating_sub(4)..];
+    if !tail.is_empty() {
+        msg.push_str("\n  guest stderr: ");
+        msg.push_str(&tail.join("\n                "));
+    }
+    if let Some(bt) = err.downcast_ref::<wasmtime::WasmBacktrace>() {
+        let frames: Vec<String> = bt
+            .frames()
+            .iter()
+            .take(8)
+            .map(|f| {
+                let name = f.func_name().unwrap_or("<unknown>");
+                match f.symbols().first().and_then(|s| Some((s.file()?, s.line()?))) {
+                    Some((file, line)) => format!("{name} ({file}:{line})"),
+                    None => name.to_string(),
+                }
+            })
+            .collect();
+        if !frames.is_empty() {
+            msg.push_str("\n  backtrace:\n    ");
+            msg.push_str(&frames.join("\n    "));
+        }
+    }
+    HookFailure::Trap {
+        plugin: plugin.to_string(),
+        hook: hook.to_string(),
+        message: msg,
+    }
+}
+
+/// Call one hook of a plugin in a fresh instance.
+pub async fn call_hook(
+    rt: &Runtime,
+    pre: &ServicePluginPre<HostState>,
+    env: CallEnv,
+    ctx: bindings::uphost::plugin::types::Context,
+    hook: Hook,
+) -> Result<(), HookFailure> {
+    let plugin = env.plugin.clone();
+    let limits = env.limits.clone();
+    let hook_name = hook.phase().as_str();
+    let _slot = rt.slots.acquire().await.expect("semaphore never closed");
+    let state = HostState::new(Some(env), limits.memory_bytes, limits.output_cap);
+    let mut store = rt.store(state, limits.hook_timeout);
+    let work = async {
+        let inst = pre.instantiate_async(&mut store).await?;
+        let p = inst.uphost_plugin_plugin();
+        match hook {
+            Hook::Check => p.call_check(&mut store, &ctx).await,
+            Hook::PreUpgrade => p.call_pre_upgrade(&mut store, &ctx).await,
+            Hook::Upgrade(node) => p.call_upgrade(&mut store, &ctx, &node).await,
+            Hook::PostUpgrade => p.call_post_upgrade(&mut store, &ctx).await,
+            Hook::Finalize => p.call_finalize(&mut store, &ctx).await,
+            Hook::Rollback => p.call_rollback(&mut store, &ctx).await,
+        }
+    };
+    // The epoch deadline traps a guest that computes; this timeout also
+    // covers a guest blocked in a host call.
+    let res = tokio::time::timeout(limits.hook_timeout + TICK * 10, work).await;
+    let (stderr_bytes, stderr_truncated) = store.data().stderr.take();
+    let deadline = || HookFailure::Deadline {
+        plugin: plugin.clone(),
+        hook: hook_name.to_string(),
+        secs: limits.hook_timeout.as_secs(),
+    };
+    let out = match res {
+        Err(_) => Err(deadline()),
+        Ok(Err(e)) => match trap_message(&plugin, hook_name, &e, &stderr_bytes) {
+            HookFailure::Deadline { .. } => Err(deadline()),
+            other => Err(other),
+        },
+        Ok(Ok(Err(he))) => Err(HookFailure::Plugin(he.message)),
+        Ok(Ok(Ok(()))) => Ok(()),
+    };
+    let st = store.data_mut();
+    st.flush_guest_output();
+    if !stderr_bytes.is_empty() {
+        let mut text = String::from_utf8_lossy(&stderr_bytes).into_owned();
+        if stderr_truncated {
+            text.push_str("\n[guest output truncated at the cap]");
+        }
+        st.log_line("stderr", text);
+    }
+    out
+}
+
+/// Call `describe` with no capabilities at all.
+pub async fn describe(
+    rt: &Runtime,
+    pre: &ServicePluginPre<HostState>,
+) -> wasmtime::Result<bindings::uphost::plugin::types::PluginInfo> {
+    let _slot = rt.slots.acquire().await.expect("semaphore never closed");
+    let state = HostState::new(None, 64 << 20, 64 << 10);
+    let mut store = rt.store(state, Duration::from_secs(10));
+    let inst = pre.instantiate_async(&mut store).await?;
+    let info = tokio::time::timeout(
+        Duration::from_secs(11),
+        inst.uphost_plugin_plugin().call_describe(&mut store),
+    )
+    .await
+    .map_err(|_| wasmtime::format_err!("describe did not return within 10s"))??;
+    Ok(info)
+}

@@ -1,0 +1,131 @@
+//! Transports: how a command reaches a node. One trait; `local` runs on this
+//! machine, `dry-run` runs nothing, `ssh` uses the system OpenSSH client.
+
+pub mod dryrun;
+pub mod local;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use crate::config::{Connection, NodeSpec};
+
+/// A command for a node: an argv, never a shell line.
+#[derive(Debug, Clone)]
+pub struct CommandSpec {
+    /// Program (argv[0]).
+    pub program: String,
+    /// Arguments.
+    pub args: Vec<String>,
+    /// Standard input.
+    pub stdin: Option<Vec<u8>>,
+    /// Environment (only what the grant allows; the transport adds PATH).
+    pub env: Vec<(String, String)>,
+    /// Kill after this long.
+    pub timeout: Duration,
+    /// Keep at most this many bytes of stdout and of stderr.
+    pub output_cap: usize,
+}
+
+/// What a finished command produced.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CommandOutput {
+    /// Exit status (128+signal when killed by a signal).
+    pub status: i32,
+    /// Standard output, capped.
+    pub stdout: Vec<u8>,
+    /// Standard error, capped.
+    pub stderr: Vec<u8>,
+    /// Something was cut at the cap.
+    pub truncated: bool,
+}
+
+/// Why a command produced no exit status.
+#[derive(Debug, thiserror::Error, Clone, PartialEq)]
+pub enum TransportError {
+    /// Killed at its timeout.
+    #[error("timed out after {ms} ms on {node}; the command's process group was killed")]
+    Timeout {
+        /// Node.
+        node: String,
+        /// Timeout.
+        ms: u64,
+    },
+    /// Could not start.
+    #[error("could not start `{program}` on {node}: {detail}")]
+    Spawn {
+        /// Node.
+        node: String,
+        /// Program.
+        program: String,
+        /// Why.
+        detail: String,
+    },
+    /// Host unreachable.
+    #[error("{node} ({address}) is unreachable: {detail}")]
+    Unreachable {
+        /// Node.
+        node: String,
+        /// Address.
+        address: String,
+        /// Why.
+        detail: String,
+    },
+}
+
+/// A boxed future (transports are used as trait objects).
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// How commands reach nodes.
+pub trait Transport: Send + Sync {
+    /// Run one command on one node.
+    fn exec<'a>(
+        &'a self,
+        node: &'a NodeSpec,
+        cmd: &'a CommandSpec,
+    ) -> BoxFuture<'a, Result<CommandOutput, TransportError>>;
+}
+
+/// Picks the transport for each node from its `ansible_connection`.
+pub struct Transports {
+    local: local::Local,
+    dry: dryrun::DryRun,
+}
+
+impl Default for Transports {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Transports {
+    /// The standard set.
+    pub fn new() -> Self {
+        Transports {
+            local: local::Local,
+            dry: dryrun::DryRun,
+        }
+    }
+}
+
+impl Transport for Transports {
+    fn exec<'a>(
+        &'a self,
+        node: &'a NodeSpec,
+        cmd: &'a CommandSpec,
+    ) -> BoxFuture<'a, Result<CommandOutput, TransportError>> {
+        match node.connection {
+            Connection::Local => self.local.exec(node, cmd),
+            Connection::DryRun => self.dry.exec(node, cmd),
+            Connection::Ssh => Box::pin(async move {
+                Err(TransportError::Unreachable {
+                    node: node.name.clone(),
+                    address: node.address.clone(),
+                    detail: "the ssh transport is not available in this build; use \
+                             `ansible_connection: local` or `dry-run`"
+                        .to_string(),
+                })
+            }),
+        }
+    }
+}

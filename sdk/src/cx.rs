@@ -1,0 +1,326 @@
+//! The hook's view of the run: context, and the host's services behind the
+//! [`Host`] trait (the real host on wasm, [`MockHost`](crate::testing::MockHost)
+//! in native tests).
+
+use std::fmt;
+
+use crate::error::{CommandFailed, Error, Result};
+
+/// Major upgrade or minor update.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Schemas and RPC may change.
+    MajorUpgrade,
+    /// Rolling, no schema change.
+    MinorUpdate,
+}
+
+/// A node hosting the service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Node {
+    /// Inventory name.
+    pub name: String,
+    /// Transport address.
+    pub address: String,
+    /// Roles (inventory groups).
+    pub roles: Vec<String>,
+}
+
+impl Node {
+    /// Does the node have this role?
+    pub fn has_role(&self, role: &str) -> bool {
+        self.roles.iter().any(|r| r == role)
+    }
+}
+
+/// The run's context as a hook sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Context {
+    /// Run id.
+    pub run_id: String,
+    /// This plugin's service.
+    pub service: String,
+    /// Current version.
+    pub from_version: String,
+    /// Target version.
+    pub to_version: String,
+    /// Upgrade or update.
+    pub mode: Mode,
+    /// Nothing may change.
+    pub dry_run: bool,
+    /// The service's nodes in inventory order.
+    pub nodes: Vec<Node>,
+    /// Operator parameters.
+    pub params: Vec<(String, String)>,
+}
+
+/// Log severity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    /// Detail.
+    Debug,
+    /// Progress.
+    Info,
+    /// Attention.
+    Warn,
+    /// Failure.
+    Error,
+}
+
+/// A command for a node.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExecRequest {
+    /// Node name.
+    pub node: String,
+    /// Program.
+    pub program: String,
+    /// Arguments.
+    pub args: Vec<String>,
+    /// Standard input.
+    pub stdin: Option<Vec<u8>>,
+    /// Environment.
+    pub env: Vec<(String, String)>,
+    /// Timeout in milliseconds.
+    pub timeout_ms: Option<u32>,
+}
+
+/// A finished command.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ExecOutput {
+    /// Exit status.
+    pub status: i32,
+    /// Standard output.
+    pub stdout: Vec<u8>,
+    /// Standard error.
+    pub stderr: Vec<u8>,
+    /// Output was cut at the host's cap.
+    pub truncated: bool,
+    /// Not executed (mutating command in check or dry-run).
+    pub skipped: bool,
+}
+
+impl ExecOutput {
+    /// Standard output as (lossy) text.
+    pub fn stdout_text(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+    /// Standard error as (lossy) text.
+    pub fn stderr_text(&self) -> String {
+        String::from_utf8_lossy(&self.stderr).into_owned()
+    }
+    /// Exit status 0.
+    pub fn success(&self) -> bool {
+        self.status == 0
+    }
+}
+
+/// Why a command produced no exit status.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ExecError {
+    /// Refused by the grant.
+    Denied(String),
+    /// Killed after this many milliseconds.
+    Timeout(u32),
+    /// Could not start.
+    SpawnFailed(String),
+    /// Node unreachable.
+    Unreachable(String),
+}
+
+impl fmt::Display for ExecError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ExecError::Denied(m) => write!(f, "denied: {m}"),
+            ExecError::Timeout(ms) => write!(f, "timed out after {ms} ms and was killed"),
+            ExecError::SpawnFailed(m) => write!(f, "could not start: {m}"),
+            ExecError::Unreachable(m) => write!(f, "node unreachable: {m}"),
+        }
+    }
+}
+
+/// The host's services.
+pub trait Host {
+    /// Run a command.
+    fn exec(&self, req: ExecRequest) -> Result<ExecOutput, ExecError>;
+    /// Write a log line.
+    fn log(&self, level: Level, message: &str);
+    /// Report a milestone (`service-down`, `service-up`, ...).
+    fn progress(&self, message: &str);
+    /// Read persisted state.
+    fn state_get(&self, key: &str) -> Option<String>;
+    /// Write persisted state.
+    fn state_set(&self, key: &str, value: &str);
+    /// Delete persisted state.
+    fn state_delete(&self, key: &str);
+}
+
+/// What a hook receives: the context and the host.
+pub struct Cx<'a> {
+    /// The run's context.
+    pub ctx: Context,
+    host: &'a dyn Host,
+}
+
+impl<'a> Cx<'a> {
+    /// Pair a context with a host.
+    pub fn new(ctx: Context, host: &'a dyn Host) -> Self {
+        Cx { ctx, host }
+    }
+
+    /// The nodes of the service.
+    pub fn nodes(&self) -> &[Node] {
+        &self.ctx.nodes
+    }
+
+    /// The first node (the conventional bootstrap/primary node).
+    pub fn primary(&self) -> Result<&Node> {
+        self.ctx.nodes.first().ok_or_else(|| {
+            Error::msg(format!(
+                "service {} has no nodes: map it to a role in the services file",
+                self.ctx.service
+            ))
+        })
+    }
+
+    /// An operator parameter.
+    pub fn param(&self, key: &str) -> Option<&str> {
+        self.ctx
+            .params
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// An operator parameter or a default.
+    pub fn param_or<'b>(&'b self, key: &str, default: &'b str) -> &'b str {
+        self.param(key).unwrap_or(default)
+    }
+
+    /// Start building a command for `node`.
+    pub fn cmd(&self, node: &str, program: &str) -> Command<'_> {
+        Command {
+            host: self.host,
+            req: ExecRequest {
+                node: node.to_string(),
+                program: program.to_string(),
+                args: Vec::new(),
+                stdin: None,
+                env: Vec::new(),
+                timeout_ms: None,
+            },
+        }
+    }
+
+    /// Run `program args…` on `node`; a non-zero exit is an error carrying
+    /// program, args, status and stderr.
+    pub fn run(&self, node: &str, program: &str, args: &[&str]) -> Result<ExecOutput> {
+        self.cmd(node, program).args(args).run()
+    }
+
+    /// Run and return the output whatever the status.
+    pub fn output(&self, node: &str, program: &str, args: &[&str]) -> Result<ExecOutput> {
+        self.cmd(node, program).args(args).output()
+    }
+
+    /// Log at info.
+    pub fn info(&self, message: impl AsRef<str>) {
+        self.host.log(Level::Info, message.as_ref());
+    }
+    /// Log at warn.
+    pub fn warn(&self, message: impl AsRef<str>) {
+        self.host.log(Level::Warn, message.as_ref());
+    }
+    /// Log at debug.
+    pub fn debug(&self, message: impl AsRef<str>) {
+        self.host.log(Level::Debug, message.as_ref());
+    }
+    /// Report a milestone.
+    pub fn progress(&self, message: impl AsRef<str>) {
+        self.host.progress(message.as_ref());
+    }
+    /// Read persisted state.
+    pub fn state_get(&self, key: &str) -> Option<String> {
+        self.host.state_get(key)
+    }
+    /// Write persisted state.
+    pub fn state_set(&self, key: &str, value: impl AsRef<str>) {
+        self.host.state_set(key, value.as_ref());
+    }
+    /// Delete persisted state.
+    pub fn state_delete(&self, key: &str) {
+        self.host.state_delete(key);
+    }
+}
+
+/// A command being built (see [`Cx::cmd`]).
+pub struct Command<'a> {
+    host: &'a dyn Host,
+    req: ExecRequest,
+}
+
+impl Command<'_> {
+    /// Append one argument.
+    pub fn arg(mut self, arg: impl Into<String>) -> Self {
+        self.req.args.push(arg.into());
+        self
+    }
+    /// Append arguments.
+    pub fn args<S: AsRef<str>>(mut self, args: &[S]) -> Self {
+        self.req
+            .args
+            .extend(args.iter().map(|a| a.as_ref().to_string()));
+        self
+    }
+    /// Feed standard input.
+    pub fn stdin(mut self, bytes: impl Into<Vec<u8>>) -> Self {
+        self.req.stdin = Some(bytes.into());
+        self
+    }
+    /// Set an environment variable (must be granted).
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.req.env.push((key.to_string(), value.to_string()));
+        self
+    }
+    /// Timeout in milliseconds.
+    pub fn timeout_ms(mut self, ms: u32) -> Self {
+        self.req.timeout_ms = Some(ms);
+        self
+    }
+
+    fn argv(&self) -> Vec<String> {
+        let mut argv = vec![self.req.program.clone()];
+        argv.extend(self.req.args.iter().cloned());
+        argv
+    }
+
+    /// Run and return the output whatever the exit status.
+    pub fn output(self) -> Result<ExecOutput> {
+        let node = self.req.node.clone();
+        let argv = self.argv();
+        self.host
+            .exec(self.req)
+            .map_err(|error| Error::Exec { node, argv, error })
+    }
+
+    /// Run; a non-zero exit status is an error.
+    pub fn run(self) -> Result<ExecOutput> {
+        let (node, program, args) = (
+            self.req.node.clone(),
+            self.req.program.clone(),
+            self.req.args.clone(),
+        );
+        let out = self.output()?;
+        if out.success() {
+            Ok(out)
+        } else {
+            Err(Error::Command(Box::new(CommandFailed {
+                node,
+                program,
+                args,
+                status: out.status,
+                stderr: out.stderr_text().trim().to_string(),
+                stdout: out.stdout_text().trim().to_string(),
+            })))
+        }
+    }
+}

@@ -1,0 +1,153 @@
+//! What a plugin declares about itself in `describe`.
+
+/// Whether a command changes the node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Executed in `check` and dry-run.
+    ReadOnly,
+    /// Recorded, not executed, in `check` and dry-run.
+    Mutating,
+}
+
+/// A request to run one program with arguments matching patterns (see
+/// [`pattern`](crate::pattern) for the syntax).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Capability {
+    /// The program.
+    pub program: String,
+    /// One pattern per argument; a final `...` matches any rest.
+    pub args: Vec<String>,
+    /// Read-only or mutating.
+    pub access: Access,
+    /// Environment variable names the plugin may set.
+    pub env: Vec<String>,
+    /// Why it is needed (shown on approval).
+    pub reason: String,
+}
+
+impl Capability {
+    fn new(access: Access, program: &str, args: &[&str]) -> Self {
+        Capability {
+            program: program.to_string(),
+            args: args.iter().map(|s| s.to_string()).collect(),
+            access,
+            env: Vec::new(),
+            reason: String::new(),
+        }
+    }
+
+    /// A command that only reads state.
+    pub fn read_only(program: &str, args: &[&str]) -> Self {
+        Self::new(Access::ReadOnly, program, args)
+    }
+
+    /// A command that changes the node.
+    pub fn mutating(program: &str, args: &[&str]) -> Self {
+        Self::new(Access::Mutating, program, args)
+    }
+
+    /// Say why the plugin needs it.
+    pub fn reason(mut self, reason: &str) -> Self {
+        self.reason = reason.to_string();
+        self
+    }
+
+    /// Allow the plugin to set these environment variables.
+    pub fn env(mut self, names: &[&str]) -> Self {
+        self.env = names.iter().map(|s| s.to_string()).collect();
+        self
+    }
+}
+
+/// How `upgrade(node)` is spread over the nodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rollout {
+    /// All nodes at once.
+    Parallel,
+    /// Batches of N nodes.
+    Serial(u32),
+    /// Batches of N% of the nodes.
+    SerialPercent(u8),
+    /// One node at a time.
+    OneAtATime,
+}
+
+/// The plugin's description.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Info {
+    /// Service name (unique among plugins).
+    pub name: String,
+    /// Plugin version.
+    pub version: String,
+    /// One line for operators.
+    pub description: String,
+    /// Services upgraded before this one.
+    pub depends_on: Vec<String>,
+    /// Commands it may run.
+    pub capabilities: Vec<Capability>,
+    /// Default rollout.
+    pub rollout: Rollout,
+    /// Whether `rollback` restores the pre-upgrade state.
+    pub reversible: bool,
+}
+
+impl Info {
+    /// A plugin for `name`; version defaults to `0.1.0`, rollout to
+    /// one-at-a-time, not reversible. Use the builder methods for the rest.
+    pub fn new(name: &str, description: &str) -> Self {
+        Info {
+            name: name.to_string(),
+            version: "0.1.0".to_string(),
+            description: description.to_string(),
+            depends_on: Vec::new(),
+            capabilities: Vec::new(),
+            rollout: Rollout::OneAtATime,
+            reversible: false,
+        }
+    }
+
+    /// Set the plugin's version (usually `env!("CARGO_PKG_VERSION")`).
+    pub fn version(mut self, version: &str) -> Self {
+        self.version = version.to_string();
+        self
+    }
+
+    /// Services that must be upgraded first.
+    pub fn depends_on(mut self, services: &[&str]) -> Self {
+        self.depends_on = services.iter().map(|s| s.to_string()).collect();
+        self
+    }
+
+    /// Request one capability.
+    pub fn capability(mut self, cap: Capability) -> Self {
+        self.capabilities.push(cap);
+        self
+    }
+
+    /// Request several capabilities.
+    pub fn capabilities(mut self, caps: impl IntoIterator<Item = Capability>) -> Self {
+        self.capabilities.extend(caps);
+        self
+    }
+
+    /// Default rollout.
+    pub fn rollout(mut self, rollout: Rollout) -> Self {
+        self.rollout = rollout;
+        self
+    }
+
+    /// Declare that `rollback` restores the pre-upgrade state.
+    pub fn reversible(mut self, yes: bool) -> Self {
+        self.reversible = yes;
+        self
+    }
+
+    /// Is `argv` (program first) covered by one of the requested
+    /// capabilities? Plugin unit tests use it to prove they request what
+    /// they run.
+    pub fn allows(&self, program: &str, args: &[String]) -> Option<&Capability> {
+        self.capabilities
+            .iter()
+            .find(|c| c.program == program && crate::pattern::args_match(&c.args, args))
+    }
+}
