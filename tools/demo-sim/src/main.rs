@@ -1,1 +1,777 @@
-fn main(){}
+//! Node-local simulators for the uphost demo cluster.
+//!
+//! One binary, linked as `<node>/bin/systemctl`, `mysql`, `rabbitmqctl`,
+//! `nova-manage`, `ceph`, ...; it dispatches on the name it was called by.
+//! The local transport puts `<node>/bin` first on PATH and exports
+//! `UPHOST_NODE_ROOT=<node>` and `UPHOST_NODE=<name>`. State:
+//! - `<node>/state.json`: installed packages, units, config keys;
+//! - `<node>/fs/...`: the node's files (`touch`, `rm`, dumps);
+//! - `<nodes>/cluster.json`: what is shared (database, keystone catalog,
+//!   rabbitmq policies, ceph flags, nova cells);
+//! - `<node>/ops.log`: one line per mutating command applied;
+//! - `<node>/faults.json`: injected failures, `[{"argv": [...prefix], "status": 1,
+//!   "stderr": "...", "times": 1}]` (times 0 = forever).
+//!
+//! `uphost-demo-sim init DIR NODE...` creates the nodes of a demo cluster.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Serialize, Deserialize, Default, Clone)]
+struct NodeState {
+    packages: BTreeMap<String, String>,
+    units: BTreeMap<String, String>,
+    conf: BTreeMap<String, String>,
+    #[serde(default)]
+    seqno: u64,
+    #[serde(default)]
+    enabled: BTreeSet<String>,
+}
+
+#[derive(Serialize, Deserialize, Default)]
+struct Cluster {
+    /// table name -> rows
+    db: BTreeMap<String, Vec<String>>,
+    schema: BTreeMap<String, String>,
+    users: BTreeSet<String>,
+    services: BTreeSet<String>,
+    endpoints: Vec<String>,
+    policies: BTreeMap<String, String>,
+    cells: Vec<String>,
+    discovered: BTreeSet<String>,
+    ceph_flags: BTreeSet<String>,
+    ceph_tunables: String,
+    /// node that bootstrapped galera
+    bootstrap: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Fault {
+    argv: Vec<String>,
+    #[serde(default = "one")]
+    status: i32,
+    #[serde(default)]
+    stderr: String,
+    #[serde(default)]
+    times: u32,
+}
+
+fn one() -> i32 {
+    1
+}
+
+struct Sim {
+    root: PathBuf,
+    name: String,
+    node: NodeState,
+    cluster: Cluster,
+    mutated: bool,
+    out: String,
+    err: String,
+}
+
+type R = Result<(), (i32, String)>;
+
+fn fail<T>(status: i32, msg: impl Into<String>) -> Result<T, (i32, String)> {
+    Err((status, msg.into()))
+}
+
+fn read_json<T: for<'de> Deserialize<'de> + Default>(p: &Path) -> T {
+    fs::read(p)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
+}
+
+fn write_json<T: Serialize>(p: &Path, v: &T) {
+    let tmp = p.with_extension("tmp");
+    fs::write(&tmp, serde_json::to_vec_pretty(v).expect("serializes")).expect("write state");
+    fs::rename(&tmp, p).expect("rename state");
+}
+
+impl Sim {
+    fn nodes_dir(&self) -> PathBuf {
+        self.root.parent().expect("node root has a parent").to_path_buf()
+    }
+
+    fn fs_path(&self, p: &str) -> PathBuf {
+        self.root.join("fs").join(p.trim_start_matches('/'))
+    }
+
+    /// Every node of the cluster (name, state), this one included as current.
+    fn peers(&self) -> Vec<(String, NodeState)> {
+        let mut v = Vec::new();
+        if let Ok(rd) = fs::read_dir(self.nodes_dir()) {
+            for e in rd.flatten() {
+                let p = e.path();
+                if !p.join("state.json").exists() {
+                    continue;
+                }
+                let n = e.file_name().to_string_lossy().into_owned();
+                if n == self.name {
+                    v.push((n, self.node.clone()));
+                } else {
+                    v.push((n, read_json(&p.join("state.json"))));
+                }
+            }
+        }
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+
+    fn unit(&self, u: &str) -> &str {
+        self.node.units.get(u).map(String::as_str).unwrap_or("inactive")
+    }
+
+    fn galera_members(&self) -> Vec<String> {
+        self.peers()
+            .into_iter()
+            .filter(|(_, s)| s.units.get("mariadb").map(String::as_str) == Some("active"))
+            .map(|(n, _)| n)
+            .collect()
+    }
+
+    fn db_up(&self) -> bool {
+        !self.galera_members().is_empty() && self.cluster.bootstrap.is_some()
+    }
+
+    fn systemctl(&mut self, a: &[String]) -> R {
+        let (verb, units) = match a.split_first() {
+            Some((v, u)) if !u.is_empty() => (v.as_str(), u),
+            _ => return fail(1, "usage: systemctl VERB UNIT..."),
+        };
+        for unit in units {
+            match verb {
+                "is-active" => {
+                    let s = self.unit(unit).to_string();
+                    self.out.push_str(&s);
+                    self.out.push('\n');
+                    if s != "active" {
+                        return fail(3, "");
+                    }
+                }
+                "start" | "restart" | "reload" => {
+                    if unit == "mariadb" {
+                        let members = self.galera_members();
+                        if members.iter().all(|m| m == &self.name) || self.cluster.bootstrap.is_none() {
+                            return fail(
+                                1,
+                                "Job for mariadb.service failed: WSREP: failed to reach primary view (no cluster to join; bootstrap one node with galera_new_cluster)",
+                            );
+                        }
+                    }
+                    let pkg_needed = unit.trim_end_matches(".target").split('@').next().unwrap_or(unit);
+                    let _ = pkg_needed;
+                    self.node.units.insert(unit.clone(), "active".into());
+                    self.mutated = true;
+                }
+                "stop" => {
+                    if unit == "mariadb" && self.unit("mariadb") == "active" {
+                        self.node.seqno += 1;
+                        let still: Vec<String> = self
+                            .galera_members()
+                            .into_iter()
+                            .filter(|m| m != &self.name)
+                            .collect();
+                        if still.is_empty() {
+                            self.cluster.bootstrap = None;
+                        }
+                    }
+                    self.node.units.insert(unit.clone(), "inactive".into());
+                    self.mutated = true;
+                }
+                "enable" => {
+                    self.node.enabled.insert(unit.clone());
+                    self.mutated = true;
+                }
+                other => return fail(1, format!("Unknown command verb {other}.")),
+            }
+        }
+        Ok(())
+    }
+
+    fn galera_new_cluster(&mut self) -> R {
+        if self.unit("mariadb") == "active" {
+            return fail(1, "mariadb is already running");
+        }
+        self.node.units.insert("mariadb".into(), "active".into());
+        self.cluster.bootstrap = Some(self.name.clone());
+        self.mutated = true;
+        Ok(())
+    }
+
+    fn mysql(&mut self, a: &[String]) -> R {
+        let sql = a
+            .windows(2)
+            .find(|w| w[0] == "-e")
+            .map(|w| w[1].clone())
+            .unwrap_or_default();
+        let remote = a.iter().any(|x| x == "-h");
+        if remote {
+            // through the VIP: haproxy routes to a node not drained
+            let ok = self.peers().iter().any(|(n, s)| {
+                s.units.get("mariadb").map(String::as_str) == Some("active")
+                    && !self
+                        .nodes_dir()
+                        .join(n)
+                        .join("fs/var/tmp/clustercheck.disabled")
+                        .exists()
+            });
+            if !ok || !self.db_up() {
+                return fail(1, "ERROR 2013 (HY000): Lost connection to server at 'handshake: reading initial communication packet', system error: 11");
+            }
+        } else if self.unit("mariadb") != "active" {
+            return fail(
+                1,
+                "ERROR 2002 (HY000): Can't connect to local server through socket '/run/mysqld/mysqld.sock' (2)",
+            );
+        }
+        if sql == "SHOW STATUS LIKE 'wsrep%'" {
+            let members = self.galera_members();
+            let synced = self.cluster.bootstrap.is_some();
+            self.out = format!(
+                "wsrep_cluster_size\t{}\nwsrep_cluster_status\t{}\nwsrep_local_state_comment\t{}\nwsrep_ready\t{}\n",
+                members.len(),
+                if synced { "Primary" } else { "non-Primary" },
+                if synced { "Synced" } else { "Initialized" },
+                if synced { "ON" } else { "OFF" }
+            );
+        } else if sql == "SELECT 1" {
+            self.out = "1\n".into();
+        } else if let Some(path) = sql.strip_prefix("source ") {
+            let p = self.fs_path(path);
+            let text = fs::read_to_string(&p)
+                .or_else(|_| fail(1, format!("ERROR at line 1: Failed to open file '{path}', error: 2")))?;
+            let db: BTreeMap<String, Vec<String>> = serde_json::from_str(
+                text.lines().filter(|l| !l.starts_with("--")).collect::<String>().as_str(),
+            )
+            .or_else(|e| fail(1, format!("ERROR 1064 (42000): syntax error in dump: {e}")))?;
+            self.cluster.db = db;
+            self.mutated = true;
+        } else if sql == "CHECKSUM" {
+            self.out = serde_json::to_string(&self.cluster.db).unwrap_or_default();
+        } else {
+            return fail(1, format!("ERROR 1064 (42000): the simulator does not know `{sql}`"));
+        }
+        Ok(())
+    }
+
+    fn mysqldump(&mut self, a: &[String]) -> R {
+        if !self.db_up() || self.unit("mariadb") != "active" {
+            return fail(2, "mysqldump: Got error: 2002: \"Can't connect to local server through socket '/run/mysqld/mysqld.sock' (2)\" when trying to connect");
+        }
+        let file = a
+            .iter()
+            .find_map(|x| x.strip_prefix("--result-file="))
+            .ok_or((2, "mysqldump: --result-file is required here".to_string()))?;
+        let p = self.fs_path(file);
+        fs::create_dir_all(p.parent().expect("parent")).map_err(|e| (2, e.to_string()))?;
+        let body = format!(
+            "-- MariaDB dump (simulated) of all databases\n{}\n",
+            serde_json::to_string(&self.cluster.db).unwrap_or_default()
+        );
+        fs::write(&p, body).map_err(|e| (2, e.to_string()))?;
+        self.mutated = true;
+        Ok(())
+    }
+
+    fn sha256sum(&mut self, a: &[String]) -> R {
+        use sha2::Digest;
+        for f in a {
+            let b = fs::read(self.fs_path(f))
+                .or_else(|_| fail(1, format!("sha256sum: {f}: No such file or directory")))?;
+            self.out
+                .push_str(&format!("{}  {f}\n", hex::encode(sha2::Sha256::digest(&b))));
+        }
+        Ok(())
+    }
+
+    fn galera_recovery(&mut self) -> R {
+        if self.unit("mariadb") == "active" {
+            return fail(1, "galera_recovery: mariadb is running; stop it first");
+        }
+        self.out = format!(
+            "--wsrep_start_position=6c3f5b8e-9c1a-11ee-8c90-0242ac120002:{}\n",
+            self.node.seqno
+        );
+        Ok(())
+    }
+
+    fn files(&mut self, prog: &str, a: &[String]) -> R {
+        let paths: Vec<&String> = a.iter().filter(|x| !x.starts_with('-')).collect();
+        for p in paths {
+            let fp = self.fs_path(p);
+            match prog {
+                "touch" => {
+                    fs::create_dir_all(fp.parent().expect("parent")).map_err(|e| (1, e.to_string()))?;
+                    fs::write(&fp, b"").map_err(|e| (1, e.to_string()))?;
+                }
+                "rm" => {
+                    if fp.is_dir() {
+                        fs::remove_dir_all(&fp).map_err(|e| (1, e.to_string()))?;
+                    } else if fp.exists() {
+                        fs::remove_file(&fp).map_err(|e| (1, e.to_string()))?;
+                    } else if !a.iter().any(|x| x.starts_with("-") && x.contains('f')) {
+                        return fail(1, format!("rm: cannot remove '{p}': No such file or directory"));
+                    }
+                }
+                "chown" => {}
+                _ => unreachable!(),
+            }
+        }
+        self.mutated = true;
+        Ok(())
+    }
+
+    fn apt_get(&mut self, a: &[String]) -> R {
+        if a.first().map(String::as_str) != Some("install") {
+            return fail(100, "E: the simulator only knows `apt-get install -y PKG=VERSION`");
+        }
+        for spec in a.iter().skip(1).filter(|x| !x.starts_with('-')) {
+            let (pkg, ver) = spec.split_once('=').unwrap_or((spec, "latest"));
+            self.node.packages.insert(pkg.into(), ver.into());
+        }
+        self.mutated = true;
+        Ok(())
+    }
+
+    fn version_of(&self, pkg: &str) -> String {
+        self.node.packages.get(pkg).cloned().unwrap_or_else(|| "?".into())
+    }
+
+    fn rabbitmqctl(&mut self, a: &[String]) -> R {
+        let running: Vec<String> = self
+            .peers()
+            .into_iter()
+            .filter(|(_, s)| s.units.get("rabbitmq-server").map(String::as_str) == Some("active"))
+            .map(|(n, _)| n)
+            .collect();
+        if self.unit("rabbitmq-server") != "active" {
+            return fail(69, format!("Error: unable to perform an operation on node 'rabbit@{}'. Please see diagnostics information and suggestions below.", self.name));
+        }
+        match a.first().map(String::as_str) {
+            Some("cluster_status") => {
+                let all: Vec<String> = self
+                    .peers()
+                    .into_iter()
+                    .filter(|(_, s)| s.units.contains_key("rabbitmq-server"))
+                    .map(|(n, _)| format!("'rabbit@{n}'"))
+                    .collect();
+                let run: Vec<String> = running.iter().map(|n| format!("'rabbit@{n}'")).collect();
+                self.out = format!(
+                    "Cluster status of node 'rabbit@{}' ...\n[{{nodes,[{{disc,[{}]}}]}},\n {{running_nodes,[{}]}},\n {{cluster_name,<<\"rabbit@{}\">>}},\n {{partitions,[]}}]\n...done.\n",
+                    self.name,
+                    all.join(","),
+                    run.join(","),
+                    self.name
+                );
+            }
+            Some("set_policy") if a.len() == 4 => {
+                self.cluster.policies.insert(a[1].clone(), a[3].clone());
+                self.out = format!("Setting policy \"{}\" for pattern \"{}\" ...\n", a[1], a[2]);
+                self.mutated = true;
+            }
+            _ => return fail(64, "Error: the simulator does not know this rabbitmqctl command"),
+        }
+        Ok(())
+    }
+
+    fn manage(&mut self, prog: &str, a: &[String]) -> R {
+        if !self.db_up() {
+            return fail(1, format!("{prog}: (pymysql.err.OperationalError) (2003, \"Can't connect to MySQL server\")"));
+        }
+        let joined = a.join(" ");
+        let svc = prog.trim_end_matches("-manage").trim_end_matches("-db").to_string();
+        match (prog, joined.as_str()) {
+            ("keystone-manage", "db_sync")
+            | ("nova-manage", "db sync")
+            | ("nova-manage", "api_db sync")
+            | ("neutron-db-manage", "upgrade heads")
+            | ("placement-manage", "db sync") => {
+                let pkg = match prog {
+                    "keystone-manage" => "keystone",
+                    "nova-manage" => "nova-api",
+                    "neutron-db-manage" => "neutron-server",
+                    _ => "placement-api",
+                };
+                let key = if joined.starts_with("api_db") { "nova_api".to_string() } else { svc };
+                let v = self.version_of(pkg);
+                self.cluster.schema.insert(key, v);
+                self.mutated = true;
+            }
+            ("nova-manage", "cell_v2 map_cell0") => {
+                if !self.cluster.cells.contains(&"cell0".to_string()) {
+                    self.cluster.cells.push("cell0".into());
+                }
+                self.mutated = true;
+            }
+            ("nova-manage", "cell_v2 create_cell --name=cell1") => {
+                if self.cluster.cells.contains(&"cell1".to_string()) {
+                    return fail(2, "The specified transport_url and/or database_connection combination already exists for another cell");
+                }
+                self.cluster.cells.push("cell1".into());
+                self.mutated = true;
+            }
+            ("nova-manage", "cell_v2 list_cells") => {
+                self.out = self.cluster.cells.join("\n") + "\n";
+            }
+            ("nova-manage", "cell_v2 discover_hosts") => {
+                if !self.cluster.cells.contains(&"cell1".to_string()) {
+                    return fail(1, "No cells are configured: run nova-manage cell_v2 create_cell first");
+                }
+                let computes: Vec<String> = self
+                    .peers()
+                    .into_iter()
+                    .filter(|(_, s)| s.units.get("nova-compute").map(String::as_str) == Some("active"))
+                    .map(|(n, _)| n)
+                    .collect();
+                self.cluster.discovered.extend(computes);
+                self.mutated = true;
+            }
+            _ => return fail(1, format!("{prog}: the simulator does not know `{joined}`")),
+        }
+        Ok(())
+    }
+
+    fn crudini(&mut self, a: &[String]) -> R {
+        match a {
+            [op, file, section, key, value] if op == "--set" => {
+                self.node.conf.insert(format!("{file}:{section}:{key}"), value.clone());
+            }
+            [op, file, section, key] if op == "--del" => {
+                self.node.conf.remove(&format!("{file}:{section}:{key}"));
+            }
+            [op, file, section, key] if op == "--get" => {
+                match self.node.conf.get(&format!("{file}:{section}:{key}")) {
+                    Some(v) => self.out = format!("{v}\n"),
+                    None => return fail(1, format!("Parameter not found: {key}")),
+                }
+                return Ok(());
+            }
+            _ => return fail(1, "crudini: usage: --set|--del|--get FILE SECTION KEY [VALUE]"),
+        }
+        self.mutated = true;
+        Ok(())
+    }
+
+    fn openstack(&mut self, a: &[String]) -> R {
+        let keystone_up = self
+            .peers()
+            .iter()
+            .any(|(_, s)| s.units.get("keystone").map(String::as_str) == Some("active"));
+        if !keystone_up || !self.db_up() {
+            return fail(1, "Failed to discover available identity versions when contacting http://vip:5000/v3. Attempting to parse version from URL.\nService Unavailable (HTTP 503)");
+        }
+        let j = a.join(" ");
+        if j.starts_with("endpoint list --service ") {
+            let svc = &a[3];
+            let eps: Vec<&String> = self
+                .cluster
+                .endpoints
+                .iter()
+                .filter(|e| e.starts_with(&format!("{svc} ")))
+                .collect();
+            for e in eps {
+                self.out.push_str(e.split(' ').nth(2).unwrap_or(""));
+                self.out.push('\n');
+            }
+        } else if j.starts_with("user create --domain default --or-show ") {
+            self.cluster.users.insert(a[4].clone());
+            self.out = format!("| name | {} |\n", a[4]);
+            self.mutated = true;
+        } else if j.starts_with("role add --project service --user ") {
+            self.mutated = true;
+        } else if j.starts_with("service show ") {
+            if !self.cluster.services.contains(&a[2]) {
+                return fail(1, format!("No service with a type, name or ID of '{}' exists.", a[2]));
+            }
+            self.out = format!("| name | {} |\n", a[2]);
+        } else if j.starts_with("service create --name ") {
+            self.cluster.services.insert(a[2].clone());
+            self.mutated = true;
+        } else if j.starts_with("endpoint create --region RegionOne ") && a.len() == 6 {
+            let e = format!("{} {} {}", a[3], a[4], a[5]);
+            if !self.cluster.endpoints.contains(&e) {
+                self.cluster.endpoints.push(e);
+            }
+            self.mutated = true;
+        } else if j == "network agent list -f value -c Host -c Alive" {
+            for (n, s) in self.peers() {
+                for (u, st) in &s.units {
+                    if u.starts_with("neutron-") && u.ends_with("-agent") {
+                        self.out.push_str(&format!("{n} {u} {}\n", if st == "active" { "True" } else { "False" }));
+                    }
+                }
+            }
+        } else {
+            return fail(1, format!("openstack: the simulator does not know `{j}`"));
+        }
+        Ok(())
+    }
+
+    fn ceph(&mut self, a: &[String]) -> R {
+        let mons: Vec<(String, NodeState)> = self
+            .peers()
+            .into_iter()
+            .filter(|(_, s)| s.units.keys().any(|u| u.starts_with("ceph-mon@")))
+            .collect();
+        let mons_up = mons
+            .iter()
+            .filter(|(n, s)| s.units.get(&format!("ceph-mon@{n}")).map(String::as_str) == Some("active"))
+            .count();
+        if mons_up * 2 <= mons.len() {
+            return fail(1, "[errno 110] RADOS timed out (error connecting to the cluster)");
+        }
+        let osd_nodes: Vec<(String, NodeState)> = self
+            .peers()
+            .into_iter()
+            .filter(|(_, s)| s.units.contains_key("ceph-osd.target"))
+            .collect();
+        let osds_down: Vec<&String> = osd_nodes
+            .iter()
+            .filter(|(_, s)| s.units.get("ceph-osd.target").map(String::as_str) != Some("active"))
+            .map(|(n, _)| n)
+            .collect();
+        let j = a.join(" ");
+        match j.as_str() {
+            "health" | "-s" => {
+                let mut warn = Vec::new();
+                if self.cluster.ceph_flags.contains("noout") {
+                    warn.push("noout flag(s) set".to_string());
+                }
+                if !osds_down.is_empty() {
+                    warn.push(format!("{} osds down", osds_down.len() * 2));
+                }
+                if mons_up < mons.len() {
+                    warn.push(format!("{}/{} mons down", mons.len() - mons_up, mons.len()));
+                }
+                self.out = if warn.is_empty() {
+                    "HEALTH_OK\n".into()
+                } else {
+                    format!("HEALTH_WARN {}\n", warn.join("; "))
+                };
+            }
+            "osd set noout" | "osd unset noout" => {
+                if a[1] == "set" {
+                    self.cluster.ceph_flags.insert("noout".into());
+                    self.err = "noout is set\n".into();
+                } else {
+                    self.cluster.ceph_flags.remove("noout");
+                    self.err = "noout is unset\n".into();
+                }
+                self.mutated = true;
+            }
+            _ if j.starts_with("osd ok-to-stop ") => {
+                if !osds_down.is_empty() {
+                    return fail(16, format!("Error EBUSY: unsafe to stop osd(s) at this time ({} already down)", osds_down.len() * 2));
+                }
+                self.out = "OSD(s) are ok to stop without reducing availability\n".into();
+            }
+            _ if j.starts_with("osd ls-tree ") => {
+                let idx = osd_nodes.iter().position(|(n, _)| n == &a[2]).unwrap_or(0);
+                self.out = format!("{}\n{}\n", idx * 2, idx * 2 + 1);
+            }
+            _ if j.starts_with("osd set require_") && j.ends_with("_osds") => {
+                self.cluster.ceph_flags.insert(a[2].clone());
+                self.mutated = true;
+            }
+            _ if j.starts_with("osd crush tunables ") => {
+                self.cluster.ceph_tunables = a[3].clone();
+                self.mutated = true;
+            }
+            _ => return fail(22, format!("Error EINVAL: the simulator does not know `{j}`")),
+        }
+        Ok(())
+    }
+
+    fn haproxy(&mut self, a: &[String]) -> R {
+        if a.first().map(String::as_str) == Some("-c") {
+            self.out = "Configuration file is valid\n".into();
+            return Ok(());
+        }
+        fail(1, "haproxy: the simulator only checks configurations (-c -f FILE)")
+    }
+
+    fn sleep(&mut self, a: &[String]) -> R {
+        let s: f64 = a.first().and_then(|x| x.parse().ok()).unwrap_or(0.0);
+        std::thread::sleep(std::time::Duration::from_secs_f64(s.min(60.0)));
+        Ok(())
+    }
+}
+
+fn init(dir: &Path, nodes: &[String]) {
+    let nodes_dir = dir.join("nodes");
+    let _ = fs::remove_dir_all(&nodes_dir);
+    let exe = std::env::current_exe().expect("current exe");
+    let tools = [
+        "systemctl", "mysql", "mysqldump", "galera_new_cluster", "galera_recovery", "sha256sum", "touch",
+        "rm", "chown", "apt-get", "rabbitmqctl", "keystone-manage", "nova-manage", "neutron-db-manage",
+        "placement-manage", "crudini", "openstack", "ceph", "haproxy", "sleep",
+    ];
+    let mut cluster = Cluster::default();
+    cluster.db.insert(
+        "keystone.project".into(),
+        vec!["admin".into(), "service".into(), "demo".into()],
+    );
+    cluster.db.insert(
+        "nova.instances".into(),
+        (1..=5).map(|i| format!("vm-{i}")).collect(),
+    );
+    cluster.schema.insert("keystone".into(), "newton".into());
+    cluster.schema.insert("nova".into(), "newton".into());
+    cluster.services.insert("keystone".into());
+    cluster.users.insert("admin".into());
+    cluster.endpoints = vec![
+        "identity public http://vip:5000/v3".into(),
+        "identity internal http://vip:5000/v3".into(),
+        "identity admin http://vip:35357/v3".into(),
+    ];
+    cluster.ceph_tunables = "hammer".into();
+    cluster.bootstrap = nodes.first().cloned();
+    for spec in nodes {
+        // NAME:role,role
+        let (name, roles) = spec.split_once(':').unwrap_or((spec, ""));
+        let root = nodes_dir.join(name);
+        fs::create_dir_all(root.join("bin")).expect("mkdir");
+        fs::create_dir_all(root.join("fs/var/lib/mysql")).expect("mkdir");
+        fs::create_dir_all(root.join("fs/var/lib/rabbitmq/mnesia")).expect("mkdir");
+        fs::write(root.join("fs/var/lib/mysql/grastate.dat"), "seqno: -1\n").expect("write");
+        for t in tools {
+            let _ = std::os::unix::fs::symlink(&exe, root.join("bin").join(t));
+        }
+        let mut st = NodeState::default();
+        for role in roles.split(',') {
+            let (pkgs, units): (&[&str], &[&str]) = match role {
+                "controller" => (
+                    &["mariadb-server", "rabbitmq-server", "haproxy", "keystone", "nova-api", "nova-conductor", "nova-scheduler", "placement-api", "neutron-server", "neutron-l3-agent", "neutron-openvswitch-agent", "ceph-mon"],
+                    &["mariadb", "rabbitmq-server", "haproxy", "keystone", "nova-api", "nova-conductor", "nova-scheduler", "placement-api", "neutron-server", "neutron-l3-agent", "neutron-openvswitch-agent"],
+                ),
+                "compute" => (&["nova-compute"], &["nova-compute"]),
+                "storage" => (&["ceph-osd"], &["ceph-osd.target"]),
+                _ => (&[], &[]),
+            };
+            for p in pkgs {
+                st.packages.insert((*p).into(), "newton".into());
+            }
+            for u in units {
+                st.units.insert((*u).into(), "active".into());
+            }
+            if role == "controller" {
+                st.units.insert(format!("ceph-mon@{name}"), "active".into());
+            }
+        }
+        st.seqno = 100;
+        write_json(&root.join("state.json"), &st);
+    }
+    write_json(&nodes_dir.join("cluster.json"), &cluster);
+    println!("initialised {} simulated node(s) in {}", nodes.len(), nodes_dir.display());
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let prog = Path::new(&args[0])
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if prog == "uphost-demo-sim" {
+        match args.get(1).map(String::as_str) {
+            Some("init") if args.len() >= 4 => init(Path::new(&args[2]), &args[3..]),
+            _ => {
+                eprintln!("usage: uphost-demo-sim init DIR NAME:role[,role]...");
+                std::process::exit(2);
+            }
+        }
+        return;
+    }
+    let Some(root) = std::env::var_os("UPHOST_NODE_ROOT").map(PathBuf::from) else {
+        eprintln!("{prog}: UPHOST_NODE_ROOT is not set (run through uphost's local transport)");
+        std::process::exit(127);
+    };
+    let name = std::env::var("UPHOST_NODE").unwrap_or_else(|_| {
+        root.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default()
+    });
+    let nodes_dir = root.parent().expect("node root has a parent").to_path_buf();
+    // One simulator at a time per cluster: a flock on the nodes directory.
+    let lockf = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(nodes_dir.join(".lock"))
+        .expect("lock file");
+    rustix::fs::flock(&lockf, rustix::fs::FlockOperation::LockExclusive).expect("flock");
+    let a = &args[1..];
+    let argv_line = std::iter::once(prog.clone()).chain(a.iter().cloned()).collect::<Vec<_>>().join(" ");
+    // Fault injection.
+    let faults_path = root.join("faults.json");
+    if let Ok(text) = fs::read_to_string(&faults_path) {
+        let mut faults: Vec<serde_json::Value> = serde_json::from_str(&text).unwrap_or_default();
+        let argv: Vec<String> = std::iter::once(prog.clone()).chain(a.iter().cloned()).collect();
+        if let Some(i) = faults.iter().position(|f| {
+            serde_json::from_value::<Fault>(f.clone())
+                .map(|f| argv.starts_with(&f.argv))
+                .unwrap_or(false)
+        }) {
+            let f: Fault = serde_json::from_value(faults[i].clone()).expect("checked");
+            if f.times == 1 {
+                faults.remove(i);
+            } else if f.times > 1 {
+                faults[i]["times"] = serde_json::json!(f.times - 1);
+            }
+            fs::write(&faults_path, serde_json::to_vec(&faults).expect("json")).expect("write faults");
+            eprintln!("{}", f.stderr);
+            std::process::exit(f.status);
+        }
+    }
+    let mut sim = Sim {
+        node: read_json(&root.join("state.json")),
+        cluster: read_json(&nodes_dir.join("cluster.json")),
+        root: root.clone(),
+        name,
+        mutated: false,
+        out: String::new(),
+        err: String::new(),
+    };
+    let res = match prog.as_str() {
+        "systemctl" => sim.systemctl(a),
+        "mysql" => sim.mysql(a),
+        "mysqldump" => sim.mysqldump(a),
+        "galera_new_cluster" => sim.galera_new_cluster(),
+        "galera_recovery" => sim.galera_recovery(),
+        "sha256sum" => sim.sha256sum(a),
+        "touch" | "rm" | "chown" => sim.files(&prog, a),
+        "apt-get" => sim.apt_get(a),
+        "rabbitmqctl" => sim.rabbitmqctl(a),
+        "keystone-manage" | "nova-manage" | "neutron-db-manage" | "placement-manage" => {
+            sim.manage(&prog, a)
+        }
+        "crudini" => sim.crudini(a),
+        "openstack" => sim.openstack(a),
+        "ceph" => sim.ceph(a),
+        "haproxy" => sim.haproxy(a),
+        "sleep" => sim.sleep(a),
+        other => Err((127, format!("{other}: command not found"))),
+    };
+    if sim.mutated {
+        write_json(&root.join("state.json"), &sim.node);
+        write_json(&nodes_dir.join("cluster.json"), &sim.cluster);
+        let mut log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(root.join("ops.log"))
+            .expect("ops log");
+        let _ = writeln!(log, "{argv_line}");
+        let _ = log.sync_data();
+    }
+    print!("{}", sim.out);
+    eprint!("{}", sim.err);
+    if let Err((status, msg)) = res {
+        if !msg.is_empty() {
+            eprintln!("{msg}");
+        }
+        std::process::exit(status);
+    }
+}
