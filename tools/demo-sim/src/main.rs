@@ -493,8 +493,8 @@ impl Sim {
         } else if j.starts_with("service create --name ") {
             self.cluster.services.insert(a[2].clone());
             self.mutated = true;
-        } else if j.starts_with("endpoint create --region RegionOne ") && a.len() == 6 {
-            let e = format!("{} {} {}", a[3], a[4], a[5]);
+        } else if j.starts_with("endpoint create --region RegionOne ") && a.len() == 7 {
+            let e = format!("{} {} {}", a[4], a[5], a[6]);
             if !self.cluster.endpoints.contains(&e) {
                 self.cluster.endpoints.push(e);
             }

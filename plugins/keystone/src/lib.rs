@@ -1,0 +1,139 @@
+//! Keystone: for a major upgrade stop it on every controller (schema
+//! change), install the new version, `keystone-manage db_sync` once, start
+//! everywhere, verify the identity endpoints. For a minor update: rolling
+//! restart, no db_sync. Rollback reinstalls the previous version (the
+//! database itself is restored by galera's rollback, which runs after).
+//!
+//! Parameters: `unit` (`keystone`), `package` (`keystone`).
+
+use uphost_sdk::prelude::*;
+
+/// The plugin.
+pub struct Keystone;
+
+fn unit<'a>(cx: &'a Cx) -> &'a str {
+    cx.param_or("unit", "keystone")
+}
+
+fn endpoints(cx: &Cx) -> Result<()> {
+    let primary = cx.primary()?.name.clone();
+    let out = cx.run(
+        &primary,
+        "openstack",
+        &["endpoint", "list", "--service", "identity", "-f", "value", "-c", "URL"],
+    )?;
+    if out.stdout_text().trim().is_empty() {
+        bail!("keystone answers but lists no identity endpoints; re-run `keystone-manage bootstrap`");
+    }
+    Ok(())
+}
+
+fn install(cx: &Cx, node: &str, version: &str) -> Result<()> {
+    let pkg = cx.param_or("package", "keystone");
+    cx.run(node, "apt-get", &["install", "-y", &format!("{pkg}={version}")])?;
+    Ok(())
+}
+
+impl Plugin for Keystone {
+    fn describe() -> Info {
+        Info::new("keystone", "Keystone identity: stop, upgrade, db_sync, start, verify endpoints")
+            .version(env!("CARGO_PKG_VERSION"))
+            .depends_on(&["galera", "rabbitmq", "haproxy"])
+            .rollout(Rollout::Parallel)
+            .reversible(true)
+            .capabilities([
+                Capability::read_only("systemctl", &["is-active", "keystone|apache2|httpd"])
+                    .reason("pre-flight"),
+                Capability::mutating("systemctl", &["start|stop|restart", "keystone|apache2|httpd"])
+                    .reason("stop for the schema change, start after"),
+                Capability::mutating("apt-get", &["install", "-y", "keystone=*"])
+                    .reason("install the new (or, on rollback, previous) version"),
+                Capability::mutating("keystone-manage", &["db_sync"]).reason("schema migration"),
+                Capability::read_only(
+                    "openstack",
+                    &["endpoint", "list", "--service", "identity", "-f", "value", "-c", "URL"],
+                )
+                .reason("verify the identity endpoints"),
+            ])
+    }
+
+    fn check(cx: &Cx) -> Result<()> {
+        for n in cx.nodes() {
+            cx.run(&n.name, "systemctl", &["is-active", unit(cx)])?;
+        }
+        endpoints(cx)
+    }
+
+    fn pre_upgrade(cx: &Cx) -> Result<()> {
+        if cx.ctx.mode == Mode::MajorUpgrade {
+            for n in cx.nodes() {
+                cx.run(&n.name, "systemctl", &["stop", unit(cx)])?;
+            }
+            cx.progress("service-down");
+        }
+        Ok(())
+    }
+
+    fn upgrade(cx: &Cx, node: &Node) -> Result<()> {
+        install(cx, &node.name, &cx.ctx.to_version)?;
+        if cx.ctx.mode == Mode::MinorUpdate {
+            cx.run(&node.name, "systemctl", &["restart", unit(cx)])?;
+        }
+        Ok(())
+    }
+
+    fn post_upgrade(cx: &Cx) -> Result<()> {
+        if cx.ctx.mode == Mode::MajorUpgrade {
+            let primary = cx.primary()?.name.clone();
+            cx.run(&primary, "keystone-manage", &["db_sync"])?;
+            for n in cx.nodes() {
+                cx.run(&n.name, "systemctl", &["start", unit(cx)])?;
+            }
+        }
+        endpoints(cx)?;
+        cx.progress("service-up");
+        Ok(())
+    }
+
+    fn rollback(cx: &Cx) -> Result<()> {
+        for n in cx.nodes() {
+            cx.run(&n.name, "systemctl", &["stop", unit(cx)])?;
+            install(cx, &n.name, &cx.ctx.from_version)?;
+        }
+        for n in cx.nodes() {
+            cx.run(&n.name, "systemctl", &["start", unit(cx)])?;
+        }
+        Ok(())
+    }
+}
+
+export_plugin!(Keystone);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use uphost_sdk::script::Rule;
+    use uphost_sdk::testing::{MockHost, context};
+
+    #[test]
+    fn major_upgrade_syncs_once_and_checks_endpoints() {
+        let host = MockHost::for_plugin::<Keystone>()
+            .rule(Rule::new("systemctl", &["..."]))
+            .rule(Rule::new("keystone-manage", &["db_sync"]))
+            .rule(Rule::new("openstack", &["..."]).then(0, "http://vip:5000/v3\n"));
+        let cx = host.cx(context("keystone", &["ctl1", "ctl2"]));
+        Keystone::post_upgrade(&cx).unwrap();
+        let syncs = host.commands().iter().filter(|c| c.contains("db_sync")).count();
+        assert_eq!(syncs, 1);
+    }
+
+    #[test]
+    fn no_endpoints_is_an_actionable_error() {
+        let host = MockHost::for_plugin::<Keystone>()
+            .rule(Rule::new("systemctl", &["..."]))
+            .rule(Rule::new("openstack", &["..."]).then(0, ""));
+        let cx = host.cx(context("keystone", &["ctl1"]));
+        let e = Keystone::check(&cx).unwrap_err().to_string();
+        assert!(e.contains("keystone-manage bootstrap"), "{e}");
+    }
+}

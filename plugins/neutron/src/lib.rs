@@ -1,0 +1,102 @@
+//! Neutron: the server first, then the agents node by node so that one L3
+//! agent is always up (the leapfrog keeps one agents container running to
+//! limit data-plane downtime). Pre-upgrade: stop neutron-server on every
+//! controller, install the new server, `neutron-db-manage upgrade heads`
+//! once, start the servers. Upgrade (one node at a time): install the new
+//! agents, restart them on that node only, verify they report alive.
+
+use uphost_sdk::prelude::*;
+
+/// The plugin.
+pub struct Neutron;
+
+/// The agents restarted on each node.
+pub const AGENTS: [&str; 2] = ["neutron-l3-agent", "neutron-openvswitch-agent"];
+
+/// Agents reported dead in `openstack network agent list -f value -c Host
+/// -c Alive` output (`host binary alive` lines in the simulator).
+pub fn dead_agents(out: &str, host: &str) -> Vec<String> {
+    out.lines()
+        .filter(|l| l.split_whitespace().next() == Some(host))
+        .filter(|l| l.split_whitespace().last() != Some("True"))
+        .map(|l| l.to_string())
+        .collect()
+}
+
+impl Plugin for Neutron {
+    fn describe() -> Info {
+        Info::new("neutron", "Neutron: server and db migration first, then agents one node at a time")
+            .version(env!("CARGO_PKG_VERSION"))
+            .depends_on(&["keystone", "rabbitmq", "galera"])
+            .rollout(Rollout::OneAtATime)
+            .reversible(false)
+            .capabilities([
+                Capability::mutating("systemctl", &["start|stop", "neutron-server"]).reason("server restart"),
+                Capability::mutating("systemctl", &["restart", "neutron-l3-agent|neutron-openvswitch-agent"])
+                    .reason("agents, one node at a time"),
+                Capability::read_only("systemctl", &["is-active", "neutron-server"]).reason("pre-flight"),
+                Capability::mutating("apt-get", &["install", "-y", "neutron-server=*"]).reason("install the server"),
+                Capability::mutating("apt-get", &["install", "-y", "neutron-l3-agent=*", "neutron-openvswitch-agent=*"])
+                    .reason("install the agents"),
+                Capability::mutating("neutron-db-manage", &["upgrade", "heads"]).reason("schema migration"),
+                Capability::read_only("openstack", &["network", "agent", "list", "-f", "value", "-c", "Host", "-c", "Alive"])
+                    .reason("agents alive after their restart"),
+            ])
+    }
+
+    fn check(cx: &Cx) -> Result<()> {
+        for n in cx.nodes() {
+            cx.run(&n.name, "systemctl", &["is-active", "neutron-server"])?;
+        }
+        Ok(())
+    }
+
+    fn pre_upgrade(cx: &Cx) -> Result<()> {
+        let v = cx.ctx.to_version.clone();
+        for n in cx.nodes() {
+            cx.run(&n.name, "systemctl", &["stop", "neutron-server"])?;
+        }
+        cx.progress("service-down");
+        for n in cx.nodes() {
+            cx.run(&n.name, "apt-get", &["install", "-y", &format!("neutron-server={v}")])?;
+        }
+        cx.run(&cx.primary()?.name, "neutron-db-manage", &["upgrade", "heads"])?;
+        for n in cx.nodes() {
+            cx.run(&n.name, "systemctl", &["start", "neutron-server"])?;
+        }
+        cx.progress("service-up");
+        Ok(())
+    }
+
+    fn upgrade(cx: &Cx, node: &Node) -> Result<()> {
+        let v = cx.ctx.to_version.clone();
+        cx.run(
+            &node.name,
+            "apt-get",
+            &["install", "-y", &format!("neutron-l3-agent={v}"), &format!("neutron-openvswitch-agent={v}")],
+        )?;
+        for a in AGENTS {
+            cx.run(&node.name, "systemctl", &["restart", a])?;
+        }
+        let out = cx.run(&node.name, "openstack", &["network", "agent", "list", "-f", "value", "-c", "Host", "-c", "Alive"])?;
+        let dead = dead_agents(&out.stdout_text(), &node.name);
+        if !dead.is_empty() {
+            bail!("agents on {} are not alive after the restart: {}", node.name, dead.join("; "));
+        }
+        Ok(())
+    }
+}
+
+export_plugin!(Neutron);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dead_agents_are_found_per_host() {
+        let out = "ctl1 neutron-l3-agent True\nctl2 neutron-l3-agent False\n";
+        assert!(dead_agents(out, "ctl1").is_empty());
+        assert_eq!(dead_agents(out, "ctl2").len(), 1);
+    }
+}

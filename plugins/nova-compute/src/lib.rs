@@ -1,0 +1,71 @@
+//! Nova compute: rolling, in serial batches by default (computes have no
+//! database access and stay RPC-pinned until nova's finalize): stop,
+//! install, start, verify. Rollback reinstalls the previous version.
+
+use uphost_sdk::prelude::*;
+
+/// The plugin.
+pub struct NovaCompute;
+
+fn cycle(cx: &Cx, node: &str, v: &str) -> Result<()> {
+    cx.run(node, "systemctl", &["stop", "nova-compute"])?;
+    cx.run(node, "apt-get", &["install", "-y", &format!("nova-compute={v}")])?;
+    cx.run(node, "systemctl", &["start", "nova-compute"])?;
+    cx.run(node, "systemctl", &["is-active", "nova-compute"])
+        .map_err(|e| e.context(format!("nova-compute did not come back on {node}")))?;
+    Ok(())
+}
+
+impl Plugin for NovaCompute {
+    fn describe() -> Info {
+        Info::new("nova-compute", "Nova compute: rolling upgrade in serial batches")
+            .version(env!("CARGO_PKG_VERSION"))
+            .depends_on(&["nova"])
+            .rollout(Rollout::Serial(2))
+            .reversible(true)
+            .capabilities([
+                Capability::mutating("systemctl", &["start|stop", "nova-compute"]).reason("restart around the install"),
+                Capability::read_only("systemctl", &["is-active", "nova-compute"]).reason("verify"),
+                Capability::mutating("apt-get", &["install", "-y", "nova-compute=*"]).reason("install"),
+            ])
+    }
+
+    fn check(cx: &Cx) -> Result<()> {
+        for n in cx.nodes() {
+            cx.run(&n.name, "systemctl", &["is-active", "nova-compute"])?;
+        }
+        Ok(())
+    }
+
+    fn upgrade(cx: &Cx, node: &Node) -> Result<()> {
+        cycle(cx, &node.name, &cx.ctx.to_version)
+    }
+
+    fn rollback(cx: &Cx) -> Result<()> {
+        for n in cx.nodes() {
+            cycle(cx, &n.name, &cx.ctx.from_version)?;
+        }
+        Ok(())
+    }
+}
+
+export_plugin!(NovaCompute);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use uphost_sdk::script::Rule;
+    use uphost_sdk::testing::{MockHost, context};
+
+    #[test]
+    fn a_compute_that_does_not_come_back_is_named() {
+        let host = MockHost::for_plugin::<NovaCompute>()
+            .rule(Rule::new("systemctl", &["is-active", "nova-compute"]).then(3, "failed\n"))
+            .rule(Rule::new("systemctl", &["..."]))
+            .rule(Rule::new("apt-get", &["..."]));
+        let cx = host.cx(context("nova-compute", &["cmp1"]));
+        let n = cx.nodes()[0].clone();
+        let e = NovaCompute::upgrade(&cx, &n).unwrap_err().to_string();
+        assert!(e.contains("did not come back on cmp1"), "{e}");
+    }
+}
