@@ -68,8 +68,7 @@ fn shell_words(argv: &[String]) -> String {
     argv.iter()
         .map(|a| {
             if !a.is_empty()
-                && a
-                    .chars()
+                && a.chars()
                     .all(|c| c.is_ascii_alphanumeric() || "-_./=:@%+,".contains(c))
             {
                 a.clone()
@@ -95,7 +94,11 @@ impl fmt::Display for Error {
                     c.node,
                     c.status
                 )?;
-                let detail = if c.stderr.is_empty() { &c.stdout } else { &c.stderr };
+                let detail = if c.stderr.is_empty() {
+                    &c.stdout
+                } else {
+                    &c.stderr
+                };
                 if !detail.is_empty() {
                     write!(f, ": {detail}")?;
                 }

@@ -131,34 +131,40 @@ macro_rules! export_plugin {
                 }
                 fn check(
                     ctx: $crate::bindings::uphost::plugin::types::Context,
-                ) -> ::core::result::Result<(), $crate::bindings::uphost::plugin::types::HookError> {
+                ) -> ::core::result::Result<(), $crate::bindings::uphost::plugin::types::HookError>
+                {
                     $crate::guest::hook(ctx, |cx| <$plugin as $crate::Plugin>::check(cx))
                 }
                 fn pre_upgrade(
                     ctx: $crate::bindings::uphost::plugin::types::Context,
-                ) -> ::core::result::Result<(), $crate::bindings::uphost::plugin::types::HookError> {
+                ) -> ::core::result::Result<(), $crate::bindings::uphost::plugin::types::HookError>
+                {
                     $crate::guest::hook(ctx, |cx| <$plugin as $crate::Plugin>::pre_upgrade(cx))
                 }
                 fn upgrade(
                     ctx: $crate::bindings::uphost::plugin::types::Context,
                     node: $crate::bindings::uphost::plugin::types::Node,
-                ) -> ::core::result::Result<(), $crate::bindings::uphost::plugin::types::HookError> {
+                ) -> ::core::result::Result<(), $crate::bindings::uphost::plugin::types::HookError>
+                {
                     let node = $crate::guest::node(node);
                     $crate::guest::hook(ctx, |cx| <$plugin as $crate::Plugin>::upgrade(cx, &node))
                 }
                 fn post_upgrade(
                     ctx: $crate::bindings::uphost::plugin::types::Context,
-                ) -> ::core::result::Result<(), $crate::bindings::uphost::plugin::types::HookError> {
+                ) -> ::core::result::Result<(), $crate::bindings::uphost::plugin::types::HookError>
+                {
                     $crate::guest::hook(ctx, |cx| <$plugin as $crate::Plugin>::post_upgrade(cx))
                 }
                 fn finalize(
                     ctx: $crate::bindings::uphost::plugin::types::Context,
-                ) -> ::core::result::Result<(), $crate::bindings::uphost::plugin::types::HookError> {
+                ) -> ::core::result::Result<(), $crate::bindings::uphost::plugin::types::HookError>
+                {
                     $crate::guest::hook(ctx, |cx| <$plugin as $crate::Plugin>::finalize(cx))
                 }
                 fn rollback(
-                    ctx: $crate::bindings::uphost::plugin::types::Context,
-                ) -> ::core::result::Result<(), $crate::bindings::uphost::plugin::types::HookError> {
+            ctx: $crate::bindings::uphost::plugin::types::Context,
+                ) -> ::core::result::Result<(), $crate::bindings::uphost::plugin::types::HookError>
+                {
                     $crate::guest::hook(ctx, |cx| <$plugin as $crate::Plugin>::rollback(cx))
                 }
             }

@@ -12,10 +12,10 @@
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 
+use crate::Plugin;
 use crate::cx::{Context, Cx, ExecError, ExecOutput, ExecRequest, Host, Level, Mode, Node};
 use crate::info::{Access, Info};
 use crate::script::{Rule, Script};
-use crate::Plugin;
 
 pub use crate::script::Response;
 

@@ -103,8 +103,8 @@ impl LockFile {
             "# uphost.lock: the operator's approval of each plugin (hash and granted capabilities).\n\
              # Change it with `uphost plugins approve NAME`; review diffs like code.\n{body}"
         );
-        let d = cap_std::fs::Dir::open_ambient_dir(dir, cap_std::ambient_authority())
-            .map_err(werr)?;
+        let d =
+            cap_std::fs::Dir::open_ambient_dir(dir, cap_std::ambient_authority()).map_err(werr)?;
         let tmp = format!("{LOCK_FILE}.tmp");
         d.write(&tmp, text.as_bytes()).map_err(werr)?;
         d.rename(&tmp, &d, LOCK_FILE).map_err(werr)?;

@@ -168,8 +168,13 @@ mod tests {
         let g = Grant {
             commands: vec![cap(Access::Mutating, "systemctl", &["restart", "nova-*"])],
         };
-        assert!(g.check("systemctl", &v(&["restart", "nova-api"]), &[]).is_ok());
-        let e = g.check("systemctl", &v(&["disable", "nova-api"]), &[]).unwrap_err();
+        assert!(
+            g.check("systemctl", &v(&["restart", "nova-api"]), &[])
+                .is_ok()
+        );
+        let e = g
+            .check("systemctl", &v(&["disable", "nova-api"]), &[])
+            .unwrap_err();
         assert!(e.0.contains("argument 1 `disable`"), "{}", e.0);
         let e = g.check("rm", &v(&["-rf", "/"]), &[]).unwrap_err();
         assert!(e.0.contains("program `rm` is not granted"));

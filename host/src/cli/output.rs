@@ -13,7 +13,12 @@ use super::{Cli, OutputKind};
 
 fn stamp(start: Instant) -> String {
     let ms = start.elapsed().as_millis() as u64;
-    format!("[{:>3}:{:02}.{}]", ms / 60_000, (ms / 1000) % 60, (ms / 100) % 10)
+    format!(
+        "[{:>3}:{:02}.{}]",
+        ms / 60_000,
+        (ms / 1000) % 60,
+        (ms / 100) % 10
+    )
 }
 
 /// The observers for a run, from the global flags.
@@ -31,7 +36,9 @@ pub fn observers(cli: &Cli) -> Vec<Observer> {
         let start = Instant::now();
         let verbose = cli.verbose;
         let steps_done = Arc::new(AtomicU64::new(0));
-        v.push(Box::new(move |ev: &Event| human(ev, start, verbose, &steps_done)));
+        v.push(Box::new(move |ev: &Event| {
+            human(ev, start, verbose, &steps_done)
+        }));
     }
     v
 }
@@ -40,7 +47,10 @@ fn human(ev: &Event, start: Instant, verbose: u8, done: &AtomicU64) {
     let t = stamp(start);
     let line = match ev {
         Event::RunStarted {
-            run_id, plan, options, ..
+            run_id,
+            plan,
+            options,
+            ..
         } => Some(format!(
             "{t} run {run_id}: {} service(s){}",
             plan.len(),
@@ -73,9 +83,8 @@ fn human(ev: &Event, start: Instant, verbose: u8, done: &AtomicU64) {
                     (None, None) => "?".into(),
                 }
             };
-            (verbose > 0 || result.skipped).then(|| {
-                format!("{t}     {node}: {} -> {what}", shell_join(argv))
-            })
+            (verbose > 0 || result.skipped)
+                .then(|| format!("{t}     {node}: {} -> {what}", shell_join(argv)))
         }
         Event::Denied {
             plugin,

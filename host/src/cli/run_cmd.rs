@@ -75,7 +75,10 @@ pub async fn check(session: Session, only: &[String], cli: &Cli) -> Result<i32, 
             ..
         } = ev
         {
-            println!("DENIED {plugin} on {node}: {} ({reason})", shell_join(&argv));
+            println!(
+                "DENIED {plugin} on {node}: {} ({reason})",
+                shell_join(&argv)
+            );
         }
     }
     Ok(if failed == 0 { exit::OK } else { exit::FAILED })

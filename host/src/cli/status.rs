@@ -35,7 +35,11 @@ struct StatusView {
 }
 
 /// Show a run's status.
-pub fn show(state_dir: &std::path::Path, run: Option<&str>, format: StatusFormat) -> Result<i32, Error> {
+pub fn show(
+    state_dir: &std::path::Path,
+    run: Option<&str>,
+    format: StatusFormat,
+) -> Result<i32, Error> {
     let run_id = match run {
         Some(r) => r.to_string(),
         None => journal::current_run(state_dir)?,
@@ -46,9 +50,14 @@ pub fn show(state_dir: &std::path::Path, run: Option<&str>, format: StatusFormat
     }
     let r = journal::replay(&path)?;
     let Some(Event::RunStarted { plan, .. }) = r.run_started() else {
-        return Err(Error::Failed(format!("{}: no run-started record", path.display())));
+        return Err(Error::Failed(format!(
+            "{}: no run-started record",
+            path.display()
+        )));
     };
-    let outcome = r.outcome().unwrap_or_else(|| "running or interrupted".to_string());
+    let outcome = r
+        .outcome()
+        .unwrap_or_else(|| "running or interrupted".to_string());
     let mut services = Vec::new();
     for s in plan {
         let steps: Vec<StepView> = steps_of(s)
@@ -91,7 +100,10 @@ pub fn show(state_dir: &std::path::Path, run: Option<&str>, format: StatusFormat
         services,
     };
     match format {
-        StatusFormat::Json => println!("{}", serde_json::to_string_pretty(&view).expect("serializes")),
+        StatusFormat::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&view).expect("serializes")
+        ),
         StatusFormat::Text => {
             println!("run {}: {}", view.run_id, view.outcome);
             for s in &view.services {

@@ -136,7 +136,13 @@ pub fn load(path: &Path) -> Result<Inventory, ConfigError> {
     };
     for (name, def) in &doc {
         let empty = GroupDef::default();
-        walk(name, def.as_ref().unwrap_or(&empty), &[], &Vars::new(), &mut c);
+        walk(
+            name,
+            def.as_ref().unwrap_or(&empty),
+            &[],
+            &Vars::new(),
+            &mut c,
+        );
     }
     let invalid = |host: &str, key: &str, message: String| ConfigError::Invalid {
         path: path.to_path_buf(),

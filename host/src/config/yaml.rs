@@ -42,9 +42,7 @@ pub enum ConfigError {
         message: String,
     },
     /// No configuration file was found.
-    #[error(
-        "no uphost.yaml in {dir}: run uphost in the directory that holds it, or pass -c FILE"
-    )]
+    #[error("no uphost.yaml in {dir}: run uphost in the directory that holds it, or pass -c FILE")]
     NotFound {
         /// The directory searched.
         dir: PathBuf,

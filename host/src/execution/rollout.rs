@@ -41,10 +41,7 @@ impl Rollout {
             Rollout::SerialPercent(p) => (n * p as usize).div_ceil(100).max(1),
             Rollout::OneAtATime => 1,
         };
-        (0..n)
-            .step_by(size)
-            .map(|s| s..(s + size).min(n))
-            .collect()
+        (0..n).step_by(size).map(|s| s..(s + size).min(n)).collect()
     }
 }
 

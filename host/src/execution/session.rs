@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use crate::Error;
 use crate::capabilities::Grant;
 use crate::capabilities::lock::{LOCK_FILE, LockFile};
 use crate::config::{Config, NodeSpec};
@@ -12,7 +13,6 @@ use crate::execution::rollout::{MaxFail, Rollout};
 use crate::loading::{self, LoadedPlugin, cache::Cache};
 use crate::planning::{self, Plan};
 use crate::runtime::{EngineLimits, Runtime};
-use crate::Error;
 
 /// Loaded plugins and their plan.
 pub struct Session {
@@ -165,8 +165,7 @@ impl Session {
             let targets: Vec<NodeSpec> = nodes
                 .iter()
                 .filter(|n| {
-                    limit.is_empty()
-                        || limit.iter().any(|l| &n.name == l || n.roles.contains(l))
+                    limit.is_empty() || limit.iter().any(|l| &n.name == l || n.roles.contains(l))
                 })
                 .cloned()
                 .collect();

@@ -106,8 +106,12 @@ pub fn acquire(state_dir: &Path, command: &str) -> Result<RunLock, LockError> {
     };
     file.set_len(0).map_err(io)?;
     file.rewind().map_err(io)?;
-    file.write_all(serde_json::to_string(&me).expect("holder serializes").as_bytes())
-        .map_err(io)?;
+    file.write_all(
+        serde_json::to_string(&me)
+            .expect("holder serializes")
+            .as_bytes(),
+    )
+    .map_err(io)?;
     file.sync_data().map_err(io)?;
     Ok(RunLock {
         _file: file,

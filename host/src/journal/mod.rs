@@ -31,7 +31,9 @@ pub enum JournalError {
     #[error("no run found in {0}; start one with `uphost run`")]
     NoRun(PathBuf),
     /// A record in the middle is unreadable.
-    #[error("journal {path}:{line}: unreadable record ({detail}); the journal was edited or damaged")]
+    #[error(
+        "journal {path}:{line}: unreadable record ({detail}); the journal was edited or damaged"
+    )]
     Corrupt {
         /// File.
         path: PathBuf,
@@ -303,7 +305,11 @@ impl Journal {
     /// The first write error, if any (the run must stop: nothing may
     /// count as done that is not on disk).
     pub fn take_error(&self) -> Option<std::io::Error> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner()).error.take()
+        self.inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .error
+            .take()
     }
 }
 
@@ -404,7 +410,10 @@ mod tests {
         });
         drop(j);
         let path = run_dir(dir.path(), "r1").join("journal.jsonl");
-        let mut f = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
         f.write_all(b"{\"event\":\"step-sta").unwrap();
         drop(f);
         let (j, r) = Journal::reopen(dir.path(), "r1", vec![]).unwrap();
@@ -424,7 +433,11 @@ mod tests {
     fn corrupt_middle_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("j.jsonl");
-        std::fs::write(&p, "garbage\n{\"event\":\"run-finished\",\"outcome\":\"complete\",\"at_ms\":1}\n").unwrap();
+        std::fs::write(
+            &p,
+            "garbage\n{\"event\":\"run-finished\",\"outcome\":\"complete\",\"at_ms\":1}\n",
+        )
+        .unwrap();
         let e = replay(&p).unwrap_err();
         assert!(e.to_string().contains(":1:"), "{e}");
     }
@@ -444,11 +457,31 @@ mod tests {
             duration_ms: 1,
         };
         for n in ["a", "b"] {
-            j.emit(Event::StepStarted { step: step(Some(n)), at_ms: 0 });
-            j.emit(Event::CommandStarted { step: step(Some(n)), seq: 0, node: n.into(), argv: vec!["true".into()] });
-            j.emit(Event::CommandFinished { step: step(Some(n)), seq: 0, node: n.into(), argv: vec!["true".into()], result: rec.clone() });
+            j.emit(Event::StepStarted {
+                step: step(Some(n)),
+                at_ms: 0,
+            });
+            j.emit(Event::CommandStarted {
+                step: step(Some(n)),
+                seq: 0,
+                node: n.into(),
+                argv: vec!["true".into()],
+            });
+            j.emit(Event::CommandFinished {
+                step: step(Some(n)),
+                seq: 0,
+                node: n.into(),
+                argv: vec!["true".into()],
+                result: rec.clone(),
+            });
         }
-        j.emit(Event::StepFinished { step: step(Some("a")), at_ms: 1, status: "failed".into(), duration_ms: 1, error: Some("x".into()) });
+        j.emit(Event::StepFinished {
+            step: step(Some("a")),
+            at_ms: 1,
+            status: "failed".into(),
+            duration_ms: 1,
+            error: Some("x".into()),
+        });
         drop(j);
         let (j, _) = Journal::reopen(dir.path(), "r", vec![]).unwrap();
         assert!(j.replay(&step(Some("a")), 0).is_none());

@@ -43,7 +43,8 @@ impl Cache {
 
     /// The artifact path for a file hash.
     pub fn artifact(&self, sha256: &str) -> PathBuf {
-        self.dir.join(format!("{sha256}-{}.cwasm", self.engine_hash))
+        self.dir
+            .join(format!("{sha256}-{}.cwasm", self.engine_hash))
     }
 
     /// The component for `bytes`, from the cache or freshly compiled (and

@@ -29,8 +29,7 @@ pub struct PluginMeta {
 fn valid_name(n: &str) -> bool {
     !n.is_empty()
         && n.len() <= 64
-        && n
-            .chars()
+        && n.chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
 }
 
@@ -45,7 +44,10 @@ impl PluginMeta {
         }
         for d in &i.depends_on {
             if !valid_name(d) {
-                return Err(format!("depends-on entry `{}` is invalid", d.escape_debug()));
+                return Err(format!(
+                    "depends-on entry `{}` is invalid",
+                    d.escape_debug()
+                ));
             }
         }
         let mut caps = Vec::new();
@@ -76,9 +78,7 @@ impl PluginMeta {
             types::Rollout::Parallel => Rollout::Parallel,
             types::Rollout::Serial(0) => return Err("rollout serial(0) is invalid".into()),
             types::Rollout::Serial(n) => Rollout::Serial(n),
-            types::Rollout::SerialPercent(p) if (1..=100).contains(&p) => {
-                Rollout::SerialPercent(p)
-            }
+            types::Rollout::SerialPercent(p) if (1..=100).contains(&p) => Rollout::SerialPercent(p),
             types::Rollout::SerialPercent(p) => {
                 return Err(format!("rollout serial-percent({p}) is outside 1..100"));
             }

@@ -189,9 +189,10 @@ fn check_header(path: &Path, bytes: &[u8]) -> Result<(), LoadError> {
 fn check_world(rt: &Runtime, path: &Path, component: &Component) -> Result<(), LoadError> {
     let ty = component.component_type();
     let exports: Vec<String> = ty.exports(&rt.engine).map(|(n, _)| n.to_string()).collect();
-    let ours = exports
-        .iter()
-        .find_map(|n| n.strip_prefix(PLUGIN_EXPORT).map(|v| v.trim_start_matches('@')));
+    let ours = exports.iter().find_map(|n| {
+        n.strip_prefix(PLUGIN_EXPORT)
+            .map(|v| v.trim_start_matches('@'))
+    });
     match ours {
         None => Err(LoadError::WrongWorld {
             path: path.to_path_buf(),
@@ -289,7 +290,9 @@ pub async fn load_dir(
     let mut tasks = Vec::new();
     for f in files {
         let (rt, cache) = (rt.clone(), cache.clone());
-        tasks.push(tokio::task::spawn_blocking(move || prepare(&rt, &cache, &f)));
+        tasks.push(tokio::task::spawn_blocking(move || {
+            prepare(&rt, &cache, &f)
+        }));
     }
     let mut plugins = Vec::new();
     let mut by_name: BTreeMap<String, PathBuf> = BTreeMap::new();

@@ -126,8 +126,11 @@ impl node_exec::Host for HostState {
                 req.node, env.plugin
             )),
             Some(_) => {
-                let kv: Vec<(String, String)> =
-                    req.env.iter().map(|p| (p.key.clone(), p.value.clone())).collect();
+                let kv: Vec<(String, String)> = req
+                    .env
+                    .iter()
+                    .map(|p| (p.key.clone(), p.value.clone()))
+                    .collect();
                 env.grant
                     .check(&req.program, &req.args, &kv)
                     .map(|c| c.access)
@@ -329,7 +332,10 @@ impl HostState {
 
     /// Move the guest's captured stdout/stderr into the log.
     pub fn flush_guest_output(&mut self) {
-        for (name, pipe) in [("stdout", self.stdout.clone()), ("stderr", self.stderr.clone())] {
+        for (name, pipe) in [
+            ("stdout", self.stdout.clone()),
+            ("stderr", self.stderr.clone()),
+        ] {
             let (bytes, truncated) = pipe.take();
             if bytes.is_empty() {
                 continue;

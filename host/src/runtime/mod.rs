@@ -213,7 +213,11 @@ fn trap_message(plugin: &str, hook: &str, err: &wasmtime::Error, stderr: &[u8]) 
             .take(8)
             .map(|f| {
                 let name = f.func_name().unwrap_or("<unknown>");
-                match f.symbols().first().and_then(|s| Some((s.file()?, s.line()?))) {
+                match f
+                    .symbols()
+                    .first()
+                    .and_then(|s| Some((s.file()?, s.line()?)))
+                {
                     Some((file, line)) => format!("{name} ({file}:{line})"),
                     None => name.to_string(),
                 }

@@ -15,30 +15,48 @@ pub fn healthy(out: &str, allowed: &[&str]) -> bool {
         return true;
     }
     match line.strip_prefix("HEALTH_WARN ") {
-        Some(rest) => rest.split(';').all(|w| allowed.iter().any(|a| w.contains(a))),
+        Some(rest) => rest
+            .split(';')
+            .all(|w| allowed.iter().any(|a| w.contains(a))),
         None => false,
     }
 }
 
 impl Plugin for CephMon {
     fn describe() -> Info {
-        Info::new("ceph-mon", "Ceph monitors: one at a time, ceph:ceph ownership, quorum kept")
-            .version(env!("CARGO_PKG_VERSION"))
-            .rollout(Rollout::OneAtATime)
-            .reversible(false)
-            .capabilities([
-                Capability::read_only("ceph", &["health"]).reason("cluster health"),
-                Capability::mutating("systemctl", &["start|stop", "ceph-mon@*"]).reason("restart one monitor"),
-                Capability::mutating("chown", &["-R", "ceph:ceph", "/var/lib/ceph", "/var/log/ceph", "/etc/ceph"])
-                    .reason("Jewel daemons run as the ceph user"),
-                Capability::mutating("apt-get", &["install", "-y", "ceph-mon=*"]).reason("install"),
-            ])
+        Info::new(
+            "ceph-mon",
+            "Ceph monitors: one at a time, ceph:ceph ownership, quorum kept",
+        )
+        .version(env!("CARGO_PKG_VERSION"))
+        .rollout(Rollout::OneAtATime)
+        .reversible(false)
+        .capabilities([
+            Capability::read_only("ceph", &["health"]).reason("cluster health"),
+            Capability::mutating("systemctl", &["start|stop", "ceph-mon@*"])
+                .reason("restart one monitor"),
+            Capability::mutating(
+                "chown",
+                &[
+                    "-R",
+                    "ceph:ceph",
+                    "/var/lib/ceph",
+                    "/var/log/ceph",
+                    "/etc/ceph",
+                ],
+            )
+            .reason("Jewel daemons run as the ceph user"),
+            Capability::mutating("apt-get", &["install", "-y", "ceph-mon=*"]).reason("install"),
+        ])
     }
 
     fn check(cx: &Cx) -> Result<()> {
         let out = cx.run(&cx.primary()?.name, "ceph", &["health"])?;
         if !healthy(&out.stdout_text(), &[]) {
-            bail!("ceph is not healthy before the upgrade: {}", out.stdout_text().trim());
+            bail!(
+                "ceph is not healthy before the upgrade: {}",
+                out.stdout_text().trim()
+            );
         }
         Ok(())
     }
@@ -46,8 +64,22 @@ impl Plugin for CephMon {
     fn upgrade(cx: &Cx, node: &Node) -> Result<()> {
         let unit = format!("ceph-mon@{}", node.name);
         cx.run(&node.name, "systemctl", &["stop", &unit])?;
-        cx.run(&node.name, "chown", &["-R", "ceph:ceph", "/var/lib/ceph", "/var/log/ceph", "/etc/ceph"])?;
-        cx.run(&node.name, "apt-get", &["install", "-y", &format!("ceph-mon={}", cx.ctx.to_version)])?;
+        cx.run(
+            &node.name,
+            "chown",
+            &[
+                "-R",
+                "ceph:ceph",
+                "/var/lib/ceph",
+                "/var/log/ceph",
+                "/etc/ceph",
+            ],
+        )?;
+        cx.run(
+            &node.name,
+            "apt-get",
+            &["install", "-y", &format!("ceph-mon={}", cx.ctx.to_version)],
+        )?;
         cx.run(&node.name, "systemctl", &["start", &unit])?;
         let out = cx.run(&node.name, "ceph", &["health"])?;
         if !healthy(&out.stdout_text(), &["mons down"]) && !healthy(&out.stdout_text(), &[]) {

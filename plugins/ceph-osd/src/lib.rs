@@ -22,29 +22,43 @@ fn healthy(out: &str, allow_noout: bool) -> bool {
 
 impl Plugin for CephOsd {
     fn describe() -> Info {
-        Info::new("ceph-osd", "Ceph OSDs: noout, one node at a time with ok-to-stop, require_osds, tunables")
-            .version(env!("CARGO_PKG_VERSION"))
-            .depends_on(&["ceph-mon"])
-            .rollout(Rollout::OneAtATime)
-            .reversible(false)
-            .capabilities([
-                Capability::read_only("ceph", &["health"]).reason("cluster health"),
-                Capability::mutating("ceph", &["osd", "set|unset", "noout"]).reason("no rebalancing while OSDs restart"),
-                Capability::read_only("ceph", &["osd", "ls-tree", "*"]).reason("the node's OSD ids"),
-                Capability::read_only("ceph", &["osd", "ok-to-stop", "..."]).reason("safe to stop this node's OSDs?"),
-                Capability::mutating("ceph", &["osd", "set", "require_*_osds"]).reason("after the last OSD"),
-                Capability::mutating("ceph", &["osd", "crush", "tunables", "*"]).reason("after the last OSD"),
-                Capability::mutating("systemctl", &["start|stop|enable", "ceph-osd.target"]).reason("restart the node's OSDs"),
-                Capability::mutating("chown", &["-R", "ceph:ceph", "/var/lib/ceph/osd", "/var/log/ceph"])
-                    .reason("Jewel daemons run as the ceph user"),
-                Capability::mutating("apt-get", &["install", "-y", "ceph-osd=*"]).reason("install"),
-            ])
+        Info::new(
+            "ceph-osd",
+            "Ceph OSDs: noout, one node at a time with ok-to-stop, require_osds, tunables",
+        )
+        .version(env!("CARGO_PKG_VERSION"))
+        .depends_on(&["ceph-mon"])
+        .rollout(Rollout::OneAtATime)
+        .reversible(false)
+        .capabilities([
+            Capability::read_only("ceph", &["health"]).reason("cluster health"),
+            Capability::mutating("ceph", &["osd", "set|unset", "noout"])
+                .reason("no rebalancing while OSDs restart"),
+            Capability::read_only("ceph", &["osd", "ls-tree", "*"]).reason("the node's OSD ids"),
+            Capability::read_only("ceph", &["osd", "ok-to-stop", "..."])
+                .reason("safe to stop this node's OSDs?"),
+            Capability::mutating("ceph", &["osd", "set", "require_*_osds"])
+                .reason("after the last OSD"),
+            Capability::mutating("ceph", &["osd", "crush", "tunables", "*"])
+                .reason("after the last OSD"),
+            Capability::mutating("systemctl", &["start|stop|enable", "ceph-osd.target"])
+                .reason("restart the node's OSDs"),
+            Capability::mutating(
+                "chown",
+                &["-R", "ceph:ceph", "/var/lib/ceph/osd", "/var/log/ceph"],
+            )
+            .reason("Jewel daemons run as the ceph user"),
+            Capability::mutating("apt-get", &["install", "-y", "ceph-osd=*"]).reason("install"),
+        ])
     }
 
     fn check(cx: &Cx) -> Result<()> {
         let out = cx.run(&cx.primary()?.name, "ceph", &["health"])?;
         if !healthy(&out.stdout_text(), false) {
-            bail!("ceph is not healthy before the OSD upgrade: {}", out.stdout_text().trim());
+            bail!(
+                "ceph is not healthy before the OSD upgrade: {}",
+                out.stdout_text().trim()
+            );
         }
         Ok(())
     }
@@ -61,11 +75,23 @@ impl Plugin for CephOsd {
         let ids: Vec<&str> = ids.split_whitespace().collect();
         let mut args = vec!["osd", "ok-to-stop"];
         args.extend(ids.iter().copied());
-        cx.run(n, "ceph", &args)
-            .map_err(|e| e.context(format!("OSDs {} on {n} are not safe to stop", ids.join(","))))?;
+        cx.run(n, "ceph", &args).map_err(|e| {
+            e.context(format!(
+                "OSDs {} on {n} are not safe to stop",
+                ids.join(",")
+            ))
+        })?;
         cx.run(n, "systemctl", &["stop", "ceph-osd.target"])?;
-        cx.run(n, "chown", &["-R", "ceph:ceph", "/var/lib/ceph/osd", "/var/log/ceph"])?;
-        cx.run(n, "apt-get", &["install", "-y", &format!("ceph-osd={}", cx.ctx.to_version)])?;
+        cx.run(
+            n,
+            "chown",
+            &["-R", "ceph:ceph", "/var/lib/ceph/osd", "/var/log/ceph"],
+        )?;
+        cx.run(
+            n,
+            "apt-get",
+            &["install", "-y", &format!("ceph-osd={}", cx.ctx.to_version)],
+        )?;
         cx.run(n, "systemctl", &["enable", "ceph-osd.target"])?;
         cx.run(n, "systemctl", &["start", "ceph-osd.target"])?;
         let retries: u32 = cx.param_or("health_retries", "30").parse().unwrap_or(30);
@@ -75,7 +101,10 @@ impl Plugin for CephOsd {
                 return Ok(());
             }
             if i == retries {
-                bail!("OSDs on {n} did not come back: {}", out.stdout_text().trim());
+                bail!(
+                    "OSDs on {n} did not come back: {}",
+                    out.stdout_text().trim()
+                );
             }
             std::thread::sleep(std::time::Duration::from_secs(2));
         }
@@ -88,11 +117,18 @@ impl Plugin for CephOsd {
         let tunables = cx.param_or("tunables", "firefly").to_string();
         cx.run(&p, "ceph", &["osd", "unset", "noout"])?;
         cx.state_delete("noout");
-        cx.run(&p, "ceph", &["osd", "set", &format!("require_{release}_osds")])?;
+        cx.run(
+            &p,
+            "ceph",
+            &["osd", "set", &format!("require_{release}_osds")],
+        )?;
         cx.run(&p, "ceph", &["osd", "crush", "tunables", &tunables])?;
         let out = cx.run(&p, "ceph", &["health"])?;
         if !healthy(&out.stdout_text(), false) {
-            bail!("ceph not healthy after the upgrade: {}", out.stdout_text().trim());
+            bail!(
+                "ceph not healthy after the upgrade: {}",
+                out.stdout_text().trim()
+            );
         }
         Ok(())
     }
@@ -110,7 +146,10 @@ mod tests {
     fn not_ok_to_stop_stops_before_touching_the_node() {
         let host = MockHost::for_plugin::<CephOsd>()
             .rule(Rule::new("ceph", &["osd", "ls-tree", "*"]).then(0, "0\n1\n"))
-            .rule(Rule::new("ceph", &["osd", "ok-to-stop", "..."]).then_err(16, "Error EBUSY: unsafe to stop osd(s) at this time"))
+            .rule(
+                Rule::new("ceph", &["osd", "ok-to-stop", "..."])
+                    .then_err(16, "Error EBUSY: unsafe to stop osd(s) at this time"),
+            )
             .rule(Rule::new("systemctl", &["..."]));
         let cx = host.cx(context("ceph-osd", &["stor1"]));
         let n = cx.nodes()[0].clone();

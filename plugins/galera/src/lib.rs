@@ -103,7 +103,9 @@ fn recover(cx: &Cx) -> Result<()> {
         }
     }
     let (seq, primary) = best.ok_or_else(|| Error::msg("no nodes to recover"))?;
-    cx.info(format!("bootstrapping from {primary} (highest seqno {seq})"));
+    cx.info(format!(
+        "bootstrapping from {primary} (highest seqno {seq})"
+    ));
     cx.run(&primary, "galera_new_cluster", &[])?;
     cx.run(&primary, "mysql", &["-N", "-B", "-e", "SELECT 1"])?;
     for n in cx.nodes().iter().filter(|n| n.name != primary) {
@@ -235,7 +237,10 @@ impl Plugin for Galera {
             &["-h", vip, "-P", "3306", "-N", "-B", "-e", "SELECT 1"],
         )?;
         if out.stdout_text().trim() != "1" {
-            bail!("health check through the VIP {vip}:3306 returned `{}`", out.stdout_text().trim());
+            bail!(
+                "health check through the VIP {vip}:3306 returned `{}`",
+                out.stdout_text().trim()
+            );
         }
         cx.progress("service-up");
         Ok(())
@@ -247,12 +252,16 @@ impl Plugin for Galera {
             cx.state_get("backup_path"),
             cx.state_get("backup_sha256"),
         ) else {
-            bail!("no backup recorded in plugin state: pre-upgrade never completed, nothing to restore");
+            bail!(
+                "no backup recorded in plugin state: pre-upgrade never completed, nothing to restore"
+            );
         };
         let sum = cx.run(&node, "sha256sum", &[&path])?;
         let now = sum.stdout_text();
         if now.split_whitespace().next() != Some(sha.as_str()) {
-            bail!("backup {path} on {node} changed since it was taken (sha256 was {sha}); refusing to restore it");
+            bail!(
+                "backup {path} on {node} changed since it was taken (sha256 was {sha}); refusing to restore it"
+            );
         }
         if verify(cx).is_err() {
             recover(cx)?;
@@ -271,8 +280,14 @@ fn caps_files() -> Vec<Capability> {
     vec![
         Capability::mutating("touch", &["/var/tmp/clustercheck.disabled"])
             .reason("take the backend out of haproxy (clustercheck)"),
-        Capability::mutating("rm", &["-f", "/var/tmp/clustercheck.disabled|/var/lib/mysql/grastate.dat"])
-            .reason("put the backend back; start a new cluster instead of a seqno restart"),
+        Capability::mutating(
+            "rm",
+            &[
+                "-f",
+                "/var/tmp/clustercheck.disabled|/var/lib/mysql/grastate.dat",
+            ],
+        )
+        .reason("put the backend back; start a new cluster instead of a seqno restart"),
         Capability::mutating("systemctl", &["start|stop", "mariadb|mysql"])
             .reason("stop for the upgrade, start to join the cluster"),
         Capability::mutating("galera_new_cluster", &[]).reason("bootstrap the primary"),
@@ -294,10 +309,7 @@ mod tests {
 
     #[test]
     fn parses_real_outputs() {
-        assert_eq!(
-            parse_wsrep(SYNCED3),
-            (Some("Synced".into()), Some(3))
-        );
+        assert_eq!(parse_wsrep(SYNCED3), (Some("Synced".into()), Some(3)));
         assert_eq!(
             parse_seqno("--wsrep_start_position=6c3f5b8e-9c1a-11ee-8c90-0242ac120002:1234\n"),
             Some(1234)
@@ -307,7 +319,10 @@ mod tests {
     #[test]
     fn check_refuses_a_degraded_cluster() {
         let host = MockHost::for_plugin::<Galera>()
-            .rule(Rule::new("mysql", &["..."]).on("ctl3").then(0, "wsrep_cluster_size\t2\nwsrep_local_state_comment\tDonor/Desynced\n"))
+            .rule(Rule::new("mysql", &["..."]).on("ctl3").then(
+                0,
+                "wsrep_cluster_size\t2\nwsrep_local_state_comment\tDonor/Desynced\n",
+            ))
             .rule(Rule::new("mysql", &["..."]).then(0, SYNCED3));
         let cx = host.cx(context("galera", &["ctl1", "ctl2", "ctl3"]));
         let e = Galera::check(&cx).unwrap_err().to_string();
@@ -317,19 +332,39 @@ mod tests {
     #[test]
     fn post_upgrade_recovers_from_the_highest_seqno() {
         let host = MockHost::for_plugin::<Galera>()
-            .rule(Rule::new("galera_new_cluster", &[]).on("ctl3").then(0, "").then(0, ""))
+            .rule(
+                Rule::new("galera_new_cluster", &[])
+                    .on("ctl3")
+                    .then(0, "")
+                    .then(0, ""),
+            )
             .rule(Rule::new("galera_new_cluster", &[]).then(0, ""))
-            .rule(Rule::new("mysql", &["-N", "-B", "-e", WSREP]).on("ctl1").then(0, "wsrep_cluster_size\t1\nwsrep_local_state_comment\tInitialized\n").then(0, SYNCED3))
+            .rule(
+                Rule::new("mysql", &["-N", "-B", "-e", WSREP])
+                    .on("ctl1")
+                    .then(
+                        0,
+                        "wsrep_cluster_size\t1\nwsrep_local_state_comment\tInitialized\n",
+                    )
+                    .then(0, SYNCED3),
+            )
             .rule(Rule::new("mysql", &["-N", "-B", "-e", WSREP]).then(0, SYNCED3))
             .rule(Rule::new("mysql", &["..."]).then(0, "1\n"))
-            .rule(Rule::new("galera_recovery", &[]).on("ctl2").then(0, "--wsrep_start_position=u:900\n"))
+            .rule(
+                Rule::new("galera_recovery", &[])
+                    .on("ctl2")
+                    .then(0, "--wsrep_start_position=u:900\n"),
+            )
             .rule(Rule::new("galera_recovery", &[]).then(0, "--wsrep_start_position=u:100\n"))
             .rule(Rule::new("systemctl", &["..."]).then(0, ""))
             .rule(Rule::new("rm", &["..."]).then(0, ""));
         let cx = host.cx(context("galera", &["ctl1", "ctl2", "ctl3"]));
         Galera::post_upgrade(&cx).unwrap();
         let cmds = host.commands();
-        assert!(cmds.contains(&"ctl2: galera_new_cluster".to_string()), "{cmds:#?}");
+        assert!(
+            cmds.contains(&"ctl2: galera_new_cluster".to_string()),
+            "{cmds:#?}"
+        );
         assert_eq!(host.milestones(), vec!["service-up"]);
     }
 }

@@ -13,9 +13,16 @@ pub struct Haproxy;
 fn install_restart(cx: &Cx, node: &str, version: &str) -> Result<()> {
     let cfg = cx.param_or("config", "/etc/haproxy/haproxy.cfg");
     let unit = cx.param_or("unit", "haproxy");
-    cx.run(node, "apt-get", &["install", "-y", &format!("haproxy={version}")])?;
-    cx.run(node, "haproxy", &["-c", "-f", cfg])
-        .map_err(|e| e.context(format!("the configuration does not validate with haproxy {version}")))?;
+    cx.run(
+        node,
+        "apt-get",
+        &["install", "-y", &format!("haproxy={version}")],
+    )?;
+    cx.run(node, "haproxy", &["-c", "-f", cfg]).map_err(|e| {
+        e.context(format!(
+            "the configuration does not validate with haproxy {version}"
+        ))
+    })?;
     cx.run(node, "systemctl", &["restart", unit])?;
     cx.run(node, "systemctl", &["is-active", unit])?;
     Ok(())
@@ -23,17 +30,21 @@ fn install_restart(cx: &Cx, node: &str, version: &str) -> Result<()> {
 
 impl Plugin for Haproxy {
     fn describe() -> Info {
-        Info::new("haproxy", "HAProxy load balancer: rolling install, config check, restart")
-            .version(env!("CARGO_PKG_VERSION"))
-            .rollout(Rollout::OneAtATime)
-            .reversible(true)
-            .capabilities([
-                Capability::read_only("haproxy", &["-c", "-f", "/etc/haproxy/*.cfg"])
-                    .reason("validate the configuration"),
-                Capability::read_only("systemctl", &["is-active", "haproxy"]).reason("verify"),
-                Capability::mutating("systemctl", &["restart", "haproxy"]).reason("pick up the new binary"),
-                Capability::mutating("apt-get", &["install", "-y", "haproxy=*"]).reason("install"),
-            ])
+        Info::new(
+            "haproxy",
+            "HAProxy load balancer: rolling install, config check, restart",
+        )
+        .version(env!("CARGO_PKG_VERSION"))
+        .rollout(Rollout::OneAtATime)
+        .reversible(true)
+        .capabilities([
+            Capability::read_only("haproxy", &["-c", "-f", "/etc/haproxy/*.cfg"])
+                .reason("validate the configuration"),
+            Capability::read_only("systemctl", &["is-active", "haproxy"]).reason("verify"),
+            Capability::mutating("systemctl", &["restart", "haproxy"])
+                .reason("pick up the new binary"),
+            Capability::mutating("apt-get", &["install", "-y", "haproxy=*"]).reason("install"),
+        ])
     }
 
     fn check(cx: &Cx) -> Result<()> {
@@ -69,12 +80,18 @@ mod tests {
     fn a_bad_config_stops_before_the_restart() {
         let host = MockHost::for_plugin::<Haproxy>()
             .rule(Rule::new("apt-get", &["..."]))
-            .rule(Rule::new("haproxy", &["..."]).then_err(1, "[ALERT] parsing [/etc/haproxy/haproxy.cfg:12] : unknown keyword 'reqadd'"))
+            .rule(Rule::new("haproxy", &["..."]).then_err(
+                1,
+                "[ALERT] parsing [/etc/haproxy/haproxy.cfg:12] : unknown keyword 'reqadd'",
+            ))
             .rule(Rule::new("systemctl", &["..."]));
         let cx = host.cx(context("haproxy", &["ctl1"]));
         let node = cx.nodes()[0].clone();
         let e = Haproxy::upgrade(&cx, &node).unwrap_err().to_string();
-        assert!(e.contains("reqadd") && e.contains("does not validate"), "{e}");
+        assert!(
+            e.contains("reqadd") && e.contains("does not validate"),
+            "{e}"
+        );
         assert!(!host.commands().iter().any(|c| c.contains("restart")));
     }
 }

@@ -20,41 +20,71 @@ fn endpoints(cx: &Cx) -> Result<()> {
     let out = cx.run(
         &primary,
         "openstack",
-        &["endpoint", "list", "--service", "identity", "-f", "value", "-c", "URL"],
+        &[
+            "endpoint",
+            "list",
+            "--service",
+            "identity",
+            "-f",
+            "value",
+            "-c",
+            "URL",
+        ],
     )?;
     if out.stdout_text().trim().is_empty() {
-        bail!("keystone answers but lists no identity endpoints; re-run `keystone-manage bootstrap`");
+        bail!(
+            "keystone answers but lists no identity endpoints; re-run `keystone-manage bootstrap`"
+        );
     }
     Ok(())
 }
 
 fn install(cx: &Cx, node: &str, version: &str) -> Result<()> {
     let pkg = cx.param_or("package", "keystone");
-    cx.run(node, "apt-get", &["install", "-y", &format!("{pkg}={version}")])?;
+    cx.run(
+        node,
+        "apt-get",
+        &["install", "-y", &format!("{pkg}={version}")],
+    )?;
     Ok(())
 }
 
 impl Plugin for Keystone {
     fn describe() -> Info {
-        Info::new("keystone", "Keystone identity: stop, upgrade, db_sync, start, verify endpoints")
-            .version(env!("CARGO_PKG_VERSION"))
-            .depends_on(&["galera", "rabbitmq", "haproxy"])
-            .rollout(Rollout::Parallel)
-            .reversible(true)
-            .capabilities([
-                Capability::read_only("systemctl", &["is-active", "keystone|apache2|httpd"])
-                    .reason("pre-flight"),
-                Capability::mutating("systemctl", &["start|stop|restart", "keystone|apache2|httpd"])
-                    .reason("stop for the schema change, start after"),
-                Capability::mutating("apt-get", &["install", "-y", "keystone=*"])
-                    .reason("install the new (or, on rollback, previous) version"),
-                Capability::mutating("keystone-manage", &["db_sync"]).reason("schema migration"),
-                Capability::read_only(
-                    "openstack",
-                    &["endpoint", "list", "--service", "identity", "-f", "value", "-c", "URL"],
-                )
-                .reason("verify the identity endpoints"),
-            ])
+        Info::new(
+            "keystone",
+            "Keystone identity: stop, upgrade, db_sync, start, verify endpoints",
+        )
+        .version(env!("CARGO_PKG_VERSION"))
+        .depends_on(&["galera", "rabbitmq", "haproxy"])
+        .rollout(Rollout::Parallel)
+        .reversible(true)
+        .capabilities([
+            Capability::read_only("systemctl", &["is-active", "keystone|apache2|httpd"])
+                .reason("pre-flight"),
+            Capability::mutating(
+                "systemctl",
+                &["start|stop|restart", "keystone|apache2|httpd"],
+            )
+            .reason("stop for the schema change, start after"),
+            Capability::mutating("apt-get", &["install", "-y", "keystone=*"])
+                .reason("install the new (or, on rollback, previous) version"),
+            Capability::mutating("keystone-manage", &["db_sync"]).reason("schema migration"),
+            Capability::read_only(
+                "openstack",
+                &[
+                    "endpoint",
+                    "list",
+                    "--service",
+                    "identity",
+                    "-f",
+                    "value",
+                    "-c",
+                    "URL",
+                ],
+            )
+            .reason("verify the identity endpoints"),
+        ])
     }
 
     fn check(cx: &Cx) -> Result<()> {
@@ -123,7 +153,11 @@ mod tests {
             .rule(Rule::new("openstack", &["..."]).then(0, "http://vip:5000/v3\n"));
         let cx = host.cx(context("keystone", &["ctl1", "ctl2"]));
         Keystone::post_upgrade(&cx).unwrap();
-        let syncs = host.commands().iter().filter(|c| c.contains("db_sync")).count();
+        let syncs = host
+            .commands()
+            .iter()
+            .filter(|c| c.contains("db_sync"))
+            .count();
         assert_eq!(syncs, 1);
     }
 

@@ -25,23 +25,46 @@ pub fn dead_agents(out: &str, host: &str) -> Vec<String> {
 
 impl Plugin for Neutron {
     fn describe() -> Info {
-        Info::new("neutron", "Neutron: server and db migration first, then agents one node at a time")
-            .version(env!("CARGO_PKG_VERSION"))
-            .depends_on(&["keystone", "rabbitmq", "galera"])
-            .rollout(Rollout::OneAtATime)
-            .reversible(false)
-            .capabilities([
-                Capability::mutating("systemctl", &["start|stop", "neutron-server"]).reason("server restart"),
-                Capability::mutating("systemctl", &["restart", "neutron-l3-agent|neutron-openvswitch-agent"])
-                    .reason("agents, one node at a time"),
-                Capability::read_only("systemctl", &["is-active", "neutron-server"]).reason("pre-flight"),
-                Capability::mutating("apt-get", &["install", "-y", "neutron-server=*"]).reason("install the server"),
-                Capability::mutating("apt-get", &["install", "-y", "neutron-l3-agent=*", "neutron-openvswitch-agent=*"])
-                    .reason("install the agents"),
-                Capability::mutating("neutron-db-manage", &["upgrade", "heads"]).reason("schema migration"),
-                Capability::read_only("openstack", &["network", "agent", "list", "-f", "value", "-c", "Host", "-c", "Alive"])
-                    .reason("agents alive after their restart"),
-            ])
+        Info::new(
+            "neutron",
+            "Neutron: server and db migration first, then agents one node at a time",
+        )
+        .version(env!("CARGO_PKG_VERSION"))
+        .depends_on(&["keystone", "rabbitmq", "galera"])
+        .rollout(Rollout::OneAtATime)
+        .reversible(false)
+        .capabilities([
+            Capability::mutating("systemctl", &["start|stop", "neutron-server"])
+                .reason("server restart"),
+            Capability::mutating(
+                "systemctl",
+                &["restart", "neutron-l3-agent|neutron-openvswitch-agent"],
+            )
+            .reason("agents, one node at a time"),
+            Capability::read_only("systemctl", &["is-active", "neutron-server"])
+                .reason("pre-flight"),
+            Capability::mutating("apt-get", &["install", "-y", "neutron-server=*"])
+                .reason("install the server"),
+            Capability::mutating(
+                "apt-get",
+                &[
+                    "install",
+                    "-y",
+                    "neutron-l3-agent=*",
+                    "neutron-openvswitch-agent=*",
+                ],
+            )
+            .reason("install the agents"),
+            Capability::mutating("neutron-db-manage", &["upgrade", "heads"])
+                .reason("schema migration"),
+            Capability::read_only(
+                "openstack",
+                &[
+                    "network", "agent", "list", "-f", "value", "-c", "Host", "-c", "Alive",
+                ],
+            )
+            .reason("agents alive after their restart"),
+        ])
     }
 
     fn check(cx: &Cx) -> Result<()> {
@@ -58,9 +81,17 @@ impl Plugin for Neutron {
         }
         cx.progress("service-down");
         for n in cx.nodes() {
-            cx.run(&n.name, "apt-get", &["install", "-y", &format!("neutron-server={v}")])?;
+            cx.run(
+                &n.name,
+                "apt-get",
+                &["install", "-y", &format!("neutron-server={v}")],
+            )?;
         }
-        cx.run(&cx.primary()?.name, "neutron-db-manage", &["upgrade", "heads"])?;
+        cx.run(
+            &cx.primary()?.name,
+            "neutron-db-manage",
+            &["upgrade", "heads"],
+        )?;
         for n in cx.nodes() {
             cx.run(&n.name, "systemctl", &["start", "neutron-server"])?;
         }
@@ -73,15 +104,30 @@ impl Plugin for Neutron {
         cx.run(
             &node.name,
             "apt-get",
-            &["install", "-y", &format!("neutron-l3-agent={v}"), &format!("neutron-openvswitch-agent={v}")],
+            &[
+                "install",
+                "-y",
+                &format!("neutron-l3-agent={v}"),
+                &format!("neutron-openvswitch-agent={v}"),
+            ],
         )?;
         for a in AGENTS {
             cx.run(&node.name, "systemctl", &["restart", a])?;
         }
-        let out = cx.run(&node.name, "openstack", &["network", "agent", "list", "-f", "value", "-c", "Host", "-c", "Alive"])?;
+        let out = cx.run(
+            &node.name,
+            "openstack",
+            &[
+                "network", "agent", "list", "-f", "value", "-c", "Host", "-c", "Alive",
+            ],
+        )?;
         let dead = dead_agents(&out.stdout_text(), &node.name);
         if !dead.is_empty() {
-            bail!("agents on {} are not alive after the restart: {}", node.name, dead.join("; "));
+            bail!(
+                "agents on {} are not alive after the restart: {}",
+                node.name,
+                dead.join("; ")
+            );
         }
         Ok(())
     }

@@ -9,7 +9,11 @@ pub struct NovaCompute;
 
 fn cycle(cx: &Cx, node: &str, v: &str) -> Result<()> {
     cx.run(node, "systemctl", &["stop", "nova-compute"])?;
-    cx.run(node, "apt-get", &["install", "-y", &format!("nova-compute={v}")])?;
+    cx.run(
+        node,
+        "apt-get",
+        &["install", "-y", &format!("nova-compute={v}")],
+    )?;
     cx.run(node, "systemctl", &["start", "nova-compute"])?;
     cx.run(node, "systemctl", &["is-active", "nova-compute"])
         .map_err(|e| e.context(format!("nova-compute did not come back on {node}")))?;
@@ -18,16 +22,20 @@ fn cycle(cx: &Cx, node: &str, v: &str) -> Result<()> {
 
 impl Plugin for NovaCompute {
     fn describe() -> Info {
-        Info::new("nova-compute", "Nova compute: rolling upgrade in serial batches")
-            .version(env!("CARGO_PKG_VERSION"))
-            .depends_on(&["nova"])
-            .rollout(Rollout::Serial(2))
-            .reversible(true)
-            .capabilities([
-                Capability::mutating("systemctl", &["start|stop", "nova-compute"]).reason("restart around the install"),
-                Capability::read_only("systemctl", &["is-active", "nova-compute"]).reason("verify"),
-                Capability::mutating("apt-get", &["install", "-y", "nova-compute=*"]).reason("install"),
-            ])
+        Info::new(
+            "nova-compute",
+            "Nova compute: rolling upgrade in serial batches",
+        )
+        .version(env!("CARGO_PKG_VERSION"))
+        .depends_on(&["nova"])
+        .rollout(Rollout::Serial(2))
+        .reversible(true)
+        .capabilities([
+            Capability::mutating("systemctl", &["start|stop", "nova-compute"])
+                .reason("restart around the install"),
+            Capability::read_only("systemctl", &["is-active", "nova-compute"]).reason("verify"),
+            Capability::mutating("apt-get", &["install", "-y", "nova-compute=*"]).reason("install"),
+        ])
     }
 
     fn check(cx: &Cx) -> Result<()> {

@@ -29,36 +29,67 @@ fn install(cx: &Cx, node: &str, v: &str) -> Result<()> {
     cx.run(
         node,
         "apt-get",
-        &["install", "-y", &format!("nova-api={v}"), &format!("nova-conductor={v}"), &format!("nova-scheduler={v}")],
+        &[
+            "install",
+            "-y",
+            &format!("nova-api={v}"),
+            &format!("nova-conductor={v}"),
+            &format!("nova-scheduler={v}"),
+        ],
     )?;
     Ok(())
 }
 
 impl Plugin for Nova {
     fn describe() -> Info {
-        Info::new("nova", "Nova control plane: RPC pin, stop, db sync, cells v2, start; unpin in finalize")
-            .version(env!("CARGO_PKG_VERSION"))
-            .depends_on(&["keystone", "placement", "rabbitmq", "galera"])
-            .rollout(Rollout::Parallel)
-            .reversible(true)
-            .capabilities([
-                Capability::mutating("crudini", &["--set", CONF, "upgrade_levels", "compute", "*"])
-                    .reason("RPC pin while versions are mixed"),
-                Capability::mutating("crudini", &["--del", CONF, "upgrade_levels", "compute"])
-                    .reason("RPC unpin once every service runs the new version"),
-                Capability::mutating("systemctl", &["start|stop|restart", "nova-api|nova-scheduler|nova-conductor"])
-                    .reason("stop for the upgrade, start after, restart after unpin"),
-                Capability::read_only("systemctl", &["is-active", "nova-api|nova-scheduler|nova-conductor"])
-                    .reason("pre-flight"),
-                Capability::mutating("apt-get", &["install", "-y", "nova-api=*", "nova-conductor=*", "nova-scheduler=*"])
-                    .reason("install"),
-                Capability::mutating("nova-manage", &["api_db|db", "sync"]).reason("schema migrations"),
-                Capability::mutating("nova-manage", &["cell_v2", "map_cell0|discover_hosts"])
-                    .reason("cells v2: cell0, and map the upgraded computes"),
-                Capability::mutating("nova-manage", &["cell_v2", "create_cell", "--name=cell1"])
-                    .reason("cells v2: cell1"),
-                Capability::read_only("nova-manage", &["cell_v2", "list_cells"]).reason("is cell1 there?"),
-            ])
+        Info::new(
+            "nova",
+            "Nova control plane: RPC pin, stop, db sync, cells v2, start; unpin in finalize",
+        )
+        .version(env!("CARGO_PKG_VERSION"))
+        .depends_on(&["keystone", "placement", "rabbitmq", "galera"])
+        .rollout(Rollout::Parallel)
+        .reversible(true)
+        .capabilities([
+            Capability::mutating(
+                "crudini",
+                &["--set", CONF, "upgrade_levels", "compute", "*"],
+            )
+            .reason("RPC pin while versions are mixed"),
+            Capability::mutating("crudini", &["--del", CONF, "upgrade_levels", "compute"])
+                .reason("RPC unpin once every service runs the new version"),
+            Capability::mutating(
+                "systemctl",
+                &[
+                    "start|stop|restart",
+                    "nova-api|nova-scheduler|nova-conductor",
+                ],
+            )
+            .reason("stop for the upgrade, start after, restart after unpin"),
+            Capability::read_only(
+                "systemctl",
+                &["is-active", "nova-api|nova-scheduler|nova-conductor"],
+            )
+            .reason("pre-flight"),
+            Capability::mutating(
+                "apt-get",
+                &[
+                    "install",
+                    "-y",
+                    "nova-api=*",
+                    "nova-conductor=*",
+                    "nova-scheduler=*",
+                ],
+            )
+            .reason("install"),
+            Capability::mutating("nova-manage", &["api_db|db", "sync"]).reason("schema migrations"),
+            Capability::mutating("nova-manage", &["cell_v2", "map_cell0|discover_hosts"])
+                .reason("cells v2: cell0, and map the upgraded computes"),
+            Capability::mutating("nova-manage", &["cell_v2", "create_cell", "--name=cell1"])
+                .reason("cells v2: cell1"),
+            Capability::read_only("nova-manage", &["cell_v2", "list_cells"])
+                .reason("is cell1 there?"),
+        ])
     }
 
     fn check(cx: &Cx) -> Result<()> {
@@ -73,7 +104,11 @@ impl Plugin for Nova {
     fn pre_upgrade(cx: &Cx) -> Result<()> {
         let pin = cx.param_or("rpc_pin", "auto");
         for n in cx.nodes() {
-            cx.run(&n.name, "crudini", &["--set", CONF, "upgrade_levels", "compute", pin])?;
+            cx.run(
+                &n.name,
+                "crudini",
+                &["--set", CONF, "upgrade_levels", "compute", pin],
+            )?;
         }
         cx.state_set("rpc_pinned", pin);
         for n in cx.nodes() {
@@ -92,8 +127,16 @@ impl Plugin for Nova {
         cx.run(&p, "nova-manage", &["api_db", "sync"])?;
         cx.run(&p, "nova-manage", &["cell_v2", "map_cell0"])?;
         let cells = cx.run(&p, "nova-manage", &["cell_v2", "list_cells"])?;
-        if !cells.stdout_text().lines().any(|l| l.trim() == "cell1" || l.contains("| cell1 ")) {
-            cx.run(&p, "nova-manage", &["cell_v2", "create_cell", "--name=cell1"])?;
+        if !cells
+            .stdout_text()
+            .lines()
+            .any(|l| l.trim() == "cell1" || l.contains("| cell1 "))
+        {
+            cx.run(
+                &p,
+                "nova-manage",
+                &["cell_v2", "create_cell", "--name=cell1"],
+            )?;
         }
         cx.run(&p, "nova-manage", &["db", "sync"])?;
         for n in cx.nodes() {
@@ -107,7 +150,11 @@ impl Plugin for Nova {
         let p = cx.primary()?.name.clone();
         cx.run(&p, "nova-manage", &["cell_v2", "discover_hosts"])?;
         for n in cx.nodes() {
-            cx.run(&n.name, "crudini", &["--del", CONF, "upgrade_levels", "compute"])?;
+            cx.run(
+                &n.name,
+                "crudini",
+                &["--del", CONF, "upgrade_levels", "compute"],
+            )?;
             each_unit(cx, &n.name, "restart")?;
         }
         cx.state_delete("rpc_pinned");
@@ -118,7 +165,11 @@ impl Plugin for Nova {
         for n in cx.nodes() {
             each_unit(cx, &n.name, "stop")?;
             install(cx, &n.name, &cx.ctx.from_version)?;
-            cx.run(&n.name, "crudini", &["--del", CONF, "upgrade_levels", "compute"])?;
+            cx.run(
+                &n.name,
+                "crudini",
+                &["--del", CONF, "upgrade_levels", "compute"],
+            )?;
             each_unit(cx, &n.name, "start")?;
         }
         Ok(())
@@ -141,8 +192,14 @@ mod tests {
         let cx = host.cx(context("nova", &["ctl1"]));
         Nova::pre_upgrade(&cx).unwrap();
         let cmds = host.commands();
-        assert!(cmds[0].contains("crudini --set /etc/nova/nova.conf upgrade_levels compute auto"), "{cmds:?}");
-        assert_eq!(host.state().get("rpc_pinned").map(String::as_str), Some("auto"));
+        assert!(
+            cmds[0].contains("crudini --set /etc/nova/nova.conf upgrade_levels compute auto"),
+            "{cmds:?}"
+        );
+        assert_eq!(
+            host.state().get("rpc_pinned").map(String::as_str),
+            Some("auto")
+        );
     }
 
     #[test]

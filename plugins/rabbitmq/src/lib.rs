@@ -52,7 +52,10 @@ fn verify(cx: &Cx) -> Result<()> {
         );
     }
     if !no_partitions {
-        bail!("rabbitmq cluster reports network partitions: {}", out.stdout_text().trim());
+        bail!(
+            "rabbitmq cluster reports network partitions: {}",
+            out.stdout_text().trim()
+        );
     }
     Ok(())
 }
@@ -73,8 +76,14 @@ impl Plugin for Rabbitmq {
                 .reason("mirror every queue (ha-all)"),
             Capability::mutating("systemctl", &["start|stop", "rabbitmq-server"])
                 .reason("stop every node before the upgrade, start after"),
-            Capability::mutating("rm", &["-rf", "/var/lib/rabbitmq/mnesia|/var/lib/docker/volumes/rabbitmq/_data/mnesia"])
-                .reason("remove the old mnesia database"),
+            Capability::mutating(
+                "rm",
+                &[
+                    "-rf",
+                    "/var/lib/rabbitmq/mnesia|/var/lib/docker/volumes/rabbitmq/_data/mnesia",
+                ],
+            )
+            .reason("remove the old mnesia database"),
             Capability::mutating("apt-get", &["install", "-y", "rabbitmq-server=*"])
                 .reason("install the new version"),
         ])
@@ -111,7 +120,11 @@ impl Plugin for Rabbitmq {
             cx.run(&n.name, "systemctl", &["start", unit])?;
         }
         let primary = cx.primary()?.name.clone();
-        cx.run(&primary, "rabbitmqctl", &["set_policy", "ha-all", "", HA_POLICY])?;
+        cx.run(
+            &primary,
+            "rabbitmqctl",
+            &["set_policy", "ha-all", "", HA_POLICY],
+        )?;
         verify(cx)?;
         cx.progress("service-up");
         Ok(())
@@ -146,7 +159,14 @@ mod tests {
             ));
         let cx = host.cx(context("rabbitmq", &["ctl1", "ctl2", "ctl3"]));
         let e = Rabbitmq::post_upgrade(&cx).unwrap_err().to_string();
-        assert!(e.contains("rabbit@ctl2") && e.contains("rabbit@ctl3"), "{e}");
-        assert!(host.commands().iter().any(|c| c.contains("set_policy ha-all")));
+        assert!(
+            e.contains("rabbit@ctl2") && e.contains("rabbit@ctl3"),
+            "{e}"
+        );
+        assert!(
+            host.commands()
+                .iter()
+                .any(|c| c.contains("set_policy ha-all"))
+        );
     }
 }

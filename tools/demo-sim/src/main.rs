@@ -95,7 +95,10 @@ fn write_json<T: Serialize>(p: &Path, v: &T) {
 
 impl Sim {
     fn nodes_dir(&self) -> PathBuf {
-        self.root.parent().expect("node root has a parent").to_path_buf()
+        self.root
+            .parent()
+            .expect("node root has a parent")
+            .to_path_buf()
     }
 
     fn fs_path(&self, p: &str) -> PathBuf {
@@ -124,7 +127,11 @@ impl Sim {
     }
 
     fn unit(&self, u: &str) -> &str {
-        self.node.units.get(u).map(String::as_str).unwrap_or("inactive")
+        self.node
+            .units
+            .get(u)
+            .map(String::as_str)
+            .unwrap_or("inactive")
     }
 
     fn galera_members(&self) -> Vec<String> {
@@ -157,14 +164,20 @@ impl Sim {
                 "start" | "restart" | "reload" => {
                     if unit == "mariadb" {
                         let members = self.galera_members();
-                        if members.iter().all(|m| m == &self.name) || self.cluster.bootstrap.is_none() {
+                        if members.iter().all(|m| m == &self.name)
+                            || self.cluster.bootstrap.is_none()
+                        {
                             return fail(
                                 1,
                                 "Job for mariadb.service failed: WSREP: failed to reach primary view (no cluster to join; bootstrap one node with galera_new_cluster)",
                             );
                         }
                     }
-                    let pkg_needed = unit.trim_end_matches(".target").split('@').next().unwrap_or(unit);
+                    let pkg_needed = unit
+                        .trim_end_matches(".target")
+                        .split('@')
+                        .next()
+                        .unwrap_or(unit);
                     let _ = pkg_needed;
                     self.node.units.insert(unit.clone(), "active".into());
                     self.mutated = true;
@@ -222,7 +235,10 @@ impl Sim {
                         .exists()
             });
             if !ok || !self.db_up() {
-                return fail(1, "ERROR 2013 (HY000): Lost connection to server at 'handshake: reading initial communication packet', system error: 11");
+                return fail(
+                    1,
+                    "ERROR 2013 (HY000): Lost connection to server at 'handshake: reading initial communication packet', system error: 11",
+                );
             }
         } else if self.unit("mariadb") != "active" {
             return fail(
@@ -244,10 +260,17 @@ impl Sim {
             self.out = "1\n".into();
         } else if let Some(path) = sql.strip_prefix("source ") {
             let p = self.fs_path(path);
-            let text = fs::read_to_string(&p)
-                .or_else(|_| fail(1, format!("ERROR at line 1: Failed to open file '{path}', error: 2")))?;
+            let text = fs::read_to_string(&p).or_else(|_| {
+                fail(
+                    1,
+                    format!("ERROR at line 1: Failed to open file '{path}', error: 2"),
+                )
+            })?;
             let db: BTreeMap<String, Vec<String>> = serde_json::from_str(
-                text.lines().filter(|l| !l.starts_with("--")).collect::<String>().as_str(),
+                text.lines()
+                    .filter(|l| !l.starts_with("--"))
+                    .collect::<String>()
+                    .as_str(),
             )
             .or_else(|e| fail(1, format!("ERROR 1064 (42000): syntax error in dump: {e}")))?;
             self.cluster.db = db;
@@ -255,14 +278,20 @@ impl Sim {
         } else if sql == "CHECKSUM" {
             self.out = serde_json::to_string(&self.cluster.db).unwrap_or_default();
         } else {
-            return fail(1, format!("ERROR 1064 (42000): the simulator does not know `{sql}`"));
+            return fail(
+                1,
+                format!("ERROR 1064 (42000): the simulator does not know `{sql}`"),
+            );
         }
         Ok(())
     }
 
     fn mysqldump(&mut self, a: &[String]) -> R {
         if !self.db_up() || self.unit("mariadb") != "active" {
-            return fail(2, "mysqldump: Got error: 2002: \"Can't connect to local server through socket '/run/mysqld/mysqld.sock' (2)\" when trying to connect");
+            return fail(
+                2,
+                "mysqldump: Got error: 2002: \"Can't connect to local server through socket '/run/mysqld/mysqld.sock' (2)\" when trying to connect",
+            );
         }
         let file = a
             .iter()
@@ -307,7 +336,8 @@ impl Sim {
             let fp = self.fs_path(p);
             match prog {
                 "touch" => {
-                    fs::create_dir_all(fp.parent().expect("parent")).map_err(|e| (1, e.to_string()))?;
+                    fs::create_dir_all(fp.parent().expect("parent"))
+                        .map_err(|e| (1, e.to_string()))?;
                     fs::write(&fp, b"").map_err(|e| (1, e.to_string()))?;
                 }
                 "rm" => {
@@ -316,7 +346,10 @@ impl Sim {
                     } else if fp.exists() {
                         fs::remove_file(&fp).map_err(|e| (1, e.to_string()))?;
                     } else if !a.iter().any(|x| x.starts_with("-") && x.contains('f')) {
-                        return fail(1, format!("rm: cannot remove '{p}': No such file or directory"));
+                        return fail(
+                            1,
+                            format!("rm: cannot remove '{p}': No such file or directory"),
+                        );
                     }
                 }
                 "chown" => {}
@@ -329,7 +362,10 @@ impl Sim {
 
     fn apt_get(&mut self, a: &[String]) -> R {
         if a.first().map(String::as_str) != Some("install") {
-            return fail(100, "E: the simulator only knows `apt-get install -y PKG=VERSION`");
+            return fail(
+                100,
+                "E: the simulator only knows `apt-get install -y PKG=VERSION`",
+            );
         }
         for spec in a.iter().skip(1).filter(|x| !x.starts_with('-')) {
             let (pkg, ver) = spec.split_once('=').unwrap_or((spec, "latest"));
@@ -340,7 +376,11 @@ impl Sim {
     }
 
     fn version_of(&self, pkg: &str) -> String {
-        self.node.packages.get(pkg).cloned().unwrap_or_else(|| "?".into())
+        self.node
+            .packages
+            .get(pkg)
+            .cloned()
+            .unwrap_or_else(|| "?".into())
     }
 
     fn rabbitmqctl(&mut self, a: &[String]) -> R {
@@ -351,7 +391,13 @@ impl Sim {
             .map(|(n, _)| n)
             .collect();
         if self.unit("rabbitmq-server") != "active" {
-            return fail(69, format!("Error: unable to perform an operation on node 'rabbit@{}'. Please see diagnostics information and suggestions below.", self.name));
+            return fail(
+                69,
+                format!(
+                    "Error: unable to perform an operation on node 'rabbit@{}'. Please see diagnostics information and suggestions below.",
+                    self.name
+                ),
+            );
         }
         match a.first().map(String::as_str) {
             Some("cluster_status") => {
@@ -375,17 +421,30 @@ impl Sim {
                 self.out = format!("Setting policy \"{}\" for pattern \"{}\" ...\n", a[1], a[2]);
                 self.mutated = true;
             }
-            _ => return fail(64, "Error: the simulator does not know this rabbitmqctl command"),
+            _ => {
+                return fail(
+                    64,
+                    "Error: the simulator does not know this rabbitmqctl command",
+                );
+            }
         }
         Ok(())
     }
 
     fn manage(&mut self, prog: &str, a: &[String]) -> R {
         if !self.db_up() {
-            return fail(1, format!("{prog}: (pymysql.err.OperationalError) (2003, \"Can't connect to MySQL server\")"));
+            return fail(
+                1,
+                format!(
+                    "{prog}: (pymysql.err.OperationalError) (2003, \"Can't connect to MySQL server\")"
+                ),
+            );
         }
         let joined = a.join(" ");
-        let svc = prog.trim_end_matches("-manage").trim_end_matches("-db").to_string();
+        let svc = prog
+            .trim_end_matches("-manage")
+            .trim_end_matches("-db")
+            .to_string();
         match (prog, joined.as_str()) {
             ("keystone-manage", "db_sync")
             | ("nova-manage", "db sync")
@@ -398,7 +457,11 @@ impl Sim {
                     "neutron-db-manage" => "neutron-server",
                     _ => "placement-api",
                 };
-                let key = if joined.starts_with("api_db") { "nova_api".to_string() } else { svc };
+                let key = if joined.starts_with("api_db") {
+                    "nova_api".to_string()
+                } else {
+                    svc
+                };
                 let v = self.version_of(pkg);
                 self.cluster.schema.insert(key, v);
                 self.mutated = true;
@@ -411,7 +474,10 @@ impl Sim {
             }
             ("nova-manage", "cell_v2 create_cell --name=cell1") => {
                 if self.cluster.cells.contains(&"cell1".to_string()) {
-                    return fail(2, "The specified transport_url and/or database_connection combination already exists for another cell");
+                    return fail(
+                        2,
+                        "The specified transport_url and/or database_connection combination already exists for another cell",
+                    );
                 }
                 self.cluster.cells.push("cell1".into());
                 self.mutated = true;
@@ -421,12 +487,17 @@ impl Sim {
             }
             ("nova-manage", "cell_v2 discover_hosts") => {
                 if !self.cluster.cells.contains(&"cell1".to_string()) {
-                    return fail(1, "No cells are configured: run nova-manage cell_v2 create_cell first");
+                    return fail(
+                        1,
+                        "No cells are configured: run nova-manage cell_v2 create_cell first",
+                    );
                 }
                 let computes: Vec<String> = self
                     .peers()
                     .into_iter()
-                    .filter(|(_, s)| s.units.get("nova-compute").map(String::as_str) == Some("active"))
+                    .filter(|(_, s)| {
+                        s.units.get("nova-compute").map(String::as_str) == Some("active")
+                    })
                     .map(|(n, _)| n)
                     .collect();
                 self.cluster.discovered.extend(computes);
@@ -440,7 +511,9 @@ impl Sim {
     fn crudini(&mut self, a: &[String]) -> R {
         match a {
             [op, file, section, key, value] if op == "--set" => {
-                self.node.conf.insert(format!("{file}:{section}:{key}"), value.clone());
+                self.node
+                    .conf
+                    .insert(format!("{file}:{section}:{key}"), value.clone());
             }
             [op, file, section, key] if op == "--del" => {
                 self.node.conf.remove(&format!("{file}:{section}:{key}"));
@@ -452,7 +525,12 @@ impl Sim {
                 }
                 return Ok(());
             }
-            _ => return fail(1, "crudini: usage: --set|--del|--get FILE SECTION KEY [VALUE]"),
+            _ => {
+                return fail(
+                    1,
+                    "crudini: usage: --set|--del|--get FILE SECTION KEY [VALUE]",
+                );
+            }
         }
         self.mutated = true;
         Ok(())
@@ -464,7 +542,10 @@ impl Sim {
             .iter()
             .any(|(_, s)| s.units.get("keystone").map(String::as_str) == Some("active"));
         if !keystone_up || !self.db_up() {
-            return fail(1, "Failed to discover available identity versions when contacting http://vip:5000/v3. Attempting to parse version from URL.\nService Unavailable (HTTP 503)");
+            return fail(
+                1,
+                "Failed to discover available identity versions when contacting http://vip:5000/v3. Attempting to parse version from URL.\nService Unavailable (HTTP 503)",
+            );
         }
         let j = a.join(" ");
         if j.starts_with("endpoint list --service ") {
@@ -487,7 +568,10 @@ impl Sim {
             self.mutated = true;
         } else if j.starts_with("service show ") {
             if !self.cluster.services.contains(&a[2]) {
-                return fail(1, format!("No service with a type, name or ID of '{}' exists.", a[2]));
+                return fail(
+                    1,
+                    format!("No service with a type, name or ID of '{}' exists.", a[2]),
+                );
             }
             self.out = format!("| name | {} |\n", a[2]);
         } else if j.starts_with("service create --name ") {
@@ -503,7 +587,10 @@ impl Sim {
             for (n, s) in self.peers() {
                 for (u, st) in &s.units {
                     if u.starts_with("neutron-") && u.ends_with("-agent") {
-                        self.out.push_str(&format!("{n} {u} {}\n", if st == "active" { "True" } else { "False" }));
+                        self.out.push_str(&format!(
+                            "{n} {u} {}\n",
+                            if st == "active" { "True" } else { "False" }
+                        ));
                     }
                 }
             }
@@ -521,10 +608,15 @@ impl Sim {
             .collect();
         let mons_up = mons
             .iter()
-            .filter(|(n, s)| s.units.get(&format!("ceph-mon@{n}")).map(String::as_str) == Some("active"))
+            .filter(|(n, s)| {
+                s.units.get(&format!("ceph-mon@{n}")).map(String::as_str) == Some("active")
+            })
             .count();
         if mons_up * 2 <= mons.len() {
-            return fail(1, "[errno 110] RADOS timed out (error connecting to the cluster)");
+            return fail(
+                1,
+                "[errno 110] RADOS timed out (error connecting to the cluster)",
+            );
         }
         let osd_nodes: Vec<(String, NodeState)> = self
             .peers()
@@ -567,7 +659,13 @@ impl Sim {
             }
             _ if j.starts_with("osd ok-to-stop ") => {
                 if !osds_down.is_empty() {
-                    return fail(16, format!("Error EBUSY: unsafe to stop osd(s) at this time ({} already down)", osds_down.len() * 2));
+                    return fail(
+                        16,
+                        format!(
+                            "Error EBUSY: unsafe to stop osd(s) at this time ({} already down)",
+                            osds_down.len() * 2
+                        ),
+                    );
                 }
                 self.out = "OSD(s) are ok to stop without reducing availability\n".into();
             }
@@ -583,7 +681,12 @@ impl Sim {
                 self.cluster.ceph_tunables = a[3].clone();
                 self.mutated = true;
             }
-            _ => return fail(22, format!("Error EINVAL: the simulator does not know `{j}`")),
+            _ => {
+                return fail(
+                    22,
+                    format!("Error EINVAL: the simulator does not know `{j}`"),
+                );
+            }
         }
         Ok(())
     }
@@ -593,7 +696,10 @@ impl Sim {
             self.out = "Configuration file is valid\n".into();
             return Ok(());
         }
-        fail(1, "haproxy: the simulator only checks configurations (-c -f FILE)")
+        fail(
+            1,
+            "haproxy: the simulator only checks configurations (-c -f FILE)",
+        )
     }
 
     fn sleep(&mut self, a: &[String]) -> R {
@@ -608,9 +714,26 @@ fn init(dir: &Path, nodes: &[String]) {
     let _ = fs::remove_dir_all(&nodes_dir);
     let exe = std::env::current_exe().expect("current exe");
     let tools = [
-        "systemctl", "mysql", "mysqldump", "galera_new_cluster", "galera_recovery", "sha256sum", "touch",
-        "rm", "chown", "apt-get", "rabbitmqctl", "keystone-manage", "nova-manage", "neutron-db-manage",
-        "placement-manage", "crudini", "openstack", "ceph", "haproxy", "sleep",
+        "systemctl",
+        "mysql",
+        "mysqldump",
+        "galera_new_cluster",
+        "galera_recovery",
+        "sha256sum",
+        "touch",
+        "rm",
+        "chown",
+        "apt-get",
+        "rabbitmqctl",
+        "keystone-manage",
+        "nova-manage",
+        "neutron-db-manage",
+        "placement-manage",
+        "crudini",
+        "openstack",
+        "ceph",
+        "haproxy",
+        "sleep",
     ];
     let mut cluster = Cluster::default();
     cluster.db.insert(
@@ -647,8 +770,33 @@ fn init(dir: &Path, nodes: &[String]) {
         for role in roles.split(',') {
             let (pkgs, units): (&[&str], &[&str]) = match role {
                 "controller" => (
-                    &["mariadb-server", "rabbitmq-server", "haproxy", "keystone", "nova-api", "nova-conductor", "nova-scheduler", "placement-api", "neutron-server", "neutron-l3-agent", "neutron-openvswitch-agent", "ceph-mon"],
-                    &["mariadb", "rabbitmq-server", "haproxy", "keystone", "nova-api", "nova-conductor", "nova-scheduler", "placement-api", "neutron-server", "neutron-l3-agent", "neutron-openvswitch-agent"],
+                    &[
+                        "mariadb-server",
+                        "rabbitmq-server",
+                        "haproxy",
+                        "keystone",
+                        "nova-api",
+                        "nova-conductor",
+                        "nova-scheduler",
+                        "placement-api",
+                        "neutron-server",
+                        "neutron-l3-agent",
+                        "neutron-openvswitch-agent",
+                        "ceph-mon",
+                    ],
+                    &[
+                        "mariadb",
+                        "rabbitmq-server",
+                        "haproxy",
+                        "keystone",
+                        "nova-api",
+                        "nova-conductor",
+                        "nova-scheduler",
+                        "placement-api",
+                        "neutron-server",
+                        "neutron-l3-agent",
+                        "neutron-openvswitch-agent",
+                    ],
                 ),
                 "compute" => (&["nova-compute"], &["nova-compute"]),
                 "storage" => (&["ceph-osd"], &["ceph-osd.target"]),
@@ -668,7 +816,11 @@ fn init(dir: &Path, nodes: &[String]) {
         write_json(&root.join("state.json"), &st);
     }
     write_json(&nodes_dir.join("cluster.json"), &cluster);
-    println!("initialised {} simulated node(s) in {}", nodes.len(), nodes_dir.display());
+    println!(
+        "initialised {} simulated node(s) in {}",
+        nodes.len(),
+        nodes_dir.display()
+    );
 }
 
 fn main() {
@@ -692,7 +844,9 @@ fn main() {
         std::process::exit(127);
     };
     let name = std::env::var("UPHOST_NODE").unwrap_or_else(|_| {
-        root.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default()
+        root.file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_default()
     });
     let nodes_dir = root.parent().expect("node root has a parent").to_path_buf();
     // One simulator at a time per cluster: a flock on the nodes directory.
@@ -704,12 +858,17 @@ fn main() {
         .expect("lock file");
     rustix::fs::flock(&lockf, rustix::fs::FlockOperation::LockExclusive).expect("flock");
     let a = &args[1..];
-    let argv_line = std::iter::once(prog.clone()).chain(a.iter().cloned()).collect::<Vec<_>>().join(" ");
+    let argv_line = std::iter::once(prog.clone())
+        .chain(a.iter().cloned())
+        .collect::<Vec<_>>()
+        .join(" ");
     // Fault injection.
     let faults_path = root.join("faults.json");
     if let Ok(text) = fs::read_to_string(&faults_path) {
         let mut faults: Vec<serde_json::Value> = serde_json::from_str(&text).unwrap_or_default();
-        let argv: Vec<String> = std::iter::once(prog.clone()).chain(a.iter().cloned()).collect();
+        let argv: Vec<String> = std::iter::once(prog.clone())
+            .chain(a.iter().cloned())
+            .collect();
         if let Some(i) = faults.iter().position(|f| {
             serde_json::from_value::<Fault>(f.clone())
                 .map(|f| argv.starts_with(&f.argv))
@@ -721,7 +880,8 @@ fn main() {
             } else if f.times > 1 {
                 faults[i]["times"] = serde_json::json!(f.times - 1);
             }
-            fs::write(&faults_path, serde_json::to_vec(&faults).expect("json")).expect("write faults");
+            fs::write(&faults_path, serde_json::to_vec(&faults).expect("json"))
+                .expect("write faults");
             eprintln!("{}", f.stderr);
             std::process::exit(f.status);
         }
