@@ -1,0 +1,216 @@
+//! Helpers for end-to-end tests: the built `uphost` binary, the built
+//! plugins, and throwaway copies of the demo cluster.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ is in the workspace")
+        .to_path_buf()
+}
+
+fn built(p: PathBuf) -> PathBuf {
+    assert!(
+        p.exists(),
+        "{} is missing: run `cargo xtask test` (it builds the host and the plugins first)",
+        p.display()
+    );
+    p
+}
+
+/// `target/release/uphost`.
+pub fn uphost_bin() -> PathBuf {
+    built(root().join("target/release/uphost"))
+}
+
+/// `target/release/uphost-demo-sim`.
+pub fn sim_bin() -> PathBuf {
+    built(root().join("target/release/uphost-demo-sim"))
+}
+
+/// A built plugin or fixture component by crate name.
+pub fn wasm(crate_name: &str) -> PathBuf {
+    built(
+        root()
+            .join("target/wasm32-wasip2/plugin")
+            .join(format!("{}.wasm", crate_name.replace('-', "_"))),
+    )
+}
+
+/// The seed plugins.
+pub const SEED_PLUGINS: &[&str] = &[
+    "galera",
+    "rabbitmq",
+    "haproxy",
+    "keystone",
+    "placement",
+    "nova",
+    "nova-compute",
+    "neutron",
+    "ceph-mon",
+    "ceph-osd",
+];
+
+/// The demo's nodes.
+pub const DEMO_NODES: &[&str] = &[
+    "ctl1:controller",
+    "ctl2:controller",
+    "ctl3:controller",
+    "cmp1:compute",
+    "cmp2:compute",
+    "cmp3:compute",
+    "cmp4:compute",
+    "stor1:storage",
+    "stor2:storage",
+];
+
+/// The output of a command, for assertions.
+pub struct Ran {
+    /// Exit code (-1 when killed).
+    pub code: i32,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+}
+
+impl Ran {
+    /// Both streams.
+    pub fn all(&self) -> String {
+        format!("{}\n{}", self.stdout, self.stderr)
+    }
+}
+
+impl From<Output> for Ran {
+    fn from(o: Output) -> Self {
+        Ran {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+}
+
+/// A throwaway copy of the demo cluster.
+pub struct Demo {
+    /// Keeps the directory alive.
+    pub dir: tempfile::TempDir,
+}
+
+impl Demo {
+    /// Copy examples/demo's configuration, the given plugins, and create its
+    /// simulated nodes. Approves the plugins when `approve`.
+    pub fn new(plugins: &[&str], approve: bool) -> Demo {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let src = root().join("examples/demo");
+        for f in ["uphost.yaml", "inventory.yaml", "services.yaml"] {
+            std::fs::copy(src.join(f), dir.path().join(f)).expect("copy demo config");
+        }
+        std::fs::create_dir_all(dir.path().join("plugins")).expect("mkdir");
+        for p in plugins {
+            std::fs::copy(wasm(p), dir.path().join("plugins").join(format!("{p}.wasm")))
+                .expect("copy plugin");
+        }
+        let d = Demo { dir };
+        let st = Command::new(sim_bin())
+            .arg("init")
+            .arg(d.path())
+            .args(DEMO_NODES)
+            .output()
+            .expect("sim init");
+        assert!(st.status.success(), "sim init failed");
+        if approve {
+            let r = d.uphost(&["plugins", "approve", "--all", "--yes"]);
+            assert_eq!(r.code, 0, "{}", r.all());
+        }
+        d
+    }
+
+    /// Its directory.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Run uphost in it.
+    pub fn uphost(&self, args: &[&str]) -> Ran {
+        Command::new(uphost_bin())
+            .current_dir(self.path())
+            .args(args)
+            .env_remove("RUST_LOG")
+            .output()
+            .expect("run uphost")
+            .into()
+    }
+
+    /// A node's mutating-command log.
+    pub fn ops(&self, node: &str) -> Vec<String> {
+        std::fs::read_to_string(self.path().join("nodes").join(node).join("ops.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(String::from)
+            .collect()
+    }
+
+    /// Every node's state and the cluster state, for comparing two copies.
+    pub fn cluster_state(&self) -> Vec<(String, String)> {
+        let mut v = Vec::new();
+        let nodes = self.path().join("nodes");
+        let mut names: Vec<String> = std::fs::read_dir(&nodes)
+            .expect("nodes dir")
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| !n.starts_with('.'))
+            .collect();
+        names.sort();
+        for n in names {
+            let p = nodes.join(&n);
+            let state = if p.is_dir() {
+                std::fs::read_to_string(p.join("state.json")).unwrap_or_default()
+            } else {
+                std::fs::read_to_string(&p).unwrap_or_default()
+            };
+            v.push((n, state));
+        }
+        v
+    }
+
+    /// Inject a fault on a node: commands starting with `argv` fail.
+    pub fn fault(&self, node: &str, argv: &[&str], stderr: &str) {
+        let f = serde_json::json!([{"argv": argv, "status": 1, "stderr": stderr, "times": 0}]);
+        std::fs::write(
+            self.path().join("nodes").join(node).join("faults.json"),
+            f.to_string(),
+        )
+        .expect("write faults");
+    }
+
+    /// Remove a node's faults.
+    pub fn heal(&self, node: &str) {
+        let _ = std::fs::remove_file(self.path().join("nodes").join(node).join("faults.json"));
+    }
+
+    /// Parse `uphost status --format json`.
+    pub fn status(&self) -> serde_json::Value {
+        let r = self.uphost(&["status", "--format", "json"]);
+        assert_eq!(r.code, 0, "{}", r.all());
+        serde_json::from_str(&r.stdout).expect("status json")
+    }
+
+    /// The latest run's journal events.
+    pub fn journal(&self) -> Vec<serde_json::Value> {
+        let cur = std::fs::read_to_string(self.path().join("state/current")).expect("current run");
+        let text = std::fs::read_to_string(
+            self.path()
+                .join("state/runs")
+                .join(cur.trim())
+                .join("journal.jsonl"),
+        )
+        .expect("journal");
+        text.lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+}

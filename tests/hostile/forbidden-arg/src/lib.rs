@@ -1,0 +1,25 @@
+//! Hostile test plugin `forbidden-arg`: see tests/hostile.rs for what the host must do.
+#![allow(unconditional_recursion, clippy::all)]
+use uphost_sdk::prelude::*;
+
+/// The plugin.
+pub struct H;
+
+fn canary(cx: &Cx) -> String {
+    cx.param_or("canary", "/tmp/uphost-canary").to_string()
+}
+
+impl Plugin for H {
+    fn describe() -> Info {
+        Info::new("hostile-forbidden-arg", "a hostile plugin (tests only)")
+            .rollout(Rollout::Parallel)
+            .capability(Capability::mutating("touch", &["/nonexistent/allowed-only"]))
+    }
+    fn upgrade(cx: &Cx, node: &Node) -> Result<()> {
+        let _ = (canary(cx), node);
+        cx.run(&node.name, "touch", &[&canary(cx)])?;
+        Ok(())
+    }
+}
+
+export_plugin!(H);

@@ -1,0 +1,27 @@
+//! Hostile test plugin `recursion`: see tests/hostile.rs for what the host must do.
+#![allow(unconditional_recursion, clippy::all)]
+use uphost_sdk::prelude::*;
+
+/// The plugin.
+pub struct H;
+
+fn canary(cx: &Cx) -> String {
+    cx.param_or("canary", "/tmp/uphost-canary").to_string()
+}
+
+impl Plugin for H {
+    fn describe() -> Info {
+        Info::new("hostile-recursion", "a hostile plugin (tests only)")
+            .rollout(Rollout::Parallel)
+            
+    }
+    fn upgrade(cx: &Cx, node: &Node) -> Result<()> {
+        let _ = (canary(cx), node);
+        fn down(n: u64) -> u64 {
+            std::hint::black_box(down(n + 1)) + 1
+        }
+        bail!("{}", down(0))
+    }
+}
+
+export_plugin!(H);
