@@ -28,11 +28,22 @@ fn plan_json_lists_every_dependency_first() {
     let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
     let services = v["services"].as_array().unwrap();
     assert_eq!(services.len(), SEED_PLUGINS.len());
-    let names: Vec<&str> = services.iter().map(|s| s["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> = services
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
     for (i, s) in services.iter().enumerate() {
         for dep in s["depends_on"].as_array().unwrap() {
-            let j = names.iter().position(|n| n == &dep.as_str().unwrap()).unwrap();
-            assert!(j < i, "{} listed before its dependency {}", names[i], names[j]);
+            let j = names
+                .iter()
+                .position(|n| n == &dep.as_str().unwrap())
+                .unwrap();
+            assert!(
+                j < i,
+                "{} listed before its dependency {}",
+                names[i],
+                names[j]
+            );
             assert!(services[j]["level"].as_u64() < s["level"].as_u64());
         }
         assert!(!s["nodes"].as_array().unwrap().is_empty());
@@ -45,7 +56,11 @@ fn plan_json_lists_every_dependency_first() {
     for f in ["dot", "mermaid", "text"] {
         let r = d.uphost(&["plan", "--format", f]);
         assert_eq!(r.code, 0);
-        assert!(r.stdout.contains("level 0") || r.stdout.contains("level0"), "{f}: {}", r.stdout);
+        assert!(
+            r.stdout.contains("level 0") || r.stdout.contains("level0"),
+            "{f}: {}",
+            r.stdout
+        );
     }
 }
 
@@ -55,27 +70,47 @@ fn truncated_component_is_named() {
     let d = with_extra("rabbitmq.wasm", &bytes[..bytes.len() / 3]);
     assert_input_error(&d, &["plan"], &["rabbitmq.wasm", "corrupt or truncated"]);
     let d = with_extra("tiny.wasm", b"\0as");
-    assert_input_error(&d, &["run", "--yes"], &["tiny.wasm", "not a WebAssembly component"]);
+    assert_input_error(
+        &d,
+        &["run", "--yes"],
+        &["tiny.wasm", "not a WebAssembly component"],
+    );
 }
 
 #[test]
 fn core_module_is_rejected() {
     let d = with_extra("core.wasm", b"\0asm\x01\0\0\0");
-    assert_input_error(&d, &["plan"], &["core.wasm", "core WebAssembly module", "wasm32-wasip2"]);
+    assert_input_error(
+        &d,
+        &["plan"],
+        &["core.wasm", "core WebAssembly module", "wasm32-wasip2"],
+    );
 }
 
 #[test]
 fn component_of_another_world_is_rejected() {
     let bytes = std::fs::read(wasm("fixture-other-world")).unwrap();
     let d = with_extra("greeter.wasm", &bytes);
-    assert_input_error(&d, &["plugins", "list"], &["greeter.wasm", "another world", "uphost:plugin/plugin@0.1.0"]);
+    assert_input_error(
+        &d,
+        &["plugins", "list"],
+        &[
+            "greeter.wasm",
+            "another world",
+            "uphost:plugin/plugin@0.1.0",
+        ],
+    );
 }
 
 #[test]
 fn other_wit_version_says_which() {
     let bytes = std::fs::read(wasm("fixture-wrong-version")).unwrap();
     let d = with_extra("future.wasm", &bytes);
-    assert_input_error(&d, &["plan"], &["future.wasm", "uphost:plugin@0.2.0", "0.1.x"]);
+    assert_input_error(
+        &d,
+        &["plan"],
+        &["future.wasm", "uphost:plugin@0.2.0", "0.1.x"],
+    );
 }
 
 #[test]
@@ -84,20 +119,32 @@ fn cycle_names_every_member() {
     for c in ["fixture-cycle-a", "fixture-cycle-b"] {
         std::fs::copy(wasm(c), d.path().join("plugins").join(format!("{c}.wasm"))).unwrap();
     }
-    assert_input_error(&d, &["plan"], &["dependency cycle", "cycle-a -> cycle-b -> cycle-a"]);
+    assert_input_error(
+        &d,
+        &["plan"],
+        &["dependency cycle", "cycle-a -> cycle-b -> cycle-a"],
+    );
 }
 
 #[test]
 fn duplicate_service_is_an_error() {
     let bytes = std::fs::read(wasm("galera")).unwrap();
     let d = with_extra("galera-copy.wasm", &bytes);
-    assert_input_error(&d, &["plan"], &["two plugins claim service `galera`", "galera-copy.wasm"]);
+    assert_input_error(
+        &d,
+        &["plan"],
+        &["two plugins claim service `galera`", "galera-copy.wasm"],
+    );
 }
 
 #[test]
 fn missing_dependency_names_plugin_and_service() {
     let d = Demo::new(&["keystone", "galera", "haproxy"], false);
-    assert_input_error(&d, &["plan"], &["`keystone` depends on `rabbitmq`", "no plugin provides"]);
+    assert_input_error(
+        &d,
+        &["plan"],
+        &["`keystone` depends on `rabbitmq`", "no plugin provides"],
+    );
 }
 
 #[test]
@@ -111,7 +158,11 @@ fn unapproved_plugins_are_refused_with_the_fix() {
         let r = d.uphost(args);
         assert_eq!(r.code, 2, "{args:?}: {}", r.all());
         for p in SEED_PLUGINS {
-            assert!(r.stderr.contains(&format!("plugin `{p}`")), "{p} not named: {}", r.stderr);
+            assert!(
+                r.stderr.contains(&format!("plugin `{p}`")),
+                "{p} not named: {}",
+                r.stderr
+            );
         }
         assert!(r.stderr.contains("plugins approve"), "{}", r.stderr);
     }
@@ -130,10 +181,18 @@ fn a_changed_plugin_is_refused_naming_the_hash() {
     std::fs::write(d.path().join("plugins/galera.wasm"), &bytes).unwrap();
     let r = d.uphost(&["run", "--dry-run", "--yes"]);
     assert_eq!(r.code, 2, "{}", r.all());
-    assert!(r.stderr.contains("changed since it was approved"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("changed since it was approved"),
+        "{}",
+        r.stderr
+    );
     assert!(r.stderr.contains("approved sha256") && r.stderr.contains("current  sha256"));
     assert!(r.stderr.contains("plugins approve galera"), "{}", r.stderr);
-    assert!(!r.stderr.contains("haproxy"), "an unchanged plugin was reported: {}", r.stderr);
+    assert!(
+        !r.stderr.contains("haproxy"),
+        "an unchanged plugin was reported: {}",
+        r.stderr
+    );
     // Approving it again makes it runnable.
     assert_eq!(d.uphost(&["plugins", "approve", "galera", "--yes"]).code, 0);
     assert_eq!(d.uphost(&["plan"]).code, 0);
@@ -149,24 +208,56 @@ fn second_load_uses_the_compile_cache() {
     let before = entries[0].metadata().unwrap().modified().unwrap();
     std::thread::sleep(std::time::Duration::from_millis(20));
     assert_eq!(d.uphost(&["plan"]).code, 0);
-    let after = std::fs::read_dir(&cache).unwrap().flatten().next().unwrap().metadata().unwrap().modified().unwrap();
-    assert_eq!(before, after, "the artifact was rewritten: the plugin was compiled again");
+    let after = std::fs::read_dir(&cache)
+        .unwrap()
+        .flatten()
+        .next()
+        .unwrap()
+        .metadata()
+        .unwrap()
+        .modified()
+        .unwrap();
+    assert_eq!(
+        before, after,
+        "the artifact was rewritten: the plugin was compiled again"
+    );
 }
 
 #[test]
 fn config_errors_have_file_line_and_column() {
     let d = Demo::new(&["galera"], true);
-    std::fs::write(d.path().join("services.yaml"), "services:\n  galera:\n    roles: [controller\n").unwrap();
+    std::fs::write(
+        d.path().join("services.yaml"),
+        "services:\n  galera:\n    roles: [controller\n",
+    )
+    .unwrap();
     let r = d.uphost(&["plan"]);
     assert_eq!(r.code, 2);
     assert!(r.stderr.contains("services.yaml:"), "{}", r.stderr);
-    std::fs::write(d.path().join("services.yaml"), "services:\n  galera:\n    roles: [contoller]\n").unwrap();
+    std::fs::write(
+        d.path().join("services.yaml"),
+        "services:\n  galera:\n    roles: [contoller]\n",
+    )
+    .unwrap();
     let r = d.uphost(&["plan"]);
     assert_eq!(r.code, 2);
-    assert!(r.stderr.contains("services.galera.roles[0]") && r.stderr.contains("did you mean `controller`"), "{}", r.stderr);
-    std::fs::write(d.path().join("services.yaml"), "services:\n  galera:\n    roles: [controller]\n    rollout: sometimes\n").unwrap();
+    assert!(
+        r.stderr.contains("services.galera.roles[0]")
+            && r.stderr.contains("did you mean `controller`"),
+        "{}",
+        r.stderr
+    );
+    std::fs::write(
+        d.path().join("services.yaml"),
+        "services:\n  galera:\n    roles: [controller]\n    rollout: sometimes\n",
+    )
+    .unwrap();
     let r = d.uphost(&["plan"]);
     assert_eq!(r.code, 2);
-    assert!(r.stderr.contains("services.yaml:3:") || r.stderr.contains("services.yaml:4:"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("services.yaml:3:") || r.stderr.contains("services.yaml:4:"),
+        "{}",
+        r.stderr
+    );
     assert!(r.stderr.contains("expected `parallel`"), "{}", r.stderr);
 }

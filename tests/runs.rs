@@ -1,0 +1,426 @@
+//! Runs of the demo cluster through the real binary: a complete upgrade,
+//! dry run, failure and rollback, resume, the run lock, rollouts, and
+//! SIGKILL at many points followed by resume.
+
+use std::collections::BTreeMap;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use uphost_tests::{Demo, SEED_PLUGINS, uphost_bin};
+
+fn complete(d: &Demo) -> bool {
+    d.status()["complete"].as_bool() == Some(true)
+}
+
+#[test]
+fn the_demo_upgrade_completes_and_status_says_so() {
+    let d = Demo::new(SEED_PLUGINS, true);
+    let r = d.uphost(&["run", "--yes"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(r.stderr.contains("run complete"), "{}", r.stderr);
+    assert!(complete(&d));
+    let st = d.status();
+    for s in st["services"].as_array().unwrap() {
+        assert_eq!(s["status"], "done", "{s}");
+    }
+    // The simulated cluster really moved: packages, cells, ceph flags.
+    let ctl1: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(d.path().join("nodes/ctl1/state.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(ctl1["packages"]["mariadb-server"], "10.3");
+    assert_eq!(ctl1["packages"]["nova-api"], "ocata");
+    assert!(
+        ctl1["conf"].as_object().unwrap().is_empty(),
+        "RPC still pinned: {}",
+        ctl1["conf"]
+    );
+    let cluster: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(d.path().join("nodes/cluster.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(cluster["cells"], serde_json::json!(["cell0", "cell1"]));
+    assert!(
+        cluster["ceph_flags"]
+            .as_array()
+            .unwrap()
+            .contains(&"require_jewel_osds".into())
+    );
+    assert_eq!(
+        cluster["policies"]["ha-all"],
+        r#"{"ha-mode":"all","ha-sync-mode":"automatic"}"#
+    );
+    assert_eq!(cluster["discovered"].as_array().unwrap().len(), 4);
+    // Resuming a complete run does nothing.
+    let r = d.uphost(&["resume", "--yes"]);
+    assert_eq!(r.code, 0);
+    assert!(r.stderr.contains("already complete"));
+}
+
+#[test]
+fn dry_run_changes_nothing_and_shows_what_would_run() {
+    let d = Demo::new(SEED_PLUGINS, true);
+    let before = d.cluster_state();
+    let r = d.uphost(&["run", "--dry-run"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(r.stderr.contains("would run"), "{}", r.stderr);
+    assert!(r.stderr.contains("systemctl stop mariadb"), "{}", r.stderr);
+    assert_eq!(before, d.cluster_state());
+    for n in ["ctl1", "ctl2", "cmp1", "stor1"] {
+        assert!(d.ops(n).is_empty(), "{n}: {:?}", d.ops(n));
+    }
+}
+
+#[test]
+fn a_run_without_a_terminal_needs_yes() {
+    let d = Demo::new(&["galera"], true);
+    let r = d.uphost(&["run"]);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("--yes"), "{}", r.stderr);
+    assert!(d.ops("ctl1").is_empty());
+}
+
+#[test]
+fn failure_rolls_back_reversible_services_in_reverse_order() {
+    let d = Demo::new(SEED_PLUGINS, true);
+    let db_before = std::fs::read_to_string(d.path().join("nodes/cluster.json")).unwrap();
+    let db_before: serde_json::Value = serde_json::from_str(&db_before).unwrap();
+    d.fault(
+        "ctl1",
+        &["nova-manage", "db", "sync"],
+        "ERROR nova: migration 346 failed: duplicate column",
+    );
+    let r = d.uphost(&["run", "--yes", "--rollback-on-failure"]);
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(
+        r.stderr.contains("FAILED: nova post-upgrade"),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("migration 346 failed"), "{}", r.stderr);
+    assert!(r.stderr.contains("steps not done"), "{}", r.stderr);
+    let ev = d.journal();
+    let rb = ev
+        .iter()
+        .find(|e| e["event"] == "rollback-started")
+        .expect("rollback started");
+    let order: Vec<&str> = rb["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap())
+        .collect();
+    // Reverse dependency order: nova before keystone before galera/haproxy.
+    let pos = |n: &str| {
+        order
+            .iter()
+            .position(|x| *x == n)
+            .unwrap_or_else(|| panic!("{n} not rolled back: {order:?}"))
+    };
+    assert!(pos("nova") < pos("keystone"));
+    assert!(pos("keystone") < pos("galera") && pos("keystone") < pos("haproxy"));
+    let irr: Vec<&str> = rb["irreversible"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap())
+        .collect();
+    for n in ["rabbitmq", "placement", "neutron"] {
+        assert!(irr.contains(&n), "{n} not named irreversible: {irr:?}");
+    }
+    // Every row is back (the galera dump was restored).
+    let after: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(d.path().join("nodes/cluster.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(db_before["db"], after["db"]);
+    let ctl2: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(d.path().join("nodes/ctl2/state.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        ctl2["packages"]["keystone"], "newton",
+        "keystone not reinstalled at the old version"
+    );
+    assert_eq!(d.status()["outcome"], "rolled-back");
+}
+
+#[test]
+fn a_failed_run_resumes_after_the_fix_without_repeating_steps() {
+    let d = Demo::new(SEED_PLUGINS, true);
+    d.fault(
+        "cmp3",
+        &["systemctl", "start", "nova-compute"],
+        "Job for nova-compute.service failed",
+    );
+    let r = d.uphost(&["run", "--yes"]);
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(
+        r.stderr.contains("FAILED: nova-compute upgrade on cmp3"),
+        "{}",
+        r.stderr
+    );
+    // cmp1 and cmp2 were the first batch (serial: 2) and are done; cmp4 was
+    // in cmp3's batch.
+    let ops_cmp1 = d.ops("cmp1");
+    d.heal("cmp3");
+    let r = d.uphost(&["resume", "--yes"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(complete(&d));
+    assert_eq!(d.ops("cmp1"), ops_cmp1, "a completed node ran again");
+    let galera_stops = d
+        .ops("ctl1")
+        .iter()
+        .filter(|l| *l == "systemctl stop mariadb")
+        .count();
+    assert_eq!(galera_stops, 1);
+}
+
+#[test]
+fn resume_refuses_when_plugins_changed() {
+    let d = Demo::new(SEED_PLUGINS, true);
+    d.fault("cmp1", &["apt-get"], "E: Unable to fetch some archives");
+    assert_eq!(d.uphost(&["run", "--yes"]).code, 1);
+    std::fs::remove_file(d.path().join("plugins/neutron.wasm")).unwrap();
+    let r = d.uphost(&["resume", "--yes"]);
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert!(
+        r.stderr.contains("plugin neutron was removed"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn a_second_run_is_refused_naming_the_holder() {
+    let d = Demo::new(&["galera"], true);
+    std::fs::create_dir_all(d.path().join("state")).unwrap();
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .open(d.path().join("state/run.lock"))
+        .unwrap();
+    rustix::fs::flock(&f, rustix::fs::FlockOperation::LockExclusive).unwrap();
+    std::fs::write(
+        d.path().join("state/run.lock"),
+        r#"{"pid":4242,"host":"ops-laptop","since":"2026-11-22T02:00:00Z","command":"run"}"#,
+    )
+    .unwrap();
+    let r = d.uphost(&["run", "--yes"]);
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert!(r.stderr.contains("pid 4242 on ops-laptop"), "{}", r.stderr);
+    assert!(d.ops("ctl1").is_empty());
+    drop(f);
+    let r = d.uphost(&["run", "--yes"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+}
+
+#[test]
+fn max_fail_tolerates_within_the_threshold_and_stops_beyond() {
+    let d = Demo::new(
+        &[
+            "nova-compute",
+            "nova",
+            "keystone",
+            "placement",
+            "galera",
+            "rabbitmq",
+            "haproxy",
+        ],
+        true,
+    );
+    let services = std::fs::read_to_string(d.path().join("services.yaml")).unwrap();
+    let services = services.replace(
+        "    rollout: {serial: 2}\n",
+        "    rollout: {serial: 1}\n    max_fail: 1\n",
+    );
+    std::fs::write(d.path().join("services.yaml"), &services).unwrap();
+    d.fault("cmp2", &["apt-get"], "E: broken packages");
+    let r = d.uphost(&["run", "--yes"]);
+    assert_eq!(
+        r.code,
+        1,
+        "a failed node is still a failed run: {}",
+        r.all()
+    );
+    // One failure is tolerated: the other computes were upgraded.
+    for n in ["cmp1", "cmp3", "cmp4"] {
+        assert!(
+            d.ops(n).iter().any(|l| l.starts_with("apt-get install")),
+            "{n} not upgraded"
+        );
+    }
+    // Two failures are not: with max_fail 1, the batch after the second stops.
+    let d = Demo::new(
+        &[
+            "nova-compute",
+            "nova",
+            "keystone",
+            "placement",
+            "galera",
+            "rabbitmq",
+            "haproxy",
+        ],
+        true,
+    );
+    std::fs::write(d.path().join("services.yaml"), &services).unwrap();
+    d.fault("cmp1", &["apt-get"], "E: broken packages");
+    d.fault("cmp2", &["apt-get"], "E: broken packages");
+    let r = d.uphost(&["run", "--yes"]);
+    assert_eq!(r.code, 1);
+    for n in ["cmp3", "cmp4"] {
+        assert!(
+            !d.ops(n).iter().any(|l| l.starts_with("apt-get install")),
+            "{n} upgraded past max_fail"
+        );
+    }
+}
+
+#[test]
+fn canary_pauses_after_the_first_batch() {
+    let d = Demo::new(
+        &[
+            "nova-compute",
+            "nova",
+            "keystone",
+            "placement",
+            "galera",
+            "rabbitmq",
+            "haproxy",
+        ],
+        true,
+    );
+    let services = std::fs::read_to_string(d.path().join("services.yaml")).unwrap();
+    std::fs::write(
+        d.path().join("services.yaml"),
+        services.replace(
+            "    rollout: {serial: 2}\n",
+            "    rollout: {serial: 1}\n    canary: true\n",
+        ),
+    )
+    .unwrap();
+    assert_eq!(d.uphost(&["run", "--yes"]).code, 0);
+    let ev = d.journal();
+    let canary = ev
+        .iter()
+        .position(|e| {
+            e["event"] == "confirmation"
+                && e["prompt"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("canary: nova-compute")
+        })
+        .expect("canary confirmation");
+    let started = |node: &str| {
+        ev.iter()
+            .position(|e| {
+                e["event"] == "step-started"
+                    && e["step"]["service"] == "nova-compute"
+                    && e["step"]["node"] == node
+            })
+            .unwrap()
+    };
+    assert!(started("cmp1") < canary && canary < started("cmp2"));
+}
+
+#[test]
+fn staged_run_with_limit_then_the_rest() {
+    let d = Demo::new(SEED_PLUGINS, true);
+    let r = d.uphost(&["run", "--yes", "--limit", "controller", "storage"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(
+        d.ops("cmp1").is_empty(),
+        "computes touched in a control-plane run"
+    );
+    let r = d.uphost(&[
+        "run",
+        "--yes",
+        "--limit",
+        "compute",
+        "--only",
+        "nova-compute",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(
+        d.ops("cmp1")
+            .iter()
+            .any(|l| l == "apt-get install -y nova-compute=ocata")
+    );
+}
+
+/// Kill `uphost` with SIGKILL at many points; resume until done; the end
+/// state equals an uninterrupted run's and every mutating command ran once.
+#[test]
+fn sigkill_anywhere_then_resume_equals_an_uninterrupted_run() {
+    let reference = Demo::new(SEED_PLUGINS, true);
+    assert_eq!(reference.uphost(&["run", "--yes"]).code, 0);
+    let d = Demo::new(SEED_PLUGINS, true);
+    let delays_ms = [15u64, 40, 70, 25, 90, 55, 120, 35, 160, 10, 200, 60];
+    let mut kills = 0;
+    let mut first = true;
+    for delay in delays_ms.iter().cycle().take(60) {
+        let args: &[&str] = if first {
+            &["run", "--yes"]
+        } else {
+            &["resume", "--yes"]
+        };
+        let mut child = Command::new(uphost_bin())
+            .current_dir(d.path())
+            .args(args)
+            .arg("-q")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(*delay));
+        match child.try_wait().unwrap() {
+            Some(st) => {
+                assert!(st.success() || first, "run ended with {st}");
+                if d.path().join("state/current").exists() && complete(&d) {
+                    break;
+                }
+            }
+            None => {
+                rustix::process::kill_process(
+                    rustix::process::Pid::from_raw(child.id() as i32).unwrap(),
+                    rustix::process::Signal::KILL,
+                )
+                .unwrap();
+                child.wait().unwrap();
+                kills += 1;
+            }
+        }
+        if d.path().join("state/current").exists() {
+            first = false;
+        }
+    }
+    if !complete(&d) {
+        let r = d.uphost(&["resume", "--yes"]);
+        assert_eq!(r.code, 0, "{}", r.all());
+    }
+    assert!(complete(&d));
+    assert!(kills >= 3, "only {kills} kills landed mid-run");
+    assert_eq!(
+        reference.cluster_state(),
+        d.cluster_state(),
+        "end state differs from an uninterrupted run"
+    );
+    for n in ["ctl1", "ctl2", "ctl3", "cmp1", "cmp4", "stor1", "stor2"] {
+        let count = |ops: Vec<String>| {
+            let mut m: BTreeMap<String, usize> = BTreeMap::new();
+            for o in ops {
+                // the backup file name carries the run id
+                let o = o.split("--result-file=").next().unwrap().to_string();
+                *m.entry(o).or_default() += 1;
+            }
+            m
+        };
+        assert_eq!(
+            count(reference.ops(n)),
+            count(d.ops(n)),
+            "{n}: mutating commands differ (a step ran twice or not at all)"
+        );
+    }
+    eprintln!("{kills} SIGKILLs landed");
+}

@@ -6,6 +6,10 @@ use tracing_subscriber::EnvFilter;
 use uphost::cli::{self, Cli, exit};
 
 fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("__exec-record") {
+        std::process::exit(uphost::transport::record::main(&args[2..]));
+    }
     let cli = Cli::parse();
     let default = match (cli.quiet, cli.verbose) {
         (true, _) => "error",

@@ -162,13 +162,13 @@ macro_rules! export_plugin {
                     $crate::guest::hook(ctx, |cx| <$plugin as $crate::Plugin>::finalize(cx))
                 }
                 fn rollback(
-            ctx: $crate::bindings::uphost::plugin::types::Context,
+                    ctx: $crate::bindings::uphost::plugin::types::Context,
                 ) -> ::core::result::Result<(), $crate::bindings::uphost::plugin::types::HookError>
                 {
                     $crate::guest::hook(ctx, |cx| <$plugin as $crate::Plugin>::rollback(cx))
                 }
             }
-            $crate::bindings::__export_world!(UphostExport with_types_in $crate::bindings);
+    $crate::bindings::__export_world!(UphostExport with_types_in $crate::bindings);
         };
     };
 }

@@ -111,8 +111,11 @@ impl Demo {
         }
         std::fs::create_dir_all(dir.path().join("plugins")).expect("mkdir");
         for p in plugins {
-            std::fs::copy(wasm(p), dir.path().join("plugins").join(format!("{p}.wasm")))
-                .expect("copy plugin");
+            std::fs::copy(
+                wasm(p),
+                dir.path().join("plugins").join(format!("{p}.wasm")),
+            )
+            .expect("copy plugin");
         }
         let d = Demo { dir };
         let st = Command::new(sim_bin())

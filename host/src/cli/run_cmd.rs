@@ -51,6 +51,7 @@ pub async fn check(session: Session, only: &[String], cli: &Cli) -> Result<i32, 
             limits: session.cfg.limits.with(&conf.limits),
             transport: transport.clone(),
             sink: sink.clone(),
+            record_dir: None,
         };
         let ctx = check_ctx(&session, svc);
         let res = call_hook(&session.rt, &p.pre, env, ctx, Hook::Check).await;
@@ -385,9 +386,9 @@ pub async fn resume(
     }
     let grants = session.grants()?;
     need_terminal(yes, options.dry_run)?;
-    for (step, seq) in &replayed.in_doubt {
+    for (step, seq) in journal.resolve_in_doubt(&replayed) {
         eprintln!(
-            "warning: command #{seq} of {step} was started but its end was not recorded; the step runs again"
+            "warning: command #{seq} of {step} was started when the run was interrupted and did not finish; it runs again"
         );
     }
     let journal = Arc::new(journal);

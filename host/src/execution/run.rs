@@ -223,6 +223,7 @@ impl Runner {
             limits,
             transport: self.transport.clone(),
             sink: self.journal.clone(),
+            record_dir: Some(self.journal.record_dir()),
         };
         let res = call_hook(&self.session.rt, &plugin.pre, env, self.ctx(svc), hook)
             .await

@@ -302,6 +302,39 @@ impl Journal {
         ))
     }
 
+    /// Where mutating commands record their results while they run.
+    pub fn record_dir(&self) -> PathBuf {
+        self.path
+            .parent()
+            .map(|p| p.join("inflight"))
+            .unwrap_or_else(|| PathBuf::from("inflight"))
+    }
+
+    /// Settle commands whose start was journaled but not their end (the run
+    /// was killed while they ran): wait for a wrapper still running, then
+    /// take the result it recorded so the command is not run a second time.
+    /// Returns the commands with no recorded result (they never finished
+    /// and will run again).
+    pub fn resolve_in_doubt(&self, r: &Replayed) -> Vec<(StepKey, u32)> {
+        let dir = self.record_dir();
+        let mut unresolved = Vec::new();
+        for (step, seq) in &r.in_doubt {
+            let file = dir.join(crate::runtime::host::record_name(step, *seq));
+            wait_for_wrapper(&file);
+            match std::fs::read(&file)
+                .ok()
+                .and_then(|b| serde_json::from_slice::<crate::transport::record::Recorded>(&b).ok())
+            {
+                Some(rec) => {
+                    let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+                    g.replay.insert((step.clone(), *seq), rec.into_record());
+                }
+                None => unresolved.push((step.clone(), *seq)),
+            }
+        }
+        unresolved
+    }
+
     /// The first write error, if any (the run must stop: nothing may
     /// count as done that is not on disk).
     pub fn take_error(&self) -> Option<std::io::Error> {
@@ -310,6 +343,30 @@ impl Journal {
             .unwrap_or_else(|p| p.into_inner())
             .error
             .take()
+    }
+}
+
+/// Wait while the wrapper that records `file` is still running.
+fn wait_for_wrapper(file: &Path) {
+    let pidfile = file.with_extension("pid");
+    let Ok(text) = std::fs::read_to_string(&pidfile) else {
+        return;
+    };
+    let Ok(pid) = text.trim().parse::<i32>() else {
+        return;
+    };
+    let alive = || {
+        std::fs::read(format!("/proc/{pid}/cmdline"))
+            .map(|c| c.windows(13).any(|w| w == b"__exec-record"))
+            .unwrap_or(false)
+    };
+    let mut waited = 0;
+    while alive() && !file.exists() {
+        if waited % 100 == 0 {
+            tracing::warn!(pid, file = %file.display(), "a command of the interrupted run is still running; waiting for it");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        waited += 1;
     }
 }
 

@@ -40,6 +40,8 @@ pub struct CallEnv {
     pub transport: Arc<dyn Transport>,
     /// Where events go.
     pub sink: Arc<dyn Sink>,
+    /// Where mutating commands record their results (journaled runs).
+    pub record_dir: Option<std::path::PathBuf>,
 }
 
 /// Per-store state.
@@ -187,7 +189,15 @@ impl node_exec::Host for HostState {
         // 3. Replay a result an interrupted attempt already recorded.
         if let Some(rec) = env.sink.replay(&env.step, seq) {
             tracing::debug!(step = %env.step, seq, "replaying recorded command result");
-            return Ok(from_record(&rec));
+            let out = from_record(&rec);
+            env.sink.emit(Event::CommandFinished {
+                step: env.step.clone(),
+                seq,
+                node: req.node.clone(),
+                argv,
+                result: rec,
+            });
+            return Ok(out);
         }
         // 4. Run it.
         env.sink.emit(Event::CommandStarted {
@@ -208,6 +218,10 @@ impl node_exec::Host for HostState {
             env: req.env.into_iter().map(|p| (p.key, p.value)).collect(),
             timeout,
             output_cap: env.limits.output_cap,
+            record: match (&env.record_dir, access) {
+                (Some(dir), Access::Mutating) => Some(dir.join(record_name(&env.step, seq))),
+                _ => None,
+            },
         };
         let t0 = Instant::now();
         let res = env.transport.exec(node, &spec).await;
@@ -248,6 +262,10 @@ impl node_exec::Host for HostState {
             argv,
             result: rec,
         });
+        // The journal has the result now; the recorder's copy is not needed.
+        if let Some(f) = &spec.record {
+            let _ = std::fs::remove_file(f);
+        }
         Ok(match res {
             Ok(o) => Ok(node_exec::ExecOutput {
                 status: o.status,
@@ -267,6 +285,27 @@ impl node_exec::Host for HostState {
             }
         })
     }
+}
+
+/// The file a mutating command's result is recorded in.
+pub fn record_name(step: &StepKey, seq: u32) -> String {
+    let clean = |s: &str| -> String {
+        s.chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect()
+    };
+    format!(
+        "{}.{}.{}.{seq}.json",
+        clean(&step.service),
+        step.phase.as_str(),
+        clean(step.node.as_deref().unwrap_or("_"))
+    )
 }
 
 /// Turn a journaled result back into what `exec` returns.

@@ -63,7 +63,23 @@ impl Transport for Local {
         cmd: &'a CommandSpec,
     ) -> BoxFuture<'a, Result<CommandOutput, TransportError>> {
         Box::pin(async move {
-            let mut c = tokio::process::Command::new(&cmd.program);
+            let mut c = match &cmd.record {
+                Some(file) => {
+                    let exe = std::env::current_exe().map_err(|e| TransportError::Spawn {
+                        node: node.name.clone(),
+                        program: cmd.program.clone(),
+                        detail: format!("cannot find the uphost executable for the recorder: {e}"),
+                    })?;
+                    let mut c = tokio::process::Command::new(exe);
+                    c.arg("__exec-record")
+                        .arg(file)
+                        .arg(cmd.output_cap.to_string())
+                        .arg("--")
+                        .arg(&cmd.program);
+                    c
+                }
+                None => tokio::process::Command::new(&cmd.program),
+            };
             c.args(&cmd.args).env_clear().env("LANG", "C");
             match &node.node_root {
                 Some(root) => {

@@ -3,6 +3,7 @@
 
 pub mod dryrun;
 pub mod local;
+pub mod record;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -25,6 +26,10 @@ pub struct CommandSpec {
     pub timeout: Duration,
     /// Keep at most this many bytes of stdout and of stderr.
     pub output_cap: usize,
+    /// For a mutating command: where a wrapper process records the result
+    /// as soon as the command ends, so that a run killed while it ran can
+    /// learn on resume whether it completed (exactly-once across SIGKILL).
+    pub record: Option<std::path::PathBuf>,
 }
 
 /// What a finished command produced.

@@ -114,6 +114,25 @@ fn recover(cx: &Cx) -> Result<()> {
     verify(cx)
 }
 
+/// Checksum the dump and keep its node, path and sha256 in plugin state.
+fn record_backup(cx: &Cx, primary: &str, path: &str) -> Result<()> {
+    let sum = cx.run(primary, "sha256sum", &[path])?;
+    let sha = sum
+        .stdout_text()
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    if sha.len() != 64 {
+        bail!("sha256sum of {path} on {primary} printed no checksum");
+    }
+    cx.state_set("backup_node", primary);
+    cx.state_set("backup_path", path);
+    cx.state_set("backup_sha256", &sha);
+    cx.info(format!("backup {path} on {primary}, sha256 {sha}"));
+    Ok(())
+}
+
 impl Plugin for Galera {
     fn describe() -> Info {
         Info::new(
@@ -155,7 +174,7 @@ impl Plugin for Galera {
         let primary = cx.primary()?.name.clone();
         let dir = cx.param_or("backup_dir", "/var/backup/galera");
         let path = format!("{dir}/galera-{}.sql", cx.ctx.run_id);
-        cx.run(
+        let dump = cx.run(
             &primary,
             "mysqldump",
             &[
@@ -166,20 +185,13 @@ impl Plugin for Galera {
                 &format!("--result-file={path}"),
             ],
         )?;
-        let sum = cx.run(&primary, "sha256sum", &[&path])?;
-        let sha = sum
-            .stdout_text()
-            .split_whitespace()
-            .next()
-            .unwrap_or_default()
-            .to_string();
-        if sha.len() != 64 {
-            bail!("sha256sum of {path} on {primary} printed no checksum");
+        if dump.skipped {
+            cx.info(format!(
+                "dry run: would back up all databases to {path} on {primary}"
+            ));
+        } else {
+            record_backup(cx, &primary, &path)?;
         }
-        cx.state_set("backup_node", &primary);
-        cx.state_set("backup_path", &path);
-        cx.state_set("backup_sha256", &sha);
-        cx.info(format!("backup {path} on {primary}, sha256 {sha}"));
         let drain = drain_file(cx);
         for n in cx.nodes() {
             cx.run(&n.name, "touch", &[&drain])?;

@@ -17,7 +17,9 @@ impl Plugin for H {
     }
     fn upgrade(cx: &Cx, node: &Node) -> Result<()> {
         let _ = (canary(cx), node);
-        cx.cmd(&node.name, "true").env("LD_PRELOAD", &canary(cx)).run()?;
+        cx.cmd(&node.name, "true")
+            .env("LD_PRELOAD", &canary(cx))
+            .run()?;
         Ok(())
     }
 }

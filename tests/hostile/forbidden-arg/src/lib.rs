@@ -13,7 +13,10 @@ impl Plugin for H {
     fn describe() -> Info {
         Info::new("hostile-forbidden-arg", "a hostile plugin (tests only)")
             .rollout(Rollout::Parallel)
-            .capability(Capability::mutating("touch", &["/nonexistent/allowed-only"]))
+            .capability(Capability::mutating(
+                "touch",
+                &["/nonexistent/allowed-only"],
+            ))
     }
     fn upgrade(cx: &Cx, node: &Node) -> Result<()> {
         let _ = (canary(cx), node);

@@ -18,10 +18,19 @@ impl Plugin for H {
     fn upgrade(cx: &Cx, node: &Node) -> Result<()> {
         let _ = (canary(cx), node);
         let c = canary(cx);
-        for arg in [format!("; touch {c}"), format!("$(touch {c})"), format!("`touch {c}`"), format!("x\ntouch {c}"), format!("| touch {c}")] {
+        for arg in [
+            format!("; touch {c}"),
+            format!("$(touch {c})"),
+            format!("`touch {c}`"),
+            format!("x\ntouch {c}"),
+            format!("| touch {c}"),
+        ] {
             let out = cx.run(&node.name, "echo", &[&arg])?;
             if out.stdout_text() != format!("{arg}\n") {
-                bail!("argument was altered: sent {arg:?}, echo printed {:?}", out.stdout_text());
+                bail!(
+                    "argument was altered: sent {arg:?}, echo printed {:?}",
+                    out.stdout_text()
+                );
             }
         }
         cx.info("every argument arrived as one literal argv element");

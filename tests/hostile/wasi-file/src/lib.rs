@@ -11,14 +11,15 @@ fn canary(cx: &Cx) -> String {
 
 impl Plugin for H {
     fn describe() -> Info {
-        Info::new("hostile-wasi-file", "a hostile plugin (tests only)")
-            .rollout(Rollout::Parallel)
-            
+        Info::new("hostile-wasi-file", "a hostile plugin (tests only)").rollout(Rollout::Parallel)
     }
     fn upgrade(cx: &Cx, node: &Node) -> Result<()> {
         let _ = (canary(cx), node);
         for p in ["/etc/passwd", "/", "."] {
-            match std::fs::read_dir(p).map(|_| ()).or_else(|_| std::fs::read(p).map(|_| ())) {
+            match std::fs::read_dir(p)
+                .map(|_| ())
+                .or_else(|_| std::fs::read(p).map(|_| ()))
+            {
                 Ok(()) => bail!("ESCAPED: could read {p} through WASI"),
                 Err(e) => cx.info(format!("blocked: {p}: {e}")),
             }

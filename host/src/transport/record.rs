@@ -1,0 +1,119 @@
+//! The exec recorder: `uphost __exec-record FILE CAP -- PROGRAM ARGS…` runs
+//! the command, and the moment it ends writes its status and (capped)
+//! output to FILE (atomically, fsync'd), then replays the output on its own
+//! stdout/stderr and exits with the command's status. If the uphost that
+//! started it is killed meanwhile, the record survives, and `resume` takes
+//! the result from it instead of running the command a second time.
+
+use std::io::{Read, Write};
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use serde::{Deserialize, Serialize};
+
+use crate::events::CommandRecord;
+
+/// What the recorder writes.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Recorded {
+    /// Exit status.
+    pub status: i32,
+    /// Standard output (lossy UTF-8, capped).
+    pub stdout: String,
+    /// Standard error (lossy UTF-8, capped).
+    pub stderr: String,
+    /// Output was cut at the cap.
+    pub truncated: bool,
+    /// Wall time.
+    pub duration_ms: u64,
+}
+
+impl Recorded {
+    /// As a journal record.
+    pub fn into_record(self) -> CommandRecord {
+        CommandRecord {
+            status: Some(self.status),
+            error: None,
+            error_kind: None,
+            stdout: self.stdout,
+            stderr: self.stderr,
+            truncated: self.truncated,
+            skipped: false,
+            duration_ms: self.duration_ms,
+        }
+    }
+}
+
+fn capped(mut r: impl Read, cap: usize) -> (Vec<u8>, bool) {
+    let mut kept = Vec::new();
+    let mut buf = [0u8; 8192];
+    let mut truncated = false;
+    while let Ok(n) = r.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        let room = cap.saturating_sub(kept.len());
+        truncated |= n > room;
+        kept.extend_from_slice(&buf[..n.min(room)]);
+    }
+    (kept, truncated)
+}
+
+/// The recorder's main; returns the exit code.
+pub fn main(args: &[String]) -> i32 {
+    let (file, cap, argv) = match args {
+        [file, cap, dash, argv @ ..] if dash == "--" && !argv.is_empty() => (
+            Path::new(file),
+            cap.parse::<usize>().unwrap_or(1 << 20),
+            argv,
+        ),
+        _ => {
+            eprintln!("usage: uphost __exec-record FILE CAP -- PROGRAM ARGS...");
+            return 2;
+        }
+    };
+    if let Some(dir) = file.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    let _ = std::fs::write(file.with_extension("pid"), std::process::id().to_string());
+    let t0 = std::time::Instant::now();
+    let child = Command::new(&argv[0])
+        .args(&argv[1..])
+        .stdin(Stdio::inherit())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn();
+    let mut child = match child {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{}: {e}", argv[0]);
+            return 127;
+        }
+    };
+    let out = child.stdout.take().expect("piped");
+    let err = child.stderr.take().expect("piped");
+    let t = std::thread::spawn(move || capped(err, cap));
+    let (stdout, t1) = capped(out, cap);
+    let (stderr, t2) = t.join().unwrap_or_default();
+    let status = child
+        .wait()
+        .map(crate::transport::local::exit_code)
+        .unwrap_or(127);
+    let rec = Recorded {
+        status,
+        stdout: String::from_utf8_lossy(&stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&stderr).into_owned(),
+        truncated: t1 || t2,
+        duration_ms: t0.elapsed().as_millis() as u64,
+    };
+    let tmp = file.with_extension("tmp");
+    if let Ok(mut f) = std::fs::File::create(&tmp) {
+        let _ = f.write_all(&serde_json::to_vec(&rec).unwrap_or_default());
+        let _ = f.sync_all();
+        let _ = std::fs::rename(&tmp, file);
+    }
+    let _ = std::fs::remove_file(file.with_extension("pid"));
+    let _ = std::io::stdout().write_all(&stdout);
+    let _ = std::io::stderr().write_all(&stderr);
+    status
+}
