@@ -74,44 +74,47 @@ struct GroupDef {
     children: Option<IndexMap<String, Option<GroupDef>>>,
 }
 
-struct Collect {
-    order: Vec<String>,
-    vars: IndexMap<String, Vars>,
-    roles: IndexMap<String, Vec<String>>,
-    groups: BTreeSet<String>,
+/// Every group of the document, merged by name.
+#[derive(Default)]
+struct Group {
+    hosts: Vec<(String, Vars)>,
+    vars: Vars,
+    children: Vec<String>,
 }
 
-fn walk(name: &str, def: &GroupDef, parents: &[String], inherited: &Vars, c: &mut Collect) {
-    let mut vars = inherited.clone();
-    if let Some(v) = &def.vars {
-        vars.extend(v.iter().map(|(k, v)| (k.clone(), v.clone())));
-    }
-    let mut lineage = parents.to_vec();
-    if name != "all" && name != "ungrouped" {
-        lineage.push(name.to_string());
-        c.groups.insert(name.to_string());
-    }
+fn collect(name: &str, def: &GroupDef, groups: &mut IndexMap<String, Group>) {
+    let g = groups.entry(name.to_string()).or_default();
     for (host, hvars) in def.hosts.iter().flatten() {
-        if !c.vars.contains_key(host) {
-            c.order.push(host.clone());
-        }
-        let entry = c.vars.entry(host.clone()).or_default();
-        for (k, v) in &vars {
-            entry.entry(k.clone()).or_insert_with(|| v.clone());
-        }
-        if let Some(h) = hvars {
-            entry.extend(h.iter().map(|(k, v)| (k.clone(), v.clone())));
-        }
-        let roles = c.roles.entry(host.clone()).or_default();
-        for g in &lineage {
-            if !roles.contains(g) {
-                roles.push(g.clone());
-            }
+        g.hosts
+            .push((host.clone(), hvars.clone().unwrap_or_default()));
+    }
+    if let Some(v) = &def.vars {
+        g.vars.extend(v.iter().map(|(k, v)| (k.clone(), v.clone())));
+    }
+    let children: Vec<String> = def
+        .children
+        .iter()
+        .flatten()
+        .map(|(c, _)| c.clone())
+        .collect();
+    for c in &children {
+        if !g.children.contains(c) {
+            g.children.push(c.clone());
         }
     }
     for (child, cdef) in def.children.iter().flatten() {
         let empty = GroupDef::default();
-        walk(child, cdef.as_ref().unwrap_or(&empty), &lineage, &vars, c);
+        collect(child, cdef.as_ref().unwrap_or(&empty), groups);
+    }
+}
+
+/// Groups containing `group`, transitively (its ancestors), nearest last.
+fn ancestors(group: &str, groups: &IndexMap<String, Group>, out: &mut Vec<String>) {
+    for (name, g) in groups {
+        if g.children.iter().any(|c| c == group) && !out.contains(name) {
+            ancestors(name, groups, out);
+            out.push(name.clone());
+        }
     }
 }
 
@@ -128,30 +131,58 @@ fn scalar(v: &serde_yaml_ng::Value) -> Option<String> {
 pub fn load(path: &Path) -> Result<Inventory, ConfigError> {
     let doc: IndexMap<String, Option<GroupDef>> = yaml::read(path)?;
     let base = path.parent().unwrap_or(Path::new("."));
-    let mut c = Collect {
-        order: Vec::new(),
-        vars: IndexMap::new(),
-        roles: IndexMap::new(),
-        groups: BTreeSet::new(),
-    };
+    let mut groups: IndexMap<String, Group> = IndexMap::new();
     for (name, def) in &doc {
         let empty = GroupDef::default();
-        walk(
-            name,
-            def.as_ref().unwrap_or(&empty),
-            &[],
-            &Vars::new(),
-            &mut c,
-        );
+        collect(name, def.as_ref().unwrap_or(&empty), &mut groups);
     }
+    // Host -> its groups (direct, then ancestors) and merged vars: `all`,
+    // then ancestor groups, then the direct group, then the host's own.
+    let mut order: Vec<String> = Vec::new();
+    let mut host_vars: IndexMap<String, Vars> = IndexMap::new();
+    let mut host_roles: IndexMap<String, Vec<String>> = IndexMap::new();
+    let all_vars = groups
+        .get("all")
+        .map(|g| g.vars.clone())
+        .unwrap_or_default();
+    for (gname, g) in &groups {
+        for (host, hv) in &g.hosts {
+            if !order.contains(host) {
+                order.push(host.clone());
+            }
+            let mut chain = Vec::new();
+            ancestors(gname, &groups, &mut chain);
+            chain.push(gname.clone());
+            let vars = host_vars
+                .entry(host.clone())
+                .or_insert_with(|| all_vars.clone());
+            for gn in &chain {
+                if let Some(gg) = groups.get(gn) {
+                    vars.extend(gg.vars.iter().map(|(k, v)| (k.clone(), v.clone())));
+                }
+            }
+            vars.extend(hv.iter().map(|(k, v)| (k.clone(), v.clone())));
+            let roles = host_roles.entry(host.clone()).or_default();
+            for gn in chain {
+                if gn != "all" && gn != "ungrouped" && !roles.contains(&gn) {
+                    roles.push(gn);
+                }
+            }
+        }
+    }
+    let c_groups: BTreeSet<String> = groups
+        .keys()
+        .filter(|g| *g != "all" && *g != "ungrouped")
+        .cloned()
+        .collect();
     let invalid = |host: &str, key: &str, message: String| ConfigError::Invalid {
         path: path.to_path_buf(),
         at: format!("host {host}, {key}"),
         message,
     };
     let mut nodes = Vec::new();
-    for host in &c.order {
-        let vars = &c.vars[host];
+    for host in &order {
+        let vars = &host_vars[host];
         let get = |k: &str| -> Result<Option<String>, ConfigError> {
             match vars.get(k) {
                 None | Some(serde_yaml_ng::Value::Null) => Ok(None),
@@ -189,13 +220,13 @@ pub fn load(path: &Path) -> Result<Inventory, ConfigError> {
             user: get("ansible_user")?,
             key_file: get("ansible_ssh_private_key_file")?.map(|p| base.join(p)),
             connection,
-            roles: c.roles.get(host).cloned().unwrap_or_default(),
+            roles: host_roles.get(host).cloned().unwrap_or_default(),
             node_root: get("uphost_node_root")?.map(|p| base.join(p)),
         });
     }
     Ok(Inventory {
         nodes,
-        groups: c.groups,
+        groups: c_groups,
     })
 }
 

@@ -369,22 +369,35 @@ impl HostState {
         });
     }
 
-    /// Move the guest's captured stdout/stderr into the log.
+    /// Move the guest's captured stdout/stderr into the log (not counted
+    /// against the log-line cap; already capped in size).
     pub fn flush_guest_output(&mut self) {
         for (name, pipe) in [
             ("stdout", self.stdout.clone()),
             ("stderr", self.stderr.clone()),
         ] {
             let (bytes, truncated) = pipe.take();
-            if bytes.is_empty() {
-                continue;
-            }
-            let mut text = lossy(&bytes);
-            if truncated {
-                text.push_str("\n[guest output truncated at the cap]");
-            }
-            self.log_line(name, text);
+            self.guest_output(name, &bytes, truncated);
         }
+    }
+
+    /// Log what the guest wrote to one of its streams.
+    pub fn guest_output(&mut self, name: &str, bytes: &[u8], truncated: bool) {
+        let Some(env) = &self.env else { return };
+        if bytes.is_empty() {
+            return;
+        }
+        let mut text = String::new();
+        if truncated {
+            text.push_str("[guest output truncated at the cap] ");
+        }
+        text.push_str(&lossy(bytes));
+        env.sink.emit(Event::Log {
+            step: env.step.clone(),
+            level: name.to_string(),
+            message: clip(text, MAX_LOG_LINE * 16),
+            at_ms: env.sink.now_ms(),
+        });
     }
 }
 

@@ -187,7 +187,7 @@ fn trap_message(plugin: &str, hook: &str, err: &wasmtime::Error, stderr: &[u8]) 
         }
         msg.push_str(&t.to_string());
     } else {
-        msg.push_str(&format!("{err}"));
+        msg.push_str(&err.root_cause().to_string());
     }
     if is_deadline {
         return HookFailure::Deadline {
@@ -281,13 +281,7 @@ pub async fn call_hook(
     };
     let st = store.data_mut();
     st.flush_guest_output();
-    if !stderr_bytes.is_empty() {
-        let mut text = String::from_utf8_lossy(&stderr_bytes).into_owned();
-        if stderr_truncated {
-            text.push_str("\n[guest output truncated at the cap]");
-        }
-        st.log_line("stderr", text);
-    }
+    st.guest_output("stderr", &stderr_bytes, stderr_truncated);
     out
 }
 

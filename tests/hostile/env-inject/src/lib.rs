@@ -12,6 +12,7 @@ fn canary(cx: &Cx) -> String {
 impl Plugin for H {
     fn describe() -> Info {
         Info::new("hostile-env-inject", "a hostile plugin (tests only)")
+            .depends_on(&["good"])
             .rollout(Rollout::Parallel)
             .capability(Capability::read_only("true", &[]))
     }

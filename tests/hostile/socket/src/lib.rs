@@ -11,7 +11,9 @@ fn canary(cx: &Cx) -> String {
 
 impl Plugin for H {
     fn describe() -> Info {
-        Info::new("hostile-socket", "a hostile plugin (tests only)").rollout(Rollout::Parallel)
+        Info::new("hostile-socket", "a hostile plugin (tests only)")
+            .depends_on(&["good"])
+            .rollout(Rollout::Parallel)
     }
     fn upgrade(cx: &Cx, node: &Node) -> Result<()> {
         let _ = (canary(cx), node);

@@ -12,6 +12,7 @@ fn canary(cx: &Cx) -> String {
 impl Plugin for H {
     fn describe() -> Info {
         Info::new("hostile-wrong-node", "a hostile plugin (tests only)")
+            .depends_on(&["good"])
             .rollout(Rollout::Parallel)
             .capability(Capability::mutating("touch", &["*"]))
     }
