@@ -6,6 +6,7 @@ pub mod cli;
 pub mod config;
 pub mod events;
 pub mod execution;
+pub mod harness;
 pub mod journal;
 pub mod loading;
 pub mod planning;

@@ -132,8 +132,8 @@ impl fmt::Display for ExecError {
         match self {
             ExecError::Denied(m) => write!(f, "denied: {m}"),
             ExecError::Timeout(ms) => write!(f, "timed out after {ms} ms and was killed"),
-            ExecError::SpawnFailed(m) => write!(f, "could not start: {m}"),
-            ExecError::Unreachable(m) => write!(f, "node unreachable: {m}"),
+            ExecError::SpawnFailed(m) => f.write_str(m),
+            ExecError::Unreachable(m) => f.write_str(m),
         }
     }
 }

@@ -5,6 +5,8 @@ pub mod output;
 pub mod plan_view;
 pub mod run_cmd;
 pub mod status;
+pub mod new;
+pub mod test_cmd;
 
 use std::path::PathBuf;
 
@@ -109,6 +111,24 @@ pub enum Command {
         #[arg(long)]
         state_dir: Option<PathBuf>,
     },
+    /// Run a plugin against simulated nodes: scenario files with scripted
+    /// command responses and expectations. PATH is a .wasm (with
+    /// --scenario), a plugin crate directory (its scenarios/*.yaml), or a
+    /// directory of plugin crates.
+    Test {
+        /// The component, crate directory, or directory of crates.
+        path: PathBuf,
+        /// Scenario files (or directories of them) for a .wasm.
+        #[arg(long = "scenario")]
+        scenarios: Vec<PathBuf>,
+        /// Where built components are (default: the nearest
+        /// target/wasm32-wasip2/{plugin,release,debug}).
+        #[arg(long)]
+        wasm_dir: Option<PathBuf>,
+    },
+    /// Create something new.
+    #[command(subcommand)]
+    New(NewCmd),
     /// Shell completions.
     Completions {
         /// Shell.
@@ -143,6 +163,22 @@ pub struct RunArgs {
     /// On failure, roll back the reversible services without asking.
     #[arg(long)]
     pub rollback_on_failure: bool,
+}
+
+/// `uphost new …`.
+#[derive(Debug, Subcommand)]
+pub enum NewCmd {
+    /// A plugin crate that builds, passes `cargo test` and one scenario.
+    Plugin {
+        /// Plugin (service) name.
+        name: String,
+        /// Where to create it.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// Path to the uphost-sdk crate (default: the one this uphost was built with).
+        #[arg(long)]
+        sdk: Option<PathBuf>,
+    },
 }
 
 /// `uphost plugins …`.
@@ -199,6 +235,12 @@ pub async fn main(cli: Cli) -> Result<i32, Error> {
                 })?;
             Ok(exit::OK)
         }
+        Command::Test {
+            path,
+            scenarios,
+            wasm_dir,
+        } => test_cmd::test(path, scenarios, wasm_dir.as_deref(), cli.quiet).await,
+        Command::New(NewCmd::Plugin { name, dir, sdk }) => new::plugin(name, dir, sdk.as_deref()),
         Command::Status {
             run,
             format,
