@@ -172,7 +172,16 @@ fn build_fixtures() -> Result<()> {
 fn test() -> Result<()> {
     build()?;
     build_fixtures()?;
-    run(cargo().args(["test", "--release", "--workspace", "--all-targets"]))?;
+    run(Command::new(uphost_bin())
+        .args(["-q", "test"])
+        .arg(root().join("plugins")))?;
+    run(cargo().args([
+        "test",
+        "--release",
+        "--workspace",
+        "--all-targets",
+        "--no-fail-fast",
+    ]))?;
     Ok(())
 }
 

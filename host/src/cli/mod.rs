@@ -1,11 +1,11 @@
 //! The command line: clap definitions and one function per command.
 
 pub mod approve;
+pub mod new;
 pub mod output;
 pub mod plan_view;
 pub mod run_cmd;
 pub mod status;
-pub mod new;
 pub mod test_cmd;
 
 use std::path::PathBuf;

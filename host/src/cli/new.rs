@@ -67,10 +67,21 @@ pub fn plugin(name: &str, dir: &Path, sdk: Option<&Path>) -> Result<i32, Error> 
     };
     std::fs::create_dir_all(root.join("src")).map_err(io)?;
     std::fs::create_dir_all(root.join("scenarios")).map_err(io)?;
-    std::fs::write(root.join("Cargo.toml"), render(CARGO, name, &sdk_dep, workspace)).map_err(io)?;
-    std::fs::write(root.join("src/lib.rs"), render(LIB, name, &sdk_dep, workspace)).map_err(io)?;
-    std::fs::write(root.join("scenarios/happy.yaml"), render(HAPPY, name, &sdk_dep, workspace))
-        .map_err(io)?;
+    std::fs::write(
+        root.join("Cargo.toml"),
+        render(CARGO, name, &sdk_dep, workspace),
+    )
+    .map_err(io)?;
+    std::fs::write(
+        root.join("src/lib.rs"),
+        render(LIB, name, &sdk_dep, workspace),
+    )
+    .map_err(io)?;
+    std::fs::write(
+        root.join("scenarios/happy.yaml"),
+        render(HAPPY, name, &sdk_dep, workspace),
+    )
+    .map_err(io)?;
     println!("created plugin crate {}", root.display());
     println!("  cd {}", root.display());
     println!("  cargo test                                   # native unit tests (mock host)");

@@ -164,10 +164,16 @@ pub async fn run(rt: &Runtime, plugin: &LoadedPlugin, sc: &Scenario) -> Report {
         ..Limits::default()
     };
     let hooks: Vec<String> = sc.hooks.clone().unwrap_or_else(|| {
-        ["check", "pre-upgrade", "upgrade", "post-upgrade", "finalize"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect()
+        [
+            "check",
+            "pre-upgrade",
+            "upgrade",
+            "post-upgrade",
+            "finalize",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
     });
     let mut calls: Vec<(String, Hook)> = Vec::new();
     for h in &hooks {
@@ -238,7 +244,10 @@ pub async fn run(rt: &Runtime, plugin: &LoadedPlugin, sc: &Scenario) -> Report {
                 )),
                 Event::Denied {
                     node, argv, reason, ..
-                } => trace.push(format!("  [{label}] {} -> DENIED: {reason}", line(node, argv))),
+                } => trace.push(format!(
+                    "  [{label}] {} -> DENIED: {reason}",
+                    line(node, argv)
+                )),
                 Event::Log { level, message, .. } if level != "debug" => {
                     trace.push(format!("  [{label}] ({level}) {message}"))
                 }
@@ -275,7 +284,10 @@ fn compare(
     let outcome_of = |label: &str| outcomes.iter().find(|(l, _)| l == label).map(|(_, r)| r);
     for (key, want) in &sc.expect.hooks {
         let labels: Vec<String> = if key == "upgrade" {
-            nodes.iter().map(|n| format!("upgrade {}", n.name)).collect()
+            nodes
+                .iter()
+                .map(|n| format!("upgrade {}", n.name))
+                .collect()
         } else {
             vec![key.clone()]
         };
@@ -290,9 +302,10 @@ fn compare(
                 }
                 (HookExpect::Word(w), Some(r)) if w == "ok" => r.is_ok(),
                 (HookExpect::Word(_), Some(r)) => r.is_err(),
-                (HookExpect::FailsWith { fails_with }, Some(r)) => {
-                    r.as_ref().err().is_some_and(|e| e.contains(fails_with.as_str()))
-                }
+                (HookExpect::FailsWith { fails_with }, Some(r)) => r
+                    .as_ref()
+                    .err()
+                    .is_some_and(|e| e.contains(fails_with.as_str())),
             };
             if !ok {
                 let want_s = match want {
@@ -304,7 +317,9 @@ fn compare(
                     Some(Err(e)) => format!("failed: {e}"),
                     None => "not run".into(),
                 };
-                f.push(format!("expect.hooks.{key}: `{label}` expected {want_s}, got {got_s}"));
+                f.push(format!(
+                    "expect.hooks.{key}: `{label}` expected {want_s}, got {got_s}"
+                ));
             }
         }
     }
@@ -330,7 +345,10 @@ fn compare(
         .collect();
     let mut from = 0;
     for (i, want) in sc.expect.commands_in_order.iter().enumerate() {
-        match lines[from..].iter().position(|l| pattern::glob_matches(want, l)) {
+        match lines[from..]
+            .iter()
+            .position(|l| pattern::glob_matches(want, l))
+        {
             Some(p) => from += p + 1,
             None => {
                 let anywhere = lines.iter().any(|l| pattern::glob_matches(want, l));
@@ -356,7 +374,9 @@ fn compare(
         match state.get(k) {
             Some(v) if pattern::glob_matches(want, v) => {}
             Some(v) => f.push(format!("expect.state.{k}: expected `{want}`, got `{v}`")),
-            None => f.push(format!("expect.state.{k}: expected `{want}`, but the key is not set")),
+            None => f.push(format!(
+                "expect.state.{k}: expected `{want}`, but the key is not set"
+            )),
         }
     }
     if let Some(want) = &sc.expect.progress {
@@ -371,8 +391,15 @@ fn compare(
             f.push(format!("expect.progress: expected {want:?}, got {got:?}"));
         }
     }
-    for u in transport.unscripted.lock().unwrap_or_else(|p| p.into_inner()).iter() {
-        f.push(format!("unscripted command: {u} (script it under `commands:`)"));
+    for u in transport
+        .unscripted
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+    {
+        f.push(format!(
+            "unscripted command: {u} (script it under `commands:`)"
+        ));
     }
     f
 }

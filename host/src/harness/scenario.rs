@@ -152,7 +152,14 @@ pub struct Scenario {
 /// Read a scenario file.
 pub fn load(path: &Path) -> Result<Scenario, ConfigError> {
     let s: Scenario = yaml::read(path)?;
-    let hooks = ["check", "pre-upgrade", "upgrade", "post-upgrade", "finalize", "rollback"];
+    let hooks = [
+        "check",
+        "pre-upgrade",
+        "upgrade",
+        "post-upgrade",
+        "finalize",
+        "rollback",
+    ];
     for h in s.hooks.iter().flatten() {
         if !hooks.contains(&h.as_str()) {
             return Err(ConfigError::Invalid {
