@@ -87,6 +87,10 @@ pub struct CommandRecord {
     /// Recorded, not executed (read-only mode).
     #[serde(default)]
     pub skipped: bool,
+    /// The command changes the node (its record is fsync'd before the
+    /// plugin continues; read-only results need not be).
+    #[serde(default)]
+    pub mutating: bool,
     /// Wall time.
     pub duration_ms: u64,
 }

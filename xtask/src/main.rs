@@ -8,11 +8,14 @@
 //! * `test`: build (plus the test fixtures and hostile plugins), then every
 //!   test of the workspace.
 //! * `man`: write the man page to `target/man/uphost.1`.
+//! * `bench`: every benchmark of BENCHMARKS.md, with a summary table.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, Result, bail};
+
+mod bench;
 
 /// The demo's nodes and roles (must match examples/demo/inventory.yaml).
 const DEMO_NODES: &[&str] = &[
@@ -27,14 +30,14 @@ const DEMO_NODES: &[&str] = &[
     "stor2:storage",
 ];
 
-fn root() -> PathBuf {
+pub(crate) fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("xtask lives in the workspace")
         .to_path_buf()
 }
 
-fn run(cmd: &mut Command) -> Result<()> {
+pub(crate) fn run(cmd: &mut Command) -> Result<()> {
     eprintln!("+ {:?}", cmd);
     let st = cmd.status().with_context(|| format!("spawning {cmd:?}"))?;
     if !st.success() {
@@ -43,7 +46,7 @@ fn run(cmd: &mut Command) -> Result<()> {
     Ok(())
 }
 
-fn cargo() -> Command {
+pub(crate) fn cargo() -> Command {
     let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     c.current_dir(root());
     c
@@ -98,13 +101,13 @@ fn build_wasm(crates: &[String]) -> Result<()> {
     run(&mut c)
 }
 
-fn wasm_out(name: &str) -> PathBuf {
+pub(crate) fn wasm_out(name: &str) -> PathBuf {
     root()
         .join("target/wasm32-wasip2/plugin")
         .join(format!("{}.wasm", name.replace('-', "_")))
 }
 
-fn build() -> Result<()> {
+pub(crate) fn build() -> Result<()> {
     ensure_wasm_target()?;
     run(cargo().args([
         "build",
@@ -140,7 +143,7 @@ fn build() -> Result<()> {
     Ok(())
 }
 
-fn uphost_bin() -> PathBuf {
+pub(crate) fn uphost_bin() -> PathBuf {
     root().join("target/release/uphost")
 }
 
@@ -164,7 +167,7 @@ fn demo() -> Result<()> {
     Ok(())
 }
 
-fn build_fixtures() -> Result<()> {
+pub(crate) fn build_fixtures() -> Result<()> {
     let crates = crates_in(&root().join("tests/hostile"))?;
     build_wasm(&crates)
 }
@@ -212,8 +215,11 @@ fn dispatch() -> Result<()> {
         "demo" => demo(),
         "test" => test(),
         "man" => man(),
+        "bench" => bench::bench(&std::env::args().skip(2).collect::<Vec<_>>()),
         _ => {
-            eprintln!("usage: cargo xtask build|demo|test|man");
+            eprintln!(
+                "usage: cargo xtask build|demo|test|man|bench [load|hook|journal|ansible|scale]"
+            );
             std::process::exit(2);
         }
     }

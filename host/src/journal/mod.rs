@@ -187,6 +187,8 @@ pub type Observer = Box<dyn Fn(&Event) + Send + Sync>;
 
 struct Inner {
     file: File,
+    /// Records written so far.
+    written: u64,
     state: BTreeMap<(String, String), String>,
     replay: HashMap<(StepKey, u32), CommandRecord>,
     error: Option<std::io::Error>,
@@ -199,6 +201,12 @@ pub struct Journal {
     /// The journal file.
     pub path: PathBuf,
     inner: Mutex<Inner>,
+    /// A second handle for fsync, used outside the write lock.
+    sync_file: File,
+    /// Serialises fsyncs; with `synced`, gives group commit.
+    sync_lock: Mutex<()>,
+    /// Every record up to this count is on disk.
+    synced: std::sync::atomic::AtomicU64,
     start: Instant,
     base_ms: u64,
     observers: Vec<Observer>,
@@ -250,15 +258,20 @@ impl Journal {
         std::fs::write(&tmp, run_id).map_err(io)?;
         std::fs::rename(&tmp, &cur).map_err(io)?;
         fsync_dir(state_dir);
+        let sync_file = file.try_clone().map_err(io)?;
         Ok(Journal {
             run_id: run_id.to_string(),
             path,
             inner: Mutex::new(Inner {
                 file,
+                written: 0,
                 state: BTreeMap::new(),
                 replay: HashMap::new(),
                 error: None,
             }),
+            sync_file,
+            sync_lock: Mutex::new(()),
+            synced: Default::default(),
             start: Instant::now(),
             base_ms: 0,
             observers,
@@ -284,16 +297,21 @@ impl Journal {
             .map_err(io)?;
         file.set_len(r.valid_len).map_err(io)?;
         file.sync_all().map_err(io)?;
+        let sync_file = file.try_clone().map_err(io)?;
         Ok((
             Journal {
                 run_id: run_id.to_string(),
                 path: path.clone(),
                 inner: Mutex::new(Inner {
                     file,
+                    written: 0,
                     state: r.state.clone(),
                     replay: r.commands.clone(),
                     error: None,
                 }),
+                sync_file,
+                sync_lock: Mutex::new(()),
+                synced: Default::default(),
                 start: Instant::now(),
                 base_ms: r.last_ms + 1,
                 observers,
@@ -370,15 +388,53 @@ fn wait_for_wrapper(file: &Path) {
     }
 }
 
+/// Records that must be on disk before the run goes on: step ends, the
+/// intent and result of mutating commands, state, confirmations, run
+/// boundaries. Step starts, logs and read-only results are written at once
+/// too, and reach the disk with the next fsync.
 fn durable(ev: &Event) -> bool {
-    !matches!(ev, Event::Log { .. } | Event::StepStarted { .. })
+    match ev {
+        Event::Log { .. } | Event::StepStarted { .. } => false,
+        Event::CommandFinished { result, .. } => result.mutating,
+        _ => true,
+    }
+}
+
+impl Journal {
+    fn record_error(&self, e: std::io::Error) {
+        tracing::error!(path = %self.path.display(), error = %e, "journal write failed");
+        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if g.error.is_none() {
+            g.error = Some(e);
+        }
+    }
+
+    /// Make every record up to `upto` durable. Group commit: a caller whose
+    /// record was covered by another caller's fsync returns at once.
+    fn sync_upto(&self, upto: u64) {
+        use std::sync::atomic::Ordering;
+        if self.synced.load(Ordering::Acquire) >= upto {
+            return;
+        }
+        let _g = self.sync_lock.lock().unwrap_or_else(|p| p.into_inner());
+        if self.synced.load(Ordering::Acquire) >= upto {
+            return;
+        }
+        let target = self.inner.lock().unwrap_or_else(|p| p.into_inner()).written;
+        match self.sync_file.sync_data() {
+            Ok(()) => {
+                self.synced.fetch_max(target, Ordering::AcqRel);
+            }
+            Err(e) => self.record_error(e),
+        }
+    }
 }
 
 impl Sink for Journal {
     fn emit(&self, ev: Event) {
         let mut line = serde_json::to_vec(&ev).expect("events serialize");
         line.push(b'\n');
-        {
+        let mine = {
             let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
             if let Event::State {
                 service,
@@ -391,19 +447,22 @@ impl Sink for Journal {
                     None => g.state.remove(&(service.clone(), key.clone())),
                 };
             }
-            let res = g.file.write_all(&line).and_then(|()| {
-                if durable(&ev) {
-                    g.file.sync_data()
-                } else {
-                    Ok(())
+            match g.file.write_all(&line) {
+                Ok(()) => {
+                    g.written += 1;
+                    Some(g.written)
                 }
-            });
-            if let Err(e) = res {
-                tracing::error!(path = %self.path.display(), error = %e, "journal write failed");
-                if g.error.is_none() {
-                    g.error = Some(e);
+                Err(e) => {
+                    drop(g);
+                    self.record_error(e);
+                    None
                 }
             }
+        };
+        if let Some(n) = mine
+            && durable(&ev)
+        {
+            self.sync_upto(n);
         }
         for o in &self.observers {
             o(&ev);
@@ -511,6 +570,7 @@ mod tests {
             stderr: String::new(),
             truncated: false,
             skipped: false,
+            mutating: true,
             duration_ms: 1,
         };
         for n in ["a", "b"] {

@@ -175,6 +175,7 @@ impl node_exec::Host for HostState {
                     stderr: String::new(),
                     truncated: false,
                     skipped: true,
+                    mutating: true,
                     duration_ms: 0,
                 },
             });
@@ -199,13 +200,16 @@ impl node_exec::Host for HostState {
             });
             return Ok(out);
         }
-        // 4. Run it.
-        env.sink.emit(Event::CommandStarted {
-            step: env.step.clone(),
-            seq,
-            node: req.node.clone(),
-            argv: argv.clone(),
-        });
+        // 4. Run it; a mutating command's intent is on disk first.
+        let mutating = access == Access::Mutating;
+        if mutating {
+            env.sink.emit(Event::CommandStarted {
+                step: env.step.clone(),
+                seq,
+                node: req.node.clone(),
+                argv: argv.clone(),
+            });
+        }
         let timeout = req
             .timeout_ms
             .map(|ms| Duration::from_millis(ms as u64))
@@ -235,6 +239,7 @@ impl node_exec::Host for HostState {
                 stderr: lossy(&o.stderr),
                 truncated: o.truncated,
                 skipped: false,
+                mutating,
                 duration_ms,
             },
             Err(e) => CommandRecord {
@@ -252,6 +257,7 @@ impl node_exec::Host for HostState {
                 stderr: String::new(),
                 truncated: false,
                 skipped: false,
+                mutating,
                 duration_ms,
             },
         };

@@ -39,6 +39,7 @@ impl Recorded {
             stderr: self.stderr,
             truncated: self.truncated,
             skipped: false,
+            mutating: true,
             duration_ms: self.duration_ms,
         }
     }

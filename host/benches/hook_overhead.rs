@@ -1,0 +1,108 @@
+//! Hook overhead: instantiate a plugin (pooling allocator, `InstancePre`)
+//! and call a hook that does nothing, through the same `call_hook` path a
+//! run uses (grant, sink, limits). Prints median and p99.
+//!
+//! `cargo bench -p uphost --bench hook_overhead` (needs
+//! `cargo xtask build-fixtures` or `cargo xtask test` first for the
+//! fixture component).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use uphost::capabilities::Grant;
+use uphost::config::Limits;
+use uphost::events::{Phase, StepKey};
+use uphost::execution::memsink::MemorySink;
+use uphost::loading::{self, cache::Cache};
+use uphost::runtime::bindings::uphost::plugin::types;
+use uphost::runtime::{CallEnv, EngineLimits, Hook, Runtime, call_hook};
+use uphost::transport::dryrun::DryRun;
+
+fn pct(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn main() {
+    let wasm = std::env::var_os("UPHOST_BENCH_WASM")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../target/wasm32-wasip2/plugin/fixture_bench_true.wasm")
+        });
+    let iters: usize = std::env::var("UPHOST_BENCH_ITERS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20_000);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let runtime = Arc::new(
+            Runtime::new(&EngineLimits {
+                max_instances: 16,
+                max_memory_bytes: 64 << 20,
+            })
+            .unwrap(),
+        );
+        let cache_dir = tempfile::tempdir().unwrap();
+        let cache = Cache::new(&runtime, cache_dir.path().to_path_buf());
+        let plugin = loading::load_file(&runtime, &cache, &wasm).await.unwrap_or_else(|e| {
+            eprintln!("{e}\n(build the fixtures first: cargo xtask test, or cargo xtask bench)");
+            std::process::exit(2)
+        });
+        let sink = Arc::new(MemorySink::new(None));
+        let grant = Arc::new(Grant {
+            commands: plugin.meta.capabilities.clone(),
+        });
+        let ctx = types::Context {
+            run_id: "bench".into(),
+            service: plugin.name.clone(),
+            from_version: "1".into(),
+            to_version: "2".into(),
+            mode: types::Mode::MajorUpgrade,
+            dry_run: false,
+            nodes: vec![],
+            params: vec![],
+        };
+        let mut samples = Vec::with_capacity(iters);
+        for i in 0..iters + 500 {
+            let env = CallEnv {
+                plugin: plugin.name.clone(),
+                step: StepKey {
+                    service: plugin.name.clone(),
+                    phase: Phase::Finalize,
+                    node: None,
+                },
+                grant: grant.clone(),
+                nodes: Arc::new(vec![]),
+                read_only: false,
+                limits: Limits::default(),
+                transport: Arc::new(DryRun),
+                sink: sink.clone(),
+                record_dir: None,
+            };
+            let t = Instant::now();
+            call_hook(&runtime, &plugin.pre, env, ctx.clone(), Hook::Finalize)
+                .await
+                .unwrap();
+            if i >= 500 {
+                samples.push(t.elapsed());
+            }
+        }
+        samples.sort();
+        let median = pct(&samples, 0.5);
+        let p99 = pct(&samples, 0.99);
+        println!(
+            "hook overhead (instantiate + no-op finalize, {iters} calls): median {:.1} µs, p99 {:.1} µs",
+            median.as_secs_f64() * 1e6,
+            p99.as_secs_f64() * 1e6
+        );
+        println!(
+            "RESULT hook_median_us={:.1} hook_p99_us={:.1}",
+            median.as_secs_f64() * 1e6,
+            p99.as_secs_f64() * 1e6
+        );
+    });
+}

@@ -1,0 +1,71 @@
+//! Journal cost per recorded step (step-started + step-finished, the
+//! latter fsync'd), from one writer and from several concurrent writers
+//! (whose fsyncs are shared by group commit).
+//!
+//! `cargo bench -p uphost --bench journal`
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use uphost::events::{Event, Phase, Sink, StepKey};
+use uphost::journal::Journal;
+
+fn step(i: usize) -> StepKey {
+    StepKey {
+        service: "svc".into(),
+        phase: Phase::Upgrade,
+        node: Some(format!("node{i}")),
+    }
+}
+
+fn record(j: &Journal, i: usize) {
+    j.emit(Event::StepStarted {
+        step: step(i),
+        at_ms: 0,
+    });
+    j.emit(Event::StepFinished {
+        step: step(i),
+        at_ms: 1,
+        status: "ok".into(),
+        duration_ms: 1,
+        error: None,
+    });
+}
+
+fn main() {
+    let n: usize = std::env::var("UPHOST_BENCH_STEPS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20_000);
+    // Inside target/ (a real disk), not /tmp (possibly tmpfs: no real fsync).
+    let base = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
+    std::fs::create_dir_all(&base).unwrap();
+    let dir = tempfile::tempdir_in(&base).unwrap();
+    let j = Journal::create(dir.path(), "seq", vec![]).unwrap();
+    let t = Instant::now();
+    for i in 0..n {
+        record(&j, i);
+    }
+    let seq_us = t.elapsed().as_secs_f64() * 1e6 / n as f64;
+    let j = Arc::new(Journal::create(dir.path(), "par", vec![]).unwrap());
+    let threads = 8;
+    let t = Instant::now();
+    let hs: Vec<_> = (0..threads)
+        .map(|k| {
+            let j = j.clone();
+            std::thread::spawn(move || {
+                for i in 0..n / threads {
+                    record(&j, k * n + i);
+                }
+            })
+        })
+        .collect();
+    for h in hs {
+        h.join().unwrap();
+    }
+    let par_us = t.elapsed().as_secs_f64() * 1e6 / n as f64;
+    println!(
+        "journal: {seq_us:.1} µs per step from one writer, {par_us:.1} µs per step from {threads} concurrent writers (fsync per finished step)"
+    );
+    println!("RESULT journal_step_us={seq_us:.1} journal_step_concurrent_us={par_us:.1}");
+}

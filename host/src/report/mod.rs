@@ -1,0 +1,290 @@
+//! The run report: one self-contained HTML file (inline CSS, SVG and a few
+//! lines of script, nothing fetched) built from a run's journal: the plan,
+//! a timeline of every (service, node, phase) step with failures and
+//! denials highlighted, each service's unavailability window (from its
+//! `service-down` to its last `service-up` milestone), and every command.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::path::{Path, PathBuf};
+
+use crate::events::{CommandRecord, Event, PlannedService, StepKey};
+use crate::journal::{self, JournalError};
+
+/// One bar of the timeline.
+struct Bar {
+    step: StepKey,
+    start: u64,
+    end: Option<u64>,
+    failed: bool,
+    error: Option<String>,
+    denied: usize,
+    commands: Vec<(String, Vec<String>, CommandRecord)>,
+}
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// Build the HTML of a journal.
+pub fn render(events: &[Event]) -> String {
+    let mut run_id = String::new();
+    let mut started = String::new();
+    let mut plan: Vec<PlannedService> = Vec::new();
+    let mut outcome = "running or interrupted".to_string();
+    let mut end_ms = 0u64;
+    let mut bars: Vec<Bar> = Vec::new();
+    let mut open: BTreeMap<StepKey, usize> = BTreeMap::new();
+    let mut down: BTreeMap<String, (u64, Option<u64>)> = BTreeMap::new();
+    let mut denials: Vec<String> = Vec::new();
+    for ev in events {
+        match ev {
+            Event::RunStarted {
+                run_id: r,
+                time,
+                plan: p,
+                ..
+            } => {
+                run_id = r.clone();
+                started = time.clone();
+                plan = p.clone();
+            }
+            Event::StepStarted { step, at_ms } => {
+                open.insert(step.clone(), bars.len());
+                bars.push(Bar {
+                    step: step.clone(),
+                    start: *at_ms,
+                    end: None,
+                    failed: false,
+                    error: None,
+                    denied: 0,
+                    commands: Vec::new(),
+                });
+                end_ms = end_ms.max(*at_ms);
+            }
+            Event::StepFinished {
+                step,
+                at_ms,
+                status,
+                error,
+                ..
+            } => {
+                if let Some(i) = open.remove(step) {
+                    bars[i].end = Some(*at_ms);
+                    bars[i].failed = status != "ok";
+                    bars[i].error = error.clone();
+                }
+                end_ms = end_ms.max(*at_ms);
+            }
+            Event::CommandFinished {
+                step,
+                node,
+                argv,
+                result,
+                ..
+            } => {
+                if let Some(i) = open.get(step) {
+                    bars[*i]
+                        .commands
+                        .push((node.clone(), argv.clone(), result.clone()));
+                }
+            }
+            Event::Denied {
+                step,
+                plugin,
+                node,
+                argv,
+                reason,
+            } => {
+                if let Some(i) = open.get(step) {
+                    bars[*i].denied += 1;
+                }
+                denials.push(format!(
+                    "{plugin} on {node}: {} — {reason}",
+                    argv.join(" ")
+                ));
+            }
+            Event::Log {
+                step,
+                level,
+                message,
+                at_ms,
+            } if level == "progress" => {
+                let e = down.entry(step.service.clone()).or_insert((*at_ms, None));
+                if message == "service-down" {
+                    e.0 = e.0.min(*at_ms);
+                } else if message == "service-up" {
+                    e.1 = Some(e.1.unwrap_or(0).max(*at_ms));
+                }
+            }
+            Event::RunFinished { outcome: o, at_ms } => {
+                outcome = o.clone();
+                end_ms = end_ms.max(*at_ms);
+            }
+            _ => {}
+        }
+    }
+    let total = end_ms.max(1);
+    let mut h = String::new();
+    let _ = write!(
+        h,
+        r#"<!doctype html><html lang="en"><head><meta charset="utf-8"><title>uphost run {id}</title>
+<style>
+body{{font:14px system-ui,sans-serif;margin:24px;color:#222}} h1{{font-size:20px}} h2{{font-size:16px;margin-top:28px}}
+table{{border-collapse:collapse}} td,th{{border:1px solid #ccc;padding:3px 8px;text-align:left;vertical-align:top}}
+.ok{{fill:#3c9a5f}} .failed{{fill:#d33}} .running{{fill:#e0a800}} .down{{fill:#f3c6c6}} .denied{{stroke:#a0f;stroke-width:3}}
+.outcome-complete{{color:#3c9a5f}} .outcome-failed,.outcome-rolled-back{{color:#d33}}
+code{{font-size:12px}} details{{margin:2px 0}} .fail{{color:#d33}}
+</style></head><body>
+<h1>uphost run {id}: <span class="outcome-{outcome}">{outcome}</span></h1>
+<p>started {started}; {secs:.1} s; {n} steps</p>
+"#,
+        id = esc(&run_id),
+        outcome = esc(&outcome),
+        started = esc(&started),
+        secs = total as f64 / 1000.0,
+        n = bars.len()
+    );
+    h.push_str("<h2>Plan</h2><table><tr><th>level</th><th>service</th><th>after</th><th>rollout</th><th>nodes</th><th>rollback</th><th>unavailable</th></tr>");
+    for s in &plan {
+        let window = match down.get(&s.name) {
+            Some((d, Some(u))) => format!("{:.1} s ({} → {} ms)", (u - d) as f64 / 1000.0, d, u),
+            Some((d, None)) => format!("from {d} ms, not back up"),
+            None => "—".into(),
+        };
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            s.level,
+            esc(&s.name),
+            esc(&s.depends_on.join(", ")),
+            esc(&s.rollout),
+            esc(&s.nodes.join(", ")),
+            if s.reversible { "yes" } else { "no" },
+            esc(&window)
+        );
+    }
+    h.push_str("</table>");
+    // Timeline.
+    let row_h = 16;
+    let label_w = 260;
+    let width = 1000;
+    let height = bars.len() as i64 * row_h + 30;
+    let x = |ms: u64| label_w as f64 + (ms as f64 / total as f64) * (width - label_w - 10) as f64;
+    let _ = write!(
+        h,
+        r#"<h2>Timeline</h2><p>green: done, red: failed, amber: interrupted; purple outline: a command was denied; pink band: the service's unavailability window</p>
+<svg id="timeline" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-size="11">"#
+    );
+    for (i, b) in bars.iter().enumerate() {
+        let y = i as i64 * row_h + 4;
+        if let Some((d, u)) = down.get(&b.step.service) {
+            let u = u.unwrap_or(total);
+            let _ = write!(
+                h,
+                r#"<rect class="down" x="{:.1}" y="{y}" width="{:.1}" height="{row_h}"/>"#,
+                x(*d),
+                (x(u) - x(*d)).max(1.0)
+            );
+        }
+        let end = b.end.unwrap_or(total);
+        let class = match (b.end, b.failed) {
+            (None, _) => "running",
+            (_, true) => "failed",
+            _ => "ok",
+        };
+        let _ = write!(
+            h,
+            r#"<text x="2" y="{}">{}</text><rect class="{class}{}" x="{:.1}" y="{}" width="{:.1}" height="{}"><title>{} ({} ms){}</title></rect>"#,
+            y + 12,
+            esc(&b.step.to_string()),
+            if b.denied > 0 { " denied" } else { "" },
+            x(b.start),
+            y + 2,
+            (x(end) - x(b.start)).max(1.5),
+            row_h - 4,
+            esc(&b.step.to_string()),
+            end.saturating_sub(b.start),
+            b.error.as_ref().map(|e| format!(": {}", esc(e))).unwrap_or_default()
+        );
+    }
+    let _ = write!(
+        h,
+        r#"<text x="{label_w}" y="{}">0 s</text><text x="{}" y="{}" text-anchor="end">{:.1} s</text></svg>"#,
+        height - 4,
+        width - 10,
+        height - 4,
+        total as f64 / 1000.0
+    );
+    if !denials.is_empty() {
+        h.push_str("<h2 class=\"fail\">Denied commands</h2><ul>");
+        for d in &denials {
+            let _ = write!(h, "<li><code>{}</code></li>", esc(d));
+        }
+        h.push_str("</ul>");
+    }
+    h.push_str("<h2>Steps and commands</h2><p><label><input type=\"checkbox\" id=\"only-failed\"> only failed steps</label></p><div id=\"steps\">");
+    for b in &bars {
+        let _ = write!(
+            h,
+            "<details class=\"step{}\"><summary>{}{} — {} command(s){}</summary><table>",
+            if b.failed { " fail" } else { "" },
+            esc(&b.step.to_string()),
+            if b.failed { " FAILED" } else { "" },
+            b.commands.len(),
+            b.error
+                .as_ref()
+                .map(|e| format!(": {}", esc(e)))
+                .unwrap_or_default()
+        );
+        for (node, argv, r) in &b.commands {
+            let status = if r.skipped {
+                "would run".to_string()
+            } else {
+                r.status
+                    .map(|s| format!("exit {s}"))
+                    .or(r.error.clone())
+                    .unwrap_or_default()
+            };
+            let _ = write!(
+                h,
+                "<tr><td>{}</td><td><code>{}</code></td><td>{}</td><td>{} ms</td><td><code>{}</code></td></tr>",
+                esc(node),
+                esc(&argv.join(" ")),
+                esc(&status),
+                r.duration_ms,
+                esc(r.stderr.lines().last().unwrap_or(""))
+            );
+        }
+        h.push_str("</table></details>");
+    }
+    h.push_str(
+        r#"</div><script>
+"use strict";
+document.getElementById("only-failed").addEventListener("change", function (e) {
+  for (const d of document.querySelectorAll("#steps details")) {
+    d.style.display = e.target.checked && !d.classList.contains("fail") ? "none" : "";
+  }
+});
+</script></body></html>
+"#,
+    );
+    h
+}
+
+/// Write `<run dir>/report.html` for a run; returns its path.
+pub fn write(state_dir: &Path, run_id: &str) -> Result<PathBuf, JournalError> {
+    let dir = journal::run_dir(state_dir, run_id);
+    let jpath = dir.join("journal.jsonl");
+    let r = journal::replay(&jpath)?;
+    let html = render(&r.events);
+    let out = dir.join("report.html");
+    std::fs::write(&out, html).map_err(|source| JournalError::Io {
+        path: out.clone(),
+        source,
+    })?;
+    Ok(out)
+}
