@@ -16,7 +16,7 @@ use uphost::events::{Phase, StepKey};
 use uphost::execution::memsink::MemorySink;
 use uphost::loading::{self, cache::Cache};
 use uphost::runtime::bindings::uphost::plugin::types;
-use uphost::runtime::{CallEnv, EngineLimits, Hook, Runtime, call_hook};
+use uphost::runtime::{CallEnv, EngineLimits, Hook, HookCtx, Runtime, call_hook};
 use uphost::transport::dryrun::DryRun;
 
 fn pct(sorted: &[Duration], p: f64) -> Duration {
@@ -56,14 +56,13 @@ fn main() {
         let grant = Arc::new(Grant {
             commands: plugin.meta.capabilities.clone(),
         });
-        let ctx = types::Context {
+        let ctx = HookCtx {
             run_id: "bench".into(),
             service: plugin.name.clone(),
             from_version: "1".into(),
             to_version: "2".into(),
             mode: types::Mode::MajorUpgrade,
             dry_run: false,
-            nodes: vec![],
             params: vec![],
         };
         let mut samples = Vec::with_capacity(iters);
@@ -84,7 +83,7 @@ fn main() {
                 record_dir: None,
             };
             let t = Instant::now();
-            call_hook(&runtime, &plugin.pre, env, ctx.clone(), Hook::Finalize)
+            call_hook(&runtime, &plugin.pre, env, &ctx, Hook::Finalize)
                 .await
                 .unwrap();
             if i >= 500 {

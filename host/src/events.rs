@@ -273,6 +273,10 @@ pub trait Sink: Send + Sync {
 
     /// Milliseconds since the run started (for event timestamps).
     fn now_ms(&self) -> u64;
+
+    /// Make every event emitted so far durable (the end of a batch of node
+    /// steps, before anything that depends on them starts).
+    fn barrier(&self) {}
 }
 
 /// Milliseconds since the Unix epoch formatted as RFC 3339.

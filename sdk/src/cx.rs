@@ -48,7 +48,9 @@ pub struct Context {
     pub mode: Mode,
     /// Nothing may change.
     pub dry_run: bool,
-    /// The service's nodes in inventory order.
+    /// The service's nodes in inventory order, when the caller has them
+    /// at hand (native tests). In a component they come from the host on
+    /// first use: call [`Cx::nodes`], not this field.
     pub nodes: Vec<Node>,
     /// Operator parameters.
     pub params: Vec<(String, String)>,
@@ -152,6 +154,11 @@ pub trait Host {
     fn state_set(&self, key: &str, value: &str);
     /// Delete persisted state.
     fn state_delete(&self, key: &str);
+    /// The service's nodes, when the host provides them lazily (`None`:
+    /// use the context's list).
+    fn nodes(&self) -> Option<Vec<Node>> {
+        None
+    }
 }
 
 /// What a hook receives: the context and the host.
@@ -159,22 +166,29 @@ pub struct Cx<'a> {
     /// The run's context.
     pub ctx: Context,
     host: &'a dyn Host,
+    nodes: std::cell::OnceCell<Vec<Node>>,
 }
 
 impl<'a> Cx<'a> {
     /// Pair a context with a host.
     pub fn new(ctx: Context, host: &'a dyn Host) -> Self {
-        Cx { ctx, host }
+        Cx {
+            ctx,
+            host,
+            nodes: std::cell::OnceCell::new(),
+        }
     }
 
-    /// The nodes of the service.
+    /// The nodes of the service, in inventory order (fetched from the host
+    /// on first use).
     pub fn nodes(&self) -> &[Node] {
-        &self.ctx.nodes
+        self.nodes
+            .get_or_init(|| self.host.nodes().unwrap_or_else(|| self.ctx.nodes.clone()))
     }
 
     /// The first node (the conventional bootstrap/primary node).
     pub fn primary(&self) -> Result<&Node> {
-        self.ctx.nodes.first().ok_or_else(|| {
+        self.nodes().first().ok_or_else(|| {
             Error::msg(format!(
                 "service {} has no nodes: map it to a role in the services file",
                 self.ctx.service

@@ -7,7 +7,9 @@ use crate::info::{Access, Info, Rollout};
 use crate::{Plugin, Result};
 
 /// The real host, reached through the component's imports.
-struct WasmHost;
+struct WasmHost {
+    nodes: Option<types::NodeList>,
+}
 
 impl Host for WasmHost {
     fn exec(&self, req: ExecRequest) -> Result<ExecOutput, ExecError> {
@@ -63,6 +65,12 @@ impl Host for WasmHost {
     fn state_delete(&self, key: &str) {
         state::delete(key);
     }
+
+    fn nodes(&self) -> Option<Vec<Node>> {
+        self.nodes
+            .as_ref()
+            .map(|l| l.all().into_iter().map(node).collect())
+    }
 }
 
 /// Convert a WIT node.
@@ -74,8 +82,8 @@ pub fn node(n: types::Node) -> Node {
     }
 }
 
-fn context(c: types::Context) -> Context {
-    Context {
+fn context(c: types::Context) -> (Context, types::NodeList) {
+    let ctx = Context {
         run_id: c.run_id,
         service: c.service,
         from_version: c.from_version,
@@ -85,9 +93,10 @@ fn context(c: types::Context) -> Context {
             types::Mode::MinorUpdate => Mode::MinorUpdate,
         },
         dry_run: c.dry_run,
-        nodes: c.nodes.into_iter().map(node).collect(),
+        nodes: Vec::new(),
         params: c.params.into_iter().map(|p| (p.key, p.value)).collect(),
-    }
+    };
+    (ctx, c.nodes)
 }
 
 /// Run a hook with the real host.
@@ -95,7 +104,9 @@ pub fn hook(
     ctx: types::Context,
     f: impl FnOnce(&Cx) -> Result<()>,
 ) -> Result<(), types::HookError> {
-    let cx = Cx::new(context(ctx), &WasmHost);
+    let (ctx, nodes) = context(ctx);
+    let host = WasmHost { nodes: Some(nodes) };
+    let cx = Cx::new(ctx, &host);
     f(&cx).map_err(|e| types::HookError {
         message: e.to_string(),
     })

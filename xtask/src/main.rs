@@ -168,7 +168,8 @@ fn demo() -> Result<()> {
 }
 
 pub(crate) fn build_fixtures() -> Result<()> {
-    let crates = crates_in(&root().join("tests/hostile"))?;
+    let mut crates = crates_in(&root().join("tests/fixtures"))?;
+    crates.extend(crates_in(&root().join("tests/hostile"))?);
     build_wasm(&crates)
 }
 

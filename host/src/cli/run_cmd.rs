@@ -46,15 +46,15 @@ pub async fn check(session: Session, only: &[String], cli: &Cli) -> Result<i32, 
             plugin: svc.name.clone(),
             step,
             grant: grants[&svc.name].clone(),
-            nodes: Arc::new(svc.nodes.clone()),
+            nodes: svc.nodes.clone(),
             read_only: true,
             limits: session.cfg.limits.with(&conf.limits),
             transport: transport.clone(),
             sink: sink.clone(),
             record_dir: None,
         };
-        let ctx = check_ctx(&session, svc);
-        let res = call_hook(&session.rt, &p.pre, env, ctx, Hook::Check).await;
+        let hctx = session.hook_ctx(&svc.name, "check", true);
+        let res = call_hook(&session.rt, &p.pre, env, &hctx, Hook::Check).await;
         match res {
             Ok(()) => {
                 if !cli.quiet {
@@ -83,43 +83,6 @@ pub async fn check(session: Session, only: &[String], cli: &Cli) -> Result<i32, 
         }
     }
     Ok(if failed == 0 { exit::OK } else { exit::FAILED })
-}
-
-fn check_ctx(
-    session: &Session,
-    svc: &crate::execution::session::ServiceRun,
-) -> crate::runtime::bindings::uphost::plugin::types::Context {
-    use crate::runtime::bindings::uphost::plugin::types;
-    let conf = session.cfg.service(&svc.name);
-    let sf = &session.cfg.services;
-    types::Context {
-        run_id: "check".into(),
-        service: svc.name.clone(),
-        from_version: conf.from_version.unwrap_or_else(|| sf.from_version.clone()),
-        to_version: conf.to_version.unwrap_or_else(|| sf.to_version.clone()),
-        mode: match sf.mode {
-            crate::config::Mode::MajorUpgrade => types::Mode::MajorUpgrade,
-            crate::config::Mode::MinorUpdate => types::Mode::MinorUpdate,
-        },
-        dry_run: true,
-        nodes: svc
-            .nodes
-            .iter()
-            .map(|n| types::Node {
-                name: n.name.clone(),
-                address: n.address.clone(),
-                roles: n.roles.clone(),
-            })
-            .collect(),
-        params: conf
-            .params
-            .iter()
-            .map(|(k, v)| types::Pair {
-                key: k.clone(),
-                value: v.clone(),
-            })
-            .collect(),
-    }
 }
 
 fn need_terminal(yes: bool, dry_run: bool) -> Result<(), Error> {

@@ -15,7 +15,7 @@ use tokio::sync::Semaphore;
 use super::confirm::Confirm;
 use super::session::{ServiceRun, Session};
 use crate::capabilities::Grant;
-use crate::config::{Mode, NodeSpec};
+use crate::config::NodeSpec;
 use crate::events::{Event, PlannedService, RunOptionsRecord, Sink, StepKey};
 use crate::journal::{Journal, StepStatus};
 use crate::runtime::bindings::uphost::plugin::types;
@@ -155,31 +155,6 @@ impl Runner {
         self.stop.store(true, Ordering::SeqCst);
     }
 
-    fn ctx(&self, svc: &ServiceRun) -> types::Context {
-        let conf = self.session.cfg.service(&svc.name);
-        let sf = &self.session.cfg.services;
-        types::Context {
-            run_id: self.journal.run_id.clone(),
-            service: svc.name.clone(),
-            from_version: conf.from_version.unwrap_or_else(|| sf.from_version.clone()),
-            to_version: conf.to_version.unwrap_or_else(|| sf.to_version.clone()),
-            mode: match sf.mode {
-                Mode::MajorUpgrade => types::Mode::MajorUpgrade,
-                Mode::MinorUpdate => types::Mode::MinorUpdate,
-            },
-            dry_run: self.opts.recorded.dry_run,
-            nodes: svc.nodes.iter().map(wit_node).collect(),
-            params: conf
-                .params
-                .iter()
-                .map(|(k, v)| types::Pair {
-                    key: k.clone(),
-                    value: v.clone(),
-                })
-                .collect(),
-        }
-    }
-
     /// Run one step unless it is already done.
     async fn step(&self, svc: &ServiceRun, hook: Hook) -> Result<(), String> {
         let phase = hook.phase();
@@ -218,14 +193,17 @@ impl Runner {
             plugin: svc.name.clone(),
             step: key.clone(),
             grant: self.grants[&svc.name].clone(),
-            nodes: Arc::new(svc.nodes.clone()),
+            nodes: svc.nodes.clone(),
             read_only,
             limits,
             transport: self.transport.clone(),
             sink: self.journal.clone(),
             record_dir: Some(self.journal.record_dir()),
         };
-        let res = call_hook(&self.session.rt, &plugin.pre, env, self.ctx(svc), hook)
+        let hctx =
+            self.session
+                .hook_ctx(&svc.name, &self.journal.run_id, self.opts.recorded.dry_run);
+        let res = call_hook(&self.session.rt, &plugin.pre, env, &hctx, hook)
             .await
             .map_err(|e| e.to_string());
         let res = match self.journal.take_error() {
@@ -268,6 +246,7 @@ impl Runner {
                 .iter()
                 .map(|n| self.step(svc, Hook::Upgrade(wit_node(n))));
             let results = futures::future::join_all(futs).await;
+            self.journal.barrier();
             failed += results.iter().filter(|r| r.is_err()).count();
             if failed > tolerated {
                 self.stop.store(true, Ordering::SeqCst);

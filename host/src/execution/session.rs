@@ -31,8 +31,8 @@ pub struct Session {
 pub struct ServiceRun {
     /// Name.
     pub name: String,
-    /// All nodes hosting it.
-    pub nodes: Vec<NodeSpec>,
+    /// All nodes hosting it (shared with every hook call).
+    pub nodes: Arc<Vec<NodeSpec>>,
     /// The nodes `upgrade` runs on (after `--limit`).
     pub targets: Vec<NodeSpec>,
     /// Rollout.
@@ -55,6 +55,25 @@ pub fn user_cache_dir() -> PathBuf {
 }
 
 impl Session {
+    /// The context of `service`'s hooks in run `run_id`.
+    pub fn hook_ctx(&self, service: &str, run_id: &str, dry_run: bool) -> crate::runtime::HookCtx {
+        use crate::runtime::bindings::uphost::plugin::types;
+        let conf = self.cfg.service(service);
+        let sf = &self.cfg.services;
+        crate::runtime::HookCtx {
+            run_id: run_id.to_string(),
+            service: service.to_string(),
+            from_version: conf.from_version.unwrap_or_else(|| sf.from_version.clone()),
+            to_version: conf.to_version.unwrap_or_else(|| sf.to_version.clone()),
+            mode: match sf.mode {
+                crate::config::Mode::MajorUpgrade => types::Mode::MajorUpgrade,
+                crate::config::Mode::MinorUpdate => types::Mode::MinorUpdate,
+            },
+            dry_run,
+            params: conf.params.into_iter().collect(),
+        }
+    }
+
     /// Load the plugins of `cfg` and plan.
     pub async fn open(cfg: Config) -> Result<Session, Error> {
         let max_mem = cfg
@@ -174,7 +193,7 @@ impl Session {
             }
             out.push(ServiceRun {
                 name: planned.name.clone(),
-                nodes,
+                nodes: Arc::new(nodes),
                 targets,
                 rollout: svc.rollout.unwrap_or(p.meta.rollout),
                 max_fail: svc.max_fail.unwrap_or_default(),

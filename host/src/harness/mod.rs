@@ -18,7 +18,7 @@ use crate::events::{Event, Phase, StepKey};
 use crate::execution::memsink::MemorySink;
 use crate::loading::LoadedPlugin;
 use crate::runtime::bindings::uphost::plugin::types;
-use crate::runtime::{CallEnv, Hook, Runtime, call_hook};
+use crate::runtime::{CallEnv, Hook, HookCtx, Runtime, call_hook};
 use crate::transport::{BoxFuture, CommandOutput, CommandSpec, Transport, TransportError};
 use scenario::{HookExpect, Scenario};
 
@@ -74,8 +74,8 @@ pub struct Report {
     pub failures: Vec<String>,
 }
 
-fn wit_ctx(sc: &Scenario, service: &str, nodes: &[NodeSpec]) -> types::Context {
-    types::Context {
+fn hook_ctx(sc: &Scenario, service: &str) -> HookCtx {
+    HookCtx {
         run_id: "scenario".into(),
         service: service.into(),
         from_version: sc.context.from_version.clone(),
@@ -85,23 +85,7 @@ fn wit_ctx(sc: &Scenario, service: &str, nodes: &[NodeSpec]) -> types::Context {
             Mode::MinorUpdate => types::Mode::MinorUpdate,
         },
         dry_run: sc.context.dry_run,
-        nodes: nodes
-            .iter()
-            .map(|n| types::Node {
-                name: n.name.clone(),
-                address: n.address.clone(),
-                roles: n.roles.clone(),
-            })
-            .collect(),
-        params: sc
-            .context
-            .params
-            .iter()
-            .map(|(k, v)| types::Pair {
-                key: k.clone(),
-                value: v.clone(),
-            })
-            .collect(),
+        params: sc.context.params.clone().into_iter().collect(),
     }
 }
 
@@ -197,6 +181,7 @@ pub async fn run(rt: &Runtime, plugin: &LoadedPlugin, sc: &Scenario) -> Report {
             }
         }
     }
+    let shared_nodes = Arc::new(nodes.clone());
     let mut outcomes: Vec<(String, Result<(), String>)> = Vec::new();
     let mut trace = Vec::new();
     let mut seen = 0usize;
@@ -214,14 +199,14 @@ pub async fn run(rt: &Runtime, plugin: &LoadedPlugin, sc: &Scenario) -> Report {
             plugin: service.clone(),
             step,
             grant: grant.clone(),
-            nodes: Arc::new(nodes.clone()),
+            nodes: shared_nodes.clone(),
             read_only: phase == Phase::Check || sc.context.dry_run,
             limits: limits.clone(),
             transport: transport.clone(),
             sink: sink.clone(),
             record_dir: None,
         };
-        let res = call_hook(rt, &plugin.pre, env, wit_ctx(sc, &service, &nodes), hook)
+        let res = call_hook(rt, &plugin.pre, env, &hook_ctx(sc, &service), hook)
             .await
             .map_err(|e| e.to_string());
         let events = sink.events();

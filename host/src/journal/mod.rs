@@ -392,9 +392,16 @@ fn wait_for_wrapper(file: &Path) {
 /// intent and result of mutating commands, state, confirmations, run
 /// boundaries. Step starts, logs and read-only results are written at once
 /// too, and reach the disk with the next fsync.
+///
+/// The end of an `upgrade(node)` step is made durable by the barrier at the
+/// end of its batch (one fsync per batch instead of one per node): nothing
+/// depends on one node's step before its batch is over, and the results of
+/// its mutating commands are already on disk, so a step whose end record is
+/// lost to a crash re-runs by replaying them.
 fn durable(ev: &Event) -> bool {
     match ev {
         Event::Log { .. } | Event::StepStarted { .. } => false,
+        Event::StepFinished { step, .. } => step.phase != crate::events::Phase::Upgrade,
         Event::CommandFinished { result, .. } => result.mutating,
         _ => true,
     }
@@ -488,6 +495,11 @@ impl Sink for Journal {
 
     fn now_ms(&self) -> u64 {
         self.base_ms + self.start.elapsed().as_millis() as u64
+    }
+
+    fn barrier(&self) {
+        let written = self.inner.lock().unwrap_or_else(|p| p.into_inner()).written;
+        self.sync_upto(written);
     }
 }
 

@@ -5,4 +5,5 @@ wasmtime::component::bindgen!({
     world: "service-plugin",
     imports: { default: async | trappable },
     exports: { default: async },
+    with: { "uphost:plugin/types.node-list": crate::runtime::host::NodeList },
 });

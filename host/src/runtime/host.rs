@@ -102,6 +102,59 @@ impl WasiView for HostState {
     }
 }
 
+/// The host side of a `node-list` handle: the service's nodes, shared.
+pub struct NodeList(pub Arc<Vec<NodeSpec>>);
+
+fn wit_node(n: &NodeSpec) -> types::Node {
+    types::Node {
+        name: n.name.clone(),
+        address: n.address.clone(),
+        roles: n.roles.clone(),
+    }
+}
+
+impl HostState {
+    /// A `node-list` handle for this store.
+    pub fn node_list(
+        &mut self,
+        nodes: Arc<Vec<NodeSpec>>,
+    ) -> wasmtime::Result<wasmtime::component::Resource<NodeList>> {
+        Ok(self.table.push(NodeList(nodes))?)
+    }
+}
+
+impl types::HostNodeList for HostState {
+    async fn len(
+        &mut self,
+        list: wasmtime::component::Resource<NodeList>,
+    ) -> wasmtime::Result<u32> {
+        Ok(self.table.get(&list)?.0.len() as u32)
+    }
+
+    async fn get(
+        &mut self,
+        list: wasmtime::component::Resource<NodeList>,
+        index: u32,
+    ) -> wasmtime::Result<Option<types::Node>> {
+        Ok(self.table.get(&list)?.0.get(index as usize).map(wit_node))
+    }
+
+    async fn all(
+        &mut self,
+        list: wasmtime::component::Resource<NodeList>,
+    ) -> wasmtime::Result<Vec<types::Node>> {
+        Ok(self.table.get(&list)?.0.iter().map(wit_node).collect())
+    }
+
+    async fn drop(
+        &mut self,
+        list: wasmtime::component::Resource<NodeList>,
+    ) -> wasmtime::Result<()> {
+        self.table.delete(list)?;
+        Ok(())
+    }
+}
+
 impl types::Host for HostState {}
 
 fn lossy(b: &[u8]) -> String {

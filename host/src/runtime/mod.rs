@@ -235,21 +235,59 @@ fn trap_message(plugin: &str, hook: &str, err: &wasmtime::Error, stderr: &[u8]) 
     }
 }
 
+/// A hook's context, but for the node list (which becomes a `node-list`
+/// handle on the service's nodes in each call's store).
+#[derive(Debug, Clone)]
+pub struct HookCtx {
+    /// Run id.
+    pub run_id: String,
+    /// Service.
+    pub service: String,
+    /// Current version.
+    pub from_version: String,
+    /// Target version.
+    pub to_version: String,
+    /// Upgrade or update.
+    pub mode: bindings::uphost::plugin::types::Mode,
+    /// Nothing may change.
+    pub dry_run: bool,
+    /// Operator parameters.
+    pub params: Vec<(String, String)>,
+}
+
 /// Call one hook of a plugin in a fresh instance.
 pub async fn call_hook(
     rt: &Runtime,
     pre: &ServicePluginPre<HostState>,
     env: CallEnv,
-    ctx: bindings::uphost::plugin::types::Context,
+    hctx: &HookCtx,
     hook: Hook,
 ) -> Result<(), HookFailure> {
     let plugin = env.plugin.clone();
     let limits = env.limits.clone();
     let hook_name = hook.phase().as_str();
+    let nodes = env.nodes.clone();
     let _slot = rt.slots.acquire().await.expect("semaphore never closed");
     let state = HostState::new(Some(env), limits.memory_bytes, limits.output_cap);
     let mut store = rt.store(state, limits.hook_timeout);
     let work = async {
+        let ctx = bindings::uphost::plugin::types::Context {
+            run_id: hctx.run_id.clone(),
+            service: hctx.service.clone(),
+            from_version: hctx.from_version.clone(),
+            to_version: hctx.to_version.clone(),
+            mode: hctx.mode,
+            dry_run: hctx.dry_run,
+            nodes: store.data_mut().node_list(nodes)?,
+            params: hctx
+                .params
+                .iter()
+                .map(|(k, v)| bindings::uphost::plugin::types::Pair {
+                    key: k.clone(),
+                    value: v.clone(),
+                })
+                .collect(),
+        };
         let inst = pre.instantiate_async(&mut store).await?;
         let p = inst.uphost_plugin_plugin();
         match hook {
