@@ -10,6 +10,7 @@ pub mod harness;
 pub mod journal;
 pub mod loading;
 pub mod planning;
+pub mod report;
 pub mod runtime;
 pub mod transport;
 

@@ -173,7 +173,44 @@ pub(crate) fn build_fixtures() -> Result<()> {
     build_wasm(&crates)
 }
 
+/// Install Debian packages the tests need when their command is missing.
+fn ensure_packages(pkgs: &[(&str, &str)]) -> Result<()> {
+    let missing: Vec<&str> = pkgs
+        .iter()
+        .filter(|(cmd, _)| {
+            !Command::new("sh")
+                .arg("-c")
+                .arg(format!("command -v {cmd}"))
+                .stdout(std::process::Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        })
+        .map(|(_, pkg)| *pkg)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let sudo = if rustix::process::geteuid().is_root() {
+        vec![]
+    } else {
+        vec!["sudo"]
+    };
+    let apt = |args: &[&str]| {
+        let mut c = Command::new(sudo.first().copied().unwrap_or("apt-get"));
+        if !sudo.is_empty() {
+            c.arg("apt-get");
+        }
+        c.args(args).env("DEBIAN_FRONTEND", "noninteractive");
+        c
+    };
+    run(&mut apt(&["update", "-qq"]))?;
+    let mut c = apt(&["install", "-y", "-qq", "--no-install-recommends"]);
+    c.args(&missing);
+    run(&mut c)
+}
+
 fn test() -> Result<()> {
+    ensure_packages(&[("chromium", "chromium")])?;
     build()?;
     build_fixtures()?;
     run(Command::new(uphost_bin())

@@ -129,6 +129,14 @@ pub enum Command {
     /// Create something new.
     #[command(subcommand)]
     New(NewCmd),
+    /// Write the HTML report of the last (or a given) run and print its path.
+    Report {
+        /// Run id (default: the latest).
+        run: Option<String>,
+        /// State directory (default: from uphost.yaml).
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+    },
     /// Shell completions.
     Completions {
         /// Shell.
@@ -241,6 +249,19 @@ pub async fn main(cli: Cli) -> Result<i32, Error> {
             wasm_dir,
         } => test_cmd::test(path, scenarios, wasm_dir.as_deref(), cli.quiet).await,
         Command::New(NewCmd::Plugin { name, dir, sdk }) => new::plugin(name, dir, sdk.as_deref()),
+        Command::Report { run, state_dir } => {
+            let dir = match state_dir {
+                Some(d) => d.clone(),
+                None => Config::load(cli.config.as_deref())?.state_dir,
+            };
+            let run_id = match run {
+                Some(r) => r.clone(),
+                None => crate::journal::current_run(&dir)?,
+            };
+            let path = crate::report::write(&dir, &run_id)?;
+            println!("{}", path.display());
+            Ok(exit::OK)
+        }
         Command::Status {
             run,
             format,

@@ -198,6 +198,11 @@ async fn execute(
     if !cli.quiet {
         summary(plan, &replayed, &run_id, outcome, state_dir);
     }
+    match crate::report::write_events(state_dir, &run_id, &replayed.events) {
+        Ok(p) if !cli.quiet => eprintln!("report: {}", p.display()),
+        Ok(_) => {}
+        Err(e) => eprintln!("warning: could not write the run report: {e}"),
+    }
     Ok(match outcome {
         Outcome::Complete => exit::OK,
         Outcome::Interrupted => exit::INTERRUPTED,

@@ -102,10 +102,7 @@ pub fn render(events: &[Event]) -> String {
                 if let Some(i) = open.get(step) {
                     bars[*i].denied += 1;
                 }
-                denials.push(format!(
-                    "{plugin} on {node}: {} — {reason}",
-                    argv.join(" ")
-                ));
+                denials.push(format!("{plugin} on {node}: {} — {reason}", argv.join(" ")));
             }
             Event::Log {
                 step,
@@ -208,7 +205,10 @@ code{{font-size:12px}} details{{margin:2px 0}} .fail{{color:#d33}}
             row_h - 4,
             esc(&b.step.to_string()),
             end.saturating_sub(b.start),
-            b.error.as_ref().map(|e| format!(": {}", esc(e))).unwrap_or_default()
+            b.error
+                .as_ref()
+                .map(|e| format!(": {}", esc(e)))
+                .unwrap_or_default()
         );
     }
     let _ = write!(
@@ -262,29 +262,132 @@ code{{font-size:12px}} details{{margin:2px 0}} .fail{{color:#d33}}
         h.push_str("</table></details>");
     }
     h.push_str(
-        r#"</div><script>
+        r##"</div><script>
 "use strict";
+console.log("uphost report ready: " + document.querySelectorAll("#timeline rect").length + " bars");
 document.getElementById("only-failed").addEventListener("change", function (e) {
   for (const d of document.querySelectorAll("#steps details")) {
     d.style.display = e.target.checked && !d.classList.contains("fail") ? "none" : "";
   }
 });
 </script></body></html>
-"#,
+"##,
     );
     h
 }
 
 /// Write `<run dir>/report.html` for a run; returns its path.
 pub fn write(state_dir: &Path, run_id: &str) -> Result<PathBuf, JournalError> {
-    let dir = journal::run_dir(state_dir, run_id);
-    let jpath = dir.join("journal.jsonl");
+    let jpath = journal::run_dir(state_dir, run_id).join("journal.jsonl");
     let r = journal::replay(&jpath)?;
-    let html = render(&r.events);
-    let out = dir.join("report.html");
+    write_events(state_dir, run_id, &r.events)
+}
+
+/// Write the report of a run from its (already read) events.
+pub fn write_events(
+    state_dir: &Path,
+    run_id: &str,
+    events: &[Event],
+) -> Result<PathBuf, JournalError> {
+    let html = render(events);
+    let out = journal::run_dir(state_dir, run_id).join("report.html");
     std::fs::write(&out, html).map_err(|source| JournalError::Io {
         path: out.clone(),
         source,
     })?;
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::{Phase, RunOptionsRecord};
+
+    fn step(service: &str, phase: Phase, node: Option<&str>) -> StepKey {
+        StepKey {
+            service: service.into(),
+            phase,
+            node: node.map(String::from),
+        }
+    }
+
+    #[test]
+    fn report_shows_plan_window_failure_and_denial() {
+        let pre = step("galera", Phase::PreUpgrade, None);
+        let up = step("galera", Phase::Upgrade, Some("ctl1"));
+        let events = vec![
+            Event::RunStarted {
+                run_id: "r1".into(),
+                time: "2026-11-22T00:00:00Z".into(),
+                plan: vec![PlannedService {
+                    name: "galera".into(),
+                    level: 0,
+                    depends_on: vec![],
+                    nodes: vec!["ctl1".into()],
+                    rollout: "one-at-a-time".into(),
+                    reversible: true,
+                }],
+                plugins: vec![],
+                options: RunOptionsRecord::default(),
+            },
+            Event::StepStarted {
+                step: pre.clone(),
+                at_ms: 10,
+            },
+            Event::Log {
+                step: pre.clone(),
+                level: "progress".into(),
+                message: "service-down".into(),
+                at_ms: 100,
+            },
+            Event::StepFinished {
+                step: pre,
+                at_ms: 120,
+                status: "ok".into(),
+                duration_ms: 110,
+                error: None,
+            },
+            Event::StepStarted {
+                step: up.clone(),
+                at_ms: 130,
+            },
+            Event::Denied {
+                step: up.clone(),
+                plugin: "galera".into(),
+                node: "ctl1".into(),
+                argv: vec!["rm".into(), "-rf".into(), "/".into()],
+                reason: "program `rm` is not granted".into(),
+            },
+            Event::Log {
+                step: up.clone(),
+                level: "progress".into(),
+                message: "service-up".into(),
+                at_ms: 300,
+            },
+            Event::StepFinished {
+                step: up,
+                at_ms: 400,
+                status: "failed".into(),
+                duration_ms: 270,
+                error: Some("boom <b>".into()),
+            },
+            Event::RunFinished {
+                outcome: "failed".into(),
+                at_ms: 410,
+            },
+        ];
+        let h = render(&events);
+        assert!(h.contains("0.2 s (100 → 300 ms)"), "window missing");
+        assert!(
+            h.contains("class=\"failed denied\""),
+            "failed+denied bar missing"
+        );
+        assert!(h.contains("program `rm` is not granted"));
+        assert!(h.contains("boom &lt;b&gt;"), "not escaped");
+        assert!(h.contains("outcome-failed"));
+        assert!(
+            !h.contains("<script src") && !h.contains("<link"),
+            "must be self-contained"
+        );
+    }
 }

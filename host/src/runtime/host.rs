@@ -424,7 +424,7 @@ impl HostState {
             step: env.step.clone(),
             level: level.to_string(),
             message: clip(message, MAX_LOG_LINE),
-            at_ms: 0,
+            at_ms: env.sink.now_ms(),
         });
     }
 

@@ -1,0 +1,130 @@
+//! What the operator sees: the JSON event stream of a real run validates
+//! against docs/events.schema.json, and the HTML report renders in real
+//! headless Chromium without console errors.
+
+use std::process::Command;
+
+use uphost_tests::{Demo, SEED_PLUGINS, root};
+
+#[test]
+fn json_stream_of_a_demo_run_validates_against_the_schema() {
+    let d = Demo::new(SEED_PLUGINS, true);
+    d.fault("cmp2", &["apt-get"], "E: Unable to fetch some archives");
+    let r = d.uphost(&["--output", "json", "run", "--yes", "--rollback-on-failure"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let schema: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root().join("docs/events.schema.json")).unwrap(),
+    )
+    .unwrap();
+    let validator = jsonschema::validator_for(&schema).expect("the schema compiles");
+    let mut kinds = std::collections::BTreeSet::new();
+    let mut lines = 0;
+    for (i, line) in r.stdout.lines().enumerate() {
+        let v: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("stdout line {} is not JSON ({e}): {line}", i + 1));
+        let errors: Vec<String> = validator.iter_errors(&v).map(|e| e.to_string()).collect();
+        assert!(
+            errors.is_empty(),
+            "line {}: {line}\n{}",
+            i + 1,
+            errors.join("\n")
+        );
+        kinds.insert(v["event"].as_str().unwrap().to_string());
+        lines += 1;
+    }
+    assert!(lines > 100, "only {lines} events");
+    for k in [
+        "run-started",
+        "step-started",
+        "step-finished",
+        "command-started",
+        "command-finished",
+        "log",
+        "state",
+        "confirmation",
+        "rollback-started",
+        "run-finished",
+    ] {
+        assert!(kinds.contains(k), "no `{k}` event in the stream: {kinds:?}");
+    }
+    // A schema that cannot fail is no test: a broken record is rejected.
+    let bad = serde_json::json!({"event": "step-finished", "step": {"service": "x", "phase": "upgrade"}, "at_ms": 1, "status": "maybe", "duration_ms": 1});
+    assert!(!validator.is_valid(&bad));
+}
+
+fn chromium() -> String {
+    for c in ["chromium", "/usr/bin/chromium", "chromium-browser"] {
+        if Command::new(c)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+        {
+            return c.to_string();
+        }
+    }
+    panic!("Chromium is not installed: `cargo xtask test` installs Debian's chromium package");
+}
+
+#[test]
+fn the_report_renders_in_headless_chromium() {
+    let d = Demo::new(SEED_PLUGINS, true);
+    d.fault(
+        "ctl1",
+        &["nova-manage", "db", "sync"],
+        "ERROR: Could not access cell0",
+    );
+    let r = d.uphost(&["run", "--yes", "--rollback-on-failure"]);
+    assert_eq!(r.code, 1);
+    let report = r
+        .stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("report: "))
+        .unwrap_or_else(|| panic!("no report path printed: {}", r.stderr))
+        .to_string();
+    let report = d.path().join(report);
+    let html = std::fs::read_to_string(&report).unwrap();
+    assert!(
+        !html.contains("http://") || !html.contains("<script src"),
+        "the report must not load anything"
+    );
+    assert!(html.contains("FAILED") && html.contains("nova post-upgrade"));
+    assert!(
+        html.contains("class=\"down\""),
+        "no unavailability window drawn"
+    );
+    let profile = tempfile::tempdir().unwrap();
+    let shot = d.path().join("report.png");
+    let out = Command::new(chromium())
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--enable-logging=stderr",
+            "--v=0",
+            "--window-size=1280,2000",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg(format!("--screenshot={}", shot.display()))
+        .arg(format!("file://{}", report.display()))
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "chromium failed: {log}");
+    assert!(
+        log.contains("uphost report ready"),
+        "the page's script did not run: {log}"
+    );
+    for bad in ["Uncaught", "ERROR:CONSOLE", "SyntaxError", "TypeError"] {
+        assert!(!log.contains(bad), "console error `{bad}`: {log}");
+    }
+    let png = std::fs::read(&shot).expect("a screenshot");
+    assert!(
+        png.len() > 10_000 && png.starts_with(b"\x89PNG"),
+        "screenshot of {} bytes",
+        png.len()
+    );
+}
