@@ -10,21 +10,26 @@ use std::time::Instant;
 use uphost::events::{Event, Phase, Sink, StepKey};
 use uphost::journal::Journal;
 
-fn step(i: usize) -> StepKey {
+fn step(i: usize, phase: Phase) -> StepKey {
     StepKey {
-        service: "svc".into(),
-        phase: Phase::Upgrade,
-        node: Some(format!("node{i}")),
+        service: format!("svc{i}"),
+        phase,
+        node: (phase == Phase::Upgrade).then(|| format!("node{i}")),
     }
 }
 
+/// A service-level step: its end is fsync'd on its own.
 fn record(j: &Journal, i: usize) {
+    record_phase(j, i, Phase::PostUpgrade);
+}
+
+fn record_phase(j: &Journal, i: usize, phase: Phase) {
     j.emit(Event::StepStarted {
-        step: step(i),
+        step: step(i, phase),
         at_ms: 0,
     });
     j.emit(Event::StepFinished {
-        step: step(i),
+        step: step(i, phase),
         at_ms: 1,
         status: "ok".into(),
         duration_ms: 1,
@@ -64,6 +69,16 @@ fn main() {
         h.join().unwrap();
     }
     let par_us = t.elapsed().as_secs_f64() * 1e6 / n as f64;
+    // Node steps: ends made durable by one barrier per batch of 10.
+    let j = Journal::create(dir.path(), "batch", vec![]).unwrap();
+    let t = Instant::now();
+    for i in 0..n {
+        record_phase(&j, i, Phase::Upgrade);
+        if i % 10 == 9 {
+            j.barrier();
+        }
+    }
+    let batch_us = t.elapsed().as_secs_f64() * 1e6 / n as f64;
     println!(
         "journal: {seq_us:.1} µs per step from one writer, {par_us:.1} µs per step from {threads} concurrent writers (fsync per finished step)"
     );

@@ -12,6 +12,7 @@ pub mod loading;
 pub mod planning;
 pub mod report;
 pub mod runtime;
+pub mod terminal;
 pub mod transport;
 
 /// Every error a command can end with.

@@ -1,6 +1,8 @@
 //! Helpers for end-to-end tests: the built `uphost` binary, the built
 //! plugins, and throwaway copies of the demo cluster.
 
+pub mod sshd;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 

@@ -210,7 +210,11 @@ fn ensure_packages(pkgs: &[(&str, &str)]) -> Result<()> {
 }
 
 fn test() -> Result<()> {
-    ensure_packages(&[("chromium", "chromium")])?;
+    ensure_packages(&[
+        ("chromium", "chromium"),
+        ("/usr/sbin/sshd", "openssh-server"),
+        ("ssh", "openssh-client"),
+    ])?;
     build()?;
     build_fixtures()?;
     run(Command::new(uphost_bin())

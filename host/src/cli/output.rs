@@ -21,6 +21,85 @@ fn stamp(start: Instant) -> String {
     )
 }
 
+/// Live progress on a terminal: one bar of steps done / total, the steps in
+/// flight, elapsed time; failures, denials and confirmations print above it.
+fn terminal_progress(total_hint: u64) -> Observer {
+    use indicatif::{ProgressBar, ProgressStyle};
+    let bar = crate::terminal::BAR
+        .get_or_init(|| {
+            let b = ProgressBar::new(total_hint);
+            b.set_style(
+                ProgressStyle::with_template(
+                    "{elapsed_precise} [{bar:30.green/white}] {pos}/{len} steps  {wide_msg}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            );
+            b.enable_steady_tick(std::time::Duration::from_millis(200));
+            b
+        })
+        .clone();
+    let running: std::sync::Mutex<std::collections::BTreeSet<String>> = Default::default();
+    Box::new(move |ev: &Event| {
+        let mut r = running.lock().unwrap_or_else(|p| p.into_inner());
+        match ev {
+            Event::RunStarted { plan, .. } => {
+                let steps: usize = plan.iter().map(|s| s.nodes.len() + 4).sum();
+                bar.set_length(steps as u64);
+            }
+            Event::StepStarted { step, .. } => {
+                r.insert(step.to_string());
+            }
+            Event::StepFinished { step, error, .. } => {
+                r.remove(&step.to_string());
+                bar.inc(1);
+                if let Some(e) = error {
+                    bar.println(format!("FAILED {step}: {e}"));
+                }
+            }
+            Event::Denied {
+                plugin,
+                node,
+                argv,
+                reason,
+                ..
+            } => bar.println(format!(
+                "DENIED {plugin} on {node}: {} ({reason})",
+                shell_join(argv)
+            )),
+            Event::Log {
+                step,
+                level,
+                message,
+                ..
+            } if level == "warn" || level == "error" => {
+                bar.println(format!("{} [{level}] {message}", step.service))
+            }
+            Event::RunFinished { outcome, .. } => {
+                bar.finish_and_clear();
+                eprintln!("run {outcome}");
+            }
+            _ => {}
+        }
+        let shown: Vec<&String> = r.iter().take(4).collect();
+        bar.set_message(match shown.len() {
+            0 => String::new(),
+            _ => format!(
+                "{}{}",
+                shown
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" | "),
+                if r.len() > 4 {
+                    format!(" (+{})", r.len() - 4)
+                } else {
+                    String::new()
+                }
+            ),
+        });
+    })
+}
+
 /// The observers for a run, from the global flags.
 pub fn observers(cli: &Cli) -> Vec<Observer> {
     let mut v: Vec<Observer> = Vec::new();
@@ -32,7 +111,14 @@ pub fn observers(cli: &Cli) -> Vec<Observer> {
             let _ = out.flush();
         }));
     }
-    if !cli.quiet {
+    use std::io::IsTerminal;
+    if !cli.quiet
+        && cli.verbose == 0
+        && std::io::stderr().is_terminal()
+        && std::env::var_os("UPHOST_NO_BAR").is_none()
+    {
+        v.push(terminal_progress(0));
+    } else if !cli.quiet {
         let start = Instant::now();
         let verbose = cli.verbose;
         let steps_done = Arc::new(AtomicU64::new(0));

@@ -32,7 +32,7 @@ pub async fn check(session: Session, only: &[String], cli: &Cli) -> Result<i32, 
     let grants = session.grants()?;
     let services = session.services(only, &[])?;
     let sink = Arc::new(MemorySink::new(None));
-    let transport: Arc<dyn Transport> = Arc::new(Transports::new());
+    let transport: Arc<dyn Transport> = Arc::new(Transports::new(session.cfg.ssh.clone()));
     let mut failed = 0;
     for svc in &services {
         let p = &session.plugins[&svc.name];
@@ -174,13 +174,14 @@ async fn execute(
 ) -> Result<i32, Error> {
     let run_id = journal.run_id.clone();
     let path = journal.path.clone();
+    let transport = Arc::new(Transports::new(session.cfg.ssh.clone()));
     let runner = Runner::new(
         session,
         journal.clone(),
         grants,
         services,
         prior,
-        Arc::new(Transports::new()),
+        transport,
         opts,
     );
     on_ctrl_c(&runner);
@@ -188,9 +189,9 @@ async fn execute(
     let failures = runner.failures();
     drop(runner);
     drop(journal);
-    let replayed = journal::replay(&path)?;
+    let replayed = journal::replay_summary(&path)?;
     if !failures.is_empty() {
-        report_failures(&failures, &replayed);
+        report_failures(&failures, &path)?;
     }
     if outcome != Outcome::Complete {
         report_remaining(plan, &replayed);
@@ -198,7 +199,7 @@ async fn execute(
     if !cli.quiet {
         summary(plan, &replayed, &run_id, outcome, state_dir);
     }
-    match crate::report::write_events(state_dir, &run_id, &replayed.events) {
+    match crate::report::write(state_dir, &run_id) {
         Ok(p) if !cli.quiet => eprintln!("report: {}", p.display()),
         Ok(_) => {}
         Err(e) => eprintln!("warning: could not write the run report: {e}"),
@@ -210,14 +211,25 @@ async fn execute(
     })
 }
 
-fn report_failures(failures: &[(StepKey, String)], r: &journal::Replayed) {
+fn report_failures(
+    failures: &[(StepKey, String)],
+    journal_path: &std::path::Path,
+) -> Result<(), Error> {
+    let failed: std::collections::BTreeSet<&StepKey> = failures.iter().map(|(s, _)| s).collect();
+    let mut by_step: BTreeMap<StepKey, Vec<Event>> = BTreeMap::new();
+    journal::for_each(journal_path, |e| {
+        if let Event::CommandFinished { step, .. } = &e
+            && failed.contains(step)
+        {
+            by_step.entry(step.clone()).or_default().push(e);
+        }
+    })?;
     for (step, err) in failures {
         eprintln!("\nFAILED: {step}\n  {}", err.replace('\n', "\n  "));
-        let cmds: Vec<&Event> = r
-            .events
-            .iter()
-            .filter(|e| matches!(e, Event::CommandFinished { step: s, .. } if s == step))
-            .collect();
+        let cmds: Vec<&Event> = by_step
+            .get(step)
+            .map(|v| v.iter().collect())
+            .unwrap_or_default();
         for e in cmds.iter().rev().take(5).rev() {
             if let Event::CommandFinished {
                 node, argv, result, ..
@@ -238,6 +250,7 @@ fn report_failures(failures: &[(StepKey, String)], r: &journal::Replayed) {
             }
         }
     }
+    Ok(())
 }
 
 fn report_remaining(plan: &[PlannedService], r: &journal::Replayed) {

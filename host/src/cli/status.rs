@@ -48,7 +48,7 @@ pub fn show(
     if !path.exists() {
         return Err(Error::Journal(journal::JournalError::NoRun(path)));
     }
-    let r = journal::replay(&path)?;
+    let r = journal::replay_summary(&path)?;
     let Some(Event::RunStarted { plan, .. }) = r.run_started() else {
         return Err(Error::Failed(format!(
             "{}: no run-started record",

@@ -75,6 +75,8 @@ struct RawConfig {
     limits: LimitsOverride,
     #[serde(default)]
     max_instances: Option<u32>,
+    #[serde(default)]
+    ssh: crate::transport::ssh::SshSettings,
 }
 
 fn default_state() -> PathBuf {
@@ -105,6 +107,8 @@ pub struct Config {
     pub limits: Limits,
     /// Bound on concurrently live plugin instances.
     pub max_instances: u32,
+    /// The ssh transport's settings (`ssh:` in uphost.yaml).
+    pub ssh: crate::transport::ssh::SshSettings,
 }
 
 impl Config {
@@ -143,6 +147,10 @@ impl Config {
             forks: raw.forks.unwrap_or(10).max(1),
             limits: Limits::default().with(&raw.limits),
             max_instances: raw.max_instances.unwrap_or(64).max(1),
+            ssh: crate::transport::ssh::SshSettings {
+                config: raw.ssh.config.map(|p| base.join(p)),
+                ..raw.ssh
+            },
         };
         cfg.validate()?;
         Ok(cfg)

@@ -46,10 +46,13 @@ impl Confirm {
                 how: "no-terminal",
             };
         }
-        eprint!("{prompt} [y/N] ");
-        let _ = std::io::stderr().flush();
-        let mut line = String::new();
-        let _ = std::io::stdin().lock().read_line(&mut line);
+        let line = crate::terminal::suspend(|| {
+            eprint!("{prompt} [y/N] ");
+            let _ = std::io::stderr().flush();
+            let mut line = String::new();
+            let _ = std::io::stdin().lock().read_line(&mut line);
+            line
+        });
         let a = line.trim().to_ascii_lowercase();
         Answer {
             accepted: a == "y" || a == "yes",

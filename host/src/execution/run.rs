@@ -242,10 +242,14 @@ impl Runner {
             if self.stop.load(Ordering::SeqCst) {
                 return Err(());
             }
-            let futs = svc.targets[batch.clone()]
-                .iter()
-                .map(|n| self.step(svc, Hook::Upgrade(wit_node(n))));
-            let results = futures::future::join_all(futs).await;
+            // At most `forks` node steps alive at once: a batch of 100 000
+            // nodes must not hold 100 000 futures.
+            use futures::StreamExt;
+            let results: Vec<Result<(), String>> = futures::stream::iter(batch.clone())
+                .map(|i| self.step(svc, Hook::Upgrade(wit_node(&svc.targets[i]))))
+                .buffer_unordered(self.opts.forks.max(1))
+                .collect()
+                .await;
             self.journal.barrier();
             failed += results.iter().filter(|r| r.is_err()).count();
             if failed > tolerated {

@@ -59,8 +59,13 @@ pub enum StepStatus {
 /// What a journal says, replayed.
 #[derive(Debug, Clone, Default)]
 pub struct Replayed {
-    /// Every event in order.
+    /// Every event in order (only from [`replay`]; [`replay_summary`]
+    /// keeps none, so memory stays bounded for huge runs).
     pub events: Vec<Event>,
+    /// The run-started record.
+    pub started: Option<Event>,
+    /// The last record.
+    pub last: Option<Event>,
     /// Last status of each step.
     pub steps: BTreeMap<StepKey, StepStatus>,
     /// Plugin state.
@@ -78,56 +83,127 @@ pub struct Replayed {
 impl Replayed {
     /// The RunStarted event.
     pub fn run_started(&self) -> Option<&Event> {
-        self.events
-            .iter()
-            .find(|e| matches!(e, Event::RunStarted { .. }))
+        self.started.as_ref()
     }
 
     /// The run's final outcome, if it finished (and was not resumed since).
     pub fn outcome(&self) -> Option<String> {
-        match self.events.last() {
+        match &self.last {
             Some(Event::RunFinished { outcome, .. }) => Some(outcome.clone()),
             _ => None,
         }
     }
 }
 
-/// Read and replay a journal file.
+/// Read and replay a journal file, keeping every event.
 pub fn replay(path: &Path) -> Result<Replayed, JournalError> {
-    let bytes = std::fs::read(path).map_err(|source| JournalError::Io {
+    replay_with(path, true)
+}
+
+/// Replay without keeping the events (bounded memory).
+pub fn replay_summary(path: &Path) -> Result<Replayed, JournalError> {
+    replay_with(path, false)
+}
+
+/// The complete records of a journal, read as a stream (a torn last
+/// record ends the stream; a bad record before the end is an error).
+pub struct Records {
+    path: PathBuf,
+    reader: std::io::BufReader<File>,
+    total: u64,
+    offset: u64,
+    lineno: usize,
+    line: Vec<u8>,
+    done: bool,
+}
+
+/// Open a journal for streaming.
+pub fn records(path: &Path) -> Result<Records, JournalError> {
+    let file = File::open(path).map_err(|source| JournalError::Io {
         path: path.to_path_buf(),
         source,
     })?;
-    let mut r = Replayed::default();
-    let mut offset = 0usize;
-    let mut lineno = 0usize;
-    while offset < bytes.len() {
-        lineno += 1;
-        let Some(nl) = bytes[offset..].iter().position(|b| *b == b'\n') else {
-            break; // torn tail: no newline yet
+    let total = file.metadata().map(|m| m.len()).unwrap_or(0);
+    Ok(Records {
+        path: path.to_path_buf(),
+        reader: std::io::BufReader::with_capacity(1 << 16, file),
+        total,
+        offset: 0,
+        lineno: 0,
+        line: Vec::new(),
+        done: false,
+    })
+}
+
+impl Records {
+    /// Bytes of complete records read so far.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+}
+
+impl Iterator for Records {
+    type Item = Result<Event, JournalError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        use std::io::BufRead;
+        if self.done {
+            return None;
+        }
+        self.line.clear();
+        let n = match self.reader.read_until(b'\n', &mut self.line) {
+            Ok(n) => n,
+            Err(source) => {
+                self.done = true;
+                return Some(Err(JournalError::Io {
+                    path: self.path.clone(),
+                    source,
+                }));
+            }
         };
-        let line = &bytes[offset..offset + nl];
-        let next = offset + nl + 1;
-        match serde_json::from_slice::<Event>(line) {
-            Ok(ev) => apply(&mut r, ev),
+        if n == 0 || self.line.last() != Some(&b'\n') {
+            self.done = true; // end, or a torn tail with no newline yet
+            return None;
+        }
+        self.lineno += 1;
+        match serde_json::from_slice::<Event>(&self.line[..n - 1]) {
+            Ok(ev) => {
+                self.offset += n as u64;
+                Some(Ok(ev))
+            }
             Err(e) => {
-                if next >= bytes.len() {
-                    break; // torn last record
+                self.done = true;
+                if self.offset + n as u64 >= self.total {
+                    return None; // torn last record
                 }
-                return Err(JournalError::Corrupt {
-                    path: path.to_path_buf(),
-                    line: lineno,
+                Some(Err(JournalError::Corrupt {
+                    path: self.path.clone(),
+                    line: self.lineno,
                     detail: e.to_string(),
-                });
+                }))
             }
         }
-        offset = next;
-        r.valid_len = offset as u64;
     }
+}
+
+/// Call `f` on every complete record of a journal, in order; returns the
+/// byte length of the complete records.
+pub fn for_each(path: &Path, mut f: impl FnMut(Event)) -> Result<u64, JournalError> {
+    let mut recs = records(path)?;
+    for r in recs.by_ref() {
+        f(r?);
+    }
+    Ok(recs.offset())
+}
+
+fn replay_with(path: &Path, keep: bool) -> Result<Replayed, JournalError> {
+    let mut r = Replayed::default();
+    let len = for_each(path, |ev| apply(&mut r, ev, keep))?;
+    r.valid_len = len;
     Ok(r)
 }
 
-fn apply(r: &mut Replayed, ev: Event) {
+fn apply(r: &mut Replayed, ev: Event, keep: bool) {
     match &ev {
         Event::StepStarted { step, at_ms } => {
             r.steps.insert(step.clone(), StepStatus::Running);
@@ -177,9 +253,17 @@ fn apply(r: &mut Replayed, ev: Event) {
         Event::Log { at_ms, .. }
         | Event::RunFinished { at_ms, .. }
         | Event::RunResumed { at_ms, .. } => r.last_ms = r.last_ms.max(*at_ms),
+        Event::RunStarted { .. } => {
+            if r.started.is_none() {
+                r.started = Some(ev.clone());
+            }
+        }
         _ => {}
     }
-    r.events.push(ev);
+    if keep {
+        r.events.push(ev.clone());
+    }
+    r.last = Some(ev);
 }
 
 /// Observers of events (progress display, JSON stream).
@@ -286,7 +370,7 @@ impl Journal {
         observers: Vec<Observer>,
     ) -> Result<(Journal, Replayed), JournalError> {
         let path = run_dir(state_dir, run_id).join("journal.jsonl");
-        let r = replay(&path)?;
+        let r = replay_summary(&path)?;
         let io = |source| JournalError::Io {
             path: path.clone(),
             source,

@@ -29,8 +29,12 @@ fn esc(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
+/// Above this many steps the report keeps per-node bars and commands only
+/// for failed steps (the journal has everything).
+pub const DETAIL_LIMIT: usize = 5_000;
+
 /// Build the HTML of a journal.
-pub fn render(events: &[Event]) -> String {
+pub fn render(events: impl IntoIterator<Item = Event>) -> String {
     let mut run_id = String::new();
     let mut started = String::new();
     let mut plan: Vec<PlannedService> = Vec::new();
@@ -40,8 +44,9 @@ pub fn render(events: &[Event]) -> String {
     let mut open: BTreeMap<StepKey, usize> = BTreeMap::new();
     let mut down: BTreeMap<String, (u64, Option<u64>)> = BTreeMap::new();
     let mut denials: Vec<String> = Vec::new();
+    let mut steps_seen = 0usize;
     for ev in events {
-        match ev {
+        match &ev {
             Event::RunStarted {
                 run_id: r,
                 time,
@@ -53,6 +58,11 @@ pub fn render(events: &[Event]) -> String {
                 plan = p.clone();
             }
             Event::StepStarted { step, at_ms } => {
+                steps_seen += 1;
+                if steps_seen > DETAIL_LIMIT && step.node.is_some() {
+                    end_ms = end_ms.max(*at_ms);
+                    continue; // summarised; failures are added below
+                }
                 open.insert(step.clone(), bars.len());
                 bars.push(Bar {
                     step: step.clone(),
@@ -70,12 +80,24 @@ pub fn render(events: &[Event]) -> String {
                 at_ms,
                 status,
                 error,
-                ..
+                duration_ms,
             } => {
-                if let Some(i) = open.remove(step) {
-                    bars[i].end = Some(*at_ms);
-                    bars[i].failed = status != "ok";
-                    bars[i].error = error.clone();
+                match open.remove(step) {
+                    Some(i) => {
+                        bars[i].end = Some(*at_ms);
+                        bars[i].failed = status != "ok";
+                        bars[i].error = error.clone();
+                    }
+                    None if status != "ok" => bars.push(Bar {
+                        step: step.clone(),
+                        start: at_ms.saturating_sub(*duration_ms),
+                        end: Some(*at_ms),
+                        failed: true,
+                        error: error.clone(),
+                        denied: 0,
+                        commands: Vec::new(),
+                    }),
+                    None => {}
                 }
                 end_ms = end_ms.max(*at_ms);
             }
@@ -137,13 +159,20 @@ table{{border-collapse:collapse}} td,th{{border:1px solid #ccc;padding:3px 8px;t
 code{{font-size:12px}} details{{margin:2px 0}} .fail{{color:#d33}}
 </style></head><body>
 <h1>uphost run {id}: <span class="outcome-{outcome}">{outcome}</span></h1>
-<p>started {started}; {secs:.1} s; {n} steps</p>
+<p>started {started}; {secs:.1} s; {n} steps{more}</p>
 "#,
         id = esc(&run_id),
         outcome = esc(&outcome),
         started = esc(&started),
         secs = total as f64 / 1000.0,
-        n = bars.len()
+        n = steps_seen,
+        more = if steps_seen > DETAIL_LIMIT {
+            format!(
+                " (node steps beyond the first {DETAIL_LIMIT} are summarised: failures only; the journal has every step)"
+            )
+        } else {
+            String::new()
+        }
     );
     h.push_str("<h2>Plan</h2><table><tr><th>level</th><th>service</th><th>after</th><th>rollout</th><th>nodes</th><th>rollback</th><th>unavailable</th></tr>");
     for s in &plan {
@@ -276,20 +305,21 @@ document.getElementById("only-failed").addEventListener("change", function (e) {
     h
 }
 
-/// Write `<run dir>/report.html` for a run; returns its path.
+/// Write `<run dir>/report.html` for a run (reading its journal as a
+/// stream: memory holds the bars, not the events); returns its path.
 pub fn write(state_dir: &Path, run_id: &str) -> Result<PathBuf, JournalError> {
     let jpath = journal::run_dir(state_dir, run_id).join("journal.jsonl");
-    let r = journal::replay(&jpath)?;
-    write_events(state_dir, run_id, &r.events)
-}
-
-/// Write the report of a run from its (already read) events.
-pub fn write_events(
-    state_dir: &Path,
-    run_id: &str,
-    events: &[Event],
-) -> Result<PathBuf, JournalError> {
-    let html = render(events);
+    let mut error = None;
+    let html = render(journal::records(&jpath)?.map_while(|r| match r {
+        Ok(e) => Some(e),
+        Err(e) => {
+            error = Some(e);
+            None
+        }
+    }));
+    if let Some(e) = error {
+        return Err(e);
+    }
     let out = journal::run_dir(state_dir, run_id).join("report.html");
     std::fs::write(&out, html).map_err(|source| JournalError::Io {
         path: out.clone(),
@@ -376,7 +406,7 @@ mod tests {
                 at_ms: 410,
             },
         ];
-        let h = render(&events);
+        let h = render(events);
         assert!(h.contains("0.2 s (100 → 300 ms)"), "window missing");
         assert!(
             h.contains("class=\"failed denied\""),

@@ -4,6 +4,7 @@
 pub mod dryrun;
 pub mod local;
 pub mod record;
+pub mod ssh;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -95,20 +96,18 @@ pub trait Transport: Send + Sync {
 pub struct Transports {
     local: local::Local,
     dry: dryrun::DryRun,
-}
-
-impl Default for Transports {
-    fn default() -> Self {
-        Self::new()
-    }
+    ssh_settings: ssh::SshSettings,
+    ssh: std::sync::OnceLock<Result<ssh::Ssh, String>>,
 }
 
 impl Transports {
-    /// The standard set.
-    pub fn new() -> Self {
+    /// The standard set; the ssh transport starts on first use.
+    pub fn new(ssh_settings: ssh::SshSettings) -> Self {
         Transports {
             local: local::Local,
             dry: dryrun::DryRun,
+            ssh_settings,
+            ssh: std::sync::OnceLock::new(),
         }
     }
 }
@@ -122,15 +121,25 @@ impl Transport for Transports {
         match node.connection {
             Connection::Local => self.local.exec(node, cmd),
             Connection::DryRun => self.dry.exec(node, cmd),
-            Connection::Ssh => Box::pin(async move {
-                Err(TransportError::Unreachable {
-                    node: node.name.clone(),
-                    address: node.address.clone(),
-                    detail: "the ssh transport is not available in this build; use \
-                             `ansible_connection: local` or `dry-run`"
-                        .to_string(),
-                })
-            }),
+            Connection::Ssh => {
+                let ssh = self.ssh.get_or_init(|| {
+                    ssh::Ssh::new(self.ssh_settings.clone())
+                        .map_err(|e| format!("cannot create the ssh control directory: {e}"))
+                });
+                match ssh {
+                    Ok(t) => t.exec(node, cmd),
+                    Err(e) => {
+                        let detail = e.clone();
+                        Box::pin(async move {
+                            Err(TransportError::Spawn {
+                                node: node.name.clone(),
+                                program: "ssh".into(),
+                                detail,
+                            })
+                        })
+                    }
+                }
+            }
         }
     }
 }

@@ -107,8 +107,12 @@ pub fn main(args: &[String]) -> i32 {
         truncated: t1 || t2,
         duration_ms: t0.elapsed().as_millis() as u64,
     };
+    // ssh's own failures (255: unreachable, dropped) say nothing about
+    // whether the remote command ran: no record, so resume runs it again.
+    let ssh_failed = argv[0] == "ssh" && status == 255;
     let tmp = file.with_extension("tmp");
-    if let Ok(mut f) = std::fs::File::create(&tmp) {
+    if ssh_failed {
+    } else if let Ok(mut f) = std::fs::File::create(&tmp) {
         let _ = f.write_all(&serde_json::to_vec(&rec).unwrap_or_default());
         let _ = f.sync_all();
         let _ = std::fs::rename(&tmp, file);

@@ -1,0 +1,299 @@
+//! The ssh transport: the system OpenSSH client, one multiplexed master
+//! connection per node (`ControlMaster=auto`, `ControlPersist`), reused for
+//! every command. Honours `~/.ssh/config` (or `-F FILE` from uphost.yaml)
+//! and the inventory's `ansible_host`, `ansible_port`, `ansible_user`,
+//! `ansible_ssh_private_key_file`. Host keys are checked strictly unless
+//! the operator opts into accepting new ones.
+//!
+//! The remote side receives exactly the plugin's argv: each argument is
+//! single-quoted for the remote POSIX shell (`'` becomes `'\''`), so spaces,
+//! quotes, `$`, `;`, backquotes and newlines arrive as literal bytes.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+
+use tokio::io::AsyncWriteExt;
+
+use super::local::{exit_code, read_capped};
+use super::{BoxFuture, CommandOutput, CommandSpec, Transport, TransportError};
+use crate::config::NodeSpec;
+
+/// Settings from uphost.yaml's `ssh:` section.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SshSettings {
+    /// An ssh_config file passed with `-F` (default: the user's).
+    pub config: Option<PathBuf>,
+    /// Accept and record unknown host keys (`StrictHostKeyChecking=accept-new`);
+    /// changed keys are always refused.
+    #[serde(default)]
+    pub accept_new_host_keys: bool,
+    /// Seconds to wait for a connection.
+    pub connect_timeout_s: Option<u64>,
+}
+
+/// The ssh transport.
+pub struct Ssh {
+    settings: SshSettings,
+    control_dir: PathBuf,
+}
+
+/// Quote one argument for a POSIX shell.
+pub fn quote(arg: &str) -> String {
+    if !arg.is_empty()
+        && arg
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./=:@%+,".contains(&b))
+    {
+        return arg.to_string();
+    }
+    format!("'{}'", arg.replace('\'', "'\\''"))
+}
+
+/// The remote command line for an argv and environment.
+pub fn remote_command(program: &str, args: &[String], env: &[(String, String)]) -> String {
+    let mut parts = Vec::new();
+    if !env.is_empty() {
+        parts.push("env".to_string());
+        for (k, v) in env {
+            parts.push(quote(&format!("{k}={v}")));
+        }
+    }
+    parts.push(quote(program));
+    parts.extend(args.iter().map(|a| quote(a)));
+    parts.join(" ")
+}
+
+impl Ssh {
+    /// A transport whose control sockets live in a private directory
+    /// (short path: unix sockets have a length limit), removed on drop.
+    pub fn new(settings: SshSettings) -> std::io::Result<Ssh> {
+        let control_dir = std::env::temp_dir().join(format!("uphost-ssh-{}", std::process::id()));
+        std::fs::create_dir_all(&control_dir)?;
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&control_dir, std::fs::Permissions::from_mode(0o700))?;
+        Ok(Ssh {
+            settings,
+            control_dir,
+        })
+    }
+
+    fn base_args(&self, node: &NodeSpec) -> Vec<String> {
+        let mut a: Vec<String> = Vec::new();
+        if let Some(cfg) = &self.settings.config {
+            a.push("-F".into());
+            a.push(cfg.display().to_string());
+        }
+        let strict = if self.settings.accept_new_host_keys {
+            "accept-new"
+        } else {
+            "yes"
+        };
+        for o in [
+            "ControlMaster=auto".to_string(),
+            format!("ControlPath={}/%C", self.control_dir.display()),
+            "ControlPersist=120".to_string(),
+            "BatchMode=yes".to_string(),
+            format!("StrictHostKeyChecking={strict}"),
+            format!(
+                "ConnectTimeout={}",
+                self.settings.connect_timeout_s.unwrap_or(10)
+            ),
+            "ServerAliveInterval=5".to_string(),
+            "ServerAliveCountMax=2".to_string(),
+            "LogLevel=ERROR".to_string(),
+        ] {
+            a.push("-o".into());
+            a.push(o);
+        }
+        if let Some(p) = node.port {
+            a.push("-p".into());
+            a.push(p.to_string());
+        }
+        if let Some(u) = &node.user {
+            a.push("-l".into());
+            a.push(u.clone());
+        }
+        if let Some(k) = &node.key_file {
+            a.push("-i".into());
+            a.push(k.display().to_string());
+        }
+        a
+    }
+
+    fn classify(node: &NodeSpec, stderr: &str) -> TransportError {
+        let s = stderr.to_ascii_lowercase();
+        let address = match node.port {
+            Some(p) => format!("{}:{p}", node.address),
+            None => node.address.clone(),
+        };
+        let kind = if s.contains("permission denied") || s.contains("too many authentication") {
+            "authentication failed"
+        } else if s.contains("host key verification failed")
+            || s.contains("remote host identification has changed")
+        {
+            "host key verification failed (add the key to known_hosts, or set ssh.accept_new_host_keys for new hosts)"
+        } else if s.contains("connection closed")
+            || s.contains("connection reset")
+            || s.contains("broken pipe")
+            || s.contains("timeout, server")
+            || s.contains("mux_client")
+        {
+            "connection dropped"
+        } else {
+            "unreachable"
+        };
+        TransportError::Unreachable {
+            node: node.name.clone(),
+            address,
+            detail: format!("{kind}: {}", stderr.trim()),
+        }
+    }
+
+    /// Close the master connections.
+    pub fn close(&self) {
+        let _ = std::fs::remove_dir_all(&self.control_dir);
+    }
+}
+
+impl Drop for Ssh {
+    fn drop(&mut self) {
+        // Masters exit on their own (ControlPersist) once their socket is
+        // gone; remove the directory so none can be reused.
+        if let Ok(rd) = std::fs::read_dir(&self.control_dir) {
+            for e in rd.flatten() {
+                let _ = std::process::Command::new("ssh")
+                    .args([
+                        "-o",
+                        &format!("ControlPath={}", e.path().display()),
+                        "-O",
+                        "exit",
+                        "x",
+                    ])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status();
+            }
+        }
+        self.close();
+    }
+}
+
+/// Is this path a usable ssh client?
+pub fn available() -> bool {
+    std::process::Command::new("ssh")
+        .arg("-V")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok()
+}
+
+impl Transport for Ssh {
+    fn exec<'a>(
+        &'a self,
+        node: &'a NodeSpec,
+        cmd: &'a CommandSpec,
+    ) -> BoxFuture<'a, Result<CommandOutput, TransportError>> {
+        Box::pin(async move {
+            let mut args = self.base_args(node);
+            args.push(node.address.clone());
+            args.push("--".into());
+            args.push(remote_command(&cmd.program, &cmd.args, &cmd.env));
+            let mut c = match &cmd.record {
+                Some(file) => {
+                    let exe = std::env::current_exe().map_err(|e| TransportError::Spawn {
+                        node: node.name.clone(),
+                        program: "ssh".into(),
+                        detail: e.to_string(),
+                    })?;
+                    let mut c = tokio::process::Command::new(exe);
+                    c.arg("__exec-record")
+                        .arg(file)
+                        .arg(cmd.output_cap.to_string())
+                        .arg("--")
+                        .arg("ssh");
+                    c
+                }
+                None => tokio::process::Command::new("ssh"),
+            };
+            c.args(&args)
+                .stdin(if cmd.stdin.is_some() {
+                    Stdio::piped()
+                } else {
+                    Stdio::null()
+                })
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .process_group(0)
+                .kill_on_drop(true);
+            let mut child = c.spawn().map_err(|e| TransportError::Spawn {
+                node: node.name.clone(),
+                program: "ssh".into(),
+                detail: e.to_string(),
+            })?;
+            let pgid = child.id().map(|p| p as i32);
+            let stdin = child.stdin.take();
+            let input = cmd.stdin.clone();
+            let feed = async move {
+                if let (Some(mut w), Some(bytes)) = (stdin, input) {
+                    let _ = w.write_all(&bytes).await;
+                    let _ = w.shutdown().await;
+                }
+            };
+            let out = read_capped(child.stdout.take().expect("piped"), cmd.output_cap);
+            let err = read_capped(child.stderr.take().expect("piped"), cmd.output_cap);
+            let work = async {
+                let ((), (stdout, t1), (stderr, t2)) = tokio::join!(feed, out, err);
+                (child.wait().await, stdout, stderr, t1 || t2)
+            };
+            match tokio::time::timeout(cmd.timeout, work).await {
+                Ok((status, stdout, stderr, truncated)) => {
+                    let status = status.map_err(|e| TransportError::Spawn {
+                        node: node.name.clone(),
+                        program: "ssh".into(),
+                        detail: e.to_string(),
+                    })?;
+                    let code = exit_code(status);
+                    if code == 255 {
+                        return Err(Self::classify(node, &String::from_utf8_lossy(&stderr)));
+                    }
+                    Ok(CommandOutput {
+                        status: code,
+                        stdout,
+                        stderr,
+                        truncated,
+                    })
+                }
+                Err(_) => {
+                    if let Some(p) = pgid.and_then(rustix::process::Pid::from_raw) {
+                        let _ =
+                            rustix::process::kill_process_group(p, rustix::process::Signal::KILL);
+                    }
+                    Err(TransportError::Timeout {
+                        node: node.name.clone(),
+                        ms: cmd.timeout.as_millis() as u64,
+                    })
+                }
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoting_is_literal_for_a_posix_shell() {
+        assert_eq!(quote("systemctl"), "systemctl");
+        assert_eq!(quote("a b"), "'a b'");
+        assert_eq!(quote("it's"), "'it'\\''s'");
+        assert_eq!(quote(""), "''");
+        assert_eq!(quote("$(touch x); `y`\n"), "'$(touch x); `y`\n'");
+        assert_eq!(
+            remote_command("echo", &["a b".into()], &[("K".into(), "v w".into())]),
+            "env 'K=v w' echo 'a b'"
+        );
+    }
+}
