@@ -205,3 +205,94 @@ fn random_argv_arrives_exactly_over_ssh() {
         t.elapsed()
     );
 }
+
+/// Benchmark (run by `cargo xtask bench ssh`, ignored by `cargo test`):
+/// per-command cost over the multiplexed connection, against a fresh ssh
+/// connection per command and against `ansible -m command` over ssh to the
+/// same test host. Prints numbers; asserts nothing about time.
+#[test]
+#[ignore = "benchmark: cargo xtask bench ssh"]
+fn ssh_overhead_benchmark() {
+    use uphost::transport::{CommandSpec, Transport};
+    let (rt, sshds, ssh, node) = roundtrip_runtime();
+    let spec = CommandSpec {
+        program: "true".into(),
+        args: vec![],
+        stdin: None,
+        env: vec![],
+        timeout: Duration::from_secs(20),
+        output_cap: 1 << 20,
+        record: None,
+    };
+    rt.block_on(ssh.exec(&node, &spec)).unwrap(); // opens the master
+    let n = 200;
+    let t = Instant::now();
+    for _ in 0..n {
+        let o = rt.block_on(ssh.exec(&node, &spec)).unwrap();
+        assert_eq!(o.status, 0);
+    }
+    let mux_ms = t.elapsed().as_secs_f64() * 1e3 / n as f64;
+    let port = sshds.port("n1").to_string();
+    let cfg = sshds.ssh_config();
+    let m = 20;
+    let t = Instant::now();
+    for _ in 0..m {
+        let st = std::process::Command::new("ssh")
+            .arg("-F")
+            .arg(&cfg)
+            .args([
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "ControlMaster=no",
+                "-o",
+                "ControlPath=none",
+                "-p",
+                &port,
+                "127.0.0.1",
+                "true",
+            ])
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+    let fresh_ms = t.elapsed().as_secs_f64() * 1e3 / m as f64;
+    let ansible = uphost_tests::root().join("target/bench-venv/bin/ansible");
+    let ansible_ms = if ansible.exists() {
+        let inv = sshds.dir.path().join("ansible-inv.yaml");
+        std::fs::write(
+            &inv,
+            format!(
+                "all:\n  hosts:\n    n1:\n      ansible_host: 127.0.0.1\n      ansible_port: {port}\n      ansible_user: root\n      ansible_ssh_private_key_file: {}\n      ansible_ssh_common_args: \"-F {}\"\n      ansible_python_interpreter: /usr/bin/python3\n",
+                sshds.dir.path().join("id").display(),
+                cfg.display()
+            ),
+        )
+        .unwrap();
+        let k = 10;
+        let t = Instant::now();
+        for _ in 0..k {
+            let o = std::process::Command::new(&ansible)
+                .arg("all")
+                .arg("-i")
+                .arg(&inv)
+                .args(["-m", "command", "-a", "true"])
+                .output()
+                .unwrap();
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
+        }
+        Some(t.elapsed().as_secs_f64() * 1e3 / k as f64)
+    } else {
+        None
+    };
+    println!(
+        "ssh per-command: uphost multiplexed {mux_ms:.2} ms, plain ssh (new connection each) {fresh_ms:.2} ms, ansible -m command {}",
+        ansible_ms
+            .map(|a| format!("{a:.0} ms"))
+            .unwrap_or_else(|| "n/a (run cargo xtask bench ansible first)".into())
+    );
+    println!(
+        "RESULT ssh_mux_ms={mux_ms:.2} ssh_fresh_ms={fresh_ms:.2} ansible_command_ms={}",
+        ansible_ms.map(|a| format!("{a:.0}")).unwrap_or_default()
+    );
+}

@@ -328,6 +328,43 @@ fn scale(rows: &mut Vec<Row>, sizes: &[usize]) -> Result<()> {
     Ok(())
 }
 
+fn ssh_overhead(rows: &mut Vec<Row>) -> Result<()> {
+    venv_ansible()?;
+    let out = cargo()
+        .args([
+            "test",
+            "-q",
+            "--release",
+            "-p",
+            "uphost-tests",
+            "--test",
+            "ssh",
+            "--",
+            "--ignored",
+            "--nocapture",
+            "ssh_overhead_benchmark",
+        ])
+        .stderr(Stdio::inherit())
+        .output()?;
+    let s = String::from_utf8_lossy(&out.stdout).into_owned();
+    print!("{s}");
+    if !out.status.success() {
+        bail!("the ssh benchmark failed");
+    }
+    let g = |k: &str| result_line(&s, k).unwrap_or_default();
+    rows.push(Row(
+        "ssh: per command (1 host)".into(),
+        format!(
+            "uphost multiplexed {} ms, new connection {} ms, ansible -m command {} ms",
+            g("ssh_mux_ms"),
+            g("ssh_fresh_ms"),
+            g("ansible_command_ms")
+        ),
+        "real sshd on loopback".into(),
+    ));
+    Ok(())
+}
+
 /// Run the benchmarks named in `which` (all when empty).
 pub fn bench(which: &[String]) -> Result<()> {
     super::build()?;
@@ -347,6 +384,9 @@ pub fn bench(which: &[String]) -> Result<()> {
     }
     if want("ansible") {
         orchestration(&mut rows)?;
+    }
+    if want("ssh") {
+        ssh_overhead(&mut rows)?;
     }
     if want("scale") {
         let sizes: Vec<usize> = std::env::var("UPHOST_SCALE_SIZES")
