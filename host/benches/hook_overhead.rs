@@ -75,7 +75,7 @@ fn main() {
                     node: None,
                 },
                 grant: grant.clone(),
-                nodes: Arc::new(vec![]),
+                nodes: Arc::new(uphost::config::NodeSet::new(vec![])),
                 read_only: false,
                 limits: Limits::default(),
                 transport: Arc::new(DryRun),

@@ -12,6 +12,38 @@ pub use inventory::{Connection, Inventory, NodeSpec};
 pub use services::{LimitsOverride, Mode, ServiceConfig, ServicesFile};
 pub use yaml::ConfigError;
 
+/// A service's nodes in inventory order, indexed by name (an `exec` finds
+/// its node in O(1), whatever the size of the service).
+#[derive(Debug, Clone, Default)]
+pub struct NodeSet {
+    list: Vec<NodeSpec>,
+    index: std::collections::HashMap<String, usize>,
+}
+
+impl NodeSet {
+    /// Index a list of nodes.
+    pub fn new(list: Vec<NodeSpec>) -> NodeSet {
+        let index = list
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.name.clone(), i))
+            .collect();
+        NodeSet { list, index }
+    }
+
+    /// A node by name.
+    pub fn by_name(&self, name: &str) -> Option<&NodeSpec> {
+        self.index.get(name).map(|i| &self.list[*i])
+    }
+}
+
+impl std::ops::Deref for NodeSet {
+    type Target = [NodeSpec];
+    fn deref(&self) -> &[NodeSpec] {
+        &self.list
+    }
+}
+
 /// Global limits (defaults shown in [`Limits::default`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Limits {

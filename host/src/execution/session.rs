@@ -32,7 +32,7 @@ pub struct ServiceRun {
     /// Name.
     pub name: String,
     /// All nodes hosting it (shared with every hook call).
-    pub nodes: Arc<Vec<NodeSpec>>,
+    pub nodes: Arc<crate::config::NodeSet>,
     /// The nodes `upgrade` runs on (after `--limit`).
     pub targets: Vec<NodeSpec>,
     /// Rollout.
@@ -193,7 +193,7 @@ impl Session {
             }
             out.push(ServiceRun {
                 name: planned.name.clone(),
-                nodes: Arc::new(nodes),
+                nodes: Arc::new(crate::config::NodeSet::new(nodes)),
                 targets,
                 rollout: svc.rollout.unwrap_or(p.meta.rollout),
                 max_fail: svc.max_fail.unwrap_or_default(),

@@ -181,7 +181,7 @@ pub async fn run(rt: &Runtime, plugin: &LoadedPlugin, sc: &Scenario) -> Report {
             }
         }
     }
-    let shared_nodes = Arc::new(nodes.clone());
+    let shared_nodes = Arc::new(crate::config::NodeSet::new(nodes.clone()));
     let mut outcomes: Vec<(String, Result<(), String>)> = Vec::new();
     let mut trace = Vec::new();
     let mut seen = 0usize;

@@ -11,7 +11,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use super::bindings::uphost::plugin::{log, node_exec, state, types};
 use super::pipe::CappedPipe;
 use crate::capabilities::{Access, Grant};
-use crate::config::{Limits, NodeSpec};
+use crate::config::{Limits, NodeSet, NodeSpec};
 use crate::events::{CommandRecord, Event, Sink, StepKey};
 use crate::transport::{CommandSpec, Transport, TransportError};
 
@@ -31,7 +31,7 @@ pub struct CallEnv {
     /// Effective grant.
     pub grant: Arc<Grant>,
     /// Nodes hosting the service: the only ones `exec` may target.
-    pub nodes: Arc<Vec<NodeSpec>>,
+    pub nodes: Arc<NodeSet>,
     /// Mutating commands are recorded, not executed.
     pub read_only: bool,
     /// Limits.
@@ -103,7 +103,7 @@ impl WasiView for HostState {
 }
 
 /// The host side of a `node-list` handle: the service's nodes, shared.
-pub struct NodeList(pub Arc<Vec<NodeSpec>>);
+pub struct NodeList(pub Arc<NodeSet>);
 
 fn wit_node(n: &NodeSpec) -> types::Node {
     types::Node {
@@ -117,7 +117,7 @@ impl HostState {
     /// A `node-list` handle for this store.
     pub fn node_list(
         &mut self,
-        nodes: Arc<Vec<NodeSpec>>,
+        nodes: Arc<NodeSet>,
     ) -> wasmtime::Result<wasmtime::component::Resource<NodeList>> {
         Ok(self.table.push(NodeList(nodes))?)
     }
@@ -174,7 +174,7 @@ impl node_exec::Host for HostState {
         let mut argv = vec![req.program.clone()];
         argv.extend(req.args.iter().cloned());
         // 1. Enforcement, before anything else.
-        let node = env.nodes.iter().find(|n| n.name == req.node);
+        let node = env.nodes.by_name(&req.node);
         let verdict = match node {
             None => Err(format!(
                 "node `{}` does not host service `{}`",
