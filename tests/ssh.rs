@@ -76,7 +76,7 @@ fn the_demo_upgrade_runs_over_ssh() {
 #[test]
 fn a_killed_sshd_fails_the_step_as_unreachable_and_resume_finishes() {
     let (d, mut sshds) = ssh_demo();
-    let mut child = std::process::Command::new(uphost_bin())
+    let child = std::process::Command::new(uphost_bin())
         .current_dir(d.path())
         .args(["run", "--yes"])
         .stdout(std::process::Stdio::null())

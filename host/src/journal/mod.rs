@@ -253,10 +253,8 @@ fn apply(r: &mut Replayed, ev: Event, keep: bool) {
         Event::Log { at_ms, .. }
         | Event::RunFinished { at_ms, .. }
         | Event::RunResumed { at_ms, .. } => r.last_ms = r.last_ms.max(*at_ms),
-        Event::RunStarted { .. } => {
-            if r.started.is_none() {
-                r.started = Some(ev.clone());
-            }
+        Event::RunStarted { .. } if r.started.is_none() => {
+            r.started = Some(ev.clone());
         }
         _ => {}
     }
