@@ -7,6 +7,8 @@
 //! * `demo`: build, then plan and upgrade the demo cluster (`run --yes`).
 //! * `test`: build (plus the test fixtures and hostile plugins), then every
 //!   test of the workspace.
+//! * `e2e`: only the end-to-end tests (demo runs, SIGKILL/resume, ssh,
+//!   Chromium, hostile plugins).
 //! * `man`: write the man page to `target/man/uphost.1`.
 //! * `bench`: every benchmark of BENCHMARKS.md, with a summary table.
 
@@ -230,6 +232,34 @@ fn test() -> Result<()> {
     Ok(())
 }
 
+/// The end-to-end tests alone: real runs of the binary (demo cluster,
+/// SIGKILL and resume, rollback), real sshd hosts, headless Chromium, the
+/// hostile plugins.
+fn e2e() -> Result<()> {
+    ensure_packages(&[
+        ("chromium", "chromium"),
+        ("/usr/sbin/sshd", "openssh-server"),
+        ("ssh", "openssh-client"),
+    ])?;
+    build()?;
+    build_fixtures()?;
+    run(cargo().args([
+        "test",
+        "--release",
+        "-p",
+        "uphost-tests",
+        "--test",
+        "runs",
+        "--test",
+        "ssh",
+        "--test",
+        "operator",
+        "--test",
+        "hostile",
+        "--no-fail-fast",
+    ]))
+}
+
 fn man() -> Result<()> {
     run(cargo().args(["build", "--release", "-p", "uphost"]))?;
     let dir = root().join("target/man");
@@ -257,6 +287,7 @@ fn dispatch() -> Result<()> {
         "demo" => demo(),
         "test" => test(),
         "man" => man(),
+        "e2e" => e2e(),
         "bench" => bench::bench(&std::env::args().skip(2).collect::<Vec<_>>()),
         _ => {
             eprintln!(
