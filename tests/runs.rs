@@ -424,3 +424,53 @@ fn sigkill_anywhere_then_resume_equals_an_uninterrupted_run() {
     }
     eprintln!("{kills} SIGKILLs landed");
 }
+
+/// First Ctrl-C: the step in flight finishes, no new step starts, the run
+/// stops resumably (exit 130); resume completes it.
+#[test]
+fn ctrl_c_stops_cleanly_and_resume_finishes() {
+    let d = Demo::new(&["galera", "haproxy", "rabbitmq"], true);
+    let services = std::fs::read_to_string(d.path().join("services.yaml")).unwrap();
+    std::fs::write(
+        d.path().join("services.yaml"),
+        services.replace("drain_wait_s: \"0\"", "drain_wait_s: \"2\""),
+    )
+    .unwrap();
+    let child = Command::new(uphost_bin())
+        .current_dir(d.path())
+        .args(["run", "--yes"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until galera's pre-upgrade (which waits 2 s for transactions to
+    // drain) is in flight, then interrupt.
+    let t = std::time::Instant::now();
+    while !d.ops("ctl1").iter().any(|l| l.starts_with("touch /var/tmp/clustercheck.disabled")) {
+        assert!(t.elapsed() < Duration::from_secs(20), "the run did not start");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(child.id() as i32).unwrap(),
+        rustix::process::Signal::INT,
+    )
+    .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    assert!(err.contains("in-flight steps finish"), "{err}");
+    let ev = d.journal();
+    let finished = |svc: &str, phase: &str| {
+        ev.iter().any(|e| {
+            e["event"] == "step-finished" && e["step"]["service"] == svc && e["step"]["phase"] == phase && e["status"] == "ok"
+        })
+    };
+    assert!(finished("galera", "pre-upgrade"), "the in-flight step did not finish");
+    assert!(!ev.iter().any(|e| e["event"] == "step-started" && e["step"]["service"] == "galera" && e["step"]["phase"] == "upgrade"),
+        "a new step started after the interrupt");
+    assert_eq!(d.status()["outcome"], "interrupted");
+    let r = d.uphost(&["resume", "--yes"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(complete(&d));
+    assert_eq!(d.ops("ctl1").iter().filter(|l| l.starts_with("mysqldump")).count(), 1, "the backup ran twice");
+}
