@@ -446,8 +446,15 @@ fn ctrl_c_stops_cleanly_and_resume_finishes() {
     // Wait until galera's pre-upgrade (which waits 2 s for transactions to
     // drain) is in flight, then interrupt.
     let t = std::time::Instant::now();
-    while !d.ops("ctl1").iter().any(|l| l.starts_with("touch /var/tmp/clustercheck.disabled")) {
-        assert!(t.elapsed() < Duration::from_secs(20), "the run did not start");
+    while !d
+        .ops("ctl1")
+        .iter()
+        .any(|l| l.starts_with("touch /var/tmp/clustercheck.disabled"))
+    {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "the run did not start"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
     rustix::process::kill_process(
@@ -462,15 +469,32 @@ fn ctrl_c_stops_cleanly_and_resume_finishes() {
     let ev = d.journal();
     let finished = |svc: &str, phase: &str| {
         ev.iter().any(|e| {
-            e["event"] == "step-finished" && e["step"]["service"] == svc && e["step"]["phase"] == phase && e["status"] == "ok"
+            e["event"] == "step-finished"
+                && e["step"]["service"] == svc
+                && e["step"]["phase"] == phase
+                && e["status"] == "ok"
         })
     };
-    assert!(finished("galera", "pre-upgrade"), "the in-flight step did not finish");
-    assert!(!ev.iter().any(|e| e["event"] == "step-started" && e["step"]["service"] == "galera" && e["step"]["phase"] == "upgrade"),
-        "a new step started after the interrupt");
+    assert!(
+        finished("galera", "pre-upgrade"),
+        "the in-flight step did not finish"
+    );
+    assert!(
+        !ev.iter().any(|e| e["event"] == "step-started"
+            && e["step"]["service"] == "galera"
+            && e["step"]["phase"] == "upgrade"),
+        "a new step started after the interrupt"
+    );
     assert_eq!(d.status()["outcome"], "interrupted");
     let r = d.uphost(&["resume", "--yes"]);
     assert_eq!(r.code, 0, "{}", r.all());
     assert!(complete(&d));
-    assert_eq!(d.ops("ctl1").iter().filter(|l| l.starts_with("mysqldump")).count(), 1, "the backup ran twice");
+    assert_eq!(
+        d.ops("ctl1")
+            .iter()
+            .filter(|l| l.starts_with("mysqldump"))
+            .count(),
+        1,
+        "the backup ran twice"
+    );
 }

@@ -44,6 +44,7 @@ pub fn show(
         Some(r) => r.to_string(),
         None => journal::current_run(state_dir)?,
     };
+    journal::check_run_id(&run_id)?;
     let path = journal::run_dir(state_dir, &run_id).join("journal.jsonl");
     if !path.exists() {
         return Err(Error::Journal(journal::JournalError::NoRun(path)));

@@ -30,6 +30,12 @@ pub enum JournalError {
     /// No run to resume or show.
     #[error("no run found in {0}; start one with `uphost run`")]
     NoRun(PathBuf),
+    /// A run id that is not one uphost made (it could name a path outside
+    /// the state directory).
+    #[error(
+        "`{0}` is not a run id (letters, digits, `-` and `_` only); `uphost status` shows the latest"
+    )]
+    BadRunId(String),
     /// A record in the middle is unreadable.
     #[error(
         "journal {path}:{line}: unreadable record ({detail}); the journal was edited or damaged"
@@ -299,20 +305,41 @@ pub fn run_dir(state_dir: &Path, run_id: &str) -> PathBuf {
     state_dir.join("runs").join(run_id)
 }
 
+/// Check that a run id is a plain name (never a path).
+pub fn check_run_id(id: &str) -> Result<(), JournalError> {
+    if !id.is_empty()
+        && id.len() <= 128
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        Ok(())
+    } else {
+        Err(JournalError::BadRunId(id.to_string()))
+    }
+}
+
 /// The most recent run id (from `<state>/current`).
 pub fn current_run(state_dir: &Path) -> Result<String, JournalError> {
     let p = state_dir.join("current");
-    std::fs::read_to_string(&p)
+    let id = std::fs::read_to_string(&p)
         .map(|s| s.trim().to_string())
         .ok()
         .filter(|s| !s.is_empty())
-        .ok_or_else(|| JournalError::NoRun(state_dir.to_path_buf()))
+        .ok_or_else(|| JournalError::NoRun(state_dir.to_path_buf()))?;
+    check_run_id(&id)?;
+    Ok(id)
 }
 
-fn fsync_dir(dir: &Path) {
-    if let Ok(d) = File::open(dir) {
-        let _ = d.sync_all();
-    }
+/// A capability handle on the state directory (created if missing): the
+/// journal writes through it, so no name can reach outside it.
+fn state_root(state_dir: &Path) -> Result<cap_std::fs::Dir, JournalError> {
+    let io = |source| JournalError::Io {
+        path: state_dir.to_path_buf(),
+        source,
+    };
+    std::fs::create_dir_all(state_dir).map_err(io)?;
+    cap_std::fs::Dir::open_ambient_dir(state_dir, cap_std::ambient_authority()).map_err(io)
 }
 
 impl Journal {
@@ -322,24 +349,28 @@ impl Journal {
         run_id: &str,
         observers: Vec<Observer>,
     ) -> Result<Journal, JournalError> {
+        check_run_id(run_id)?;
         let dir = run_dir(state_dir, run_id);
         let path = dir.join("journal.jsonl");
         let io = |source| JournalError::Io {
             path: path.clone(),
             source,
         };
-        std::fs::create_dir_all(&dir).map_err(io)?;
-        let file = std::fs::OpenOptions::new()
-            .create_new(true)
-            .append(true)
-            .open(&path)
-            .map_err(io)?;
-        fsync_dir(&dir);
-        let cur = state_dir.join("current");
-        let tmp = state_dir.join(".current.tmp");
-        std::fs::write(&tmp, run_id).map_err(io)?;
-        std::fs::rename(&tmp, &cur).map_err(io)?;
-        fsync_dir(state_dir);
+        let root = state_root(state_dir)?;
+        let rel = Path::new("runs").join(run_id);
+        root.create_dir_all(&rel).map_err(io)?;
+        let mut opts = cap_std::fs::OpenOptions::new();
+        opts.create_new(true).append(true);
+        let file = root
+            .open_with(rel.join("journal.jsonl"), &opts)
+            .map_err(io)?
+            .into_std();
+        if let Ok(d) = root.open_dir(&rel) {
+            let _ = d.into_std_file().sync_all();
+        }
+        root.write(".current.tmp", run_id).map_err(io)?;
+        root.rename(".current.tmp", &root, "current").map_err(io)?;
+        let _ = root.try_clone().map(|d| d.into_std_file().sync_all());
         let sync_file = file.try_clone().map_err(io)?;
         Ok(Journal {
             run_id: run_id.to_string(),
@@ -367,6 +398,7 @@ impl Journal {
         run_id: &str,
         observers: Vec<Observer>,
     ) -> Result<(Journal, Replayed), JournalError> {
+        check_run_id(run_id)?;
         let path = run_dir(state_dir, run_id).join("journal.jsonl");
         let r = replay_summary(&path)?;
         let io = |source| JournalError::Io {
@@ -637,6 +669,20 @@ mod tests {
         let r = replay(&path).unwrap();
         assert_eq!(r.steps[&step(Some("n2"))], StepStatus::Running);
         assert_eq!(current_run(dir.path()).unwrap(), "r1");
+    }
+
+    #[test]
+    fn run_ids_are_names_not_paths() {
+        assert!(check_run_id("20261122T031038Z-f755").is_ok());
+        for bad in ["", "..", "../../etc", "a/b", "run id", "x\0"] {
+            assert!(check_run_id(bad).is_err(), "{bad:?}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("current"), "../../outside").unwrap();
+        assert!(matches!(
+            current_run(dir.path()),
+            Err(JournalError::BadRunId(_))
+        ));
     }
 
     #[test]
