@@ -161,6 +161,13 @@ impl Session {
                 )));
             }
         }
+        if self.plugins.is_empty() {
+            return Err(Error::Usage(format!(
+                "no plugins (*.wasm) in {}: put the service plugins there, or fix `plugins:` in {}",
+                self.cfg.plugins_dir.display(),
+                self.cfg.path.display()
+            )));
+        }
         let keep: BTreeSet<String> = if only.is_empty() {
             self.plugins.keys().cloned().collect()
         } else {

@@ -26,7 +26,17 @@ pub const PLUGIN_EXPORT: &str = "uphost:plugin/plugin";
 /// Why a plugin could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
-    /// The directory or file could not be read.
+    /// The plugin directory could not be read.
+    #[error(
+        "cannot read the plugin directory {path}: {source}; create it, or fix `plugins:` in uphost.yaml"
+    )]
+    Dir {
+        /// Path.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A plugin file could not be read.
     #[error("cannot read {path}: {source}")]
     Io {
         /// Path.
@@ -148,7 +158,7 @@ impl LoadedPlugin {
 
 /// The `*.wasm` files of a directory, sorted.
 pub fn wasm_files(dir: &Path) -> Result<Vec<PathBuf>, LoadError> {
-    let rd = std::fs::read_dir(dir).map_err(|source| LoadError::Io {
+    let rd = std::fs::read_dir(dir).map_err(|source| LoadError::Dir {
         path: dir.to_path_buf(),
         source,
     })?;
