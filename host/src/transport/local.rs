@@ -56,6 +56,67 @@ pub fn exit_code(status: std::process::ExitStatus) -> i32 {
         .unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
 }
 
+/// Spawn a prepared command in its own process group, feed its stdin, read
+/// its capped output, and wait for it up to the command's timeout (then the
+/// whole group is killed). Shared by the local and ssh transports.
+pub async fn run_child(
+    mut c: tokio::process::Command,
+    node: &NodeSpec,
+    program: &str,
+    cmd: &CommandSpec,
+) -> Result<CommandOutput, TransportError> {
+    let spawn_err = |e: std::io::Error| TransportError::Spawn {
+        node: node.name.clone(),
+        program: program.to_string(),
+        detail: e.to_string(),
+    };
+    c.stdin(if cmd.stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .process_group(0)
+    .kill_on_drop(true);
+    let mut child = c.spawn().map_err(spawn_err)?;
+    let mut guard = GroupGuard(child.id().map(|p| p as i32));
+    let stdin = child.stdin.take();
+    let input = cmd.stdin.clone();
+    let feed = async move {
+        if let (Some(mut w), Some(bytes)) = (stdin, input) {
+            let _ = w.write_all(&bytes).await;
+            let _ = w.shutdown().await;
+        }
+    };
+    let out = read_capped(child.stdout.take().expect("piped"), cmd.output_cap);
+    let err = read_capped(child.stderr.take().expect("piped"), cmd.output_cap);
+    let work = async {
+        let ((), (stdout, t1), (stderr, t2)) = tokio::join!(feed, out, err);
+        (child.wait().await, stdout, stderr, t1 || t2)
+    };
+    match tokio::time::timeout(cmd.timeout, work).await {
+        Ok((status, stdout, stderr, truncated)) => {
+            let status = status.map_err(spawn_err)?;
+            // Finished: whatever it left running (a daemon) is not ours to kill.
+            guard.0 = None;
+            Ok(CommandOutput {
+                status: exit_code(status),
+                stdout,
+                stderr,
+                truncated,
+            })
+        }
+        Err(_) => {
+            drop(guard);
+            Err(TransportError::Timeout {
+                node: node.name.clone(),
+                ms: cmd.timeout.as_millis() as u64,
+            })
+        }
+    }
+}
+
 impl Transport for Local {
     fn exec<'a>(
         &'a self,
@@ -98,61 +159,7 @@ impl Transport for Local {
             for (k, v) in &cmd.env {
                 c.env(k, v);
             }
-            c.stdin(if cmd.stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .kill_on_drop(true);
-            let mut child = c.spawn().map_err(|e| TransportError::Spawn {
-                node: node.name.clone(),
-                program: cmd.program.clone(),
-                detail: e.to_string(),
-            })?;
-            let mut guard = GroupGuard(child.id().map(|p| p as i32));
-            let stdin = child.stdin.take();
-            let input = cmd.stdin.clone();
-            let feed = async move {
-                if let (Some(mut w), Some(bytes)) = (stdin, input) {
-                    let _ = w.write_all(&bytes).await;
-                    let _ = w.shutdown().await;
-                }
-            };
-            let out = read_capped(child.stdout.take().expect("piped"), cmd.output_cap);
-            let err = read_capped(child.stderr.take().expect("piped"), cmd.output_cap);
-            let work = async {
-                let ((), (stdout, t1), (stderr, t2)) = tokio::join!(feed, out, err);
-                let status = child.wait().await;
-                (status, stdout, stderr, t1 || t2)
-            };
-            match tokio::time::timeout(cmd.timeout, work).await {
-                Ok((status, stdout, stderr, truncated)) => {
-                    let status = status.map_err(|e| TransportError::Spawn {
-                        node: node.name.clone(),
-                        program: cmd.program.clone(),
-                        detail: e.to_string(),
-                    })?;
-                    // Finished: whatever it left running (a daemon) is not ours
-                    // to kill.
-                    guard.0 = None;
-                    Ok(CommandOutput {
-                        status: exit_code(status),
-                        stdout,
-                        stderr,
-                        truncated,
-                    })
-                }
-                Err(_) => {
-                    drop(guard);
-                    Err(TransportError::Timeout {
-                        node: node.name.clone(),
-                        ms: cmd.timeout.as_millis() as u64,
-                    })
-                }
-            }
+            run_child(c, node, &cmd.program, cmd).await
         })
     }
 }

@@ -12,9 +12,7 @@
 use std::path::PathBuf;
 use std::process::Stdio;
 
-use tokio::io::AsyncWriteExt;
-
-use super::local::{exit_code, read_capped};
+use super::local::run_child;
 use super::{BoxFuture, CommandOutput, CommandSpec, Transport, TransportError};
 use crate::config::NodeSpec;
 
@@ -217,65 +215,12 @@ impl Transport for Ssh {
                 }
                 None => tokio::process::Command::new("ssh"),
             };
-            c.args(&args)
-                .stdin(if cmd.stdin.is_some() {
-                    Stdio::piped()
-                } else {
-                    Stdio::null()
-                })
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .process_group(0)
-                .kill_on_drop(true);
-            let mut child = c.spawn().map_err(|e| TransportError::Spawn {
-                node: node.name.clone(),
-                program: "ssh".into(),
-                detail: e.to_string(),
-            })?;
-            let pgid = child.id().map(|p| p as i32);
-            let stdin = child.stdin.take();
-            let input = cmd.stdin.clone();
-            let feed = async move {
-                if let (Some(mut w), Some(bytes)) = (stdin, input) {
-                    let _ = w.write_all(&bytes).await;
-                    let _ = w.shutdown().await;
-                }
-            };
-            let out = read_capped(child.stdout.take().expect("piped"), cmd.output_cap);
-            let err = read_capped(child.stderr.take().expect("piped"), cmd.output_cap);
-            let work = async {
-                let ((), (stdout, t1), (stderr, t2)) = tokio::join!(feed, out, err);
-                (child.wait().await, stdout, stderr, t1 || t2)
-            };
-            match tokio::time::timeout(cmd.timeout, work).await {
-                Ok((status, stdout, stderr, truncated)) => {
-                    let status = status.map_err(|e| TransportError::Spawn {
-                        node: node.name.clone(),
-                        program: "ssh".into(),
-                        detail: e.to_string(),
-                    })?;
-                    let code = exit_code(status);
-                    if code == 255 {
-                        return Err(Self::classify(node, &String::from_utf8_lossy(&stderr)));
-                    }
-                    Ok(CommandOutput {
-                        status: code,
-                        stdout,
-                        stderr,
-                        truncated,
-                    })
-                }
-                Err(_) => {
-                    if let Some(p) = pgid.and_then(rustix::process::Pid::from_raw) {
-                        let _ =
-                            rustix::process::kill_process_group(p, rustix::process::Signal::KILL);
-                    }
-                    Err(TransportError::Timeout {
-                        node: node.name.clone(),
-                        ms: cmd.timeout.as_millis() as u64,
-                    })
-                }
+            c.args(&args);
+            let out = run_child(c, node, "ssh", cmd).await?;
+            if out.status == 255 {
+                return Err(Self::classify(node, &String::from_utf8_lossy(&out.stderr)));
             }
+            Ok(out)
         })
     }
 }
