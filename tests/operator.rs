@@ -128,3 +128,28 @@ fn the_report_renders_in_headless_chromium() {
         png.len()
     );
 }
+
+/// On a terminal (a pty made by `script`), a run draws a live progress bar:
+/// steps done / total and the steps in flight.
+#[test]
+fn a_terminal_gets_a_live_progress_bar() {
+    let d = Demo::new(SEED_PLUGINS, true);
+    let out = Command::new("script")
+        .current_dir(d.path())
+        .args(["-qec"])
+        .arg(format!(
+            "{} run --yes",
+            uphost_tests::uphost_bin().display()
+        ))
+        .arg("/dev/null")
+        .output()
+        .expect("`script` (util-linux) runs the command on a pty");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("/70 steps"), "no progress bar: {text}");
+    assert!(
+        text.contains("galera check") || text.contains("galera pre-upgrade"),
+        "no step in flight shown: {text}"
+    );
+    assert!(text.contains("run complete"), "{text}");
+}
