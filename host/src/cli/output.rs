@@ -222,16 +222,7 @@ fn human(ev: &Event, start: Instant, verbose: u8, done: &AtomicU64) {
 /// An argv as a shell-quoted line (for display only; never executed).
 pub fn shell_join(argv: &[String]) -> String {
     argv.iter()
-        .map(|a| {
-            if !a.is_empty()
-                && a.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "-_./=:@%+,".contains(c))
-            {
-                a.clone()
-            } else {
-                format!("'{}'", a.replace('\'', "'\\''"))
-            }
-        })
+        .map(|a| crate::transport::ssh::quote(a))
         .collect::<Vec<_>>()
         .join(" ")
 }
