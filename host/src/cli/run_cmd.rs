@@ -41,14 +41,13 @@ pub async fn check(session: Session, only: &[String], cli: &Cli) -> Result<i32, 
             phase: crate::events::Phase::Check,
             node: None,
         };
-        let conf = session.cfg.service(&svc.name);
         let env = CallEnv {
             plugin: svc.name.clone(),
             step,
             grant: grants[&svc.name].clone(),
             nodes: svc.nodes.clone(),
             read_only: true,
-            limits: session.cfg.limits.with(&conf.limits),
+            limits: svc.limits.clone(),
             transport: transport.clone(),
             sink: sink.clone(),
             record_dir: None,

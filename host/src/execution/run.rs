@@ -73,6 +73,8 @@ pub struct Runner {
     opts: RunOptions,
     failures: Mutex<Vec<(StepKey, String)>>,
     touched: Mutex<BTreeSet<String>>,
+    /// Each service's hook context, built once per run.
+    ctxs: BTreeMap<String, crate::runtime::HookCtx>,
 }
 
 /// The recorded plan of a run.
@@ -133,7 +135,15 @@ impl Runner {
             .filter(|k| k.phase == crate::events::Phase::PreUpgrade)
             .map(|k| k.service.clone())
             .collect();
+        let ctxs = services
+            .iter()
+            .map(|s| {
+                let c = session.hook_ctx(&s.name, &journal.run_id, opts.recorded.dry_run);
+                (s.name.clone(), c)
+            })
+            .collect();
         Arc::new(Runner {
+            ctxs,
             forks: Semaphore::new(opts.forks.max(1)),
             session,
             journal,
@@ -183,11 +193,6 @@ impl Runner {
             at_ms: self.journal.now_ms(),
         });
         let plugin = &self.session.plugins[&svc.name];
-        let limits = self
-            .session
-            .cfg
-            .limits
-            .with(&self.session.cfg.service(&svc.name).limits);
         let read_only = self.opts.recorded.dry_run || phase == crate::events::Phase::Check;
         let env = CallEnv {
             plugin: svc.name.clone(),
@@ -195,17 +200,20 @@ impl Runner {
             grant: self.grants[&svc.name].clone(),
             nodes: svc.nodes.clone(),
             read_only,
-            limits,
+            limits: svc.limits.clone(),
             transport: self.transport.clone(),
             sink: self.journal.clone(),
             record_dir: Some(self.journal.record_dir()),
         };
-        let hctx =
-            self.session
-                .hook_ctx(&svc.name, &self.journal.run_id, self.opts.recorded.dry_run);
-        let res = call_hook(&self.session.rt, &plugin.pre, env, &hctx, hook)
-            .await
-            .map_err(|e| e.to_string());
+        let res = call_hook(
+            &self.session.rt,
+            &plugin.pre,
+            env,
+            &self.ctxs[&svc.name],
+            hook,
+        )
+        .await
+        .map_err(|e| e.to_string());
         let res = match self.journal.take_error() {
             Some(e) => Err(format!(
                 "the journal could not be written ({e}); stopping so that nothing counts as done that is not on disk"

@@ -43,6 +43,8 @@ pub struct ServiceRun {
     pub canary: bool,
     /// Can roll back.
     pub reversible: bool,
+    /// Limits for its hook calls (global ones with its overrides).
+    pub limits: crate::config::Limits,
 }
 
 /// The default cache directory for commands without a state directory.
@@ -206,6 +208,7 @@ impl Session {
                 max_fail: svc.max_fail.unwrap_or_default(),
                 canary: svc.canary,
                 reversible: p.meta.reversible,
+                limits: self.cfg.limits.with(&svc.limits),
             });
         }
         if !unmapped.is_empty() {
