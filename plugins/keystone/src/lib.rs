@@ -11,26 +11,25 @@ use uphost_sdk::prelude::*;
 /// The plugin.
 pub struct Keystone;
 
+/// The identity endpoints, as requested in `describe` and run in checks.
+const ENDPOINT_LIST: [&str; 8] = [
+    "endpoint",
+    "list",
+    "--service",
+    "identity",
+    "-f",
+    "value",
+    "-c",
+    "URL",
+];
+
 fn unit<'a>(cx: &'a Cx) -> &'a str {
     cx.param_or("unit", "keystone")
 }
 
 fn endpoints(cx: &Cx) -> Result<()> {
     let primary = cx.primary()?.name.clone();
-    let out = cx.run(
-        &primary,
-        "openstack",
-        &[
-            "endpoint",
-            "list",
-            "--service",
-            "identity",
-            "-f",
-            "value",
-            "-c",
-            "URL",
-        ],
-    )?;
+    let out = cx.run(&primary, "openstack", &ENDPOINT_LIST)?;
     if out.stdout_text().trim().is_empty() {
         bail!(
             "keystone answers but lists no identity endpoints; re-run `keystone-manage bootstrap`"
@@ -70,20 +69,8 @@ impl Plugin for Keystone {
             Capability::mutating("apt-get", &["install", "-y", "keystone=*"])
                 .reason("install the new (or, on rollback, previous) version"),
             Capability::mutating("keystone-manage", &["db_sync"]).reason("schema migration"),
-            Capability::read_only(
-                "openstack",
-                &[
-                    "endpoint",
-                    "list",
-                    "--service",
-                    "identity",
-                    "-f",
-                    "value",
-                    "-c",
-                    "URL",
-                ],
-            )
-            .reason("verify the identity endpoints"),
+            Capability::read_only("openstack", &ENDPOINT_LIST)
+                .reason("verify the identity endpoints"),
         ])
     }
 

@@ -9,6 +9,18 @@ use uphost_sdk::prelude::*;
 /// The plugin.
 pub struct Placement;
 
+/// Placement's endpoints, as requested in `describe` and run in pre-upgrade.
+const ENDPOINT_LIST: [&str; 8] = [
+    "endpoint",
+    "list",
+    "--service",
+    "placement",
+    "-f",
+    "value",
+    "-c",
+    "URL",
+];
+
 impl Plugin for Placement {
     fn describe() -> Info {
         Info::new(
@@ -65,20 +77,7 @@ impl Plugin for Placement {
                 ],
             )
             .reason("its endpoints"),
-            Capability::read_only(
-                "openstack",
-                &[
-                    "endpoint",
-                    "list",
-                    "--service",
-                    "placement",
-                    "-f",
-                    "value",
-                    "-c",
-                    "URL",
-                ],
-            )
-            .reason("are the endpoints there?"),
+            Capability::read_only("openstack", &ENDPOINT_LIST).reason("are the endpoints there?"),
             Capability::mutating("apt-get", &["install", "-y", "placement-api=*"])
                 .reason("install"),
             Capability::mutating("systemctl", &["restart", "placement-api"])
@@ -125,20 +124,7 @@ impl Plugin for Placement {
                 &["service", "create", "--name", "placement", "placement"],
             )?;
         }
-        let have = cx.run(
-            &p,
-            "openstack",
-            &[
-                "endpoint",
-                "list",
-                "--service",
-                "placement",
-                "-f",
-                "value",
-                "-c",
-                "URL",
-            ],
-        )?;
+        let have = cx.run(&p, "openstack", &ENDPOINT_LIST)?;
         if have.stdout_text().trim().is_empty() {
             for iface in ["public", "internal", "admin"] {
                 cx.run(
