@@ -8,6 +8,17 @@ use std::time::Duration;
 
 use uphost_tests::{Demo, SEED_PLUGINS, uphost_bin};
 
+/// nova-compute and everything it depends on.
+const COMPUTE_CHAIN: &[&str] = &[
+    "nova-compute",
+    "nova",
+    "keystone",
+    "placement",
+    "galera",
+    "rabbitmq",
+    "haproxy",
+];
+
 fn complete(d: &Demo) -> bool {
     d.status()["complete"].as_bool() == Some(true)
 }
@@ -218,24 +229,15 @@ fn a_second_run_is_refused_naming_the_holder() {
 
 #[test]
 fn max_fail_tolerates_within_the_threshold_and_stops_beyond() {
-    let d = Demo::new(
-        &[
-            "nova-compute",
-            "nova",
-            "keystone",
-            "placement",
-            "galera",
-            "rabbitmq",
-            "haproxy",
-        ],
-        true,
-    );
-    let services = std::fs::read_to_string(d.path().join("services.yaml")).unwrap();
-    let services = services.replace(
-        "    rollout: {serial: 2}\n",
-        "    rollout: {serial: 1}\n    max_fail: 1\n",
-    );
-    std::fs::write(d.path().join("services.yaml"), &services).unwrap();
+    let one_by_one = |d: &Demo| {
+        d.edit(
+            "services.yaml",
+            "    rollout: {serial: 2}\n",
+            "    rollout: {serial: 1}\n    max_fail: 1\n",
+        )
+    };
+    let d = Demo::new(COMPUTE_CHAIN, true);
+    one_by_one(&d);
     d.fault("cmp2", &["apt-get"], "E: broken packages");
     let r = d.uphost(&["run", "--yes"]);
     assert_eq!(
@@ -252,19 +254,8 @@ fn max_fail_tolerates_within_the_threshold_and_stops_beyond() {
         );
     }
     // Two failures are not: with max_fail 1, the batch after the second stops.
-    let d = Demo::new(
-        &[
-            "nova-compute",
-            "nova",
-            "keystone",
-            "placement",
-            "galera",
-            "rabbitmq",
-            "haproxy",
-        ],
-        true,
-    );
-    std::fs::write(d.path().join("services.yaml"), &services).unwrap();
+    let d = Demo::new(COMPUTE_CHAIN, true);
+    one_by_one(&d);
     d.fault("cmp1", &["apt-get"], "E: broken packages");
     d.fault("cmp2", &["apt-get"], "E: broken packages");
     let r = d.uphost(&["run", "--yes"]);
@@ -279,27 +270,12 @@ fn max_fail_tolerates_within_the_threshold_and_stops_beyond() {
 
 #[test]
 fn canary_pauses_after_the_first_batch() {
-    let d = Demo::new(
-        &[
-            "nova-compute",
-            "nova",
-            "keystone",
-            "placement",
-            "galera",
-            "rabbitmq",
-            "haproxy",
-        ],
-        true,
+    let d = Demo::new(COMPUTE_CHAIN, true);
+    d.edit(
+        "services.yaml",
+        "    rollout: {serial: 2}\n",
+        "    rollout: {serial: 1}\n    canary: true\n",
     );
-    let services = std::fs::read_to_string(d.path().join("services.yaml")).unwrap();
-    std::fs::write(
-        d.path().join("services.yaml"),
-        services.replace(
-            "    rollout: {serial: 2}\n",
-            "    rollout: {serial: 1}\n    canary: true\n",
-        ),
-    )
-    .unwrap();
     assert_eq!(d.uphost(&["run", "--yes"]).code, 0);
     let ev = d.journal();
     let canary = ev
@@ -430,12 +406,11 @@ fn sigkill_anywhere_then_resume_equals_an_uninterrupted_run() {
 #[test]
 fn ctrl_c_stops_cleanly_and_resume_finishes() {
     let d = Demo::new(&["galera", "haproxy", "rabbitmq"], true);
-    let services = std::fs::read_to_string(d.path().join("services.yaml")).unwrap();
-    std::fs::write(
-        d.path().join("services.yaml"),
-        services.replace("drain_wait_s: \"0\"", "drain_wait_s: \"2\""),
-    )
-    .unwrap();
+    d.edit(
+        "services.yaml",
+        "drain_wait_s: \"0\"",
+        "drain_wait_s: \"2\"",
+    );
     let child = Command::new(uphost_bin())
         .current_dir(d.path())
         .args(["run", "--yes"])

@@ -182,6 +182,15 @@ impl Demo {
         v
     }
 
+    /// Replace `from` by `to` in one of its configuration files (the text
+    /// must be there).
+    pub fn edit(&self, file: &str, from: &str, to: &str) {
+        let p = self.path().join(file);
+        let text = std::fs::read_to_string(&p).expect("config file");
+        assert!(text.contains(from), "`{from}` is not in {file}");
+        std::fs::write(&p, text.replace(from, to)).expect("write config file");
+    }
+
     /// Inject a fault on a node: commands starting with `argv` fail.
     pub fn fault(&self, node: &str, argv: &[&str], stderr: &str) {
         let f = serde_json::json!([{"argv": argv, "status": 1, "stderr": stderr, "times": 0}]);
