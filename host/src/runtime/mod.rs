@@ -178,24 +178,18 @@ pub enum HookFailure {
     },
 }
 
+/// Is this the epoch interruption of an expired hook deadline?
+fn is_deadline(err: &wasmtime::Error) -> bool {
+    err.downcast_ref::<wasmtime::Trap>() == Some(&wasmtime::Trap::Interrupt)
+}
+
+/// A trap as the operator reads it: the trap or host error, the guest's
+/// last stderr lines (a panic message) and named backtrace frames.
 fn trap_message(plugin: &str, hook: &str, err: &wasmtime::Error, stderr: &[u8]) -> HookFailure {
-    let mut msg = String::new();
-    let mut is_deadline = false;
-    if let Some(t) = err.downcast_ref::<wasmtime::Trap>() {
-        if *t == wasmtime::Trap::Interrupt {
-            is_deadline = true;
-        }
-        msg.push_str(&t.to_string());
-    } else {
-        msg.push_str(&err.root_cause().to_string());
-    }
-    if is_deadline {
-        return HookFailure::Deadline {
-            plugin: plugin.to_string(),
-            hook: hook.to_string(),
-            secs: 0,
-        };
-    }
+    let mut msg = match err.downcast_ref::<wasmtime::Trap>() {
+        Some(t) => t.to_string(),
+        None => err.root_cause().to_string(),
+    };
     let tail: Vec<&str> = std::str::from_utf8(stderr)
         .unwrap_or("")
         .lines()
@@ -310,10 +304,8 @@ pub async fn call_hook(
     };
     let out = match res {
         Err(_) => Err(deadline()),
-        Ok(Err(e)) => match trap_message(&plugin, hook_name, &e, &stderr_bytes) {
-            HookFailure::Deadline { .. } => Err(deadline()),
-            other => Err(other),
-        },
+        Ok(Err(e)) if is_deadline(&e) => Err(deadline()),
+        Ok(Err(e)) => Err(trap_message(&plugin, hook_name, &e, &stderr_bytes)),
         Ok(Ok(Err(he))) => Err(HookFailure::Plugin(he.message)),
         Ok(Ok(Ok(()))) => Ok(()),
     };
