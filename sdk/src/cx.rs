@@ -210,6 +210,28 @@ impl<'a> Cx<'a> {
         self.param(key).unwrap_or(default)
     }
 
+    /// An operator parameter parsed as `T` (a number, say), or `default`
+    /// when it is not set. A value that does not parse is an error naming
+    /// the parameter, the value and what was expected, so a typo in the
+    /// services file fails the hook instead of silently using the default.
+    pub fn param_parse<T>(&self, key: &str, default: T) -> Result<T>
+    where
+        T: std::str::FromStr,
+        T::Err: std::fmt::Display,
+    {
+        match self.param(key) {
+            None => Ok(default),
+            Some(v) => v.trim().parse().map_err(|e| {
+                Error::msg(format!(
+                    "parameter `{key}` of service {} is `{v}`: {e} (expected a {}); fix it under services.{}.params",
+                    self.ctx.service,
+                    std::any::type_name::<T>(),
+                    self.ctx.service
+                ))
+            }),
+        }
+    }
+
     /// Start building a command for `node`.
     pub fn cmd(&self, node: &str, program: &str) -> Command<'_> {
         Command {

@@ -1,6 +1,7 @@
 //! Helpers for end-to-end tests: the built `uphost` binary, the built
 //! plugins, and throwaway copies of the demo cluster.
 
+pub mod services;
 pub mod sshd;
 
 use std::path::{Path, PathBuf};
@@ -215,16 +216,35 @@ impl Demo {
 
     /// The latest run's journal events.
     pub fn journal(&self) -> Vec<serde_json::Value> {
-        let cur = std::fs::read_to_string(self.path().join("state/current")).expect("current run");
-        let text = std::fs::read_to_string(
-            self.path()
-                .join("state/runs")
-                .join(cur.trim())
-                .join("journal.jsonl"),
-        )
-        .expect("journal");
-        text.lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect()
+        current_journal(self.path())
     }
+}
+
+/// The records of the current run's journal under `dir/state`.
+pub fn current_journal(dir: &Path) -> Vec<serde_json::Value> {
+    let cur = std::fs::read_to_string(dir.join("state/current")).expect("current run");
+    let text = std::fs::read_to_string(
+        dir.join("state/runs")
+            .join(cur.trim())
+            .join("journal.jsonl"),
+    )
+    .expect("journal");
+    text.lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// `node: argv...` of every command the journal records as finished.
+pub fn commands_run(journal: &[serde_json::Value]) -> Vec<String> {
+    journal
+        .iter()
+        .filter(|r| r["event"] == "command-finished")
+        .map(|r| {
+            let argv: Vec<&str> = r["argv"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|x| x.as_str()).collect())
+                .unwrap_or_default();
+            format!("{}: {}", r["node"].as_str().unwrap_or("?"), argv.join(" "))
+        })
+        .collect()
 }

@@ -5,10 +5,13 @@
 //!   into `examples/demo/plugins/`, resets the demo's simulated nodes and
 //!   records the fresh builds in the demo's `uphost.lock`.
 //! * `demo`: build, then plan and upgrade the demo cluster (`run --yes`).
-//! * `test`: build (plus the test fixtures and hostile plugins), then every
-//!   test of the workspace.
+//! * `test`: install what the tests need from Debian (Chromium, sshd,
+//!   MariaDB/Galera, HAProxy, RabbitMQ), build (plus the test fixtures and
+//!   hostile plugins), the plugins' scenarios, then every test of the
+//!   workspace.
 //! * `e2e`: only the end-to-end tests (demo runs, SIGKILL/resume, ssh,
-//!   Chromium, hostile plugins).
+//!   Chromium, hostile plugins, and the real-services upgrade and rollback,
+//!   which prints the table checksums before and after).
 //! * `man`: write the man page to `target/man/uphost.1`.
 //! * `bench`: every benchmark of BENCHMARKS.md, with a summary table.
 
@@ -176,17 +179,44 @@ pub(crate) fn build_fixtures() -> Result<()> {
 }
 
 /// Install Debian packages the tests need when their command is missing.
+/// What the tests need from Debian: a program on PATH or a file by absolute
+/// path, and the package that has it.
+const TEST_PACKAGES: &[(&str, &str)] = &[
+    ("chromium", "chromium"),
+    ("/usr/sbin/sshd", "openssh-server"),
+    ("ssh", "openssh-client"),
+    // The real-services test (tests/services.rs).
+    ("/usr/sbin/mariadbd", "mariadb-server"),
+    ("/usr/bin/mysql", "mariadb-client"),
+    ("/usr/lib/galera/libgalera_smm.so", "galera-4"),
+    ("/usr/sbin/haproxy", "haproxy"),
+    ("/usr/lib/rabbitmq/bin/rabbitmq-server", "rabbitmq-server"),
+    ("socat", "socat"),
+    ("rsync", "rsync"),
+    ("lsof", "lsof"),
+    ("ss", "iproute2"),
+];
+
+fn present(what: &str) -> bool {
+    if what.starts_with('/') {
+        return Path::new(what).exists();
+    }
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {what}"))
+        .stdout(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Install the Debian packages of whatever is missing. Services the
+/// packages would start (MariaDB, RabbitMQ, HAProxy) are not started: a
+/// `policy-rc.d` that denies it is in place during the install, as in any
+/// container build, and removed after (if it was not there before).
 fn ensure_packages(pkgs: &[(&str, &str)]) -> Result<()> {
     let missing: Vec<&str> = pkgs
         .iter()
-        .filter(|(cmd, _)| {
-            !Command::new("sh")
-                .arg("-c")
-                .arg(format!("command -v {cmd}"))
-                .stdout(std::process::Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success())
-        })
+        .filter(|(what, _)| !present(what))
         .map(|(_, pkg)| *pkg)
         .collect();
     if missing.is_empty() {
@@ -197,26 +227,41 @@ fn ensure_packages(pkgs: &[(&str, &str)]) -> Result<()> {
     } else {
         vec!["sudo"]
     };
-    let apt = |args: &[&str]| {
-        let mut c = Command::new(sudo.first().copied().unwrap_or("apt-get"));
+    let as_root = |program: &str, args: &[&str]| {
+        let mut c = Command::new(sudo.first().copied().unwrap_or(program));
         if !sudo.is_empty() {
-            c.arg("apt-get");
+            c.arg(program);
         }
         c.args(args).env("DEBIAN_FRONTEND", "noninteractive");
         c
     };
-    run(&mut apt(&["update", "-qq"]))?;
-    let mut c = apt(&["install", "-y", "-qq", "--no-install-recommends"]);
-    c.args(&missing);
-    run(&mut c)
+    let policy = "/usr/sbin/policy-rc.d";
+    let own_policy = !Path::new(policy).exists();
+    if own_policy {
+        run(&mut as_root(
+            "sh",
+            &[
+                "-c",
+                &format!("printf '#!/bin/sh\\nexit 101\\n' > {policy} && chmod 755 {policy}"),
+            ],
+        ))?;
+    }
+    let installed = run(&mut as_root("apt-get", &["update", "-qq"])).and_then(|()| {
+        let mut c = as_root(
+            "apt-get",
+            &["install", "-y", "-qq", "--no-install-recommends"],
+        );
+        c.args(&missing);
+        run(&mut c)
+    });
+    if own_policy {
+        run(&mut as_root("rm", &["-f", policy]))?;
+    }
+    installed
 }
 
 fn test() -> Result<()> {
-    ensure_packages(&[
-        ("chromium", "chromium"),
-        ("/usr/sbin/sshd", "openssh-server"),
-        ("ssh", "openssh-client"),
-    ])?;
+    ensure_packages(TEST_PACKAGES)?;
     build()?;
     build_fixtures()?;
     run(Command::new(uphost_bin())
@@ -234,13 +279,9 @@ fn test() -> Result<()> {
 
 /// The end-to-end tests alone: real runs of the binary (demo cluster,
 /// SIGKILL and resume, rollback), real sshd hosts, headless Chromium, the
-/// hostile plugins.
+/// hostile plugins, real Galera/HAProxy/RabbitMQ clusters.
 fn e2e() -> Result<()> {
-    ensure_packages(&[
-        ("chromium", "chromium"),
-        ("/usr/sbin/sshd", "openssh-server"),
-        ("ssh", "openssh-client"),
-    ])?;
+    ensure_packages(TEST_PACKAGES)?;
     build()?;
     build_fixtures()?;
     run(cargo().args([
@@ -257,6 +298,17 @@ fn e2e() -> Result<()> {
         "--test",
         "hostile",
         "--no-fail-fast",
+    ]))?;
+    // Real MariaDB/Galera, HAProxy, RabbitMQ; prints the checksums.
+    run(cargo().args([
+        "test",
+        "--release",
+        "-p",
+        "uphost-tests",
+        "--test",
+        "services",
+        "--",
+        "--nocapture",
     ]))
 }
 

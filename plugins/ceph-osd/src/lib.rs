@@ -53,6 +53,7 @@ impl Plugin for CephOsd {
     }
 
     fn check(cx: &Cx) -> Result<()> {
+        cx.param_parse("health_retries", 30u32)?;
         let out = cx.run(&cx.primary()?.name, "ceph", &["health"])?;
         if !healthy(&out.stdout_text(), false) {
             bail!(
@@ -94,7 +95,7 @@ impl Plugin for CephOsd {
         )?;
         cx.run(n, "systemctl", &["enable", "ceph-osd.target"])?;
         cx.run(n, "systemctl", &["start", "ceph-osd.target"])?;
-        let retries: u32 = cx.param_or("health_retries", "30").parse().unwrap_or(30);
+        let retries: u32 = cx.param_parse("health_retries", 30)?;
         for i in 0..=retries {
             let out = cx.run(n, "ceph", &["health"])?;
             if healthy(&out.stdout_text(), true) {

@@ -19,7 +19,9 @@
 //! Parameters: `unit` (default `mariadb`), `package` (`mariadb-server`),
 //! `backup_dir` (`/var/backup/galera`), `drain_file`
 //! (`/var/tmp/clustercheck.disabled`), `drain_wait_s` (`5`), `vip`
-//! (`127.0.0.1`).
+//! (`127.0.0.1`), `vip_wait_s` (`30`: how long the VIP may refuse
+//! connections after the drain is lifted, until haproxy's next health check
+//! puts the backends back).
 
 use uphost_sdk::prelude::*;
 
@@ -114,6 +116,30 @@ fn recover(cx: &Cx) -> Result<()> {
     verify(cx)
 }
 
+/// `SELECT 1` through haproxy's VIP, retried once a second for up to
+/// `vip_wait_s` (default 30): haproxy puts the backends back only after its
+/// next successful clustercheck, so the first attempts may be refused.
+fn vip_health_check(cx: &Cx, from: &str) -> Result<()> {
+    let vip = cx.param_or("vip", "127.0.0.1");
+    let wait: u32 = cx.param_parse("vip_wait_s", 30)?;
+    let argv = ["-h", vip, "-P", "3306", "-N", "-B", "-e", "SELECT 1"];
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let last = match cx.run(from, "mysql", &argv) {
+            Ok(out) if out.skipped || out.stdout_text().trim() == "1" => return Ok(()),
+            Ok(out) => format!("returned `{}`", out.stdout_text().trim()),
+            Err(e) => e.to_string(),
+        };
+        if attempt > wait || cx.ctx.dry_run {
+            bail!(
+                "health check through the VIP {vip}:3306 failed {attempt} time(s) over {wait} s; last: {last}"
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
+}
+
 /// Checksum the dump and keep its node, path and sha256 in plugin state.
 fn record_backup(cx: &Cx, primary: &str, path: &str) -> Result<()> {
     let sum = cx.run(primary, "sha256sum", &[path])?;
@@ -140,6 +166,9 @@ impl Plugin for Galera {
             "MariaDB Galera cluster: backup, drain from haproxy, new-cluster upgrade, bootstrap, verify",
         )
         .version(env!("CARGO_PKG_VERSION"))
+        // The post-upgrade health check goes through haproxy's VIP: haproxy
+        // is upgraded (restarted) before, never at the same time.
+        .depends_on(&["haproxy"])
         .rollout(Rollout::OneAtATime)
         .reversible(true)
         .capabilities([
@@ -167,6 +196,10 @@ impl Plugin for Galera {
     }
 
     fn check(cx: &Cx) -> Result<()> {
+        // A typo in a numeric parameter fails the pre-flight, not the
+        // middle of the upgrade.
+        cx.param_parse("drain_wait_s", 5u32)?;
+        cx.param_parse("vip_wait_s", 30u32)?;
         verify(cx)
     }
 
@@ -196,7 +229,7 @@ impl Plugin for Galera {
         for n in cx.nodes() {
             cx.run(&n.name, "touch", &[&drain])?;
         }
-        let wait: u32 = cx.param_or("drain_wait_s", "5").parse().unwrap_or(5);
+        let wait: u32 = cx.param_parse("drain_wait_s", 5)?;
         if wait > 0 && !cx.ctx.dry_run {
             std::thread::sleep(std::time::Duration::from_secs(wait as u64));
         }
@@ -242,18 +275,7 @@ impl Plugin for Galera {
         for n in cx.nodes() {
             cx.run(&n.name, "rm", &["-f", &drain_file(cx)])?;
         }
-        let vip = cx.param_or("vip", "127.0.0.1");
-        let out = cx.run(
-            &primary,
-            "mysql",
-            &["-h", vip, "-P", "3306", "-N", "-B", "-e", "SELECT 1"],
-        )?;
-        if out.stdout_text().trim() != "1" {
-            bail!(
-                "health check through the VIP {vip}:3306 returned `{}`",
-                out.stdout_text().trim()
-            );
-        }
+        vip_health_check(cx, &primary)?;
         cx.progress("service-up");
         Ok(())
     }
@@ -282,6 +304,7 @@ impl Plugin for Galera {
         for n in cx.nodes() {
             cx.run(&n.name, "rm", &["-f", &drain_file(cx)])?;
         }
+        vip_health_check(cx, &node)?;
         cx.info(format!("restored {path} (sha256 {sha}) on {node}"));
         cx.progress("service-up");
         Ok(())
@@ -339,6 +362,59 @@ mod tests {
         let cx = host.cx(context("galera", &["ctl1", "ctl2", "ctl3"]));
         let e = Galera::check(&cx).unwrap_err().to_string();
         assert!(e.contains("ctl3") && e.contains("Donor/Desynced"), "{e}");
+    }
+
+    fn healthy_bootstrap() -> MockHost {
+        MockHost::for_plugin::<Galera>()
+            .rule(Rule::new("galera_new_cluster", &[]))
+            .rule(Rule::new("mysql", &["-N", "-B", "-e", WSREP]).then(0, SYNCED3))
+            .rule(Rule::new("mysql", &["-N", "-B", "-e", "SELECT 1"]).then(0, "1\n"))
+            .rule(Rule::new("systemctl", &["..."]))
+            .rule(Rule::new("rm", &["..."]))
+    }
+
+    #[test]
+    fn vip_check_waits_for_haproxy_to_put_the_backends_back() {
+        let host = healthy_bootstrap().rule(
+            Rule::new("mysql", &["-h", "..."])
+                .then_err(1, "ERROR 2013 (HY000): Lost connection to server at 'handshake: reading initial communication packet'")
+                .then_err(1, "ERROR 2013 (HY000): Lost connection to server at 'handshake: reading initial communication packet'")
+                .then(0, "1\n"),
+        );
+        let mut ctx = context("galera", &["ctl1", "ctl2", "ctl3"]);
+        ctx.params.push(("vip".into(), "10.0.0.10".into()));
+        let cx = host.cx(ctx);
+        Galera::post_upgrade(&cx).unwrap();
+        let vip_checks = host
+            .commands()
+            .iter()
+            .filter(|c| c.contains("-h 10.0.0.10"))
+            .count();
+        assert_eq!(vip_checks, 3);
+    }
+
+    #[test]
+    fn vip_check_gives_up_after_vip_wait_s_and_a_bad_value_is_named() {
+        let host = healthy_bootstrap().rule(
+            Rule::new("mysql", &["-h", "..."]).then_err(1, "ERROR 2003 (HY000): Can't connect"),
+        );
+        let mut ctx = context("galera", &["ctl1", "ctl2", "ctl3"]);
+        ctx.params.push(("vip_wait_s".into(), "1".into()));
+        let e = Galera::post_upgrade(&host.cx(ctx)).unwrap_err().to_string();
+        assert!(
+            e.contains("failed 2 time(s) over 1 s") && e.contains("Can't connect"),
+            "{e}"
+        );
+
+        let mut ctx = context("galera", &["ctl1", "ctl2", "ctl3"]);
+        ctx.params.push(("vip_wait_s".into(), "30s".into()));
+        let e = Galera::post_upgrade(&healthy_bootstrap().cx(ctx))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("parameter `vip_wait_s`") && e.contains("`30s`"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -6,7 +6,13 @@
 //!
 //! Parameters: `unit` (`rabbitmq-server`), `package` (`rabbitmq-server`),
 //! `mnesia_dir` (`/var/lib/rabbitmq/mnesia`; containerised deployments use
-//! `/var/lib/docker/volumes/rabbitmq/_data/mnesia`).
+//! `/var/lib/docker/volumes/rabbitmq/_data/mnesia`), `node_name` (the
+//! Erlang node name of an inventory node, `{node}` replaced by its name:
+//! `rabbit@{node}`; e.g. `rabbit@{node}.example.com` with long names).
+//!
+//! `cluster_status` is read in both of its output formats: the Erlang terms
+//! of RabbitMQ 3.6 (the seed's) and the sectioned text of 3.7 and later
+//! ("Running Nodes", "Network Partitions"), colour codes or not.
 
 use uphost_sdk::prelude::*;
 
@@ -16,9 +22,23 @@ pub struct Rabbitmq;
 /// The mirroring policy the seed sets after the restart.
 pub const HA_POLICY: &str = r#"{"ha-mode":"all","ha-sync-mode":"automatic"}"#;
 
-/// Members listed in `running_nodes`, and whether `partitions` is empty.
+/// Members listed as running, and whether no partition is reported, from
+/// `rabbitmqctl cluster_status` of any version (see the module docs).
 pub fn parse_cluster_status(out: &str) -> (Vec<String>, bool) {
-    let flat: String = out.split_whitespace().collect();
+    let text = strip_ansi(out);
+    if text.contains("{running_nodes,") {
+        return parse_erlang_terms(&text);
+    }
+    let running = section(&text, "Running Nodes");
+    let partitions = section(&text, "Network Partitions");
+    let no_partitions = partitions.iter().all(|l| l == "(none)")
+        && text.lines().any(|l| l.trim() == "Network Partitions");
+    (running, no_partitions)
+}
+
+/// The 3.6 format: `[{nodes,...},{running_nodes,['rabbit@a',...]},...]`.
+fn parse_erlang_terms(text: &str) -> (Vec<String>, bool) {
+    let flat: String = text.split_whitespace().collect();
     let running = flat
         .split("{running_nodes,[")
         .nth(1)
@@ -30,8 +50,45 @@ pub fn parse_cluster_status(out: &str) -> (Vec<String>, bool) {
                 .collect()
         })
         .unwrap_or_default();
-    let no_partitions = flat.contains("{partitions,[]}");
-    (running, no_partitions)
+    (running, flat.contains("{partitions,[]}"))
+}
+
+/// The lines of a 3.7+ section: after its title and a blank line, up to the
+/// next blank line.
+fn section(text: &str, title: &str) -> Vec<String> {
+    text.lines()
+        .map(str::trim)
+        .skip_while(|l| *l != title)
+        .skip(1)
+        .skip_while(|l| l.is_empty())
+        .take_while(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// Remove terminal colour sequences (`ESC [ ... m`), which rabbitmqctl
+/// prints even into a pipe.
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for d in chars.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The Erlang node name of an inventory node (`node_name` parameter).
+fn member(cx: &Cx, node: &str) -> String {
+    cx.param_or("node_name", "rabbit@{node}")
+        .replace("{node}", node)
 }
 
 fn verify(cx: &Cx) -> Result<()> {
@@ -41,7 +98,7 @@ fn verify(cx: &Cx) -> Result<()> {
     let missing: Vec<String> = cx
         .nodes()
         .iter()
-        .map(|n| format!("rabbit@{}", n.name))
+        .map(|n| member(cx, &n.name))
         .filter(|m| !running.contains(m))
         .collect();
     if !missing.is_empty() {
@@ -140,6 +197,38 @@ mod tests {
     use uphost_sdk::testing::{MockHost, context};
 
     const STATUS: &str = "[{nodes,[{disc,['rabbit@ctl1','rabbit@ctl2',                'rabbit@ctl3']}]},\n{running_nodes,['rabbit@ctl2','rabbit@ctl1',                 'rabbit@ctl3']},\n{cluster_name,<<\"rabbit@ctl3\">>}, {partitions,[]}]...done.";
+
+    /// `rabbitmqctl cluster_status` of RabbitMQ 3.10, as printed into a pipe.
+    const STATUS_3_10: &str = "Cluster status of node rabbit-ctl1@localhost ...\n\u{1b}[1mBasics\u{1b}[0m\n\nCluster name: rabbit-ctl1@vm\n\n\u{1b}[1mDisk Nodes\u{1b}[0m\n\nrabbit-ctl1@localhost\nrabbit-ctl2@localhost\nrabbit-ctl3@localhost\n\n\u{1b}[1mRunning Nodes\u{1b}[0m\n\nrabbit-ctl1@localhost\nrabbit-ctl3@localhost\n\n\u{1b}[1mVersions\u{1b}[0m\n\nrabbit-ctl1@localhost: RabbitMQ 3.10.8 on Erlang 25.2.3\n\n\u{1b}[1mNetwork Partitions\u{1b}[0m\n\n(none)\n\n\u{1b}[1mListeners\u{1b}[0m\n\nNode: rabbit-ctl1@localhost, interface: 127.0.0.11, port: 5672\n";
+
+    #[test]
+    fn parses_the_3_10_output() {
+        let (running, ok) = parse_cluster_status(STATUS_3_10);
+        assert_eq!(
+            running,
+            vec!["rabbit-ctl1@localhost", "rabbit-ctl3@localhost"]
+        );
+        assert!(ok);
+        let split = STATUS_3_10.replace(
+            "(none)",
+            "Node rabbit-ctl1@localhost cannot communicate with rabbit-ctl2@localhost",
+        );
+        assert!(!parse_cluster_status(&split).1);
+        // No partitions section at all is not "no partitions".
+        assert!(!parse_cluster_status("Running Nodes\n\nrabbit@a\n").1);
+    }
+
+    #[test]
+    fn node_names_follow_the_parameter() {
+        let host = MockHost::for_plugin::<Rabbitmq>()
+            .rule(Rule::new("rabbitmqctl", &["cluster_status"]).then(0, STATUS_3_10));
+        let mut ctx = context("rabbitmq", &["ctl1", "ctl2", "ctl3"]);
+        ctx.params
+            .push(("node_name".into(), "rabbit-{node}@localhost".into()));
+        let cx = host.cx(ctx);
+        let e = Rabbitmq::check(&cx).unwrap_err().to_string();
+        assert!(e.contains("missing members rabbit-ctl2@localhost"), "{e}");
+    }
 
     #[test]
     fn parses_the_seed_output() {
