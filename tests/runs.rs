@@ -84,7 +84,7 @@ fn dry_run_changes_nothing_and_shows_what_would_run() {
 
 #[test]
 fn a_run_without_a_terminal_needs_yes() {
-    let d = Demo::new(&["galera"], true);
+    let d = Demo::new(&["haproxy", "galera"], true);
     let r = d.uphost(&["run"]);
     assert_eq!(r.code, 2);
     assert!(r.stderr.contains("--yes"), "{}", r.stderr);
@@ -204,7 +204,7 @@ fn resume_refuses_when_plugins_changed() {
 
 #[test]
 fn a_second_run_is_refused_naming_the_holder() {
-    let d = Demo::new(&["galera"], true);
+    let d = Demo::new(&["haproxy", "galera"], true);
     std::fs::create_dir_all(d.path().join("state")).unwrap();
     let f = std::fs::OpenOptions::new()
         .create(true)
