@@ -147,8 +147,11 @@ fn a_terminal_gets_a_live_progress_bar() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
     assert!(text.contains("/70 steps"), "no progress bar: {text}");
+    // "N/70 steps  <service> <phase>": what is in flight, after the count.
     assert!(
-        text.contains("galera check") || text.contains("galera pre-upgrade"),
+        SEED_PLUGINS
+            .iter()
+            .any(|svc| text.contains(&format!(" steps  {svc} "))),
         "no step in flight shown: {text}"
     );
     assert!(text.contains("run complete"), "{text}");

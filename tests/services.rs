@@ -113,8 +113,10 @@ fn galera_haproxy_rabbitmq_upgrade_then_a_failed_run_rolls_every_row_back() {
     show("checksums after the upgrade", &after_upgrade);
     assert_eq!(after_upgrade, before, "the upgrade changed rows");
 
-    // Run 2: keystone's db_sync changes rows, then fails; roll back.
-    std::fs::write(c.path().join("inject-db-sync-failure"), "").unwrap();
+    // Run 2: keystone's db_sync changes rows, then fails, and takes every
+    // galera node down with it (SIGKILL); roll back: galera's rollback
+    // must recover the cluster (highest seqno) before it restores the dump.
+    std::fs::write(c.path().join("inject-db-sync-failure"), "crash-galera").unwrap();
     let r = c.uphost(&["run", "--yes", "--rollback-on-failure"]);
     assert_ne!(r.code, 0, "the injected failure did not fail the run");
     let out = r.all();
@@ -142,9 +144,29 @@ fn galera_haproxy_rabbitmq_upgrade_then_a_failed_run_rolls_every_row_back() {
             "the migration did not change shop.{t}: {damaged}"
         );
     }
-    let journal = current_journal(c.path());
-    let restored = commands_run(&journal)
-        .into_iter()
+    let ran = commands_run(&current_journal(c.path()));
+    for (n, _) in NODES {
+        assert!(
+            ran.contains(&format!("{n}: galera_recovery")),
+            "no recovery on {n}: {ran:#?}"
+        );
+    }
+    let forced: Vec<&String> = ran
+        .iter()
+        .filter(|c| c.contains("sed -i s/^safe_to_bootstrap"))
+        .collect();
+    assert_eq!(forced.len(), 1, "one node forced as primary: {ran:#?}");
+    let primary = forced[0].split(':').next().unwrap();
+    assert!(
+        ran.contains(&format!("{primary}: galera_new_cluster")),
+        "{primary} not bootstrapped: {ran:#?}"
+    );
+    for line in out.lines().filter(|l| l.contains("recovered seqno")) {
+        println!("recovery: {}", line.trim());
+    }
+    println!("recovery: bootstrapped from {primary} (highest seqno)");
+    let restored = ran
+        .iter()
         .find(|c| c.contains("mysql -e source"))
         .expect("galera's rollback restored the dump");
     println!("rollback: {restored}");

@@ -35,6 +35,7 @@ const SHIMMED: &[&str] = &[
     "rabbitmqctl",
     "touch",
     "rm",
+    "sed",
     "haproxy",
     "apt-get",
     "openstack",

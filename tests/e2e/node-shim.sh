@@ -11,13 +11,16 @@
 #   unit (a flag file): keystone itself is not installed by the test.
 # * mysql, mysqldump, galera_recovery, rabbitmqctl: the real programs with
 #   this node's configuration (--defaults-file, -n NODE).
-# * touch, rm, haproxy: the real programs, absolute paths mapped under the
-#   node's root (so /var/lib/mysql/grastate.dat is this node's file).
+# * touch, rm, sed, haproxy: the real programs, absolute paths mapped under
+#   the node's root (so /var/lib/mysql/grastate.dat is this node's file).
+# * galera_new_cluster is not shimmed: the real script runs, and its
+#   `systemctl set-environment` / `restart` come here.
 # * apt-get install: records the package version in the node's root (no
 #   second MariaDB/HAProxy/RabbitMQ version is installable here).
 # * openstack, keystone-manage: the stand-in for keystone; db_sync is where
 #   the test injects a failure (a real, destructive SQL migration that then
-#   fails), when $E2E_ROOT/inject-db-sync-failure exists.
+#   fails), when $E2E_ROOT/inject-db-sync-failure exists; if that file says
+#   `crash-galera`, every mariadbd is SIGKILLed too.
 set -u
 R="${UPHOST_NODE_ROOT:?UPHOST_NODE_ROOT is not set: run through a node of the e2e inventory}"
 . "$R/node.env"
@@ -188,6 +191,7 @@ case "$prog" in
         exec /usr/lib/rabbitmq/bin/rabbitmqctl -n "$RABBIT_NODE" "$@"
         ;;
     touch) run_mapped /usr/bin/touch "$@" ;;
+    sed) run_mapped /bin/sed "$@" ;;
     rm) run_mapped /bin/rm "$@" ;;
     haproxy) run_mapped /usr/sbin/haproxy "$@" ;;
     apt-get)
@@ -215,6 +219,17 @@ case "$prog" in
                 "DELETE FROM shop.orders WHERE customer_id % 3 = 0; UPDATE shop.customers SET balance = 0 WHERE id % 2 = 0; DROP TABLE shop.audit;" || exit 1
             /usr/bin/mysql --defaults-file="$R/etc/mysql/my.cnf" -N -B -e \
                 "CHECKSUM TABLE shop.customers, shop.orders EXTENDED" >"$E2E_ROOT/after-bad-migration.txt"
+            if grep -q crash-galera "$E2E_ROOT/inject-db-sync-failure"; then
+                # ... and the database cluster goes down with it, every
+                # node at once (SIGKILL: no clean shutdown, no node marked
+                # safe to bootstrap).
+                for pidfile in "$E2E_ROOT"/nodes/*/run/mysqld.pid; do
+                    pid=$(cat "$pidfile")
+                    kill -KILL "$pid"
+                    while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
+                done
+                echo "ERROR 2013 (HY000): Lost connection to server during query" >&2
+            fi
             echo "CRITICAL keystone [-] Unhandled error: sqlalchemy.exc.OperationalError: (pymysql.err.OperationalError) (1213, 'Deadlock found when trying to get lock') [SQL: ALTER TABLE project ADD COLUMN options TEXT]" >&2
             exit 1
         fi

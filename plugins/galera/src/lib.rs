@@ -12,9 +12,11 @@
 //! * post-upgrade: bootstrap the last-stopped node with `galera_new_cluster`,
 //!   start the others, verify every node `Synced` with the full cluster
 //!   size (else automated recovery: stop all, `galera_recovery` on each,
-//!   bootstrap the highest seqno, start the rest), put the backend back in
-//!   haproxy, health check through the VIP;
-//! * rollback: verify the dump's checksum and restore it.
+//!   force the node with the highest seqno as primary — `safe_to_bootstrap:
+//!   1` in its `grastate.dat` — bootstrap it, start the rest), put the
+//!   backend back in haproxy, health check through the VIP;
+//! * rollback: verify the dump's checksum, recover the cluster as above if
+//!   it is not healthy, restore the dump.
 //!
 //! Parameters: `unit` (default `mariadb`), `package` (`mariadb-server`),
 //! `backup_dir` (`/var/backup/galera`), `drain_file`
@@ -29,6 +31,13 @@ use uphost_sdk::prelude::*;
 pub struct Galera;
 
 const WSREP: &str = "SHOW STATUS LIKE 'wsrep%'";
+
+/// Mark a node's saved state safe to bootstrap from (recovery only).
+const SAFE_TO_BOOTSTRAP: [&str; 3] = [
+    "-i",
+    "s/^safe_to_bootstrap: *0/safe_to_bootstrap: 1/",
+    "/var/lib/mysql/grastate.dat",
+];
 
 /// `wsrep_local_state_comment` and `wsrep_cluster_size` from
 /// `mysql -N -B -e "SHOW STATUS LIKE 'wsrep%'"` (tab separated).
@@ -108,6 +117,9 @@ fn recover(cx: &Cx) -> Result<()> {
     cx.info(format!(
         "bootstrapping from {primary} (highest seqno {seq})"
     ));
+    // "Force this node as primary": after a crash no node's grastate.dat
+    // says it is safe to bootstrap, and galera_new_cluster refuses.
+    cx.run(&primary, "sed", &SAFE_TO_BOOTSTRAP)?;
     cx.run(&primary, "galera_new_cluster", &[])?;
     cx.run(&primary, "mysql", &["-N", "-B", "-e", "SELECT 1"])?;
     for n in cx.nodes().iter().filter(|n| n.name != primary) {
@@ -326,6 +338,8 @@ fn caps_files() -> Vec<Capability> {
         Capability::mutating("systemctl", &["start|stop", "mariadb|mysql"])
             .reason("stop for the upgrade, start to join the cluster"),
         Capability::mutating("galera_new_cluster", &[]).reason("bootstrap the primary"),
+        Capability::mutating("sed", &SAFE_TO_BOOTSTRAP)
+            .reason("recovery: force the node with the highest seqno as primary"),
         Capability::read_only("galera_recovery", &[]).reason("recovery: find the highest seqno"),
         Capability::mutating("apt-get", &["install", "-y", "mariadb-server=*|galera-4=*"])
             .reason("install the new version"),
@@ -445,13 +459,18 @@ mod tests {
             )
             .rule(Rule::new("galera_recovery", &[]).then(0, "--wsrep_start_position=u:100\n"))
             .rule(Rule::new("systemctl", &["..."]).then(0, ""))
+            .rule(Rule::new("sed", &SAFE_TO_BOOTSTRAP).on("ctl2"))
             .rule(Rule::new("rm", &["..."]).then(0, ""));
         let cx = host.cx(context("galera", &["ctl1", "ctl2", "ctl3"]));
         Galera::post_upgrade(&cx).unwrap();
         let cmds = host.commands();
+        let forced = cmds
+            .iter()
+            .position(|c| c.starts_with("ctl2: sed -i s/^safe_to_bootstrap"));
+        let boot = cmds.iter().position(|c| c == "ctl2: galera_new_cluster");
         assert!(
-            cmds.contains(&"ctl2: galera_new_cluster".to_string()),
-            "{cmds:#?}"
+            forced.is_some() && boot.is_some() && forced < boot,
+            "not forced as primary before the bootstrap: {cmds:#?}"
         );
         assert_eq!(host.milestones(), vec!["service-up"]);
     }

@@ -193,6 +193,19 @@ impl Sim {
                         if still.is_empty() {
                             self.cluster.bootstrap = None;
                         }
+                        // As mariadbd does on a clean shutdown: the last
+                        // node to leave is the one safe to bootstrap from.
+                        let grastate = self.fs_path("/var/lib/mysql/grastate.dat");
+                        let _ = fs::create_dir_all(grastate.parent().expect("parent"));
+                        fs::write(
+                            &grastate,
+                            format!(
+                                "# GALERA saved state\nversion: 2.1\nuuid:    6c3f5b8e-9c1a-11ee-8c90-0242ac120002\nseqno:   {}\nsafe_to_bootstrap: {}\n",
+                                self.node.seqno,
+                                u8::from(still.is_empty())
+                            ),
+                        )
+                        .map_err(|e| (1, e.to_string()))?;
                     }
                     self.node.units.insert(unit.clone(), "inactive".into());
                     self.mutated = true;
@@ -331,7 +344,11 @@ impl Sim {
     }
 
     fn files(&mut self, prog: &str, a: &[String]) -> R {
-        let paths: Vec<&String> = a.iter().filter(|x| !x.starts_with('-')).collect();
+        // sed's expression is not a path.
+        let paths: Vec<&String> = a
+            .iter()
+            .filter(|x| !x.starts_with('-') && (prog != "sed" || x.starts_with('/')))
+            .collect();
         for p in paths {
             let fp = self.fs_path(p);
             match prog {
@@ -353,6 +370,17 @@ impl Sim {
                     }
                 }
                 "chown" => {}
+                "sed" => {
+                    // The real sed, on the node's file.
+                    let out = std::process::Command::new("sed")
+                        .args(a.iter().filter(|x| !x.starts_with('/')))
+                        .arg(&fp)
+                        .output()
+                        .map_err(|e| (1, e.to_string()))?;
+                    if !out.status.success() {
+                        return fail(1, String::from_utf8_lossy(&out.stderr).trim().to_string());
+                    }
+                }
                 _ => unreachable!(),
             }
         }
@@ -723,6 +751,7 @@ fn init(dir: &Path, nodes: &[String]) {
         "touch",
         "rm",
         "chown",
+        "sed",
         "apt-get",
         "rabbitmqctl",
         "keystone-manage",
@@ -902,7 +931,7 @@ fn main() {
         "galera_new_cluster" => sim.galera_new_cluster(),
         "galera_recovery" => sim.galera_recovery(),
         "sha256sum" => sim.sha256sum(a),
-        "touch" | "rm" | "chown" => sim.files(&prog, a),
+        "touch" | "rm" | "chown" | "sed" => sim.files(&prog, a),
         "apt-get" => sim.apt_get(a),
         "rabbitmqctl" => sim.rabbitmqctl(a),
         "keystone-manage" | "nova-manage" | "neutron-db-manage" | "placement-manage" => {
