@@ -104,9 +104,24 @@ fn a_killed_sshd_fails_the_step_as_unreachable_and_resume_finishes() {
         panic!("the run finished before ctl2 was needed again: {err}");
     }
     assert_eq!(out.status.code(), Some(1), "{err}");
+    // A command in flight when sshd died saw its connection drop; one
+    // started after found nobody listening. Either names node and address.
     assert!(
-        err.contains("ctl2 (127.0.0.1:") && err.contains("unreachable"),
+        err.contains("ctl2 (127.0.0.1:")
+            && (err.contains(") is unreachable") || err.contains(") dropped the connection")),
         "{err}"
+    );
+    let kinds: Vec<String> = d
+        .journal()
+        .iter()
+        .filter_map(|e| e["result"]["error_kind"].as_str().map(String::from))
+        .collect();
+    assert!(
+        !kinds.is_empty()
+            && kinds
+                .iter()
+                .all(|k| k == "unreachable" || k == "connection-dropped"),
+        "{kinds:?}"
     );
     sshds.up("ctl2");
     let r = d.uphost(&["resume", "--yes"]);
@@ -155,6 +170,102 @@ fn roundtrip_runtime() -> (
         .build()
         .unwrap();
     (rt, sshds, ssh, node)
+}
+
+/// Unreachable, authentication failure, host key rejected and a connection
+/// dropped mid-command are distinct errors, each naming node and address,
+/// told apart on real sshd hosts.
+#[test]
+fn connection_failures_are_told_apart() {
+    use uphost::transport::{CommandSpec, ConnectionFailure, Transport, TransportError};
+    let (rt, mut sshds, ssh, node) = roundtrip_runtime();
+    let cmd = |program: &str, args: &[&str]| CommandSpec {
+        program: program.into(),
+        args: args.iter().map(|a| a.to_string()).collect(),
+        stdin: None,
+        env: vec![],
+        timeout: Duration::from_secs(30),
+        output_cap: 1 << 16,
+        record: None,
+    };
+    let kind_of = |r: Result<uphost::transport::CommandOutput, TransportError>| match r {
+        Err(e @ TransportError::Unreachable { .. }) => {
+            let text = e.to_string();
+            let TransportError::Unreachable { kind, .. } = e else {
+                unreachable!()
+            };
+            (kind, text)
+        }
+        other => panic!("expected a connection failure, got {other:?}"),
+    };
+
+    // Nothing listens on the port.
+    let mut closed = node.clone();
+    closed.name = "gone".into();
+    closed.port = Some(
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port(),
+    );
+    let (kind, text) = kind_of(rt.block_on(ssh.exec(&closed, &cmd("true", &[]))));
+    assert_eq!(kind, ConnectionFailure::Unreachable, "{text}");
+    assert!(
+        text.starts_with(&format!(
+            "gone (127.0.0.1:{}) is unreachable",
+            closed.port.unwrap()
+        )),
+        "{text}"
+    );
+
+    // An account the host does not let in.
+    let mut stranger = node.clone();
+    stranger.name = "n1-stranger".into();
+    stranger.user = Some("no-such-user".into());
+    let (kind, text) = kind_of(rt.block_on(ssh.exec(&stranger, &cmd("true", &[]))));
+    assert_eq!(kind, ConnectionFailure::AuthenticationFailed, "{text}");
+    assert!(text.contains("Permission denied"), "{text}");
+
+    // The same host under a name known_hosts does not have.
+    let mut unknown = node.clone();
+    unknown.name = "n1-by-name".into();
+    unknown.address = "localhost".into();
+    let (kind, text) = kind_of(rt.block_on(ssh.exec(&unknown, &cmd("true", &[]))));
+    assert_eq!(kind, ConnectionFailure::HostKeyRejected, "{text}");
+
+    // The connection breaks while a command runs.
+    let (kind, text) = rt.block_on(async {
+        let sleep = cmd("sleep", &["25.5"]);
+        let running = ssh.exec(&node, &sleep);
+        let breaker = async {
+            let t = Instant::now();
+            while !sshds.runs("n1", "sleep 25.5") {
+                assert!(
+                    t.elapsed() < Duration::from_secs(10),
+                    "the command never started"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            sshds.drop_sessions("n1");
+        };
+        let (r, ()) = tokio::join!(running, breaker);
+        kind_of(r)
+    });
+    assert_eq!(kind, ConnectionFailure::Dropped, "{text}");
+    assert!(text.starts_with("n1 (127.0.0.1:"), "{text}");
+
+    // A command whose own status is 255 is not a connection failure.
+    let out = rt
+        .block_on(ssh.exec(&node, &cmd("sh", &["-c", "exit 255"])))
+        .expect("a status, not a transport error");
+    assert_eq!(out.status, 255);
+
+    // The host itself is fine: the next command reconnects.
+    let out = rt
+        .block_on(ssh.exec(&node, &cmd("echo", &["back"])))
+        .expect("reconnects");
+    assert_eq!(out.stdout, b"back\n");
 }
 
 #[test]

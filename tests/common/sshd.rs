@@ -154,6 +154,34 @@ impl Sshds {
     }
 
     /// Kill a node's sshd and every session it serves.
+    /// Kill a node's sessions (the per-connection sshd processes and what
+    /// they run) but not its listener: connections drop, new ones work.
+    pub fn drop_sessions(&mut self, name: &str) {
+        if let Some(c) = &self.hosts[name].2 {
+            for p in descendants(c.id() as i32) {
+                if let Some(p) = rustix::process::Pid::from_raw(p) {
+                    let _ = rustix::process::kill_process(p, rustix::process::Signal::KILL);
+                }
+            }
+        }
+    }
+
+    /// Does a node's sshd run a process whose command line contains
+    /// `needle` (a command started over ssh)?
+    pub fn runs(&self, name: &str, needle: &str) -> bool {
+        self.hosts[name].2.as_ref().is_some_and(|c| {
+            descendants(c.id() as i32).into_iter().any(|p| {
+                std::fs::read(format!("/proc/{p}/cmdline"))
+                    .map(|b| {
+                        String::from_utf8_lossy(&b)
+                            .replace('\0', " ")
+                            .contains(needle)
+                    })
+                    .unwrap_or(false)
+            })
+        })
+    }
+
     pub fn kill(&mut self, name: &str) {
         if let Some(mut c) = self.hosts.get_mut(name).unwrap().2.take() {
             let pid = c.id() as i32;

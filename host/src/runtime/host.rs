@@ -298,14 +298,7 @@ impl node_exec::Host for HostState {
             Err(e) => CommandRecord {
                 status: None,
                 error: Some(e.to_string()),
-                error_kind: Some(
-                    match e {
-                        TransportError::Timeout { .. } => "timeout",
-                        TransportError::Spawn { .. } => "spawn-failed",
-                        TransportError::Unreachable { .. } => "unreachable",
-                    }
-                    .to_string(),
-                ),
+                error_kind: Some(e.kind_name().to_string()),
                 stdout: String::new(),
                 stderr: String::new(),
                 truncated: false,

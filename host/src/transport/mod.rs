@@ -67,16 +67,72 @@ pub enum TransportError {
         /// Why.
         detail: String,
     },
-    /// Host unreachable.
-    #[error("{node} ({address}) is unreachable: {detail}")]
+    /// The node could not be reached, or the connection to it failed.
+    #[error("{node} ({address}) {kind}: {detail}")]
     Unreachable {
         /// Node.
         node: String,
         /// Address.
         address: String,
-        /// Why.
+        /// Which failure.
+        kind: ConnectionFailure,
+        /// What the client said.
         detail: String,
     },
+}
+
+impl TransportError {
+    /// The journal's `error_kind` for this error.
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            TransportError::Timeout { .. } => "timeout",
+            TransportError::Spawn { .. } => "spawn-failed",
+            TransportError::Unreachable { kind, .. } => kind.name(),
+        }
+    }
+}
+
+/// How reaching a node failed: each asks the operator for something else.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectionFailure {
+    /// No connection (refused, no route, name lookup, connect timeout).
+    Unreachable,
+    /// Connected, but the node refused the credentials.
+    AuthenticationFailed,
+    /// The node's host key is unknown or changed (strict checking).
+    HostKeyRejected,
+    /// The connection broke while a command was running: whether the
+    /// command finished on the node is unknown.
+    Dropped,
+}
+
+impl ConnectionFailure {
+    /// Stable name (journal `error_kind`, JSON output).
+    pub fn name(self) -> &'static str {
+        match self {
+            ConnectionFailure::Unreachable => "unreachable",
+            ConnectionFailure::AuthenticationFailed => "authentication-failed",
+            ConnectionFailure::HostKeyRejected => "host-key-rejected",
+            ConnectionFailure::Dropped => "connection-dropped",
+        }
+    }
+}
+
+impl std::fmt::Display for ConnectionFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ConnectionFailure::Unreachable => "is unreachable",
+            ConnectionFailure::AuthenticationFailed => {
+                "refused authentication (check ansible_user and ansible_ssh_private_key_file)"
+            }
+            ConnectionFailure::HostKeyRejected => {
+                "failed host key verification (add its key to known_hosts, or set ssh.accept_new_host_keys for new hosts)"
+            }
+            ConnectionFailure::Dropped => {
+                "dropped the connection during the command (it may or may not have finished there)"
+            }
+        })
+    }
 }
 
 /// A boxed future (transports are used as trait objects).

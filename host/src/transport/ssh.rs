@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::process::Stdio;
 
 use super::local::run_child;
-use super::{BoxFuture, CommandOutput, CommandSpec, Transport, TransportError};
+use super::{BoxFuture, CommandOutput, CommandSpec, ConnectionFailure, Transport, TransportError};
 use crate::config::NodeSpec;
 
 /// Settings from uphost.yaml's `ssh:` section.
@@ -119,6 +119,32 @@ impl Ssh {
         a
     }
 
+    /// Is the node's master connection up (`ssh -O check`), twice 200 ms
+    /// apart (a master whose connection just broke may not have exited)?
+    async fn master_alive(&self, node: &NodeSpec) -> bool {
+        for attempt in 0..2 {
+            if attempt > 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+            let mut args = self.base_args(node);
+            args.extend(["-O".into(), "check".into(), node.address.clone()]);
+            let alive = tokio::process::Command::new("ssh")
+                .args(&args)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .await
+                .is_ok_and(|s| s.success());
+            if !alive {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// A failed connection, from what the client printed (exit status 255).
+    /// Nothing printed: the connection ended under a running command.
     fn classify(node: &NodeSpec, stderr: &str) -> TransportError {
         let s = stderr.to_ascii_lowercase();
         let address = match node.port {
@@ -126,25 +152,27 @@ impl Ssh {
             None => node.address.clone(),
         };
         let kind = if s.contains("permission denied") || s.contains("too many authentication") {
-            "authentication failed"
+            ConnectionFailure::AuthenticationFailed
         } else if s.contains("host key verification failed")
             || s.contains("remote host identification has changed")
         {
-            "host key verification failed (add the key to known_hosts, or set ssh.accept_new_host_keys for new hosts)"
-        } else if s.contains("connection closed")
+            ConnectionFailure::HostKeyRejected
+        } else if s.trim().is_empty()
+            || s.contains("closed by remote host")
             || s.contains("connection reset")
             || s.contains("broken pipe")
             || s.contains("timeout, server")
             || s.contains("mux_client")
         {
-            "connection dropped"
+            ConnectionFailure::Dropped
         } else {
-            "unreachable"
+            ConnectionFailure::Unreachable
         };
         TransportError::Unreachable {
             node: node.name.clone(),
             address,
-            detail: format!("{kind}: {}", stderr.trim()),
+            kind,
+            detail: stderr.trim().to_string(),
         }
     }
 
@@ -218,7 +246,14 @@ impl Transport for Ssh {
             c.args(&args);
             let out = run_child(c, node, "ssh", cmd).await?;
             if out.status == 255 {
-                return Err(Self::classify(node, &String::from_utf8_lossy(&out.stderr)));
+                let stderr = String::from_utf8_lossy(&out.stderr);
+                // The client reports every failure to connect; silence
+                // means the command's own status was 255, or the master
+                // connection died under it (then the master is gone too).
+                if stderr.trim().is_empty() && self.master_alive(node).await {
+                    return Ok(out);
+                }
+                return Err(Self::classify(node, &stderr));
             }
             Ok(out)
         })
@@ -228,6 +263,62 @@ impl Transport for Ssh {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What OpenSSH 9 prints for each failure (exit status 255).
+    #[test]
+    fn client_messages_are_classified() {
+        let node = NodeSpec {
+            name: "ctl2".into(),
+            address: "10.0.0.12".into(),
+            port: Some(2222),
+            user: None,
+            key_file: None,
+            connection: crate::config::Connection::Ssh,
+            roles: vec![],
+            node_root: None,
+        };
+        for (stderr, want) in [
+            (
+                "ssh: connect to host 10.0.0.12 port 2222: Connection refused",
+                ConnectionFailure::Unreachable,
+            ),
+            (
+                "ssh: connect to host 10.0.0.12 port 2222: No route to host",
+                ConnectionFailure::Unreachable,
+            ),
+            (
+                "ssh: Could not resolve hostname ctl2.example: Name or service not known",
+                ConnectionFailure::Unreachable,
+            ),
+            (
+                "root@10.0.0.12: Permission denied (publickey).",
+                ConnectionFailure::AuthenticationFailed,
+            ),
+            (
+                "Host key verification failed.",
+                ConnectionFailure::HostKeyRejected,
+            ),
+            (
+                "Connection to 10.0.0.12 closed by remote host.",
+                ConnectionFailure::Dropped,
+            ),
+            (
+                "client_loop: send disconnect: Broken pipe",
+                ConnectionFailure::Dropped,
+            ),
+            ("", ConnectionFailure::Dropped),
+        ] {
+            let e = Ssh::classify(&node, stderr);
+            match &e {
+                TransportError::Unreachable { kind, .. } => assert_eq!(*kind, want, "{stderr}"),
+                other => panic!("{other:?}"),
+            }
+            let text = e.to_string();
+            assert!(text.starts_with("ctl2 (10.0.0.12:2222) "), "{text}");
+            assert!(text.trim_end().ends_with(stderr), "{text}");
+            assert_eq!(e.kind_name(), want.name());
+        }
+    }
 
     #[test]
     fn quoting_is_literal_for_a_posix_shell() {
