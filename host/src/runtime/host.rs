@@ -13,7 +13,7 @@ use super::pipe::CappedPipe;
 use crate::capabilities::{Access, Grant};
 use crate::config::{Limits, NodeSet, NodeSpec};
 use crate::events::{CommandRecord, Event, Sink, StepKey};
-use crate::transport::{CommandSpec, Transport, TransportError};
+use crate::transport::{CommandSpec, ConnectionFailure, Transport, TransportError};
 
 /// Largest value `state.set` accepts.
 pub const MAX_STATE_VALUE: usize = 64 << 10;
@@ -371,9 +371,9 @@ fn from_record(rec: &CommandRecord) -> Result<node_exec::ExecOutput, node_exec::
             skipped: rec.skipped,
         }),
         (None, Some("timeout")) => Err(node_exec::ExecError::Timeout(rec.duration_ms as u32)),
-        (None, Some("unreachable")) => Err(node_exec::ExecError::Unreachable(
-            rec.error.clone().unwrap_or_default(),
-        )),
+        (None, Some(kind)) if ConnectionFailure::from_name(kind).is_some() => Err(
+            node_exec::ExecError::Unreachable(rec.error.clone().unwrap_or_default()),
+        ),
         (None, _) => Err(node_exec::ExecError::SpawnFailed(
             rec.error.clone().unwrap_or_default(),
         )),
@@ -513,5 +513,43 @@ impl state::Host for HostState {
             });
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failed(kind: &str) -> CommandRecord {
+        CommandRecord {
+            status: None,
+            error: Some(format!("ctl2 (10.0.0.12) {kind}")),
+            error_kind: Some(kind.to_string()),
+            stdout: String::new(),
+            stderr: String::new(),
+            truncated: false,
+            skipped: false,
+            mutating: true,
+            duration_ms: 7,
+        }
+    }
+
+    /// A resumed run hands the plugin the same error the first one did.
+    #[test]
+    fn journaled_failures_replay_as_the_same_exec_error() {
+        for k in ConnectionFailure::ALL {
+            match from_record(&failed(k.name())) {
+                Err(node_exec::ExecError::Unreachable(m)) => assert!(m.contains(k.name())),
+                other => panic!("{k:?}: {other:?}"),
+            }
+        }
+        assert!(matches!(
+            from_record(&failed("timeout")),
+            Err(node_exec::ExecError::Timeout(7))
+        ));
+        assert!(matches!(
+            from_record(&failed("spawn-failed")),
+            Err(node_exec::ExecError::SpawnFailed(_))
+        ));
     }
 }

@@ -107,6 +107,19 @@ pub enum ConnectionFailure {
 }
 
 impl ConnectionFailure {
+    /// Every kind.
+    pub const ALL: [ConnectionFailure; 4] = [
+        ConnectionFailure::Unreachable,
+        ConnectionFailure::AuthenticationFailed,
+        ConnectionFailure::HostKeyRejected,
+        ConnectionFailure::Dropped,
+    ];
+
+    /// The kind a journal `error_kind` names, if it names one.
+    pub fn from_name(name: &str) -> Option<ConnectionFailure> {
+        Self::ALL.into_iter().find(|k| k.name() == name)
+    }
+
     /// Stable name (journal `error_kind`, JSON output).
     pub fn name(self) -> &'static str {
         match self {
