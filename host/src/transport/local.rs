@@ -117,6 +117,24 @@ pub async fn run_child(
     }
 }
 
+/// `program` found on `path` the way execvp would, or unchanged when it is
+/// not there (the spawn then fails with "No such file or directory").
+///
+/// Spawning a bare name with a PATH of the child's own makes the standard
+/// library fall back from posix_spawn (vfork: the parent's page tables are
+/// not copied) to fork + exec, which costs more the bigger uphost is (the
+/// engine's reservations); with a path it takes posix_spawn.
+fn resolve(program: &str, path: &str) -> std::path::PathBuf {
+    if program.contains('/') {
+        return program.into();
+    }
+    path.split(':')
+        .filter(|d| !d.is_empty())
+        .map(|d| std::path::Path::new(d).join(program))
+        .find(|p| p.is_file() && rustix::fs::access(p, rustix::fs::Access::EXEC_OK).is_ok())
+        .unwrap_or_else(|| program.into())
+}
+
 impl Transport for Local {
     fn exec<'a>(
         &'a self,
@@ -124,6 +142,21 @@ impl Transport for Local {
         cmd: &'a CommandSpec,
     ) -> BoxFuture<'a, Result<CommandOutput, TransportError>> {
         Box::pin(async move {
+            let root = node
+                .node_root
+                .as_ref()
+                .map(|r| std::path::absolute(r).unwrap_or(r.clone()));
+            let path = match &root {
+                Some(root) => format!("{}:{BASE_PATH}", root.join("bin").display()),
+                None => BASE_PATH.to_string(),
+            };
+            let path = cmd
+                .env
+                .iter()
+                .rev()
+                .find(|(k, _)| k == "PATH")
+                .map_or(path, |(_, v)| v.clone());
+            let program = resolve(&cmd.program, &path);
             let mut c = match &cmd.record {
                 Some(file) => {
                     let exe = std::env::current_exe().map_err(|e| TransportError::Spawn {
@@ -136,30 +169,52 @@ impl Transport for Local {
                         .arg(file)
                         .arg(cmd.output_cap.to_string())
                         .arg("--")
-                        .arg(&cmd.program);
+                        .arg(&program);
                     c
                 }
-                None => tokio::process::Command::new(&cmd.program),
+                None => tokio::process::Command::new(&program),
             };
-            c.args(&cmd.args).env_clear().env("LANG", "C");
-            match &node.node_root {
-                Some(root) => {
-                    let root = std::path::absolute(root).unwrap_or(root.clone());
-                    c.env(
-                        "PATH",
-                        format!("{}:{BASE_PATH}", root.join("bin").display()),
-                    )
-                    .env("UPHOST_NODE_ROOT", &root)
+            c.args(&cmd.args)
+                .env_clear()
+                .env("LANG", "C")
+                .env("PATH", &path);
+            if let Some(root) = &root {
+                c.env("UPHOST_NODE_ROOT", root)
                     .env("UPHOST_NODE", &node.name);
-                }
-                None => {
-                    c.env("PATH", BASE_PATH);
-                }
             }
             for (k, v) in &cmd.env {
                 c.env(k, v);
             }
             run_child(c, node, &cmd.program, cmd).await
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn programs_resolve_on_the_childs_path_node_bin_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        let shim = bin.join("true");
+        std::fs::write(&shim, "#!/bin/sh\n").unwrap();
+        let path = format!("{}:{BASE_PATH}", bin.display());
+        // Not executable yet: skipped, as execvp would.
+        assert_ne!(resolve("true", &path), shim);
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&shim, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert_eq!(resolve("true", &path), shim);
+        assert!(resolve("true", BASE_PATH).ends_with("bin/true"));
+        assert_eq!(
+            resolve("no-such-program-here", &path),
+            std::path::PathBuf::from("no-such-program-here")
+        );
+        assert_eq!(
+            resolve("./local", &path),
+            std::path::PathBuf::from("./local")
+        );
     }
 }
