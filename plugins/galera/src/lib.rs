@@ -67,9 +67,17 @@ fn unit(cx: &Cx) -> String {
     cx.param_or("unit", "mariadb").to_string()
 }
 
-fn drain_file(cx: &Cx) -> String {
-    cx.param_or("drain_file", "/var/tmp/clustercheck.disabled")
-        .to_string()
+/// The file whose presence makes clustercheck answer 503 (`drain_file`).
+/// Its name is fixed by clustercheck; its directory differs between
+/// deployments (and containers), which the grant allows.
+fn drain_file(cx: &Cx) -> Result<String> {
+    let f = cx.param_or("drain_file", "/var/tmp/clustercheck.disabled");
+    if !f.starts_with('/') || !f.ends_with("/clustercheck.disabled") || f.contains("/../") {
+        bail!(
+            "parameter `drain_file` is `{f}`: clustercheck looks for a file named clustercheck.disabled; give its absolute path (default /var/tmp/clustercheck.disabled)"
+        );
+    }
+    Ok(f.to_string())
 }
 
 /// Every node Synced with the full cluster size, or the first problem.
@@ -212,6 +220,7 @@ impl Plugin for Galera {
         // middle of the upgrade.
         cx.param_parse("drain_wait_s", 5u32)?;
         cx.param_parse("vip_wait_s", 30u32)?;
+        drain_file(cx)?;
         verify(cx)
     }
 
@@ -237,7 +246,7 @@ impl Plugin for Galera {
         } else {
             record_backup(cx, &primary, &path)?;
         }
-        let drain = drain_file(cx);
+        let drain = drain_file(cx)?;
         for n in cx.nodes() {
             cx.run(&n.name, "touch", &[&drain])?;
         }
@@ -285,7 +294,7 @@ impl Plugin for Galera {
             recover(cx)?;
         }
         for n in cx.nodes() {
-            cx.run(&n.name, "rm", &["-f", &drain_file(cx)])?;
+            cx.run(&n.name, "rm", &["-f", &drain_file(cx)?])?;
         }
         vip_health_check(cx, &primary)?;
         cx.progress("service-up");
@@ -314,7 +323,7 @@ impl Plugin for Galera {
         }
         cx.run(&node, "mysql", &["-e", &format!("source {path}")])?;
         for n in cx.nodes() {
-            cx.run(&n.name, "rm", &["-f", &drain_file(cx)])?;
+            cx.run(&n.name, "rm", &["-f", &drain_file(cx)?])?;
         }
         vip_health_check(cx, &node)?;
         cx.info(format!("restored {path} (sha256 {sha}) on {node}"));
@@ -325,14 +334,11 @@ impl Plugin for Galera {
 
 fn caps_files() -> Vec<Capability> {
     vec![
-        Capability::mutating("touch", &["/var/tmp/clustercheck.disabled"])
+        Capability::mutating("touch", &["/*/clustercheck.disabled"])
             .reason("take the backend out of haproxy (clustercheck)"),
         Capability::mutating(
             "rm",
-            &[
-                "-f",
-                "/var/tmp/clustercheck.disabled|/var/lib/mysql/grastate.dat",
-            ],
+            &["-f", "/*/clustercheck.disabled|/var/lib/mysql/grastate.dat"],
         )
         .reason("put the backend back; start a new cluster instead of a seqno restart"),
         Capability::mutating("systemctl", &["start|stop", "mariadb|mysql"])
