@@ -86,21 +86,28 @@ fn strip_ansi(s: &str) -> String {
 }
 
 /// The Erlang node name of an inventory node (`node_name` parameter).
-fn member(cx: &Cx, node: &str) -> String {
-    cx.param_or("node_name", "rabbit@{node}")
-        .replace("{node}", node)
+fn member(cx: &Cx, node: &str) -> Result<String> {
+    let template = cx.param_or("node_name", "rabbit@{node}");
+    if !template.contains("{node}") || !template.contains('@') {
+        bail!(
+            "parameter `node_name` is `{template}`: it must name each node's Erlang node, NAME@HOST with `{{node}}` where the inventory name goes (default rabbit@{{node}})"
+        );
+    }
+    Ok(template.replace("{node}", node))
 }
 
 fn verify(cx: &Cx) -> Result<()> {
     let primary = cx.primary()?.name.clone();
+    member(cx, &primary)?;
     let out = cx.run(&primary, "rabbitmqctl", &["cluster_status"])?;
     let (running, no_partitions) = parse_cluster_status(&out.stdout_text());
-    let missing: Vec<String> = cx
-        .nodes()
-        .iter()
-        .map(|n| member(cx, &n.name))
-        .filter(|m| !running.contains(m))
-        .collect();
+    let mut missing = Vec::new();
+    for n in cx.nodes().iter() {
+        let m = member(cx, &n.name)?;
+        if !running.contains(&m) {
+            missing.push(m);
+        }
+    }
     if !missing.is_empty() {
         bail!(
             "rabbitmq cluster is missing members {} (running: {})",
@@ -228,6 +235,15 @@ mod tests {
         let cx = host.cx(ctx);
         let e = Rabbitmq::check(&cx).unwrap_err().to_string();
         assert!(e.contains("missing members rabbit-ctl2@localhost"), "{e}");
+
+        let mut ctx = context("rabbitmq", &["ctl1", "ctl2", "ctl3"]);
+        ctx.params
+            .push(("node_name".into(), "rabbit@localhost".into()));
+        let e = Rabbitmq::check(&host.cx(ctx)).unwrap_err().to_string();
+        assert!(
+            e.contains("parameter `node_name` is `rabbit@localhost`"),
+            "{e}"
+        );
     }
 
     #[test]
