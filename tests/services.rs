@@ -144,7 +144,8 @@ fn galera_haproxy_rabbitmq_upgrade_then_a_failed_run_rolls_every_row_back() {
             "the migration did not change shop.{t}: {damaged}"
         );
     }
-    let ran = commands_run(&current_journal(c.path()));
+    let journal = current_journal(c.path());
+    let ran = commands_run(&journal);
     for (n, _) in NODES {
         assert!(
             ran.contains(&format!("{n}: galera_recovery")),
@@ -161,8 +162,15 @@ fn galera_haproxy_rabbitmq_upgrade_then_a_failed_run_rolls_every_row_back() {
         ran.contains(&format!("{primary}: galera_new_cluster")),
         "{primary} not bootstrapped: {ran:#?}"
     );
-    for line in out.lines().filter(|l| l.contains("recovered seqno")) {
-        println!("recovery: {}", line.trim());
+    let seqnos: Vec<&str> = journal
+        .iter()
+        .filter(|e| e["event"] == "log")
+        .filter_map(|e| e["message"].as_str())
+        .filter(|m| m.contains("recovered seqno"))
+        .collect();
+    assert_eq!(seqnos.len(), NODES.len(), "{seqnos:?}");
+    for line in seqnos {
+        println!("recovery: {line}");
     }
     println!("recovery: bootstrapped from {primary} (highest seqno)");
     let restored = ran

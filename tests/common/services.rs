@@ -44,7 +44,11 @@ const SHIMMED: &[&str] = &[
 
 /// What must be installed, and the Debian package that has it.
 pub const NEEDS: &[(&str, &str)] = &[
-    ("/usr/sbin/mariadbd", "mariadb-server"),
+    ("/usr/sbin/mariadbd", "mariadb-server-core"),
+    ("/usr/bin/galera_new_cluster", "mariadb-server"),
+    ("/usr/bin/galera_recovery", "mariadb-server"),
+    ("/usr/bin/wsrep_sst_rsync", "mariadb-server"),
+    ("/usr/bin/mysql", "mariadb-client"),
     ("/usr/lib/galera/libgalera_smm.so", "galera-4"),
     ("/usr/sbin/haproxy", "haproxy"),
     ("/usr/lib/rabbitmq/bin/rabbitmq-server", "rabbitmq-server"),

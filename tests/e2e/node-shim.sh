@@ -11,8 +11,9 @@
 #   unit (a flag file): keystone itself is not installed by the test.
 # * mysql, mysqldump, galera_recovery, rabbitmqctl: the real programs with
 #   this node's configuration (--defaults-file, -n NODE).
-# * touch, rm, sed, haproxy: the real programs, absolute paths mapped under
-#   the node's root (so /var/lib/mysql/grastate.dat is this node's file).
+# * touch, rm, sed, haproxy: the real programs, paths under /etc and /var
+#   mapped under the node's root (so /var/lib/mysql/grastate.dat is this
+#   node's file).
 # * galera_new_cluster is not shimmed: the real script runs, and its
 #   `systemctl set-environment` / `restart` come here.
 # * apt-get install: records the package version in the node's root (no
@@ -32,11 +33,13 @@ export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 run_mapped() {
     real="$1"
     shift
-    # Append the mapped arguments, then drop the originals.
+    # Append the mapped arguments, then drop the originals. A node's own
+    # files are its /etc and /var; /run is the machine's (galera_new_cluster
+    # writes the unit's EnvironmentFile there and removes it with `rm`).
     n=$#
     for a in "$@"; do
         case "$a" in
-            /*) set -- "$@" "$R$a" ;;
+            /etc/* | /var/*) set -- "$@" "$R$a" ;;
             *) set -- "$@" "$a" ;;
         esac
     done
@@ -79,8 +82,13 @@ stop_pid() {
 
 mariadb_start() {
     if pid_alive "$R/run/mysqld.pid"; then return 0; fi
-    extra=""
+    # The unit's environment: galera_new_cluster sets _WSREP_NEW_CLUSTER
+    # with `systemctl set-environment` (MariaDB <= 10.11.14) or in the
+    # unit's EnvironmentFile /run/mariadb-wsrep-new-cluster (later), for
+    # the duration of its own `systemctl restart`.
+    _WSREP_NEW_CLUSTER=""
     [ -f "$R/run/systemd.env" ] && . "$R/run/systemd.env"
+    [ -f /run/mariadb-wsrep-new-cluster ] && . /run/mariadb-wsrep-new-cluster
     extra="${_WSREP_NEW_CLUSTER:-}"
     # shellcheck disable=SC2086 # $extra is one option or nothing
     setsid /usr/sbin/mariadbd --defaults-file="$R/etc/mysql/my.cnf" $extra \

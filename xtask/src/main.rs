@@ -186,7 +186,9 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
     ("/usr/sbin/sshd", "openssh-server"),
     ("ssh", "openssh-client"),
     // The real-services test (tests/services.rs).
-    ("/usr/sbin/mariadbd", "mariadb-server"),
+    ("/usr/sbin/mariadbd", "mariadb-server-core"),
+    ("/usr/bin/galera_new_cluster", "mariadb-server"),
+    ("/usr/bin/wsrep_sst_rsync", "mariadb-server"),
     ("/usr/bin/mysql", "mariadb-client"),
     ("/usr/lib/galera/libgalera_smm.so", "galera-4"),
     ("/usr/sbin/haproxy", "haproxy"),
