@@ -1,6 +1,7 @@
 //! What the operator sees: the JSON event stream of a real run validates
-//! against docs/events.schema.json, and the HTML report renders in real
-//! headless Chromium without console errors.
+//! against docs/events.schema.json, the HTML report renders in real
+//! headless Chromium without console errors, a terminal gets a live
+//! progress bar, and the prompts are answered at a real pty.
 
 use std::process::Command;
 
@@ -155,4 +156,92 @@ fn a_terminal_gets_a_live_progress_bar() {
         "no step in flight shown: {text}"
     );
     assert!(text.contains("run complete"), "{text}");
+}
+
+/// `uphost run` on a terminal (a pty made by `script`), answering its
+/// prompts with `answers` typed at the keyboard.
+fn run_on_a_terminal(d: &Demo, answers: &str) -> (i32, String) {
+    use std::io::Write;
+    let mut child = Command::new("script")
+        .current_dir(d.path())
+        .args(["-qec"])
+        .arg(format!("{} run", uphost_tests::uphost_bin().display()))
+        .arg("/dev/null")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("`script` (util-linux) runs the command on a pty");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(answers.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+fn confirmations(d: &Demo) -> Vec<(bool, String)> {
+    d.journal()
+        .iter()
+        .filter(|e| e["event"] == "confirmation")
+        .map(|e| {
+            (
+                e["accepted"].as_bool().unwrap(),
+                e["how"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// Answering "n" at the first prompt changes nothing on any node.
+#[test]
+fn no_at_the_terminal_prompt_runs_nothing() {
+    let d = Demo::new(SEED_PLUGINS, true);
+    let (code, text) = run_on_a_terminal(&d, "n\n");
+    assert_ne!(code, 0, "{text}");
+    assert!(text.contains("[y/N]"), "no prompt: {text}");
+    assert_eq!(confirmations(&d), vec![(false, "terminal".to_string())]);
+    for n in uphost_tests::DEMO_NODES {
+        assert!(d.ops(n).is_empty(), "{n} changed: {:?}", d.ops(n));
+    }
+}
+
+/// "y" to start, then "y" when the run fails and asks to roll back: the
+/// reversible services are rolled back, and both answers are journaled as
+/// given at the terminal.
+#[test]
+fn yes_at_the_rollback_prompt_rolls_back() {
+    let d = Demo::new(SEED_PLUGINS, true);
+    d.fault(
+        "ctl1",
+        &["nova-manage", "db", "sync"],
+        "ERROR nova: migration 346 failed: duplicate column",
+    );
+    let (code, text) = run_on_a_terminal(&d, "y\ny\n");
+    assert_eq!(code, 1, "{text}");
+    assert_eq!(
+        confirmations(&d),
+        vec![
+            (true, "terminal".to_string()),
+            (true, "terminal".to_string())
+        ],
+        "{text}"
+    );
+    assert!(text.contains("Roll back the reversible services"), "{text}");
+    assert!(
+        d.journal().iter().any(|e| e["event"] == "rollback-started"),
+        "{text}"
+    );
+    assert!(
+        d.ops("ctl1")
+            .iter()
+            .any(|l| l.starts_with("mysql -e source")),
+        "galera's dump was not restored: {:?}",
+        d.ops("ctl1")
+    );
 }
