@@ -261,3 +261,42 @@ fn config_errors_have_file_line_and_column() {
     );
     assert!(r.stderr.contains("expected `parallel`"), "{}", r.stderr);
 }
+
+/// A symlink planted in the compile cache (here: to another plugin's valid
+/// artifact, outside the cache) is never loaded: the plugin is compiled
+/// again and the link replaced by a file of uphost's own.
+#[test]
+fn a_symlink_in_the_cache_is_not_followed() {
+    let d = Demo::new(&["haproxy", "galera"], true);
+    assert_eq!(d.uphost(&["plan"]).code, 0);
+    let sha = |p: &str| {
+        let out = std::process::Command::new("sha256sum")
+            .arg(d.path().join("plugins").join(p))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    let cache = d.path().join("state/cache");
+    let find = |sha: &str| {
+        std::fs::read_dir(&cache)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| p.file_name().unwrap().to_string_lossy().starts_with(sha))
+            .expect("an artifact")
+    };
+    let galera = find(&sha("galera.wasm"));
+    let elsewhere = d.path().join("elsewhere.cwasm");
+    std::fs::copy(find(&sha("haproxy.wasm")), &elsewhere).unwrap();
+    std::fs::remove_file(&galera).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, &galera).unwrap();
+    let r = d.uphost(&["plan"]);
+    assert_eq!(r.code, 0, "the planted artifact was loaded: {}", r.all());
+    assert!(r.stdout.contains("galera"), "{}", r.stdout);
+    let meta = std::fs::symlink_metadata(&galera).unwrap();
+    assert!(meta.is_file(), "the link is still there");
+}

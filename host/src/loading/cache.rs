@@ -41,10 +41,22 @@ impl Cache {
         }
     }
 
+    /// The artifact's file name for a file hash (hex digits, a dash, `.cwasm`:
+    /// never a path).
+    fn name(&self, sha256: &str) -> String {
+        format!("{sha256}-{}.cwasm", self.engine_hash)
+    }
+
     /// The artifact path for a file hash.
     pub fn artifact(&self, sha256: &str) -> PathBuf {
-        self.dir
-            .join(format!("{sha256}-{}.cwasm", self.engine_hash))
+        self.dir.join(self.name(sha256))
+    }
+
+    /// A capability handle on the cache directory (created if missing):
+    /// every name is resolved inside it.
+    fn root(&self) -> std::io::Result<cap_std::fs::Dir> {
+        std::fs::create_dir_all(&self.dir)?;
+        cap_std::fs::Dir::open_ambient_dir(&self.dir, cap_std::ambient_authority())
     }
 
     /// The component for `bytes`, from the cache or freshly compiled (and
@@ -55,8 +67,15 @@ impl Cache {
         sha256: &str,
         bytes: &[u8],
     ) -> Result<(Component, bool), CacheError> {
-        let art = self.artifact(sha256);
-        if art.is_file() {
+        let io = |e: std::io::Error| CacheError::Io {
+            path: self.dir.clone(),
+            detail: e.to_string(),
+        };
+        let root = self.root().map_err(io)?;
+        let name = self.name(sha256);
+        // A regular file of ours, not a symlink planted to point elsewhere.
+        if root.symlink_metadata(&name).is_ok_and(|m| m.is_file()) {
+            let art = self.artifact(sha256);
             // SAFETY: the file was written by `Engine::precompile_component`
             // of an engine with the same compatibility hash (in its name),
             // through the atomic rename below, inside our own state dir.
@@ -69,18 +88,9 @@ impl Cache {
             .engine
             .precompile_component(bytes)
             .map_err(|e| CacheError::Compile(format!("{e:#}")))?;
-        let io = |e: std::io::Error| CacheError::Io {
-            path: self.dir.clone(),
-            detail: e.to_string(),
-        };
-        std::fs::create_dir_all(&self.dir).map_err(io)?;
-        let tmp = self.dir.join(format!(
-            ".{sha256}-{}.{}.tmp",
-            self.engine_hash,
-            std::process::id()
-        ));
-        std::fs::write(&tmp, &compiled).map_err(io)?;
-        std::fs::rename(&tmp, &art).map_err(io)?;
+        let tmp = format!(".{sha256}-{}.{}.tmp", self.engine_hash, std::process::id());
+        root.write(&tmp, &compiled).map_err(io)?;
+        root.rename(&tmp, &root, &name).map_err(io)?;
         // SAFETY: produced just now by this engine.
         let c = unsafe { Component::deserialize(&rt.engine, &compiled) }
             .map_err(|e| CacheError::Compile(format!("{e:#}")))?;

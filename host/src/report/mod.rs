@@ -322,10 +322,21 @@ pub fn write(state_dir: &Path, run_id: &str) -> Result<PathBuf, JournalError> {
         return Err(e);
     }
     let out = journal::run_dir(state_dir, run_id).join("report.html");
-    std::fs::write(&out, html).map_err(|source| JournalError::Io {
+    let io = |source| JournalError::Io {
         path: out.clone(),
         source,
-    })?;
+    };
+    // Through a handle on the state directory, like the journal.
+    cap_std::fs::Dir::open_ambient_dir(state_dir, cap_std::ambient_authority())
+        .and_then(|root| {
+            root.write(
+                std::path::Path::new("runs")
+                    .join(run_id)
+                    .join("report.html"),
+                html,
+            )
+        })
+        .map_err(io)?;
     Ok(out)
 }
 
