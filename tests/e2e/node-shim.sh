@@ -14,8 +14,10 @@
 # * touch, rm, sed, haproxy: the real programs, paths under /etc and /var
 #   mapped under the node's root (so /var/lib/mysql/grastate.dat is this
 #   node's file).
-# * galera_new_cluster is not shimmed: the real script runs, and its
-#   `systemctl set-environment` / `restart` come here.
+# * galera_new_cluster is not shimmed: the real script runs; its
+#   `systemctl set-environment` (MariaDB <= 10.11.14) or the unit's
+#   EnvironmentFile it writes (/run/mariadb-wsrep-new-cluster, later), and
+#   its `systemctl restart`, come here.
 # * apt-get install: records the package version in the node's root (no
 #   second MariaDB/HAProxy/RabbitMQ version is installable here).
 # * openstack, keystone-manage: the stand-in for keystone; db_sync is where
