@@ -1,6 +1,7 @@
-//! The ssh transport against real sshd test hosts on loopback: the demo
-//! upgrade over ssh, an sshd killed mid-run then resume, and argv
-//! round-trips of random bytes.
+//! The ssh transport against real sshd test hosts, each in its own network
+//! namespace (or on a loopback port where namespaces cannot be made): the
+//! demo upgrade over ssh, an sshd killed mid-run then resume, the kinds of
+//! connection failure, and argv round-trips of random bytes.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -34,7 +35,8 @@ fn ssh_demo() -> (Demo, Sshds) {
     let mut inv = String::from("all:\n  children:\n    controller:\n      hosts:\n");
     for (n, _) in &roots {
         inv.push_str(&format!(
-            "        {n}: {{ansible_host: 127.0.0.1, ansible_port: {}, ansible_user: root, ansible_connection: ssh}}\n",
+            "        {n}: {{ansible_host: {}, ansible_port: {}, ansible_user: root, ansible_connection: ssh}}\n",
+            sshds.address(n),
             sshds.port(n)
         ));
     }
@@ -59,7 +61,7 @@ fn ssh_demo() -> (Demo, Sshds) {
 
 #[test]
 fn the_demo_upgrade_runs_over_ssh() {
-    let (d, _sshds) = ssh_demo();
+    let (d, sshds) = ssh_demo();
     let r = d.uphost(&["run", "--yes"]);
     assert_eq!(r.code, 0, "{}", r.all());
     assert_eq!(d.status()["complete"], true);
@@ -70,6 +72,33 @@ fn the_demo_upgrade_runs_over_ssh() {
             "{n}: {:?}",
             d.ops(n)
         );
+    }
+    // Nothing is left behind: no sshd, no namespace.
+    let pids: Vec<u32> = sshds
+        .hosts
+        .values()
+        .filter_map(|h| h.child.as_ref().map(|c| c.id()))
+        .collect();
+    let namespaces = sshds.namespaces();
+    if rustix::process::geteuid().is_root() {
+        // As root the hosts are real network neighbours, not loopback ports.
+        assert_eq!(namespaces.len(), 3, "no network namespaces made");
+        assert!(sshds.address("ctl1").starts_with("10."));
+    }
+    drop(sshds);
+    for p in pids {
+        assert!(
+            !std::path::Path::new(&format!("/proc/{p}")).exists(),
+            "sshd {p} survived"
+        );
+    }
+    let listed = std::process::Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    for ns in namespaces {
+        assert!(!listed.contains(&ns), "namespace {ns} survived: {listed}");
     }
 }
 
@@ -106,9 +135,10 @@ fn a_killed_sshd_fails_the_step_as_unreachable_and_resume_finishes() {
     assert_eq!(out.status.code(), Some(1), "{err}");
     // A command in flight when sshd died saw its connection drop; one
     // started after found nobody listening. Either names node and address.
+    let ctl2 = format!("ctl2 ({}:{})", sshds.address("ctl2"), sshds.port("ctl2"));
     assert!(
-        err.contains("ctl2 (127.0.0.1:")
-            && (err.contains(") is unreachable") || err.contains(") dropped the connection")),
+        err.contains(&format!("{ctl2} is unreachable"))
+            || err.contains(&format!("{ctl2} dropped the connection")),
         "{err}"
     );
     let kinds: Vec<String> = d
@@ -157,7 +187,7 @@ fn roundtrip_runtime() -> (
     .unwrap();
     let node = uphost::config::NodeSpec {
         name: "n1".into(),
-        address: "127.0.0.1".into(),
+        address: sshds.address("n1").into(),
         port: Some(sshds.port("n1")),
         user: Some("root".into()),
         key_file: None,
@@ -202,6 +232,7 @@ fn connection_failures_are_told_apart() {
     // Nothing listens on the port.
     let mut closed = node.clone();
     closed.name = "gone".into();
+    closed.address = "127.0.0.1".into();
     closed.port = Some(
         std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -227,11 +258,23 @@ fn connection_failures_are_told_apart() {
     assert_eq!(kind, ConnectionFailure::AuthenticationFailed, "{text}");
     assert!(text.contains("Permission denied"), "{text}");
 
-    // The same host under a name known_hosts does not have.
-    let mut unknown = node.clone();
-    unknown.name = "n1-by-name".into();
-    unknown.address = "localhost".into();
-    let (kind, text) = kind_of(rt.block_on(ssh.exec(&unknown, &cmd("true", &[]))));
+    // A client whose known_hosts does not have the host's key.
+    let strangers = sshds.dir.path().join("ssh_config_no_known_hosts");
+    std::fs::write(sshds.dir.path().join("known_hosts_empty"), "").unwrap();
+    std::fs::write(
+        &strangers,
+        std::fs::read_to_string(sshds.ssh_config())
+            .unwrap()
+            .replace("/known_hosts\n", "/known_hosts_empty\n"),
+    )
+    .unwrap();
+    let wary = uphost::transport::ssh::Ssh::new(uphost::transport::ssh::SshSettings {
+        config: Some(strangers),
+        accept_new_host_keys: false,
+        connect_timeout_s: Some(5),
+    })
+    .unwrap();
+    let (kind, text) = kind_of(rt.block_on(wary.exec(&node, &cmd("true", &[]))));
     assert_eq!(kind, ConnectionFailure::HostKeyRejected, "{text}");
 
     // The connection breaks while a command runs.
@@ -253,7 +296,10 @@ fn connection_failures_are_told_apart() {
         kind_of(r)
     });
     assert_eq!(kind, ConnectionFailure::Dropped, "{text}");
-    assert!(text.starts_with("n1 (127.0.0.1:"), "{text}");
+    assert!(
+        text.starts_with(&format!("n1 ({}:", sshds.address("n1"))),
+        "{text}"
+    );
 
     // A command whose own status is 255 is not a connection failure.
     let out = rt
@@ -360,7 +406,7 @@ fn ssh_overhead_benchmark() {
                 "ControlPath=none",
                 "-p",
                 &port,
-                "127.0.0.1",
+                sshds.address("n1"),
                 "true",
             ])
             .status()
@@ -374,7 +420,8 @@ fn ssh_overhead_benchmark() {
         std::fs::write(
             &inv,
             format!(
-                "all:\n  hosts:\n    n1:\n      ansible_host: 127.0.0.1\n      ansible_port: {port}\n      ansible_user: root\n      ansible_ssh_private_key_file: {}\n      ansible_ssh_common_args: \"-F {}\"\n      ansible_python_interpreter: /usr/bin/python3\n",
+                "all:\n  hosts:\n    n1:\n      ansible_host: {}\n      ansible_port: {port}\n      ansible_user: root\n      ansible_ssh_private_key_file: {}\n      ansible_ssh_common_args: \"-F {}\"\n      ansible_python_interpreter: /usr/bin/python3\n",
+                sshds.address("n1"),
                 sshds.dir.path().join("id").display(),
                 cfg.display()
             ),

@@ -1,18 +1,83 @@
-//! Real sshd test hosts on loopback ports, owned by the test: generated host
-//! and client keys in a temporary directory, nothing written to ~/.ssh.
+//! Real sshd test hosts owned by the test: each in its own network
+//! namespace with a veth pair and its own address (`ip netns`, made and
+//! removed here) when the test runs as root with iproute2, else on distinct
+//! loopback ports. Generated host and client keys in a temporary directory,
+//! nothing written to ~/.ssh.
 
 use std::collections::BTreeMap;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
+
+/// One sshd test host.
+pub struct Host {
+    /// Where it listens.
+    pub address: String,
+    /// Its port.
+    pub port: u16,
+    /// Its sshd_config.
+    pub config: PathBuf,
+    /// Its network namespace (None: loopback mode).
+    pub netns: Option<String>,
+    /// The running daemon.
+    pub child: Option<Child>,
+}
 
 /// A set of sshd hosts.
 pub struct Sshds {
     /// Keys, configs, known_hosts.
     pub dir: tempfile::TempDir,
-    /// Node name → (port, config file, running daemon).
-    pub hosts: BTreeMap<String, (u16, PathBuf, Option<Child>)>,
+    /// Node name → host.
+    pub hosts: BTreeMap<String, Host>,
+}
+
+fn ip(args: &[&str]) -> bool {
+    Command::new("ip")
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Hosts made by this process so far (names and subnets stay distinct when
+/// tests of one binary run in parallel).
+static MADE: AtomicU32 = AtomicU32::new(0);
+
+/// A network namespace `uphost-<pid>-<n>` joined to this one by a veth
+/// pair, 10.<a>.<b>.1 here and 10.<a>.<b>.2 inside; its address, or None
+/// when namespaces cannot be made here (not root, no iproute2).
+fn make_netns() -> Option<(String, String)> {
+    if !rustix::process::geteuid().is_root() {
+        return None;
+    }
+    let n = MADE.fetch_add(1, Ordering::Relaxed);
+    let pid = std::process::id();
+    let ns = format!("uphost-{pid}-{n}");
+    let (host_if, ns_if) = (
+        format!("uh{}h{n}", pid % 100_000),
+        format!("uh{}n{n}", pid % 100_000),
+    );
+    let (a, b) = (200 + pid % 50, n % 250);
+    let (here, there) = (format!("10.{a}.{b}.1/30"), format!("10.{a}.{b}.2/30"));
+    let ok = ip(&["netns", "add", &ns])
+        && ip(&[
+            "link", "add", &host_if, "type", "veth", "peer", "name", &ns_if,
+        ])
+        && ip(&["link", "set", &ns_if, "netns", &ns])
+        && ip(&["addr", "add", &here, "dev", &host_if])
+        && ip(&["link", "set", &host_if, "up"])
+        && ip(&["-n", &ns, "addr", "add", &there, "dev", &ns_if])
+        && ip(&["-n", &ns, "link", "set", &ns_if, "up"])
+        && ip(&["-n", &ns, "link", "set", "lo", "up"]);
+    if !ok {
+        let _ = ip(&["link", "del", &host_if]);
+        let _ = ip(&["netns", "del", &ns]);
+        return None;
+    }
+    Some((ns, format!("10.{a}.{b}.2")))
 }
 
 fn sshd_bin() -> PathBuf {
@@ -86,10 +151,17 @@ impl Sshds {
         let mut known = String::new();
         let mut hosts = BTreeMap::new();
         for (name, root) in nodes {
-            let port = free_port();
-            known.push_str(&format!("[127.0.0.1]:{port} {host_pub}"));
+            let (netns, address, port) = match make_netns() {
+                Some((ns, addr)) => (Some(ns), addr, 22),
+                None => (None, "127.0.0.1".to_string(), free_port()),
+            };
+            if port == 22 {
+                known.push_str(&format!("{address} {host_pub}"));
+            } else {
+                known.push_str(&format!("[{address}]:{port} {host_pub}"));
+            }
             let mut cfg = format!(
-                "Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/host_key\nPidFile {d}/{name}.pid\nAuthorizedKeysFile {d}/authorized_keys\nStrictModes no\nUsePAM no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\nPermitRootLogin yes\nMaxSessions 64\nMaxStartups 64\n",
+                "Port {port}\nListenAddress {address}\nHostKey {d}/host_key\nPidFile {d}/{name}.pid\nAuthorizedKeysFile {d}/authorized_keys\nStrictModes no\nUsePAM no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\nPermitRootLogin yes\nMaxSessions 64\nMaxStartups 64\n",
                 d = d.display()
             );
             // SHLVL=1 keeps bash from sourcing the account's ~/.bashrc for
@@ -101,9 +173,18 @@ impl Sshds {
                 )),
                 None => cfg.push_str("SetEnv SHLVL=1 PATH=/usr/local/bin:/usr/bin:/bin\n"),
             }
-            let cfg_path = d.join(format!("sshd_{name}.conf"));
-            std::fs::write(&cfg_path, cfg).unwrap();
-            hosts.insert(name.to_string(), (port, cfg_path, None));
+            let config = d.join(format!("sshd_{name}.conf"));
+            std::fs::write(&config, cfg).unwrap();
+            hosts.insert(
+                name.to_string(),
+                Host {
+                    address,
+                    port,
+                    config,
+                    netns,
+                    child: None,
+                },
+            );
         }
         std::fs::write(d.join("known_hosts"), known).unwrap();
         std::fs::write(
@@ -129,22 +210,43 @@ impl Sshds {
 
     /// The port of a node.
     pub fn port(&self, name: &str) -> u16 {
-        self.hosts[name].0
+        self.hosts[name].port
+    }
+
+    /// The address of a node.
+    pub fn address(&self, name: &str) -> &str {
+        &self.hosts[name].address
+    }
+
+    /// The network namespaces of these hosts (empty in loopback mode).
+    pub fn namespaces(&self) -> Vec<String> {
+        self.hosts
+            .values()
+            .filter_map(|h| h.netns.clone())
+            .collect()
     }
 
     /// Start (or restart) a node's sshd and wait until it accepts.
     pub fn up(&mut self, name: &str) {
-        let (port, cfg, child) = self.hosts.get_mut(name).unwrap();
-        let c = Command::new(sshd_bin())
+        let h = self.hosts.get_mut(name).unwrap();
+        let mut c = match &h.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(sshd_bin());
+                c
+            }
+            None => Command::new(sshd_bin()),
+        };
+        let c = c
             .args(["-D", "-e", "-f"])
-            .arg(&*cfg)
+            .arg(&h.config)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("start sshd");
-        *child = Some(c);
+        h.child = Some(c);
         let t = Instant::now();
-        while TcpStream::connect(("127.0.0.1", *port)).is_err() {
+        while TcpStream::connect((h.address.as_str(), h.port)).is_err() {
             assert!(
                 t.elapsed() < Duration::from_secs(10),
                 "sshd for {name} did not start"
@@ -153,11 +255,10 @@ impl Sshds {
         }
     }
 
-    /// Kill a node's sshd and every session it serves.
     /// Kill a node's sessions (the per-connection sshd processes and what
     /// they run) but not its listener: connections drop, new ones work.
     pub fn drop_sessions(&mut self, name: &str) {
-        if let Some(c) = &self.hosts[name].2 {
+        if let Some(c) = &self.hosts[name].child {
             for p in descendants(c.id() as i32) {
                 if let Some(p) = rustix::process::Pid::from_raw(p) {
                     let _ = rustix::process::kill_process(p, rustix::process::Signal::KILL);
@@ -169,7 +270,7 @@ impl Sshds {
     /// Does a node's sshd run a process whose command line contains
     /// `needle` (a command started over ssh)?
     pub fn runs(&self, name: &str, needle: &str) -> bool {
-        self.hosts[name].2.as_ref().is_some_and(|c| {
+        self.hosts[name].child.as_ref().is_some_and(|c| {
             descendants(c.id() as i32).into_iter().any(|p| {
                 std::fs::read(format!("/proc/{p}/cmdline"))
                     .map(|b| {
@@ -182,8 +283,9 @@ impl Sshds {
         })
     }
 
+    /// Kill a node's sshd and every session it serves.
     pub fn kill(&mut self, name: &str) {
-        if let Some(mut c) = self.hosts.get_mut(name).unwrap().2.take() {
+        if let Some(mut c) = self.hosts.get_mut(name).unwrap().child.take() {
             let pid = c.id() as i32;
             for p in descendants(pid).into_iter().chain([pid]) {
                 if let Some(p) = rustix::process::Pid::from_raw(p) {
@@ -200,6 +302,11 @@ impl Drop for Sshds {
         let names: Vec<String> = self.hosts.keys().cloned().collect();
         for n in names {
             self.kill(&n);
+        }
+        // Deleting a namespace deletes its end of the veth pair, and with
+        // it the pair.
+        for ns in self.namespaces() {
+            let _ = ip(&["netns", "del", &ns]);
         }
     }
 }
