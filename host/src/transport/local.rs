@@ -157,23 +157,7 @@ impl Transport for Local {
                 .find(|(k, _)| k == "PATH")
                 .map_or(path, |(_, v)| v.clone());
             let program = resolve(&cmd.program, &path);
-            let mut c = match &cmd.record {
-                Some(file) => {
-                    let exe = std::env::current_exe().map_err(|e| TransportError::Spawn {
-                        node: node.name.clone(),
-                        program: cmd.program.clone(),
-                        detail: format!("cannot find the uphost executable for the recorder: {e}"),
-                    })?;
-                    let mut c = tokio::process::Command::new(exe);
-                    c.arg("__exec-record")
-                        .arg(file)
-                        .arg(cmd.output_cap.to_string())
-                        .arg("--")
-                        .arg(&program);
-                    c
-                }
-                None => tokio::process::Command::new(&program),
-            };
+            let mut c = super::record::command(node, cmd, &program)?;
             c.args(&cmd.args)
                 .env_clear()
                 .env("LANG", "C")

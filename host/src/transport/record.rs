@@ -11,7 +11,35 @@ use std::process::{Command, Stdio};
 
 use serde::{Deserialize, Serialize};
 
+use crate::config::NodeSpec;
 use crate::events::CommandRecord;
+use crate::transport::{CommandSpec, TransportError};
+
+/// The process that runs `program` for `cmd` on `node`: the program itself,
+/// or, when the command's result must survive uphost (`cmd.record`), this
+/// uphost's recorder wrapped around it. Shared by the local and ssh
+/// transports (for ssh, `program` is the ssh client).
+pub fn command(
+    node: &NodeSpec,
+    cmd: &CommandSpec,
+    program: impl AsRef<std::ffi::OsStr>,
+) -> Result<tokio::process::Command, TransportError> {
+    let Some(file) = &cmd.record else {
+        return Ok(tokio::process::Command::new(program));
+    };
+    let exe = std::env::current_exe().map_err(|e| TransportError::Spawn {
+        node: node.name.clone(),
+        program: cmd.program.clone(),
+        detail: format!("cannot find the uphost executable for the recorder: {e}"),
+    })?;
+    let mut c = tokio::process::Command::new(exe);
+    c.arg("__exec-record")
+        .arg(file)
+        .arg(cmd.output_cap.to_string())
+        .arg("--")
+        .arg(program);
+    Ok(c)
+}
 
 /// What the recorder writes.
 #[derive(Debug, Serialize, Deserialize)]

@@ -226,23 +226,7 @@ impl Transport for Ssh {
             args.push(node.address.clone());
             args.push("--".into());
             args.push(remote_command(&cmd.program, &cmd.args, &cmd.env));
-            let mut c = match &cmd.record {
-                Some(file) => {
-                    let exe = std::env::current_exe().map_err(|e| TransportError::Spawn {
-                        node: node.name.clone(),
-                        program: "ssh".into(),
-                        detail: e.to_string(),
-                    })?;
-                    let mut c = tokio::process::Command::new(exe);
-                    c.arg("__exec-record")
-                        .arg(file)
-                        .arg(cmd.output_cap.to_string())
-                        .arg("--")
-                        .arg("ssh");
-                    c
-                }
-                None => tokio::process::Command::new("ssh"),
-            };
+            let mut c = super::record::command(node, cmd, "ssh")?;
             c.args(&args);
             let out = run_child(c, node, "ssh", cmd).await?;
             if out.status == 255 {
