@@ -420,18 +420,11 @@ fn ctrl_c_stops_cleanly_and_resume_finishes() {
         .unwrap();
     // Wait until galera's pre-upgrade (which waits 2 s for transactions to
     // drain) is in flight, then interrupt.
-    let t = std::time::Instant::now();
-    while !d
-        .ops("ctl1")
-        .iter()
-        .any(|l| l.starts_with("touch /var/tmp/clustercheck.disabled"))
-    {
-        assert!(
-            t.elapsed() < Duration::from_secs(20),
-            "the run did not start"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    d.wait_for_op(
+        "ctl1",
+        "touch /var/tmp/clustercheck.disabled",
+        Duration::from_secs(20),
+    );
     rustix::process::kill_process(
         rustix::process::Pid::from_raw(child.id() as i32).unwrap(),
         rustix::process::Signal::INT,

@@ -113,18 +113,11 @@ fn a_killed_sshd_fails_the_step_as_unreachable_and_resume_finishes() {
         .spawn()
         .unwrap();
     // Wait until the run is under way (galera's nodes are being upgraded).
-    let t = Instant::now();
-    while !d
-        .ops("ctl1")
-        .iter()
-        .any(|l| l.starts_with("apt-get install -y mariadb-server"))
-    {
-        assert!(
-            t.elapsed() < Duration::from_secs(30),
-            "the run did not start"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    d.wait_for_op(
+        "ctl1",
+        "apt-get install -y mariadb-server",
+        Duration::from_secs(30),
+    );
     sshds.kill("ctl2");
     let out = child.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);

@@ -142,13 +142,20 @@ impl Demo {
 
     /// Run uphost in it.
     pub fn uphost(&self, args: &[&str]) -> Ran {
-        Command::new(uphost_bin())
-            .current_dir(self.path())
-            .args(args)
-            .env_remove("RUST_LOG")
-            .output()
-            .expect("run uphost")
-            .into()
+        uphost_in(self.path(), args)
+    }
+
+    /// Wait (up to `within`) until `node` has run a mutating command that
+    /// starts with `prefix`: a run is under way at a known point.
+    pub fn wait_for_op(&self, node: &str, prefix: &str, within: std::time::Duration) {
+        let t = std::time::Instant::now();
+        while !self.ops(node).iter().any(|l| l.starts_with(prefix)) {
+            assert!(
+                t.elapsed() < within,
+                "{node} did not run `{prefix}…` within {within:?}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
     }
 
     /// A node's mutating-command log.
@@ -218,6 +225,17 @@ impl Demo {
     pub fn journal(&self) -> Vec<serde_json::Value> {
         current_journal(self.path())
     }
+}
+
+/// Run the built uphost in `dir` (its `uphost.yaml`), without RUST_LOG.
+pub fn uphost_in(dir: &Path, args: &[&str]) -> Ran {
+    Command::new(uphost_bin())
+        .current_dir(dir)
+        .args(args)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run uphost")
+        .into()
 }
 
 /// The records of the current run's journal under `dir/state`.

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::{Ran, root, uphost_bin, wasm};
+use crate::{Ran, root, wasm};
 
 /// The controllers: name and loopback address.
 pub const NODES: [(&str, &str); 3] = [
@@ -430,13 +430,7 @@ impl RealCluster {
 
     /// uphost in the cluster's directory.
     pub fn uphost(&self, args: &[&str]) -> Ran {
-        Command::new(uphost_bin())
-            .current_dir(self.path())
-            .args(args)
-            .env_remove("RUST_LOG")
-            .output()
-            .expect("run uphost")
-            .into()
+        crate::uphost_in(self.path(), args)
     }
 }
 
