@@ -269,13 +269,7 @@ fn test() -> Result<()> {
     run(Command::new(uphost_bin())
         .args(["-q", "test"])
         .arg(root().join("plugins")))?;
-    run(cargo().args([
-        "test",
-        "--release",
-        "--workspace",
-        "--all-targets",
-        "--no-fail-fast",
-    ]))?;
+    cargo_test(&["--workspace", "--all-targets", "--no-fail-fast"])?;
     Ok(())
 }
 
@@ -286,32 +280,26 @@ fn e2e() -> Result<()> {
     ensure_packages(TEST_PACKAGES)?;
     build()?;
     build_fixtures()?;
-    run(cargo().args([
-        "test",
-        "--release",
-        "-p",
-        "uphost-tests",
-        "--test",
-        "runs",
-        "--test",
-        "ssh",
-        "--test",
-        "operator",
-        "--test",
-        "hostile",
-        "--no-fail-fast",
-    ]))?;
+    let e2e_tests = ["runs", "ssh", "operator", "hostile"];
+    let mut args = vec!["-p", "uphost-tests", "--no-fail-fast"];
+    for t in e2e_tests {
+        args.extend(["--test", t]);
+    }
+    cargo_test(&args)?;
     // Real MariaDB/Galera, HAProxy, RabbitMQ; prints the checksums.
-    run(cargo().args([
-        "test",
-        "--release",
+    cargo_test(&[
         "-p",
         "uphost-tests",
         "--test",
         "services",
         "--",
         "--nocapture",
-    ]))
+    ])
+}
+
+/// `cargo test --release ARGS…`.
+fn cargo_test(args: &[&str]) -> Result<()> {
+    run(cargo().args(["test", "--release"]).args(args))
 }
 
 fn man() -> Result<()> {
