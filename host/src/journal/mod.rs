@@ -333,7 +333,7 @@ pub fn current_run(state_dir: &Path) -> Result<String, JournalError> {
 
 /// A capability handle on the state directory (created if missing): the
 /// journal writes through it, so no name can reach outside it.
-fn state_root(state_dir: &Path) -> Result<cap_std::fs::Dir, JournalError> {
+pub(crate) fn state_root(state_dir: &Path) -> Result<cap_std::fs::Dir, JournalError> {
     let io = |source| JournalError::Io {
         path: state_dir.to_path_buf(),
         source,

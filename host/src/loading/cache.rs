@@ -28,6 +28,8 @@ pub enum CacheError {
 pub struct Cache {
     dir: PathBuf,
     engine_hash: String,
+    /// The handle on `dir`, opened (and the directory made) on first use.
+    root: std::sync::OnceLock<cap_std::fs::Dir>,
 }
 
 impl Cache {
@@ -38,6 +40,7 @@ impl Cache {
         Cache {
             dir,
             engine_hash: format!("{:016x}", h.finish()),
+            root: std::sync::OnceLock::new(),
         }
     }
 
@@ -53,10 +56,15 @@ impl Cache {
     }
 
     /// A capability handle on the cache directory (created if missing):
-    /// every name is resolved inside it.
-    fn root(&self) -> std::io::Result<cap_std::fs::Dir> {
+    /// every name is resolved inside it. Opened once per cache (plugins
+    /// load in parallel; a lost race drops its extra handle).
+    fn root(&self) -> std::io::Result<&cap_std::fs::Dir> {
+        if let Some(d) = self.root.get() {
+            return Ok(d);
+        }
         std::fs::create_dir_all(&self.dir)?;
-        cap_std::fs::Dir::open_ambient_dir(&self.dir, cap_std::ambient_authority())
+        let d = cap_std::fs::Dir::open_ambient_dir(&self.dir, cap_std::ambient_authority())?;
+        Ok(self.root.get_or_init(|| d))
     }
 
     /// The component for `bytes`, from the cache or freshly compiled (and
@@ -90,7 +98,7 @@ impl Cache {
             .map_err(|e| CacheError::Compile(format!("{e:#}")))?;
         let tmp = format!(".{sha256}-{}.{}.tmp", self.engine_hash, std::process::id());
         root.write(&tmp, &compiled).map_err(io)?;
-        root.rename(&tmp, &root, &name).map_err(io)?;
+        root.rename(&tmp, root, &name).map_err(io)?;
         // SAFETY: produced just now by this engine.
         let c = unsafe { Component::deserialize(&rt.engine, &compiled) }
             .map_err(|e| CacheError::Compile(format!("{e:#}")))?;

@@ -322,21 +322,13 @@ pub fn write(state_dir: &Path, run_id: &str) -> Result<PathBuf, JournalError> {
         return Err(e);
     }
     let out = journal::run_dir(state_dir, run_id).join("report.html");
-    let io = |source| JournalError::Io {
-        path: out.clone(),
-        source,
-    };
-    // Through a handle on the state directory, like the journal.
-    cap_std::fs::Dir::open_ambient_dir(state_dir, cap_std::ambient_authority())
-        .and_then(|root| {
-            root.write(
-                std::path::Path::new("runs")
-                    .join(run_id)
-                    .join("report.html"),
-                html,
-            )
-        })
-        .map_err(io)?;
+    // Through the journal's handle on the state directory.
+    journal::state_root(state_dir)?
+        .write(Path::new("runs").join(run_id).join("report.html"), html)
+        .map_err(|source| JournalError::Io {
+            path: out.clone(),
+            source,
+        })?;
     Ok(out)
 }
 
