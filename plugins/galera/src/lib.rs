@@ -136,6 +136,15 @@ fn recover(cx: &Cx) -> Result<()> {
     verify(cx)
 }
 
+/// Put every node's backend back in haproxy (remove the drain file).
+fn undrain(cx: &Cx) -> Result<()> {
+    let drain = drain_file(cx)?;
+    for n in cx.nodes() {
+        cx.run(&n.name, "rm", &["-f", &drain])?;
+    }
+    Ok(())
+}
+
 /// `SELECT 1` through haproxy's VIP, retried once a second for up to
 /// `vip_wait_s` (default 30): haproxy puts the backends back only after its
 /// next successful clustercheck, so the first attempts may be refused.
@@ -293,9 +302,7 @@ impl Plugin for Galera {
             cx.warn(format!("bootstrap did not give a healthy cluster: {e}"));
             recover(cx)?;
         }
-        for n in cx.nodes() {
-            cx.run(&n.name, "rm", &["-f", &drain_file(cx)?])?;
-        }
+        undrain(cx)?;
         vip_health_check(cx, &primary)?;
         cx.progress("service-up");
         Ok(())
@@ -322,9 +329,7 @@ impl Plugin for Galera {
             recover(cx)?;
         }
         cx.run(&node, "mysql", &["-e", &format!("source {path}")])?;
-        for n in cx.nodes() {
-            cx.run(&n.name, "rm", &["-f", &drain_file(cx)?])?;
-        }
+        undrain(cx)?;
         vip_health_check(cx, &node)?;
         cx.info(format!("restored {path} (sha256 {sha}) on {node}"));
         cx.progress("service-up");
