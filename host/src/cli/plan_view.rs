@@ -21,39 +21,44 @@ struct JsonService<'a> {
 #[derive(Serialize)]
 struct JsonPlan<'a> {
     levels: usize,
-    services: Vec<JsonService<'a>>,
+    services: Vec<&'a JsonService<'a>>,
+}
+
+/// What the views show of one planned service.
+fn view<'a>(session: &'a Session, s: &'a crate::planning::Planned) -> JsonService<'a> {
+    let p = &session.plugins[&s.name];
+    let rollout = session
+        .cfg
+        .service(&s.name)
+        .rollout
+        .unwrap_or(p.meta.rollout);
+    JsonService {
+        name: &s.name,
+        version: &p.meta.version,
+        depends_on: &s.depends_on,
+        level: s.level,
+        nodes: session
+            .cfg
+            .service_nodes(&s.name)
+            .iter()
+            .map(|n| n.name.as_str())
+            .collect(),
+        rollout: rollout.to_string(),
+        reversible: p.meta.reversible,
+    }
 }
 
 /// Print the plan.
 pub fn show(session: &Session, format: PlanFormat) -> Result<i32, Error> {
-    let services: Vec<JsonService> = session
+    // The plan's levels, each service's view once.
+    let by_level: Vec<Vec<JsonService>> = session
         .plan
-        .services
-        .iter()
-        .map(|s| {
-            let p = &session.plugins[&s.name];
-            let rollout = session
-                .cfg
-                .service(&s.name)
-                .rollout
-                .unwrap_or(p.meta.rollout);
-            JsonService {
-                name: &s.name,
-                version: &p.meta.version,
-                depends_on: &s.depends_on,
-                level: s.level,
-                nodes: session
-                    .cfg
-                    .service_nodes(&s.name)
-                    .iter()
-                    .map(|n| n.name.as_str())
-                    .collect(),
-                rollout: rollout.to_string(),
-                reversible: p.meta.reversible,
-            }
-        })
+        .levels()
+        .into_iter()
+        .map(|l| l.into_iter().map(|s| view(session, s)).collect())
         .collect();
-    let levels = services.iter().map(|s| s.level + 1).max().unwrap_or(0);
+    let levels = by_level.len();
+    let services: Vec<&JsonService> = by_level.iter().flatten().collect();
     match format {
         PlanFormat::Json => {
             let plan = JsonPlan { levels, services };
@@ -68,9 +73,9 @@ pub fn show(session: &Session, format: PlanFormat) -> Result<i32, Error> {
                 services.len(),
                 levels
             );
-            for l in 0..levels {
+            for (l, level) in by_level.iter().enumerate() {
                 println!("level {l}:");
-                for s in services.iter().filter(|s| s.level == l) {
+                for s in level {
                     println!(
                         "  {:<14} {:<8} rollout {:<14} {} on {}{}",
                         s.name,
@@ -97,9 +102,9 @@ pub fn show(session: &Session, format: PlanFormat) -> Result<i32, Error> {
         }
         PlanFormat::Dot => {
             println!("digraph uphost_plan {{\n  rankdir=LR;\n  node [shape=box];");
-            for l in 0..levels {
+            for (l, level) in by_level.iter().enumerate() {
                 println!("  subgraph cluster_level{l} {{\n    label=\"level {l}\";");
-                for s in services.iter().filter(|s| s.level == l) {
+                for s in level {
                     println!(
                         "    \"{}\" [label=\"{}\\n{} node(s), {}\"];",
                         s.name,
@@ -120,9 +125,9 @@ pub fn show(session: &Session, format: PlanFormat) -> Result<i32, Error> {
         PlanFormat::Mermaid => {
             println!("flowchart LR");
             let id = |n: &str| n.replace('-', "_");
-            for l in 0..levels {
+            for (l, level) in by_level.iter().enumerate() {
                 println!("  subgraph level{l}[\"level {l}\"]");
-                for s in services.iter().filter(|s| s.level == l) {
+                for s in level {
                     println!(
                         "    {}[\"{}<br/>{} node(s), {}\"]",
                         id(s.name),

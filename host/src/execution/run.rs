@@ -327,15 +327,12 @@ impl Runner {
 
     /// Pre-flight: every service's check, level by level.
     async fn checks(self: &Arc<Self>) -> bool {
-        let mut levels: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
-        for (i, s) in self.services.iter().enumerate() {
-            let lvl = self.session.plan.get(&s.name).map(|p| p.level).unwrap_or(0);
-            levels.entry(lvl).or_default().push(i);
-        }
-        for idxs in levels.values() {
-            let futs = idxs
+        for level in self.session.plan.levels() {
+            // This run's services of the level (--only may leave some out).
+            let futs = level
                 .iter()
-                .map(|i| self.step(&self.services[*i], Hook::Check));
+                .filter_map(|p| self.services.iter().find(|s| s.name == p.name))
+                .map(|s| self.step(s, Hook::Check));
             let ok = futures::future::join_all(futs)
                 .await
                 .iter()
