@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use uphost_tests::{Ran, uphost_bin, wasm};
+use uphost_tests::{Ran, uphost_bin, wasm, wasm_with_symbols};
 
 struct Arena {
     dir: tempfile::TempDir,
@@ -14,11 +14,15 @@ struct Arena {
 
 impl Arena {
     fn new(hostile: &str, extra_params: &[(&str, &str)]) -> Arena {
+        Arena::with_component(hostile, &wasm(&format!("hostile-{hostile}")), extra_params)
+    }
+
+    fn with_component(hostile: &str, component: &Path, extra_params: &[(&str, &str)]) -> Arena {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path();
         std::fs::create_dir_all(p.join("plugins")).unwrap();
         let name = format!("hostile-{hostile}");
-        std::fs::copy(wasm(&name), p.join("plugins").join(format!("{name}.wasm"))).unwrap();
+        std::fs::copy(component, p.join("plugins").join(format!("{name}.wasm"))).unwrap();
         std::fs::copy(wasm("fixture-good"), p.join("plugins/good.wasm")).unwrap();
         std::fs::write(
             p.join("uphost.yaml"),
@@ -143,7 +147,32 @@ fn unbounded_recursion_traps() {
 #[test]
 fn panic_names_plugin_hook_and_message() {
     let a = Arena::new("panic", &[]);
-    a.fails_with(&["trapped in upgrade", "hostile plugin panicked on purpose"]);
+    let r = a.fails_with(&["trapped in upgrade", "hostile plugin panicked on purpose"]);
+    // The shipped build is stripped: no backtrace, and no noise either.
+    assert!(!r.stderr.contains("backtrace"), "{}", r.stderr);
+    assert!(!r.stderr.contains("RUST_BACKTRACE"), "{}", r.stderr);
+}
+
+#[test]
+fn panic_in_a_build_with_symbols_shows_the_plugins_own_frame_first() {
+    let a = Arena::with_component("panic", &wasm_with_symbols("hostile-panic"), &[]);
+    let r = a.fails_with(&["trapped in upgrade", "hostile plugin panicked on purpose"]);
+    let bt = r
+        .stderr
+        .split("backtrace (innermost first):\n")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no backtrace in:\n{}", r.stderr));
+    let first = bt.lines().next().unwrap().trim();
+    assert!(
+        first.starts_with("<hostile_panic::H as uphost_sdk::Plugin>::upgrade (")
+            && first.ends_with("tests/hostile/panic/src/lib.rs:22)"),
+        "the first frame shown is not the plugin's panicking line: {first}\n{}",
+        r.stderr
+    );
+    assert!(
+        !bt.contains("std::panicking") && !bt.contains("_RNv"),
+        "runtime frames or mangled names shown:\n{bt}"
+    );
 }
 
 #[test]

@@ -43,6 +43,17 @@ pub fn wasm(crate_name: &str) -> PathBuf {
     )
 }
 
+/// A test crate's component built with the release profile, which keeps
+/// names and line tables (what an author builds while developing), for the
+/// symbolized-backtrace test.
+pub fn wasm_with_symbols(crate_name: &str) -> PathBuf {
+    built(
+        root()
+            .join("target/wasm32-wasip2/release")
+            .join(format!("{}.wasm", crate_name.replace('-', "_"))),
+    )
+}
+
 /// The seed plugins.
 pub const SEED_PLUGINS: &[&str] = &[
     "galera",

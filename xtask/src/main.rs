@@ -175,7 +175,17 @@ fn demo() -> Result<()> {
 pub(crate) fn build_fixtures() -> Result<()> {
     let mut crates = crates_in(&root().join("tests/fixtures"))?;
     crates.extend(crates_in(&root().join("tests/hostile"))?);
-    build_wasm(&crates)
+    build_wasm(&crates)?;
+    // One plugin also in the release profile, which keeps names and line
+    // tables: the symbolized-backtrace test (tests/hostile.rs) needs it.
+    run(cargo().args([
+        "build",
+        "--target",
+        "wasm32-wasip2",
+        "--release",
+        "-p",
+        "hostile-panic",
+    ]))
 }
 
 /// Install Debian packages the tests need when their command is missing.

@@ -193,7 +193,7 @@ fn trap_message(plugin: &str, hook: &str, err: &wasmtime::Error, stderr: &[u8]) 
     let tail: Vec<&str> = std::str::from_utf8(stderr)
         .unwrap_or("")
         .lines()
-        .filter(|l| !l.trim().is_empty())
+        .filter(|l| !l.trim().is_empty() && !l.starts_with("note: run with `RUST_BACKTRACE=1`"))
         .collect();
     let tail = &tail[tail.len().saturating_sub(4)..];
     if !tail.is_empty() {
@@ -201,32 +201,85 @@ fn trap_message(plugin: &str, hook: &str, err: &wasmtime::Error, stderr: &[u8]) 
         msg.push_str(&tail.join("\n                "));
     }
     if let Some(bt) = err.downcast_ref::<wasmtime::WasmBacktrace>() {
-        let frames: Vec<String> = bt
-            .frames()
-            .iter()
-            .take(8)
-            .map(|f| {
-                let name = f.func_name().unwrap_or("<unknown>");
-                match f
-                    .symbols()
-                    .first()
-                    .and_then(|s| Some((s.file()?, s.line()?)))
-                {
-                    Some((file, line)) => format!("{name} ({file}:{line})"),
-                    None => name.to_string(),
-                }
-            })
-            .collect();
-        if !frames.is_empty() {
-            msg.push_str("\n  backtrace:\n    ");
-            msg.push_str(&frames.join("\n    "));
-        }
+        msg.push_str(&backtrace_lines(bt));
     }
     HookFailure::Trap {
         plugin: plugin.to_string(),
         hook: hook.to_string(),
         message: msg,
     }
+}
+
+/// How many of the plugin's own frames a trap message shows.
+const BACKTRACE_FRAMES: usize = 8;
+
+/// The backtrace part of a trap message: demangled frame names with file and
+/// line where the component carries DWARF, the panic and runtime machinery
+/// (std, core, alloc, the panic runtime, `abort`) left out so that the first
+/// frame shown is the plugin's own code. Empty when the component has no
+/// names (a stripped release build).
+fn backtrace_lines(bt: &wasmtime::WasmBacktrace) -> String {
+    let mut hidden = 0usize;
+    let mut frames = Vec::new();
+    for f in bt.frames() {
+        let Some(raw) = f.func_name() else {
+            hidden += 1;
+            continue;
+        };
+        let name = format!("{:#}", rustc_demangle::demangle(raw));
+        let loc = f
+            .symbols()
+            .first()
+            .and_then(|s| Some((s.file()?.to_string(), s.line()?)));
+        if is_runtime_frame(&name, loc.as_ref().map(|(f, _)| f.as_str())) {
+            hidden += 1;
+            continue;
+        }
+        if frames.len() == BACKTRACE_FRAMES {
+            hidden += 1;
+            continue;
+        }
+        frames.push(match loc {
+            Some((file, line)) => format!("{name} ({file}:{line})"),
+            None => name,
+        });
+    }
+    if frames.is_empty() {
+        return String::new();
+    }
+    let mut out = String::from("\n  backtrace (innermost first):\n    ");
+    out.push_str(&frames.join("\n    "));
+    if hidden > 0 {
+        out.push_str(&format!(
+            "\n    ({hidden} runtime or further frame(s) not shown)"
+        ));
+    }
+    out
+}
+
+/// A frame of the Rust runtime rather than of the plugin: the panic
+/// machinery, the standard library, or the export glue that the SDK and
+/// wit-bindgen generate around each hook.
+fn is_runtime_frame(name: &str, file: Option<&str>) -> bool {
+    const PREFIXES: &[&str] = &[
+        "std::",
+        "core::",
+        "alloc::",
+        "__rust",
+        "__rustc::",
+        "rust_panic",
+        "panic_abort::",
+        "<std::",
+        "<core::",
+        "<alloc::",
+        "wit_bindgen",
+        "<wit_bindgen",
+    ];
+    name == "abort"
+        || name.starts_with("uphost:plugin/")
+        || name.contains("uphost_sdk::bindings::")
+        || PREFIXES.iter().any(|p| name.starts_with(p))
+        || file.is_some_and(|f| f.starts_with("/rustc/"))
 }
 
 /// A hook's context, but for the node list (which becomes a `node-list`
