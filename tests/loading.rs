@@ -262,6 +262,49 @@ fn config_errors_have_file_line_and_column() {
     assert!(r.stderr.contains("expected `parallel`"), "{}", r.stderr);
 }
 
+#[test]
+fn out_of_range_settings_and_misspelt_services_are_refused_before_anything_runs() {
+    let d = Demo::new(&["haproxy", "galera"], true);
+    for forks in ["0", "99999999999", "ten"] {
+        assert_input_error(
+            &d,
+            &["run", "--yes", "--forks", forks],
+            &[&format!(
+                "`{forks}` is not a parallelism bound: use a count from 1 to 10000"
+            )],
+        );
+    }
+    d.edit("uphost.yaml", "forks: 10", "forks: 0");
+    assert_input_error(
+        &d,
+        &["run", "--yes"],
+        &["uphost.yaml: forks: 0 is out of range"],
+    );
+    d.edit("uphost.yaml", "forks: 0", "forks: 10");
+    // A typo in the services file leaves the real service unmapped.
+    d.edit("services.yaml", "  galera:", "  galerra:");
+    assert_input_error(
+        &d,
+        &["run", "--yes"],
+        &[
+            "no nodes host `galera`",
+            "`services.galerra` names no plugin: did you mean `galera`?",
+        ],
+    );
+    d.edit("services.yaml", "  galerra:", "  galera:");
+    // The state directory is a file.
+    d.edit(
+        "uphost.yaml",
+        "state_dir: state/",
+        "state_dir: inventory.yaml",
+    );
+    assert_input_error(
+        &d,
+        &["run", "--yes"],
+        &["the state directory ./inventory.yaml is a file, not a directory"],
+    );
+}
+
 /// A symlink planted in the compile cache (here: to another plugin's valid
 /// artifact, outside the cache) is never loaded: the plugin is compiled
 /// again and the link replaced by a file of uphost's own.

@@ -245,3 +245,45 @@ fn yes_at_the_rollback_prompt_rolls_back() {
         d.ops("ctl1")
     );
 }
+
+/// Start uphost in `d` with stdout and stderr pipes whose reading ends are
+/// closed at once (`uphost … | head -0`), and return its exit code and
+/// whether it died of a signal.
+fn with_closed_pipes(d: &Demo, args: &[&str]) -> Option<i32> {
+    let mut child = Command::new(uphost_tests::uphost_bin())
+        .current_dir(d.path())
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn uphost");
+    drop(child.stdout.take());
+    drop(child.stderr.take());
+    child.wait().expect("wait").code()
+}
+
+#[test]
+fn closed_output_pipes_neither_panic_nor_stop_a_run() {
+    let d = Demo::new(SEED_PLUGINS, true);
+    // Read-only views: `uphost plan | head -1` ends quietly.
+    for args in [
+        &["plan"][..],
+        &["plan", "--format", "json"],
+        &["plugins", "list"],
+    ] {
+        assert_eq!(with_closed_pipes(&d, args), Some(0), "uphost {args:?}");
+    }
+    // A real run whose terminal went away: it finishes, and the journal
+    // says so (a panic would exit 101 and leave steps running).
+    assert_eq!(
+        with_closed_pipes(&d, &["--output", "json", "run", "--yes"]),
+        Some(0)
+    );
+    let st = d.status();
+    assert_eq!(st["outcome"], "complete", "{st}");
+    assert!(
+        !d.ops("cmp4").is_empty(),
+        "the last service's node was never upgraded"
+    );
+}

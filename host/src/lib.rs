@@ -1,6 +1,36 @@
 //! uphost: upgrade a multi-service cluster with sandboxed WebAssembly
 //! plugins. See ARCHITECTURE.md for the map of modules.
 
+// Console output that never panics. `println!` panics when stdout is a
+// closed pipe (`uphost plan | head -1`), and `eprintln!` when stderr is
+// (`uphost run 2>&1 | head`): in the middle of a run that would abandon the
+// steps in flight. These write and ignore a failed write, so the run goes on
+// and ends as it would have; its journal and report are unaffected.
+
+/// `println!` that ignores a closed stdout.
+macro_rules! outln {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($t)*);
+    }};
+}
+
+/// `eprintln!` that ignores a closed stderr.
+macro_rules! errln {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($t)*);
+    }};
+}
+
+/// `eprint!` that ignores a closed stderr.
+macro_rules! err {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stderr(), $($t)*);
+    }};
+}
+
 pub mod capabilities;
 pub mod cli;
 pub mod config;

@@ -1,6 +1,8 @@
 //! The `uphost` binary: parse arguments, set up logging, run, and turn any
 //! error into a clear message and a non-zero exit.
 
+use std::io::Write as _;
+
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 use uphost::cli::{self, Cli, exit};
@@ -29,14 +31,17 @@ fn main() {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            let _ = writeln!(
+                std::io::stderr(),
+                "error: cannot start the async runtime: {e}"
+            );
             std::process::exit(exit::FAILED);
         }
     };
     let code = match rt.block_on(cli::main(cli)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e}");
+            let _ = writeln!(std::io::stderr(), "error: {e}");
             match e {
                 uphost::Error::Failed(_) | uphost::Error::Journal(_) | uphost::Error::Io { .. } => {
                     exit::FAILED

@@ -44,28 +44,28 @@ pub fn approve(session: &Session, names: &[String], all: bool, yes: bool) -> Res
         let p = &session.plugins[name];
         let status = lock.verify(name, &p.sha256, &p.meta.capabilities);
         if status.is_ok() {
-            println!("{name}: already approved ({})", &p.sha256[..12]);
+            outln!("{name}: already approved ({})", &p.sha256[..12]);
             continue;
         }
-        println!(
+        outln!(
             "{name} {} ({}, sha256 {})",
             p.meta.version,
             p.file_name(),
             p.sha256
         );
         if let Err(u @ Unapproved::HashChanged { .. }) = &status {
-            println!("  {}", u.describe(name, &p.file_name()));
+            outln!("  {}", u.describe(name, &p.file_name()));
         }
-        println!("  requests:");
+        outln!("  requests:");
         for c in &p.meta.capabilities {
-            println!("    {}", c.display());
+            outln!("    {}", c.display());
             if !c.reason.is_empty() {
-                println!("        why: {}", c.reason);
+                outln!("        why: {}", c.reason);
             }
         }
         let answer = confirm.ask(&format!("approve {name} with these capabilities?"));
         if !answer.accepted {
-            println!("  not approved");
+            outln!("  not approved");
             continue;
         }
         lock.plugins.insert(
@@ -87,7 +87,7 @@ pub fn approve(session: &Session, names: &[String], all: bool, yes: bool) -> Res
     }
     if changed > 0 {
         lock.save(dir)?;
-        println!(
+        outln!(
             "recorded {changed} approval(s) in {}",
             dir.join(LOCK_FILE).display()
         );

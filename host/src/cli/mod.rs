@@ -94,7 +94,7 @@ pub enum Command {
         #[arg(short, long)]
         yes: bool,
         /// Parallelism bound.
-        #[arg(long)]
+        #[arg(long, value_parser = crate::config::parse_forks)]
         forks: Option<usize>,
         /// State directory (default: from uphost.yaml).
         #[arg(long)]
@@ -163,7 +163,7 @@ pub struct RunArgs {
     #[arg(long, num_args = 1..)]
     pub limit: Vec<String>,
     /// Parallelism bound (default: uphost.yaml's forks, else 10).
-    #[arg(long)]
+    #[arg(long, value_parser = crate::config::parse_forks)]
     pub forks: Option<usize>,
     /// State directory (default: from uphost.yaml).
     #[arg(long)]
@@ -259,7 +259,7 @@ pub async fn main(cli: Cli) -> Result<i32, Error> {
                 None => crate::journal::current_run(&dir)?,
             };
             let path = crate::report::write(&dir, &run_id)?;
-            println!("{}", path.display());
+            outln!("{}", path.display());
             Ok(exit::OK)
         }
         Command::Status {
@@ -317,9 +317,12 @@ pub async fn main(cli: Cli) -> Result<i32, Error> {
 
 fn plugins_list(session: &Session) -> Result<i32, Error> {
     let lock = crate::capabilities::lock::LockFile::load(&session.cfg.plugins_dir)?;
-    println!(
+    outln!(
         "{:<14} {:<8} {:<22} {:<10} DESCRIPTION",
-        "NAME", "VERSION", "FILE", "APPROVAL"
+        "NAME",
+        "VERSION",
+        "FILE",
+        "APPROVAL"
     );
     for (name, p) in &session.plugins {
         let approval = match lock.verify(name, &p.sha256, &p.meta.capabilities) {
@@ -328,7 +331,7 @@ fn plugins_list(session: &Session) -> Result<i32, Error> {
             Err(crate::capabilities::lock::Unapproved::HashChanged { .. }) => "CHANGED",
             Err(crate::capabilities::lock::Unapproved::NewRequests(_)) => "NEW REQUESTS",
         };
-        println!(
+        outln!(
             "{:<14} {:<8} {:<22} {:<10} {}",
             name,
             p.meta.version,
@@ -348,19 +351,19 @@ fn plugins_inspect(session: &Session, name: &str) -> Result<i32, Error> {
         ))
     })?;
     let m = &p.meta;
-    println!("name:        {}", m.name);
-    println!("version:     {}", m.version);
-    println!("file:        {}", p.path.display());
-    println!("sha256:      {}", p.sha256);
-    println!("description: {}", m.description);
-    println!("depends on:  {}", m.depends_on.join(", "));
-    println!("rollout:     {}", m.rollout);
-    println!("reversible:  {}", m.reversible);
-    println!("capabilities:");
+    outln!("name:        {}", m.name);
+    outln!("version:     {}", m.version);
+    outln!("file:        {}", p.path.display());
+    outln!("sha256:      {}", p.sha256);
+    outln!("description: {}", m.description);
+    outln!("depends on:  {}", m.depends_on.join(", "));
+    outln!("rollout:     {}", m.rollout);
+    outln!("reversible:  {}", m.reversible);
+    outln!("capabilities:");
     for c in &m.capabilities {
-        println!("  {}", c.display());
+        outln!("  {}", c.display());
         if !c.reason.is_empty() {
-            println!("      why: {}", c.reason);
+            outln!("      why: {}", c.reason);
         }
     }
     Ok(exit::OK)

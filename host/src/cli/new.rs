@@ -82,10 +82,10 @@ pub fn plugin(name: &str, dir: &Path, sdk: Option<&Path>) -> Result<i32, Error> 
         render(HAPPY, name, &sdk_dep, workspace),
     )
     .map_err(io)?;
-    println!("created plugin crate {}", root.display());
-    println!("  cd {}", root.display());
-    println!("  cargo test                                   # native unit tests (mock host)");
-    println!("  cargo build --target wasm32-wasip2 --release # the component");
-    println!("  uphost test .                                # scenarios against the component");
+    outln!("created plugin crate {}", root.display());
+    outln!("  cd {}", root.display());
+    outln!("  cargo test                                   # native unit tests (mock host)");
+    outln!("  cargo build --target wasm32-wasip2 --release # the component");
+    outln!("  uphost test .                                # scenarios against the component");
     Ok(exit::OK)
 }

@@ -76,7 +76,7 @@ fn terminal_progress(total_hint: u64) -> Observer {
             }
             Event::RunFinished { outcome, .. } => {
                 bar.finish_and_clear();
-                eprintln!("run {outcome}");
+                errln!("run {outcome}");
             }
             _ => {}
         }
@@ -215,7 +215,7 @@ fn human(ev: &Event, start: Instant, verbose: u8, done: &AtomicU64) {
         _ => None,
     };
     if let Some(l) = line {
-        eprintln!("{l}");
+        errln!("{l}");
     }
 }
 

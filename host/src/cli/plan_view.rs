@@ -62,21 +62,21 @@ pub fn show(session: &Session, format: PlanFormat) -> Result<i32, Error> {
     match format {
         PlanFormat::Json => {
             let plan = JsonPlan { levels, services };
-            println!(
+            outln!(
                 "{}",
                 serde_json::to_string_pretty(&plan).expect("plan serializes")
             );
         }
         PlanFormat::Text => {
-            println!(
+            outln!(
                 "{} service(s) in {} level(s); services of one level run concurrently",
                 services.len(),
                 levels
             );
             for (l, level) in by_level.iter().enumerate() {
-                println!("level {l}:");
+                outln!("level {l}:");
                 for s in level {
-                    println!(
+                    outln!(
                         "  {:<14} {:<8} rollout {:<14} {} on {}{}",
                         s.name,
                         s.version,
@@ -101,11 +101,11 @@ pub fn show(session: &Session, format: PlanFormat) -> Result<i32, Error> {
             }
         }
         PlanFormat::Dot => {
-            println!("digraph uphost_plan {{\n  rankdir=LR;\n  node [shape=box];");
+            outln!("digraph uphost_plan {{\n  rankdir=LR;\n  node [shape=box];");
             for (l, level) in by_level.iter().enumerate() {
-                println!("  subgraph cluster_level{l} {{\n    label=\"level {l}\";");
+                outln!("  subgraph cluster_level{l} {{\n    label=\"level {l}\";");
                 for s in level {
-                    println!(
+                    outln!(
                         "    \"{}\" [label=\"{}\\n{} node(s), {}\"];",
                         s.name,
                         s.name,
@@ -113,22 +113,22 @@ pub fn show(session: &Session, format: PlanFormat) -> Result<i32, Error> {
                         s.rollout
                     );
                 }
-                println!("  }}");
+                outln!("  }}");
             }
             for s in &services {
                 for d in s.depends_on {
-                    println!("  \"{d}\" -> \"{}\";", s.name);
+                    outln!("  \"{d}\" -> \"{}\";", s.name);
                 }
             }
-            println!("}}");
+            outln!("}}");
         }
         PlanFormat::Mermaid => {
-            println!("flowchart LR");
+            outln!("flowchart LR");
             let id = |n: &str| n.replace('-', "_");
             for (l, level) in by_level.iter().enumerate() {
-                println!("  subgraph level{l}[\"level {l}\"]");
+                outln!("  subgraph level{l}[\"level {l}\"]");
                 for s in level {
-                    println!(
+                    outln!(
                         "    {}[\"{}<br/>{} node(s), {}\"]",
                         id(s.name),
                         s.name,
@@ -136,11 +136,11 @@ pub fn show(session: &Session, format: PlanFormat) -> Result<i32, Error> {
                         s.rollout
                     );
                 }
-                println!("  end");
+                outln!("  end");
             }
             for s in &services {
                 for d in s.depends_on {
-                    println!("  {} --> {}", id(d), id(s.name));
+                    outln!("  {} --> {}", id(d), id(s.name));
                 }
             }
         }

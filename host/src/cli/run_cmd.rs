@@ -57,12 +57,12 @@ pub async fn check(session: Session, only: &[String], cli: &Cli) -> Result<i32, 
         match res {
             Ok(()) => {
                 if !cli.quiet {
-                    println!("{:<14} ok", svc.name)
+                    outln!("{:<14} ok", svc.name)
                 }
             }
             Err(e) => {
                 failed += 1;
-                println!("{:<14} FAILED: {e}", svc.name);
+                outln!("{:<14} FAILED: {e}", svc.name);
             }
         }
     }
@@ -75,7 +75,7 @@ pub async fn check(session: Session, only: &[String], cli: &Cli) -> Result<i32, 
             ..
         } = ev
         {
-            println!(
+            outln!(
                 "DENIED {plugin} on {node}: {} ({reason})",
                 shell_join(&argv)
             );
@@ -97,13 +97,13 @@ fn on_ctrl_c(runner: &Arc<Runner>) {
     let r = runner.clone();
     tokio::spawn(async move {
         if tokio::signal::ctrl_c().await.is_ok() {
-            eprintln!(
+            errln!(
                 "interrupt: no new steps start; in-flight steps finish, then the run stops (resume with `uphost resume`). Ctrl-C again aborts at once."
             );
             r.interrupt();
         }
         if tokio::signal::ctrl_c().await.is_ok() {
-            eprintln!("aborted; `uphost resume` re-runs the steps that were in flight");
+            errln!("aborted; `uphost resume` re-runs the steps that were in flight");
             std::process::exit(exit::INTERRUPTED);
         }
     });
@@ -199,9 +199,9 @@ async fn execute(
         summary(plan, &replayed, &run_id, outcome, state_dir);
     }
     match crate::report::write(state_dir, &run_id) {
-        Ok(p) if !cli.quiet => eprintln!("report: {}", p.display()),
+        Ok(p) if !cli.quiet => errln!("report: {}", p.display()),
         Ok(_) => {}
-        Err(e) => eprintln!("warning: could not write the run report: {e}"),
+        Err(e) => errln!("warning: could not write the run report: {e}"),
     }
     Ok(match outcome {
         Outcome::Complete => exit::OK,
@@ -224,7 +224,7 @@ fn report_failures(
         }
     })?;
     for (step, err) in failures {
-        eprintln!("\nFAILED: {step}\n  {}", err.replace('\n', "\n  "));
+        errln!("\nFAILED: {step}\n  {}", err.replace('\n', "\n  "));
         let cmds: Vec<&Event> = by_step
             .get(step)
             .map(|v| v.iter().collect())
@@ -239,11 +239,11 @@ fn report_failures(
                     .map(|s| format!("exit {s}"))
                     .or(result.error.clone())
                     .unwrap_or_default();
-                eprintln!("  $ {node}: {}  -> {status}", shell_join(argv));
+                errln!("  $ {node}: {}  -> {status}", shell_join(argv));
                 for (name, text) in [("stdout", &result.stdout), ("stderr", &result.stderr)] {
                     let lines: Vec<&str> = text.lines().collect();
                     for l in &lines[lines.len().saturating_sub(6)..] {
-                        eprintln!("    {name}| {l}");
+                        errln!("    {name}| {l}");
                     }
                 }
             }
@@ -261,19 +261,19 @@ fn report_remaining(plan: &[PlannedService], r: &journal::Replayed) {
     if remaining.is_empty() {
         return;
     }
-    eprintln!("\nsteps not done ({}):", remaining.len());
+    errln!("\nsteps not done ({}):", remaining.len());
     for k in remaining.iter().take(40) {
         let st = match r.steps.get(k) {
             Some(StepStatus::Failed) => "failed",
             Some(StepStatus::Running) => "interrupted",
             _ => "remaining",
         };
-        eprintln!("  {k:<40} {st}");
+        errln!("  {k:<40} {st}");
     }
     if remaining.len() > 40 {
-        eprintln!("  … and {} more (`uphost status`)", remaining.len() - 40);
+        errln!("  … and {} more (`uphost status`)", remaining.len() - 40);
     }
-    eprintln!("fix the cause, then continue with `uphost resume`");
+    errln!("fix the cause, then continue with `uphost resume`");
 }
 
 fn summary(
@@ -283,7 +283,7 @@ fn summary(
     outcome: Outcome,
     state_dir: &std::path::Path,
 ) {
-    eprintln!("\nsummary of run {run_id}: {}", outcome.as_str());
+    errln!("\nsummary of run {run_id}: {}", outcome.as_str());
     for s in plan {
         let steps = steps_of(s);
         let done = steps
@@ -299,7 +299,7 @@ fn summary(
             phase: crate::events::Phase::Rollback,
             node: None,
         });
-        eprintln!(
+        errln!(
             "  {:<14} {:>3}/{:<3} steps done{}{}",
             s.name,
             done,
@@ -316,7 +316,7 @@ fn summary(
             }
         );
     }
-    eprintln!(
+    errln!(
         "journal: {}",
         journal::run_dir(state_dir, run_id)
             .join("journal.jsonl")
@@ -336,7 +336,7 @@ pub async fn resume(
     let run_id = journal::current_run(&state_dir)?;
     let (journal, replayed) = Journal::reopen(&state_dir, &run_id, observers(cli))?;
     if replayed.outcome().as_deref() == Some("complete") {
-        eprintln!("run {run_id} is already complete; nothing to resume");
+        errln!("run {run_id} is already complete; nothing to resume");
         return Ok(exit::OK);
     }
     let Some(Event::RunStarted {
@@ -367,7 +367,7 @@ pub async fn resume(
     let grants = session.grants()?;
     need_terminal(yes, options.dry_run)?;
     for (step, seq) in journal.resolve_in_doubt(&replayed) {
-        eprintln!(
+        errln!(
             "warning: command #{seq} of {step} was started when the run was interrupted and did not finish; it runs again"
         );
     }

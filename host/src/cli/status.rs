@@ -101,16 +101,16 @@ pub fn show(
         services,
     };
     match format {
-        StatusFormat::Json => println!(
+        StatusFormat::Json => outln!(
             "{}",
             serde_json::to_string_pretty(&view).expect("serializes")
         ),
         StatusFormat::Text => {
-            println!("run {}: {}", view.run_id, view.outcome);
+            outln!("run {}: {}", view.run_id, view.outcome);
             for s in &view.services {
-                println!("  {:<14} {:<9} {}/{}", s.name, s.status, s.done, s.total);
+                outln!("  {:<14} {:<9} {}/{}", s.name, s.status, s.done, s.total);
                 for st in s.steps.iter().filter(|st| st.status != "done") {
-                    println!(
+                    outln!(
                         "      {:<13} {:<10} {}",
                         st.phase,
                         st.node.as_deref().unwrap_or(""),

@@ -140,25 +140,25 @@ pub async fn test(
             );
             if report.failures.is_empty() {
                 passed += 1;
-                println!("PASS {title}");
+                outln!("PASS {title}");
                 if !quiet {
                     for l in &report.trace {
-                        println!("     {l}");
+                        outln!("     {l}");
                     }
                 }
             } else {
                 failed += 1;
-                println!("FAIL {title}");
+                outln!("FAIL {title}");
                 for l in &report.trace {
-                    println!("     {l}");
+                    outln!("     {l}");
                 }
-                println!("  unmet expectations in {}:", sfile.display());
+                outln!("  unmet expectations in {}:", sfile.display());
                 for f in &report.failures {
-                    println!("   ✗ {f}");
+                    outln!("   ✗ {f}");
                 }
             }
         }
     }
-    println!("{passed} scenario(s) passed, {failed} failed");
+    outln!("{passed} scenario(s) passed, {failed} failed");
     Ok(if failed == 0 { exit::OK } else { exit::FAILED })
 }

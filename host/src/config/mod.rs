@@ -115,6 +115,19 @@ fn default_state() -> PathBuf {
     PathBuf::from("state")
 }
 
+/// The largest parallelism bound accepted (`forks:` or `--forks`).
+pub const MAX_FORKS: usize = 10_000;
+
+/// Parse a `--forks` value: a count from 1 to [`MAX_FORKS`].
+pub fn parse_forks(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if (1..=MAX_FORKS).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "`{s}` is not a parallelism bound: use a count from 1 to {MAX_FORKS}"
+        )),
+    }
+}
+
 /// Everything a command needs, with paths resolved against the directory
 /// of `uphost.yaml`.
 #[derive(Debug, Clone)]
@@ -176,9 +189,31 @@ impl Config {
             state_dir: base.join(&raw.state_dir),
             inventory,
             services,
-            forks: raw.forks.unwrap_or(10).max(1),
+            forks: match raw.forks {
+                None => 10,
+                Some(n) if (1..=MAX_FORKS).contains(&n) => n,
+                Some(n) => {
+                    return Err(ConfigError::Invalid {
+                        path: path.clone(),
+                        at: "forks".into(),
+                        message: format!("{n} is out of range: use 1 to {MAX_FORKS}"),
+                    });
+                }
+            },
             limits: Limits::default().with(&raw.limits),
-            max_instances: raw.max_instances.unwrap_or(64).max(1),
+            max_instances: match raw.max_instances {
+                None => 64,
+                Some(n) if n >= 1 => n,
+                Some(_) => {
+                    return Err(ConfigError::Invalid {
+                        path: path.clone(),
+                        at: "max_instances".into(),
+                        message:
+                            "must be at least 1 (the number of plugin instances alive at once)"
+                                .into(),
+                    });
+                }
+            },
             ssh: crate::transport::ssh::SshSettings {
                 config: raw.ssh.config.map(|p| base.join(p)),
                 ..raw.ssh

@@ -47,7 +47,7 @@ impl Confirm {
             };
         }
         let line = crate::terminal::suspend(|| {
-            eprint!("{prompt} [y/N] ");
+            err!("{prompt} [y/N] ");
             let _ = std::io::stderr().flush();
             let mut line = String::new();
             let _ = std::io::stdin().lock().read_line(&mut line);

@@ -90,6 +90,13 @@ impl Session {
             max_instances: cfg.max_instances,
             max_memory_bytes: max_mem,
         })?);
+        if cfg.state_dir.exists() && !cfg.state_dir.is_dir() {
+            return Err(Error::Usage(format!(
+                "the state directory {} is a file, not a directory: point `state_dir:` in {} (or --state-dir) at a directory",
+                cfg.state_dir.display(),
+                cfg.path.display()
+            )));
+        }
         let cache = Arc::new(Cache::new(&rt, cfg.state_dir.join("cache")));
         let loaded = loading::load_dir(&rt, &cache, &cfg.plugins_dir).await?;
         let plugins: BTreeMap<String, LoadedPlugin> =
@@ -212,8 +219,27 @@ impl Session {
             });
         }
         if !unmapped.is_empty() {
+            // An entry of the services file that no plugin claims, close to
+            // an unmapped service, is most likely its misspelling.
+            let unclaimed: Vec<&str> = self
+                .cfg
+                .services
+                .services
+                .keys()
+                .map(String::as_str)
+                .filter(|k| !self.plugins.contains_key(*k))
+                .collect();
+            let hints: String = unmapped
+                .iter()
+                .filter_map(|s| {
+                    let typo = crate::config::yaml::closest(s, unclaimed.iter().copied())?;
+                    Some(format!(
+                        "; `services.{typo}` names no plugin: did you mean `{s}`?"
+                    ))
+                })
+                .collect();
             return Err(Error::Usage(format!(
-                "no nodes host {}: map each to inventory groups under `services:` in {} (or leave it out with --only)",
+                "no nodes host {}: map each to inventory groups under `services:` in {} (or leave it out with --only){hints}",
                 unmapped
                     .iter()
                     .map(|s| format!("`{s}`"))

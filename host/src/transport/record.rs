@@ -97,7 +97,7 @@ pub fn main(args: &[String]) -> i32 {
             argv,
         ),
         _ => {
-            eprintln!("usage: uphost __exec-record FILE CAP -- PROGRAM ARGS...");
+            errln!("usage: uphost __exec-record FILE CAP -- PROGRAM ARGS...");
             return 2;
         }
     };
@@ -115,7 +115,7 @@ pub fn main(args: &[String]) -> i32 {
     let mut child = match child {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("{}: {e}", argv[0]);
+            errln!("{}: {e}", argv[0]);
             return 127;
         }
     };
