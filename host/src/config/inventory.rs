@@ -48,8 +48,9 @@ pub struct NodeSpec {
 /// A parsed inventory.
 #[derive(Debug, Clone, Default)]
 pub struct Inventory {
-    /// Nodes in the order they first appear.
-    pub nodes: Vec<NodeSpec>,
+    /// Nodes in the order they first appear, shared (every service's node
+    /// set and target list points at these: nothing is copied per service).
+    pub nodes: Vec<std::sync::Arc<NodeSpec>>,
     /// Every group name.
     pub groups: BTreeSet<String>,
 }
@@ -57,7 +58,7 @@ pub struct Inventory {
 impl Inventory {
     /// A node by name.
     pub fn node(&self, name: &str) -> Option<&NodeSpec> {
-        self.nodes.iter().find(|n| n.name == name)
+        self.nodes.iter().find(|n| n.name == name).map(|n| &**n)
     }
 }
 
@@ -213,7 +214,7 @@ pub fn load(path: &Path) -> Result<Inventory, ConfigError> {
                 ));
             }
         };
-        nodes.push(NodeSpec {
+        nodes.push(std::sync::Arc::new(NodeSpec {
             name: host.clone(),
             address: get("ansible_host")?.unwrap_or_else(|| host.clone()),
             port,
@@ -222,7 +223,7 @@ pub fn load(path: &Path) -> Result<Inventory, ConfigError> {
             connection,
             roles: host_roles.get(host).cloned().unwrap_or_default(),
             node_root: get("uphost_node_root")?.map(|p| base.join(p)),
-        });
+        }));
     }
     Ok(Inventory {
         nodes,

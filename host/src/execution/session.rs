@@ -34,7 +34,7 @@ pub struct ServiceRun {
     /// All nodes hosting it (shared with every hook call).
     pub nodes: Arc<crate::config::NodeSet>,
     /// The nodes `upgrade` runs on (after `--limit`).
-    pub targets: Vec<NodeSpec>,
+    pub targets: Vec<Arc<NodeSpec>>,
     /// Rollout.
     pub rollout: Rollout,
     /// Tolerated failures.
@@ -187,7 +187,7 @@ impl Session {
         for planned in self.plan.restrict(&keep).services {
             let p = &self.plugins[&planned.name];
             let svc = self.cfg.service(&planned.name);
-            let nodes: Vec<NodeSpec> = self
+            let nodes: Vec<Arc<NodeSpec>> = self
                 .cfg
                 .service_nodes(&planned.name)
                 .into_iter()
@@ -197,7 +197,7 @@ impl Session {
                 unmapped.push(planned.name.clone());
                 continue;
             }
-            let targets: Vec<NodeSpec> = nodes
+            let targets: Vec<Arc<NodeSpec>> = nodes
                 .iter()
                 .filter(|n| {
                     limit.is_empty() || limit.iter().any(|l| &n.name == l || n.roles.contains(l))

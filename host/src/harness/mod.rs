@@ -96,18 +96,20 @@ fn line(node: &str, argv: &[String]) -> String {
 /// Run one scenario against a loaded plugin.
 pub async fn run(rt: &Runtime, plugin: &LoadedPlugin, sc: &Scenario) -> Report {
     let service = plugin.name.clone();
-    let nodes: Vec<NodeSpec> = sc
+    let nodes: Vec<Arc<NodeSpec>> = sc
         .nodes
         .iter()
-        .map(|(n, roles)| NodeSpec {
-            name: n.clone(),
-            address: "simulated".into(),
-            port: None,
-            user: None,
-            key_file: None,
-            connection: Connection::DryRun,
-            roles: roles.clone(),
-            node_root: None,
+        .map(|(n, roles)| {
+            Arc::new(NodeSpec {
+                name: n.clone(),
+                address: "simulated".into(),
+                port: None,
+                user: None,
+                key_file: None,
+                connection: Connection::DryRun,
+                roles: roles.clone(),
+                node_root: None,
+            })
         })
         .collect();
     let script = Script {
@@ -262,7 +264,7 @@ fn compare(
     events: &[Event],
     sink: &MemorySink,
     transport: &ScriptTransport,
-    nodes: &[NodeSpec],
+    nodes: &[Arc<NodeSpec>],
 ) -> Vec<String> {
     let mut f = Vec::new();
     // Hooks: expected outcomes, and no unexpected failure.

@@ -136,14 +136,25 @@ impl types::HostNodeList for HostState {
         list: wasmtime::component::Resource<NodeList>,
         index: u32,
     ) -> wasmtime::Result<Option<types::Node>> {
-        Ok(self.table.get(&list)?.0.get(index as usize).map(wit_node))
+        Ok(self
+            .table
+            .get(&list)?
+            .0
+            .get(index as usize)
+            .map(|n| wit_node(n)))
     }
 
     async fn all(
         &mut self,
         list: wasmtime::component::Resource<NodeList>,
     ) -> wasmtime::Result<Vec<types::Node>> {
-        Ok(self.table.get(&list)?.0.iter().map(wit_node).collect())
+        Ok(self
+            .table
+            .get(&list)?
+            .0
+            .iter()
+            .map(|n| wit_node(n))
+            .collect())
     }
 
     async fn drop(
