@@ -109,7 +109,11 @@ fn failure_rolls_back_reversible_services_in_reverse_order() {
         r.stderr
     );
     assert!(r.stderr.contains("migration 346 failed"), "{}", r.stderr);
-    assert!(r.stderr.contains("steps not done"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("the run was rolled back: fix the cause of the failure, then start a new upgrade with `uphost run`"),
+        "{}",
+        r.stderr
+    );
     let ev = d.journal();
     let rb = ev
         .iter()
@@ -154,6 +158,116 @@ fn failure_rolls_back_reversible_services_in_reverse_order() {
         "keystone not reinstalled at the old version"
     );
     assert_eq!(d.status()["outcome"], "rolled-back");
+}
+
+/// A rollback that could not finish (here nova-compute's own rollback fails
+/// on the same broken node) is what `resume` continues: only rollback
+/// steps run, the finished rollbacks are not repeated, and the upgrade never
+/// goes on. Meanwhile a new `run` is refused; once rolled back, `resume`
+/// has nothing to do and a new `run` upgrades the cluster again.
+#[test]
+fn a_stopped_rollback_resumes_as_a_rollback_never_as_the_upgrade() {
+    let d = Demo::new(SEED_PLUGINS, true);
+    d.fault(
+        "cmp3",
+        &["systemctl", "start", "nova-compute"],
+        "Job for nova-compute.service failed",
+    );
+    let r = d.uphost(&["run", "--yes", "--rollback-on-failure"]);
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(
+        r.stderr.contains("the rollback of nova-compute, nova")
+            && r.stderr
+                .contains("`uphost resume` goes on with the rollback"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(d.status()["outcome"], "failed");
+
+    // A new run would lose the rollback (and galera's backup): refused.
+    let r = d.uphost(&["run", "--yes"]);
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert!(
+        r.stderr.contains("stopped half-way (nova-compute")
+            && r.stderr.contains("continues it with its rollback")
+            && r.stderr.contains("--abandon-unfinished"),
+        "{}",
+        r.stderr
+    );
+
+    d.heal("cmp3");
+    let before = d.journal().len();
+    let r = d.uphost(&["resume", "--yes"]);
+    assert_eq!(r.code, 1, "a rolled-back run exits non-zero: {}", r.all());
+    assert!(r.stderr.contains("the run was rolled back"), "{}", r.stderr);
+    assert_eq!(d.status()["outcome"], "rolled-back");
+    let ev = d.journal();
+    let started: Vec<&serde_json::Value> = ev[before..]
+        .iter()
+        .filter(|e| e["event"] == "step-started")
+        .map(|e| &e["step"])
+        .collect();
+    assert!(!started.is_empty(), "resume ran nothing");
+    for st in &started {
+        assert_eq!(
+            st["phase"], "rollback",
+            "resume went on with the upgrade: {st}"
+        );
+    }
+    // Rollbacks done before the resume were not repeated.
+    let rollbacks = |svc: &str| {
+        ev.iter()
+            .filter(|e| {
+                e["event"] == "step-started"
+                    && e["step"]["service"] == svc
+                    && e["step"]["phase"] == "rollback"
+            })
+            .count()
+    };
+    assert_eq!(rollbacks("nova"), 1);
+    assert_eq!(rollbacks("galera"), 1);
+    assert_eq!(rollbacks("nova-compute"), 2);
+
+    let r = d.uphost(&["resume", "--yes"]);
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert!(r.stderr.contains("was rolled back"), "{}", r.stderr);
+    let r = d.uphost(&["run", "--yes"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(complete(&d));
+}
+
+/// `--abandon-unfinished` is the explicit way to start over.
+#[test]
+fn a_new_run_over_a_half_done_one_needs_abandon_unfinished() {
+    let d = Demo::new(SEED_PLUGINS, true);
+    d.fault("cmp1", &["apt-get"], "E: Unable to fetch some archives");
+    assert_eq!(d.uphost(&["run", "--yes"]).code, 1);
+    let first = d.status()["run_id"].clone();
+    let r = d.uphost(&["run", "--yes"]);
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert!(
+        r.stderr.contains("nova-compute upgrade on cmp1 failed"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(
+        d.status()["run_id"],
+        first,
+        "the refused run replaced the current one"
+    );
+    // Given up explicitly: a new run starts, and its pre-flight finds the
+    // node the first run left stopped (which is why it needed asking).
+    d.heal("cmp1");
+    let r = d.uphost(&["run", "--yes", "--abandon-unfinished"]);
+    assert_ne!(d.status()["run_id"], first, "{}", r.all());
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(
+        r.stderr.contains("FAILED: nova-compute check")
+            && r.stderr
+                .contains("`systemctl is-active nova-compute` on cmp1"),
+        "{}",
+        r.stderr
+    );
 }
 
 #[test]

@@ -42,19 +42,24 @@ const SHIMMED: &[&str] = &[
     "keystone-manage",
 ];
 
-/// What must be installed, and the Debian package that has it.
-pub const NEEDS: &[(&str, &str)] = &[
-    ("/usr/sbin/mariadbd", "mariadb-server-core"),
-    ("/usr/bin/galera_new_cluster", "mariadb-server"),
-    ("/usr/bin/galera_recovery", "mariadb-server"),
-    ("/usr/bin/wsrep_sst_rsync", "mariadb-server"),
-    ("/usr/bin/mysql", "mariadb-client"),
-    ("/usr/lib/galera/libgalera_smm.so", "galera-4"),
-    ("/usr/sbin/haproxy", "haproxy"),
-    ("/usr/lib/rabbitmq/bin/rabbitmq-server", "rabbitmq-server"),
-    ("/usr/bin/socat", "socat"),
-    ("/usr/bin/rsync", "rsync"),
-];
+/// What this test needs from Debian: its lines of tests/debian-packages.txt
+/// (which `cargo xtask test` installs), as (path or program, package).
+pub fn needs() -> Vec<(&'static str, &'static str)> {
+    include_str!("../debian-packages.txt")
+        .lines()
+        .map(|l| {
+            l.split('#')
+                .next()
+                .unwrap_or("")
+                .split_whitespace()
+                .collect::<Vec<_>>()
+        })
+        .filter_map(|f| match f[..] {
+            ["services", what, pkg] => Some((what, pkg)),
+            _ => None,
+        })
+        .collect()
+}
 
 /// The password of the `uphost` database user the nodes' clients use.
 const DB_PASSWORD: &str = "uphost-e2e";
@@ -93,9 +98,17 @@ impl RealCluster {
     /// join the others), the clustercheck responders, HAProxy and RabbitMQ,
     /// and write uphost.yaml, inventory.yaml, services.yaml and the plugins.
     pub fn start(plugins: &[&str]) -> RealCluster {
-        for (path, pkg) in NEEDS {
+        for (path, pkg) in needs() {
+            let found = if path.starts_with('/') {
+                Path::new(path).exists()
+            } else {
+                Command::new("sh")
+                    .args(["-c", &format!("command -v {path}")])
+                    .output()
+                    .is_ok_and(|o| o.status.success())
+            };
             assert!(
-                Path::new(path).exists(),
+                found,
                 "{path} is missing: `cargo xtask e2e` (or `cargo xtask test`) installs Debian's {pkg}"
             );
         }

@@ -188,26 +188,25 @@ pub(crate) fn build_fixtures() -> Result<()> {
     ]))
 }
 
-/// Install Debian packages the tests need when their command is missing.
-/// What the tests need from Debian: a program on PATH or a file by absolute
-/// path, and the package that has it.
-const TEST_PACKAGES: &[(&str, &str)] = &[
-    ("chromium", "chromium"),
-    ("/usr/sbin/sshd", "openssh-server"),
-    ("ssh", "openssh-client"),
-    // The real-services test (tests/services.rs).
-    ("/usr/sbin/mariadbd", "mariadb-server-core"),
-    ("/usr/bin/galera_new_cluster", "mariadb-server"),
-    ("/usr/bin/wsrep_sst_rsync", "mariadb-server"),
-    ("/usr/bin/mysql", "mariadb-client"),
-    ("/usr/lib/galera/libgalera_smm.so", "galera-4"),
-    ("/usr/sbin/haproxy", "haproxy"),
-    ("/usr/lib/rabbitmq/bin/rabbitmq-server", "rabbitmq-server"),
-    ("socat", "socat"),
-    ("rsync", "rsync"),
-    ("lsof", "lsof"),
-    ("ss", "iproute2"),
-];
+/// What the tests need from Debian (tests/debian-packages.txt, which the
+/// tests read too): (what, package) pairs, `what` a path or a program.
+fn test_packages() -> Result<Vec<(String, String)>> {
+    let path = root().join("tests/debian-packages.txt");
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let mut v = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        match line.split_whitespace().collect::<Vec<_>>()[..] {
+            [_test, what, pkg] => v.push((what.to_string(), pkg.to_string())),
+            _ => bail!("{}:{}: expected `TEST WHAT PACKAGE`", path.display(), i + 1),
+        }
+    }
+    Ok(v)
+}
 
 fn present(what: &str) -> bool {
     if what.starts_with('/') {
@@ -225,12 +224,13 @@ fn present(what: &str) -> bool {
 /// packages would start (MariaDB, RabbitMQ, HAProxy) are not started: a
 /// `policy-rc.d` that denies it is in place during the install, as in any
 /// container build, and removed after (if it was not there before).
-fn ensure_packages(pkgs: &[(&str, &str)]) -> Result<()> {
-    let missing: Vec<&str> = pkgs
+fn ensure_packages(pkgs: &[(String, String)]) -> Result<()> {
+    let mut missing: Vec<&str> = pkgs
         .iter()
         .filter(|(what, _)| !present(what))
-        .map(|(_, pkg)| *pkg)
+        .map(|(_, pkg)| pkg.as_str())
         .collect();
+    missing.dedup();
     if missing.is_empty() {
         return Ok(());
     }
@@ -273,7 +273,7 @@ fn ensure_packages(pkgs: &[(&str, &str)]) -> Result<()> {
 }
 
 fn test() -> Result<()> {
-    ensure_packages(TEST_PACKAGES)?;
+    ensure_packages(&test_packages()?)?;
     build()?;
     build_fixtures()?;
     run(Command::new(uphost_bin())
@@ -287,7 +287,7 @@ fn test() -> Result<()> {
 /// SIGKILL and resume, rollback), real sshd hosts, headless Chromium, the
 /// hostile plugins, real Galera/HAProxy/RabbitMQ clusters.
 fn e2e() -> Result<()> {
-    ensure_packages(TEST_PACKAGES)?;
+    ensure_packages(&test_packages()?)?;
     build()?;
     build_fixtures()?;
     let e2e_tests = ["runs", "ssh", "operator", "hostile"];

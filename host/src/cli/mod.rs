@@ -171,6 +171,11 @@ pub struct RunArgs {
     /// On failure, roll back the reversible services without asking.
     #[arg(long)]
     pub rollback_on_failure: bool,
+    /// Start over although the last run stopped half-way (failed or
+    /// interrupted after changing something): that run is given up (its
+    /// journal stays in the state directory) and can no longer be resumed.
+    #[arg(long)]
+    pub abandon_unfinished: bool,
 }
 
 /// `uphost new …`.

@@ -119,6 +119,11 @@ pub async fn run(session: Session, args: &RunArgs, cli: &Cli) -> Result<i32, Err
     if let Some(h) = &lock.took_over {
         tracing::info!("previous lock holder ({h}) is gone; lock taken over");
     }
+    if !args.abandon_unfinished
+        && let Some(why) = unfinished(&state_dir)
+    {
+        return Err(Error::Usage(why));
+    }
     let run_id = new_run_id();
     let journal = Arc::new(Journal::create(&state_dir, &run_id, observers(cli))?);
     let recorded = RunOptionsRecord {
@@ -144,6 +149,7 @@ pub async fn run(session: Session, args: &RunArgs, cli: &Cli) -> Result<i32, Err
         recorded,
         forks,
         confirm: Confirm::from_flag(args.yes),
+        continue_rollback: None,
     };
     execute(
         session,
@@ -157,6 +163,60 @@ pub async fn run(session: Session, args: &RunArgs, cli: &Cli) -> Result<i32, Err
         cli,
     )
     .await
+}
+
+/// Why a new run must not start: the current run stopped half-way after
+/// changing the cluster (a real run, not finished, not rolled back), so a
+/// new run would lose its place, its plugin state (backup paths) and its
+/// rollback. `None` when there is no such run.
+fn unfinished(state_dir: &std::path::Path) -> Option<String> {
+    let id = journal::current_run(state_dir).ok()?;
+    let path = journal::run_dir(state_dir, &id).join("journal.jsonl");
+    let r = journal::replay_summary(&path).ok()?;
+    if let Some(Event::RunStarted { options, .. }) = r.run_started()
+        && options.dry_run
+    {
+        return None;
+    }
+    if matches!(r.outcome().as_deref(), Some("complete" | "rolled-back")) {
+        return None;
+    }
+    let changed = r
+        .steps
+        .keys()
+        .any(|k| k.phase != crate::events::Phase::Check);
+    if !changed {
+        return None;
+    }
+    let failed: Vec<String> = r
+        .steps
+        .iter()
+        .filter(|(_, s)| **s != StepStatus::Done)
+        .map(|(k, s)| {
+            format!(
+                "{k} {}",
+                match s {
+                    StepStatus::Failed => "failed",
+                    _ => "interrupted",
+                }
+            )
+        })
+        .take(3)
+        .collect();
+    Some(format!(
+        "run {id} stopped half-way ({}) and has changed the cluster: `uphost resume` continues it{} (`uphost status` shows where it stands). To give it up and start over, pass --abandon-unfinished (its journal stays in {})",
+        if failed.is_empty() {
+            "stopped between steps".to_string()
+        } else {
+            failed.join(", ")
+        },
+        if r.rollback.is_some() {
+            " with its rollback"
+        } else {
+            ""
+        },
+        journal::run_dir(state_dir, &id).display()
+    ))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -193,7 +253,7 @@ async fn execute(
         report_failures(&failures, &path)?;
     }
     if outcome != Outcome::Complete {
-        report_remaining(plan, &replayed);
+        report_remaining(plan, &replayed, outcome);
     }
     if !cli.quiet {
         summary(plan, &replayed, &run_id, outcome, state_dir);
@@ -252,7 +312,20 @@ fn report_failures(
     Ok(())
 }
 
-fn report_remaining(plan: &[PlannedService], r: &journal::Replayed) {
+fn report_remaining(plan: &[PlannedService], r: &journal::Replayed, outcome: Outcome) {
+    if outcome == Outcome::RolledBack {
+        errln!(
+            "\nthe run was rolled back: fix the cause of the failure, then start a new upgrade with `uphost run`"
+        );
+        return;
+    }
+    if let Some((services, _)) = &r.rollback {
+        errln!(
+            "\nthe rollback of {} is not complete: fix the cause, then `uphost resume` goes on with the rollback (never with the upgrade)",
+            services.join(", ")
+        );
+        return;
+    }
     let remaining: Vec<StepKey> = plan
         .iter()
         .flat_map(steps_of)
@@ -335,9 +408,22 @@ pub async fn resume(
     let _lock = journal::lock::acquire(&state_dir, "resume")?;
     let run_id = journal::current_run(&state_dir)?;
     let (journal, replayed) = Journal::reopen(&state_dir, &run_id, observers(cli))?;
-    if replayed.outcome().as_deref() == Some("complete") {
-        errln!("run {run_id} is already complete; nothing to resume");
-        return Ok(exit::OK);
+    match replayed.outcome().as_deref() {
+        Some("complete") => {
+            errln!("run {run_id} is already complete; nothing to resume");
+            return Ok(exit::OK);
+        }
+        Some("rolled-back") => {
+            return Err(Error::Usage(format!(
+                "run {run_id} was rolled back ({}); there is nothing to resume: once the cause of its failure is fixed, start a new upgrade with `uphost run`",
+                replayed
+                    .rollback
+                    .as_ref()
+                    .map(|(s, _)| s.join(", "))
+                    .unwrap_or_default()
+            )));
+        }
+        _ => {}
     }
     let Some(Event::RunStarted {
         plan: rec_plan,
@@ -381,6 +467,7 @@ pub async fn resume(
         recorded: options,
         forks: forks.unwrap_or(session.cfg.forks),
         confirm: Confirm::from_flag(yes),
+        continue_rollback: replayed.rollback.clone(),
     };
     execute(
         session, journal, grants, services, prior, opts, &plan, &state_dir, cli,

@@ -31,6 +31,9 @@ pub struct RunOptions {
     pub forks: usize,
     /// How confirmations are answered.
     pub confirm: Confirm,
+    /// A resumed run that was rolling back: only its rollback goes on
+    /// (services in order, irreversible ones), never the upgrade.
+    pub continue_rollback: Option<(Vec<String>, Vec<String>)>,
 }
 
 /// How a run ended.
@@ -346,6 +349,9 @@ impl Runner {
 
     /// Run everything; returns the outcome (the journal has the details).
     pub async fn run(self: Arc<Self>) -> Outcome {
+        if let Some((services, irreversible)) = self.opts.continue_rollback.clone() {
+            return self.continue_rollback(services, irreversible).await;
+        }
         if !self.checks().await {
             return self.finish_failed(false).await;
         }
@@ -499,12 +505,30 @@ impl Runner {
             .collect();
         let (rev, irrev): (Vec<&ServiceRun>, Vec<&ServiceRun>) =
             order.into_iter().partition(|s| s.reversible);
+        self.roll_back(
+            rev.iter().map(|s| s.name.clone()).collect(),
+            irrev.iter().map(|s| s.name.clone()).collect(),
+        )
+        .await
+    }
+
+    /// Roll back `services` in the order given (a service whose rollback is
+    /// already done is skipped: a resumed rollback picks up where it
+    /// stopped). A failed rollback does not stop the others; Ctrl-C stops
+    /// after the rollback in flight, and `uphost resume` goes on with it.
+    async fn roll_back(&self, services: Vec<String>, irreversible: Vec<String>) -> Outcome {
         self.journal.emit(Event::RollbackStarted {
-            services: rev.iter().map(|s| s.name.clone()).collect(),
-            irreversible: irrev.iter().map(|s| s.name.clone()).collect(),
+            services: services.clone(),
+            irreversible,
         });
         let mut all_ok = true;
-        for s in rev {
+        for name in &services {
+            if self.interrupted.load(Ordering::SeqCst) {
+                return self.finish(Outcome::Interrupted);
+            }
+            let Some(s) = self.services.iter().find(|s| &s.name == name) else {
+                continue;
+            };
             if self.step(s, Hook::Rollback).await.is_err() {
                 all_ok = false;
             }
@@ -514,5 +538,32 @@ impl Runner {
         } else {
             Outcome::Failed
         })
+    }
+
+    /// A resumed run that was rolling back: after confirmation, the rollback
+    /// goes on (failed rollbacks are retried); the upgrade never does.
+    async fn continue_rollback(&self, services: Vec<String>, irreversible: Vec<String>) -> Outcome {
+        let left: Vec<&String> = services
+            .iter()
+            .filter(|n| {
+                self.prior.get(&StepKey {
+                    service: (*n).clone(),
+                    phase: crate::events::Phase::Rollback,
+                    node: None,
+                }) != Some(&StepStatus::Done)
+            })
+            .collect();
+        let prompt = format!(
+            "this run was rolling back when it stopped. Go on rolling back {}?",
+            left.iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        if !left.is_empty() && !self.opts.recorded.dry_run && !self.confirm(&prompt) {
+            self.interrupt();
+            return self.finish(Outcome::Interrupted);
+        }
+        self.roll_back(services, irreversible).await
     }
 }

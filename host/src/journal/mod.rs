@@ -80,6 +80,11 @@ pub struct Replayed {
     pub commands: HashMap<(StepKey, u32), CommandRecord>,
     /// Commands whose start was recorded but not their end.
     pub in_doubt: BTreeSet<(StepKey, u32)>,
+    /// The rollback the run began, if it began one: the services to roll
+    /// back in order, and the irreversible ones (from the first
+    /// rollback-started record; a resumed rollback works through the same
+    /// list).
+    pub rollback: Option<(Vec<String>, Vec<String>)>,
     /// The last timestamp seen.
     pub last_ms: u64,
     /// Byte length of the complete records (a torn tail starts here).
@@ -259,6 +264,12 @@ fn apply(r: &mut Replayed, ev: Event, keep: bool) {
         Event::Log { at_ms, .. }
         | Event::RunFinished { at_ms, .. }
         | Event::RunResumed { at_ms, .. } => r.last_ms = r.last_ms.max(*at_ms),
+        Event::RollbackStarted {
+            services,
+            irreversible,
+        } if r.rollback.is_none() => {
+            r.rollback = Some((services.clone(), irreversible.clone()));
+        }
         Event::RunStarted { .. } if r.started.is_none() => {
             r.started = Some(ev.clone());
         }
