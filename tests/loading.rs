@@ -303,6 +303,44 @@ fn out_of_range_settings_and_misspelt_services_are_refused_before_anything_runs(
         &["run", "--yes"],
         &["the state directory ./inventory.yaml is a file, not a directory"],
     );
+    d.edit(
+        "uphost.yaml",
+        "state_dir: inventory.yaml",
+        "state_dir: state/",
+    );
+    // A directory where the inventory should be: named against its key.
+    d.edit(
+        "uphost.yaml",
+        "inventory: inventory.yaml",
+        "inventory: plugins",
+    );
+    assert_input_error(
+        &d,
+        &["plan"],
+        &[
+            "uphost.yaml: inventory: cannot read ./plugins",
+            "point `inventory:` at the Ansible YAML inventory file",
+        ],
+    );
+    d.edit(
+        "uphost.yaml",
+        "inventory: plugins",
+        "inventory: inventory.yaml",
+    );
+    // A run id that is not there: the runs that are.
+    assert_eq!(d.uphost(&["run", "--yes", "--dry-run"]).code, 0);
+    let id = d.status()["run_id"].as_str().unwrap().to_string();
+    for cmd in ["status", "report"] {
+        let r = d.uphost(&[cmd, "20990101T000000Z-0000"]);
+        assert_eq!(r.code, 1, "{}", r.all());
+        assert!(
+            r.stderr
+                .contains("no run `20990101T000000Z-0000` in ./state/runs")
+                && r.stderr.contains(&format!("the only run there is {id}")),
+            "{}",
+            r.stderr
+        );
+    }
 }
 
 /// A symlink planted in the compile cache (here: to another plugin's valid

@@ -44,11 +44,7 @@ pub fn show(
         Some(r) => r.to_string(),
         None => journal::current_run(state_dir)?,
     };
-    journal::check_run_id(&run_id)?;
-    let path = journal::run_dir(state_dir, &run_id).join("journal.jsonl");
-    if !path.exists() {
-        return Err(Error::Journal(journal::JournalError::NoRun(path)));
-    }
+    let path = journal::journal_of(state_dir, &run_id)?;
     let r = journal::replay_summary(&path)?;
     let Some(Event::RunStarted { plan, .. }) = r.run_started() else {
         return Err(Error::Failed(format!(

@@ -195,8 +195,27 @@ impl Config {
             .to_path_buf();
         let inventory_path = base.join(&raw.inventory);
         let services_path = base.join(&raw.services);
-        let inventory = inventory::load(&inventory_path)?;
-        let services = services::load(&services_path)?;
+        // A file that cannot be read is reported against the key naming it.
+        let named = |key: &str, what: &str| {
+            let (key, what, cfg) = (key.to_string(), what.to_string(), path.clone());
+            move |e: ConfigError| match e {
+                ConfigError::Read { path: p, source } => ConfigError::Invalid {
+                    path: cfg,
+                    at: key.clone(),
+                    message: format!(
+                        "cannot read {}: {source}; point `{key}:` at {what}",
+                        p.display()
+                    ),
+                },
+                other => other,
+            }
+        };
+        let inventory = inventory::load(&inventory_path)
+            .map_err(named("inventory", "the Ansible YAML inventory file"))?;
+        let services = services::load(&services_path).map_err(named(
+            "services",
+            "the services file (service → roles, rollout, params)",
+        ))?;
         let cfg = Config {
             path: path.clone(),
             plugins_dir: base.join(&raw.plugins),

@@ -30,6 +30,16 @@ pub enum JournalError {
     /// No run to resume or show.
     #[error("no run found in {0}; start one with `uphost run`")]
     NoRun(PathBuf),
+    /// A well-formed run id with no journal in the state directory.
+    #[error("no run `{run}` in {runs}: {known}")]
+    UnknownRun {
+        /// The id asked for.
+        run: String,
+        /// The runs directory.
+        runs: PathBuf,
+        /// The runs there, described.
+        known: String,
+    },
     /// A run id that is not one uphost made (it could name a path outside
     /// the state directory).
     #[error(
@@ -314,6 +324,40 @@ pub struct Journal {
 /// The directory of a run.
 pub fn run_dir(state_dir: &Path, run_id: &str) -> PathBuf {
     state_dir.join("runs").join(run_id)
+}
+
+/// The journal of run `run_id`: a plain id whose journal exists, or an
+/// error that lists the runs the state directory has.
+pub fn journal_of(state_dir: &Path, run_id: &str) -> Result<PathBuf, JournalError> {
+    check_run_id(run_id)?;
+    let path = run_dir(state_dir, run_id).join("journal.jsonl");
+    if path.is_file() {
+        return Ok(path);
+    }
+    let runs = state_dir.join("runs");
+    let mut ids: Vec<String> = std::fs::read_dir(&runs)
+        .map(|d| {
+            d.flatten()
+                .filter(|e| e.path().join("journal.jsonl").is_file())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    ids.sort();
+    let known = match ids.len() {
+        0 => "there are no runs; start one with `uphost run`".to_string(),
+        1 => format!("the only run there is {}", ids[0]),
+        n if n <= 5 => format!("its runs are {} (oldest first)", ids.join(", ")),
+        n => format!(
+            "its {n} runs end with {} (oldest first)",
+            ids[n - 5..].join(", ")
+        ),
+    };
+    Err(JournalError::UnknownRun {
+        run: run_id.to_string(),
+        runs,
+        known,
+    })
 }
 
 /// Check that a run id is a plain name (never a path).
@@ -692,6 +736,34 @@ mod tests {
         std::fs::write(dir.path().join("current"), "../../outside").unwrap();
         assert!(matches!(
             current_run(dir.path()),
+            Err(JournalError::BadRunId(_))
+        ));
+    }
+
+    #[test]
+    fn an_unknown_run_lists_the_runs_there() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = journal_of(dir.path(), "r9").unwrap_err().to_string();
+        assert!(
+            e.contains("there are no runs; start one with `uphost run`"),
+            "{e}"
+        );
+        for id in ["r1", "r2"] {
+            drop(Journal::create(dir.path(), id, vec![]).unwrap());
+        }
+        assert!(journal_of(dir.path(), "r2").is_ok());
+        let e = journal_of(dir.path(), "r9").unwrap_err().to_string();
+        assert!(
+            e.contains("no run `r9`") && e.contains("its runs are r1, r2"),
+            "{e}"
+        );
+        for i in 3..=8 {
+            drop(Journal::create(dir.path(), &format!("r{i}"), vec![]).unwrap());
+        }
+        let e = journal_of(dir.path(), "r9").unwrap_err().to_string();
+        assert!(e.contains("its 8 runs end with r4, r5, r6, r7, r8"), "{e}");
+        assert!(matches!(
+            journal_of(dir.path(), "../r1"),
             Err(JournalError::BadRunId(_))
         ));
     }

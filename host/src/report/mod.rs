@@ -308,8 +308,7 @@ document.getElementById("only-failed").addEventListener("change", function (e) {
 /// Write `<run dir>/report.html` for a run (reading its journal as a
 /// stream: memory holds the bars, not the events); returns its path.
 pub fn write(state_dir: &Path, run_id: &str) -> Result<PathBuf, JournalError> {
-    journal::check_run_id(run_id)?;
-    let jpath = journal::run_dir(state_dir, run_id).join("journal.jsonl");
+    let jpath = journal::journal_of(state_dir, run_id)?;
     let mut error = None;
     let html = render(journal::records(&jpath)?.map_while(|r| match r {
         Ok(e) => Some(e),
