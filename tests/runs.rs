@@ -182,7 +182,26 @@ fn a_stopped_rollback_resumes_as_a_rollback_never_as_the_upgrade() {
         "{}",
         r.stderr
     );
-    assert_eq!(d.status()["outcome"], "failed");
+    let st = d.status();
+    assert_eq!(st["outcome"], "failed");
+    assert_eq!(st["rollback"]["complete"], false, "{st}");
+    let rb = |st: &serde_json::Value, svc: &str| {
+        st["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == svc)
+            .unwrap()["rollback"]
+            .clone()
+    };
+    assert_eq!(rb(&st, "nova-compute"), "failed");
+    assert_eq!(rb(&st, "galera"), "done");
+    assert_eq!(rb(&st, "rabbitmq"), "irreversible");
+    let text = d.uphost(&["status"]).stdout;
+    assert!(
+        text.contains("ROLLBACK NOT COMPLETE: `uphost resume` goes on rolling back nova-compute"),
+        "{text}"
+    );
 
     // A new run would lose the rollback (and galera's backup): refused.
     let r = d.uphost(&["run", "--yes"]);
@@ -200,7 +219,10 @@ fn a_stopped_rollback_resumes_as_a_rollback_never_as_the_upgrade() {
     let r = d.uphost(&["resume", "--yes"]);
     assert_eq!(r.code, 1, "a rolled-back run exits non-zero: {}", r.all());
     assert!(r.stderr.contains("the run was rolled back"), "{}", r.stderr);
-    assert_eq!(d.status()["outcome"], "rolled-back");
+    let st = d.status();
+    assert_eq!(st["outcome"], "rolled-back");
+    assert_eq!(st["rollback"]["complete"], true, "{st}");
+    assert_eq!(rb(&st, "nova-compute"), "done");
     let ev = d.journal();
     let started: Vec<&serde_json::Value> = ev[before..]
         .iter()

@@ -24,6 +24,22 @@ struct ServiceView {
     done: usize,
     total: usize,
     steps: Vec<StepView>,
+    /// Once the run's rollback began: `done`, `failed`, `running` or
+    /// `pending` for a service it rolls back, `irreversible` for one it
+    /// cannot; absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rollback: Option<&'static str>,
+}
+
+/// The run's rollback, once it began.
+#[derive(Serialize)]
+struct RollbackView {
+    /// Services to roll back, in order.
+    services: Vec<String>,
+    /// Touched services that cannot roll back.
+    irreversible: Vec<String>,
+    /// Every listed rollback is done.
+    complete: bool,
 }
 
 #[derive(Serialize)]
@@ -31,6 +47,8 @@ struct StatusView {
     run_id: String,
     outcome: String,
     complete: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rollback: Option<RollbackView>,
     services: Vec<ServiceView>,
 }
 
@@ -82,18 +100,47 @@ pub fn show(
         } else {
             "remaining"
         };
+        let rollback = r.rollback.as_ref().and_then(|(rev, irrev)| {
+            if irrev.contains(&s.name) {
+                return Some("irreversible");
+            }
+            if !rev.contains(&s.name) {
+                return None;
+            }
+            let key = crate::events::StepKey {
+                service: s.name.clone(),
+                phase: crate::events::Phase::Rollback,
+                node: None,
+            };
+            Some(match r.steps.get(&key) {
+                Some(StepStatus::Done) => "done",
+                Some(StepStatus::Failed) => "failed",
+                Some(StepStatus::Running) => "running",
+                None => "pending",
+            })
+        });
         services.push(ServiceView {
             name: s.name.clone(),
             status,
             done,
             total: steps.len(),
             steps,
+            rollback,
         });
     }
+    let rollback = r.rollback.as_ref().map(|(rev, irrev)| RollbackView {
+        complete: services
+            .iter()
+            .filter(|s| rev.contains(&s.name))
+            .all(|s| s.rollback == Some("done")),
+        services: rev.clone(),
+        irreversible: irrev.clone(),
+    });
     let view = StatusView {
         complete: outcome == "complete",
         run_id,
         outcome,
+        rollback,
         services,
     };
     match format {
@@ -103,8 +150,34 @@ pub fn show(
         ),
         StatusFormat::Text => {
             outln!("run {}: {}", view.run_id, view.outcome);
+            if let Some(rb) = &view.rollback {
+                if rb.complete {
+                    outln!("  rolled back: {}", rb.services.join(", "));
+                } else {
+                    outln!(
+                        "  ROLLBACK NOT COMPLETE: `uphost resume` goes on rolling back {} (never with the upgrade)",
+                        rb.services.join(", ")
+                    );
+                }
+                if !rb.irreversible.is_empty() {
+                    outln!(
+                        "  cannot roll back (stay upgraded): {}",
+                        rb.irreversible.join(", ")
+                    );
+                }
+            }
             for s in &view.services {
-                outln!("  {:<14} {:<9} {}/{}", s.name, s.status, s.done, s.total);
+                outln!(
+                    "  {:<14} {:<9} {}/{}{}",
+                    s.name,
+                    s.status,
+                    s.done,
+                    s.total,
+                    match s.rollback {
+                        Some("irreversible") | None => String::new(),
+                        Some(st) => format!("   rollback {st}"),
+                    }
+                );
                 for st in s.steps.iter().filter(|st| st.status != "done") {
                     outln!(
                         "      {:<13} {:<10} {}",
