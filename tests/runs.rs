@@ -258,6 +258,99 @@ fn a_stopped_rollback_resumes_as_a_rollback_never_as_the_upgrade() {
     assert!(complete(&d));
 }
 
+/// Ctrl-C while rolling back: the rollback in flight finishes, the next one
+/// does not start, and `resume` goes on with the rollback alone.
+#[test]
+fn ctrl_c_during_rollback_then_resume_finishes_the_rollback() {
+    let d = Demo::new(&["galera", "haproxy", "rabbitmq", "keystone"], true);
+    d.fault(
+        "ctl1",
+        &["keystone-manage", "db_sync"],
+        "CRITICAL keystone [-] Unhandled error: migration 97 failed",
+    );
+    // galera's restore takes 3 s: the moment to press Ctrl-C.
+    let slow =
+        serde_json::json!([{"argv": ["mysql", "-e"], "status": 0, "delay_s": 3, "times": 0}]);
+    for n in ["ctl2", "ctl3"] {
+        std::fs::write(
+            d.path().join("nodes").join(n).join("faults.json"),
+            slow.to_string(),
+        )
+        .unwrap();
+    }
+    let mut f: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(d.path().join("nodes/ctl1/faults.json")).unwrap(),
+    )
+    .unwrap();
+    f.as_array_mut().unwrap().push(slow[0].clone());
+    std::fs::write(d.path().join("nodes/ctl1/faults.json"), f.to_string()).unwrap();
+
+    let child = Command::new(uphost_bin())
+        .current_dir(d.path())
+        .args(["run", "--yes", "--rollback-on-failure"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = |ev: &[serde_json::Value], svc: &str| {
+        ev.iter().any(|e| {
+            e["event"] == "step-started"
+                && e["step"]["service"] == svc
+                && e["step"]["phase"] == "rollback"
+        })
+    };
+    let t0 = std::time::Instant::now();
+    while !(d.path().join("state/current").exists() && started(&d.journal(), "galera")) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "galera never began rolling back"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(child.id() as i32).unwrap(),
+        rustix::process::Signal::INT,
+    )
+    .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    let ev = d.journal();
+    assert!(
+        ev.iter().any(|e| e["event"] == "step-finished"
+            && e["step"]["service"] == "galera"
+            && e["step"]["phase"] == "rollback"
+            && e["status"] == "ok"),
+        "the rollback in flight did not finish: {err}"
+    );
+    assert!(!started(&ev, "haproxy"), "a rollback started after Ctrl-C");
+    let st = d.status();
+    assert_eq!(st["rollback"]["complete"], false, "{st}");
+
+    let r = d.uphost(&["resume", "--yes"]);
+    assert_eq!(r.code, 1, "{}", r.all());
+    let st = d.status();
+    assert_eq!(st["outcome"], "rolled-back", "{st}");
+    let ev = d.journal();
+    let rollbacks = |svc: &str| {
+        ev.iter()
+            .filter(|e| {
+                e["event"] == "step-started"
+                    && e["step"]["service"] == svc
+                    && e["step"]["phase"] == "rollback"
+            })
+            .count()
+    };
+    assert_eq!(
+        (
+            rollbacks("keystone"),
+            rollbacks("galera"),
+            rollbacks("haproxy")
+        ),
+        (1, 1, 1)
+    );
+}
+
 /// `--abandon-unfinished` is the explicit way to start over.
 #[test]
 fn a_new_run_over_a_half_done_one_needs_abandon_unfinished() {

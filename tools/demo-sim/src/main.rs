@@ -10,7 +10,9 @@
 //!   rabbitmq policies, ceph flags, nova cells);
 //! - `<node>/ops.log`: one line per mutating command applied;
 //! - `<node>/faults.json`: injected failures, `[{"argv": [...prefix], "status": 1,
-//!   "stderr": "...", "times": 1}]` (times 0 = forever).
+//!   "stderr": "...", "times": 1, "delay_s": 0}]` (times 0 = forever; a
+//!   `delay_s` sleeps first; `status` 0 then runs the command as usual: a
+//!   slow command rather than a failing one).
 //!
 //! `uphost-demo-sim init DIR NODE...` creates the nodes of a demo cluster.
 
@@ -58,6 +60,8 @@ struct Fault {
     stderr: String,
     #[serde(default)]
     times: u32,
+    #[serde(default)]
+    delay_s: f64,
 }
 
 fn one() -> i32 {
@@ -911,8 +915,13 @@ fn main() {
             }
             fs::write(&faults_path, serde_json::to_vec(&faults).expect("json"))
                 .expect("write faults");
-            eprintln!("{}", f.stderr);
-            std::process::exit(f.status);
+            if f.delay_s > 0.0 {
+                std::thread::sleep(std::time::Duration::from_secs_f64(f.delay_s.min(60.0)));
+            }
+            if f.status != 0 {
+                eprintln!("{}", f.stderr);
+                std::process::exit(f.status);
+            }
         }
     }
     let mut sim = Sim {
