@@ -54,6 +54,18 @@ pub struct StepKey {
     pub node: Option<String>,
 }
 
+impl StepKey {
+    /// A service-level step (check, pre-upgrade, post-upgrade, finalize,
+    /// rollback): no node.
+    pub fn of(service: &str, phase: Phase) -> StepKey {
+        StepKey {
+            service: service.to_string(),
+            phase,
+            node: None,
+        }
+    }
+}
+
 impl std::fmt::Display for StepKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &self.node {

@@ -172,13 +172,17 @@ pub async fn run(session: Session, args: &RunArgs, cli: &Cli) -> Result<i32, Err
 fn unfinished(state_dir: &std::path::Path) -> Option<String> {
     let id = journal::current_run(state_dir).ok()?;
     let path = journal::run_dir(state_dir, &id).join("journal.jsonl");
+    // The usual case, a run that finished, is read off the journal's tail;
+    // only a run that did not is replayed.
+    if let Some(Event::RunFinished { outcome, .. }) = journal::last_record(&path).ok()?
+        && matches!(outcome.as_str(), "complete" | "rolled-back")
+    {
+        return None;
+    }
     let r = journal::replay_summary(&path).ok()?;
     if let Some(Event::RunStarted { options, .. }) = r.run_started()
         && options.dry_run
     {
-        return None;
-    }
-    if matches!(r.outcome().as_deref(), Some("complete" | "rolled-back")) {
         return None;
     }
     let changed = r
@@ -192,14 +196,9 @@ fn unfinished(state_dir: &std::path::Path) -> Option<String> {
         .steps
         .iter()
         .filter(|(_, s)| **s != StepStatus::Done)
-        .map(|(k, s)| {
-            format!(
-                "{k} {}",
-                match s {
-                    StepStatus::Failed => "failed",
-                    _ => "interrupted",
-                }
-            )
+        .map(|(k, s)| match s {
+            StepStatus::Failed => format!("{k} failed"),
+            _ => format!("{k} interrupted"),
         })
         .take(3)
         .collect();
@@ -319,10 +318,10 @@ fn report_remaining(plan: &[PlannedService], r: &journal::Replayed, outcome: Out
         );
         return;
     }
-    if let Some((services, _)) = &r.rollback {
+    if let Some(rb) = &r.rollback {
         errln!(
             "\nthe rollback of {} is not complete: fix the cause, then `uphost resume` goes on with the rollback (never with the upgrade)",
-            services.join(", ")
+            rb.services.join(", ")
         );
         return;
     }
@@ -367,11 +366,9 @@ fn summary(
             .iter()
             .filter(|k| r.steps.get(*k) == Some(&StepStatus::Failed))
             .count();
-        let rolled = r.steps.get(&StepKey {
-            service: s.name.clone(),
-            phase: crate::events::Phase::Rollback,
-            node: None,
-        });
+        let rolled = r
+            .steps
+            .get(&StepKey::of(&s.name, crate::events::Phase::Rollback));
         errln!(
             "  {:<14} {:>3}/{:<3} steps done{}{}",
             s.name,
@@ -419,7 +416,7 @@ pub async fn resume(
                 replayed
                     .rollback
                     .as_ref()
-                    .map(|(s, _)| s.join(", "))
+                    .map(|rb| rb.services.join(", "))
                     .unwrap_or_default()
             )));
         }

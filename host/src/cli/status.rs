@@ -5,7 +5,7 @@ use serde::Serialize;
 use crate::Error;
 use crate::events::Event;
 use crate::execution::run::steps_of;
-use crate::journal::{self, StepStatus};
+use crate::journal;
 
 use super::{StatusFormat, exit};
 
@@ -79,12 +79,7 @@ pub fn show(
             .into_iter()
             .map(|k| StepView {
                 phase: k.phase.to_string(),
-                status: match r.steps.get(&k) {
-                    Some(StepStatus::Done) => "done",
-                    Some(StepStatus::Failed) => "failed",
-                    Some(StepStatus::Running) => "running",
-                    None => "remaining",
-                },
+                status: r.steps.get(&k).map_or("remaining", |s| s.as_str()),
                 node: k.node,
             })
             .collect();
@@ -100,24 +95,15 @@ pub fn show(
         } else {
             "remaining"
         };
-        let rollback = r.rollback.as_ref().and_then(|(rev, irrev)| {
-            if irrev.contains(&s.name) {
-                return Some("irreversible");
+        let rollback = r.rollback.as_ref().and_then(|rb| {
+            if rb.irreversible.contains(&s.name) {
+                Some("irreversible")
+            } else if rb.services.contains(&s.name) {
+                let key = crate::events::StepKey::of(&s.name, crate::events::Phase::Rollback);
+                Some(r.steps.get(&key).map_or("pending", |s| s.as_str()))
+            } else {
+                None
             }
-            if !rev.contains(&s.name) {
-                return None;
-            }
-            let key = crate::events::StepKey {
-                service: s.name.clone(),
-                phase: crate::events::Phase::Rollback,
-                node: None,
-            };
-            Some(match r.steps.get(&key) {
-                Some(StepStatus::Done) => "done",
-                Some(StepStatus::Failed) => "failed",
-                Some(StepStatus::Running) => "running",
-                None => "pending",
-            })
         });
         services.push(ServiceView {
             name: s.name.clone(),
@@ -128,13 +114,13 @@ pub fn show(
             rollback,
         });
     }
-    let rollback = r.rollback.as_ref().map(|(rev, irrev)| RollbackView {
+    let rollback = r.rollback.as_ref().map(|rb| RollbackView {
         complete: services
             .iter()
-            .filter(|s| rev.contains(&s.name))
+            .filter(|s| rb.services.contains(&s.name))
             .all(|s| s.rollback == Some("done")),
-        services: rev.clone(),
-        irreversible: irrev.clone(),
+        services: rb.services.clone(),
+        irreversible: rb.irreversible.clone(),
     });
     let view = StatusView {
         complete: outcome == "complete",

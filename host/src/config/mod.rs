@@ -134,14 +134,25 @@ fn default_state() -> PathBuf {
 /// The largest parallelism bound accepted (`forks:` or `--forks`).
 pub const MAX_FORKS: usize = 10_000;
 
-/// Parse a `--forks` value: a count from 1 to [`MAX_FORKS`].
-pub fn parse_forks(s: &str) -> Result<usize, String> {
-    match s.parse::<usize>() {
-        Ok(n) if (1..=MAX_FORKS).contains(&n) => Ok(n),
-        _ => Err(format!(
-            "`{s}` is not a parallelism bound: use a count from 1 to {MAX_FORKS}"
-        )),
+/// Check a parallelism bound: a count from 1 to [`MAX_FORKS`].
+fn check_forks(n: usize) -> Result<usize, String> {
+    if (1..=MAX_FORKS).contains(&n) {
+        Ok(n)
+    } else {
+        Err(format!(
+            "{n} is out of range: use a count from 1 to {MAX_FORKS}"
+        ))
     }
+}
+
+/// Parse a `--forks` value (see [`check_forks`]).
+pub fn parse_forks(s: &str) -> Result<usize, String> {
+    s.parse()
+        .ok()
+        .and_then(|n| check_forks(n).ok())
+        .ok_or_else(|| {
+            format!("`{s}` is not a parallelism bound: use a count from 1 to {MAX_FORKS}")
+        })
 }
 
 /// Everything a command needs, with paths resolved against the directory
@@ -224,17 +235,13 @@ impl Config {
             state_dir: base.join(&raw.state_dir),
             inventory,
             services,
-            forks: match raw.forks {
-                None => 10,
-                Some(n) if (1..=MAX_FORKS).contains(&n) => n,
-                Some(n) => {
-                    return Err(ConfigError::Invalid {
-                        path: path.clone(),
-                        at: "forks".into(),
-                        message: format!("{n} is out of range: use 1 to {MAX_FORKS}"),
-                    });
+            forks: check_forks(raw.forks.unwrap_or(10)).map_err(|message| {
+                ConfigError::Invalid {
+                    path: path.clone(),
+                    at: "forks".into(),
+                    message,
                 }
-            },
+            })?,
             limits: Limits::default().with(&raw.limits),
             max_instances: match raw.max_instances {
                 None => 64,

@@ -17,7 +17,7 @@ use super::session::{ServiceRun, Session};
 use crate::capabilities::Grant;
 use crate::config::NodeSpec;
 use crate::events::{Event, PlannedService, RunOptionsRecord, Sink, StepKey};
-use crate::journal::{Journal, StepStatus};
+use crate::journal::{Journal, RollbackPlan, StepStatus};
 use crate::runtime::bindings::uphost::plugin::types;
 use crate::runtime::{CallEnv, Hook, call_hook};
 use crate::transport::Transport;
@@ -31,9 +31,9 @@ pub struct RunOptions {
     pub forks: usize,
     /// How confirmations are answered.
     pub confirm: Confirm,
-    /// A resumed run that was rolling back: only its rollback goes on
-    /// (services in order, irreversible ones), never the upgrade.
-    pub continue_rollback: Option<(Vec<String>, Vec<String>)>,
+    /// A resumed run that was rolling back: only its rollback goes on,
+    /// never the upgrade.
+    pub continue_rollback: Option<RollbackPlan>,
 }
 
 /// How a run ended.
@@ -349,8 +349,8 @@ impl Runner {
 
     /// Run everything; returns the outcome (the journal has the details).
     pub async fn run(self: Arc<Self>) -> Outcome {
-        if let Some((services, irreversible)) = self.opts.continue_rollback.clone() {
-            return self.continue_rollback(services, irreversible).await;
+        if let Some(plan) = self.opts.continue_rollback.clone() {
+            return self.continue_rollback(plan).await;
         }
         if !self.checks().await {
             return self.finish_failed(false).await;
@@ -434,11 +434,9 @@ impl Runner {
         }
         // Finalize: deployment-wide, once every service runs the new version.
         let finalize_pending = self.services.iter().any(|s| {
-            self.prior.get(&StepKey {
-                service: s.name.clone(),
-                phase: crate::events::Phase::Finalize,
-                node: None,
-            }) != Some(&StepStatus::Done)
+            self.prior
+                .get(&StepKey::of(&s.name, crate::events::Phase::Finalize))
+                != Some(&StepStatus::Done)
         });
         if mutating
             && finalize_pending
@@ -505,24 +503,24 @@ impl Runner {
             .collect();
         let (rev, irrev): (Vec<&ServiceRun>, Vec<&ServiceRun>) =
             order.into_iter().partition(|s| s.reversible);
-        self.roll_back(
-            rev.iter().map(|s| s.name.clone()).collect(),
-            irrev.iter().map(|s| s.name.clone()).collect(),
-        )
+        self.roll_back(RollbackPlan {
+            services: rev.iter().map(|s| s.name.clone()).collect(),
+            irreversible: irrev.iter().map(|s| s.name.clone()).collect(),
+        })
         .await
     }
 
-    /// Roll back `services` in the order given (a service whose rollback is
-    /// already done is skipped: a resumed rollback picks up where it
+    /// Roll back the plan's services in its order (a service whose rollback
+    /// is already done is skipped: a resumed rollback picks up where it
     /// stopped). A failed rollback does not stop the others; Ctrl-C stops
     /// after the rollback in flight, and `uphost resume` goes on with it.
-    async fn roll_back(&self, services: Vec<String>, irreversible: Vec<String>) -> Outcome {
+    async fn roll_back(&self, plan: RollbackPlan) -> Outcome {
         self.journal.emit(Event::RollbackStarted {
-            services: services.clone(),
-            irreversible,
+            services: plan.services.clone(),
+            irreversible: plan.irreversible,
         });
         let mut all_ok = true;
-        for name in &services {
+        for name in &plan.services {
             if self.interrupted.load(Ordering::SeqCst) {
                 return self.finish(Outcome::Interrupted);
             }
@@ -542,28 +540,25 @@ impl Runner {
 
     /// A resumed run that was rolling back: after confirmation, the rollback
     /// goes on (failed rollbacks are retried); the upgrade never does.
-    async fn continue_rollback(&self, services: Vec<String>, irreversible: Vec<String>) -> Outcome {
-        let left: Vec<&String> = services
+    async fn continue_rollback(&self, plan: RollbackPlan) -> Outcome {
+        let left: Vec<&str> = plan
+            .services
             .iter()
+            .map(String::as_str)
             .filter(|n| {
-                self.prior.get(&StepKey {
-                    service: (*n).clone(),
-                    phase: crate::events::Phase::Rollback,
-                    node: None,
-                }) != Some(&StepStatus::Done)
+                self.prior
+                    .get(&StepKey::of(n, crate::events::Phase::Rollback))
+                    != Some(&StepStatus::Done)
             })
             .collect();
         let prompt = format!(
             "this run was rolling back when it stopped. Go on rolling back {}?",
-            left.iter()
-                .map(|s| s.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
+            left.join(", ")
         );
         if !left.is_empty() && !self.opts.recorded.dry_run && !self.confirm(&prompt) {
             self.interrupt();
             return self.finish(Outcome::Interrupted);
         }
-        self.roll_back(services, irreversible).await
+        self.roll_back(plan).await
     }
 }

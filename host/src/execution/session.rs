@@ -78,6 +78,13 @@ impl Session {
 
     /// Load the plugins of `cfg` and plan.
     pub async fn open(cfg: Config) -> Result<Session, Error> {
+        if cfg.state_dir.exists() && !cfg.state_dir.is_dir() {
+            return Err(Error::Usage(format!(
+                "the state directory {} is a file, not a directory: point `state_dir:` in {} (or --state-dir) at a directory",
+                cfg.state_dir.display(),
+                cfg.path.display()
+            )));
+        }
         let max_mem = cfg
             .services
             .services
@@ -90,13 +97,6 @@ impl Session {
             max_instances: cfg.max_instances,
             max_memory_bytes: max_mem,
         })?);
-        if cfg.state_dir.exists() && !cfg.state_dir.is_dir() {
-            return Err(Error::Usage(format!(
-                "the state directory {} is a file, not a directory: point `state_dir:` in {} (or --state-dir) at a directory",
-                cfg.state_dir.display(),
-                cfg.path.display()
-            )));
-        }
         let cache = Arc::new(Cache::new(&rt, cfg.state_dir.join("cache")));
         let loaded = loading::load_dir(&rt, &cache, &cfg.plugins_dir).await?;
         let plugins: BTreeMap<String, LoadedPlugin> =

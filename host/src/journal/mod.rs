@@ -72,6 +72,27 @@ pub enum StepStatus {
     Running,
 }
 
+impl StepStatus {
+    /// The word for it (as serialized).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepStatus::Done => "done",
+            StepStatus::Failed => "failed",
+            StepStatus::Running => "running",
+        }
+    }
+}
+
+/// The rollback a run began, as its first rollback-started record lists it
+/// (a resumed rollback works through the same lists).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RollbackPlan {
+    /// Services to roll back, in order.
+    pub services: Vec<String>,
+    /// Touched services that cannot roll back.
+    pub irreversible: Vec<String>,
+}
+
 /// What a journal says, replayed.
 #[derive(Debug, Clone, Default)]
 pub struct Replayed {
@@ -90,11 +111,8 @@ pub struct Replayed {
     pub commands: HashMap<(StepKey, u32), CommandRecord>,
     /// Commands whose start was recorded but not their end.
     pub in_doubt: BTreeSet<(StepKey, u32)>,
-    /// The rollback the run began, if it began one: the services to roll
-    /// back in order, and the irreversible ones (from the first
-    /// rollback-started record; a resumed rollback works through the same
-    /// list).
-    pub rollback: Option<(Vec<String>, Vec<String>)>,
+    /// The rollback the run began, if it began one.
+    pub rollback: Option<RollbackPlan>,
     /// The last timestamp seen.
     pub last_ms: u64,
     /// Byte length of the complete records (a torn tail starts here).
@@ -114,6 +132,32 @@ impl Replayed {
             _ => None,
         }
     }
+}
+
+/// The last complete record of a journal, read from its tail only (a run's
+/// outcome without replaying a journal of a million steps); `None` for an
+/// empty journal.
+pub fn last_record(path: &Path) -> Result<Option<Event>, JournalError> {
+    use std::io::{Read, Seek, SeekFrom};
+    let io = |source| JournalError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut f = File::open(path).map_err(io)?;
+    let len = f.metadata().map_err(io)?.len();
+    let from = len.saturating_sub(1 << 16);
+    f.seek(SeekFrom::Start(from)).map_err(io)?;
+    let mut tail = Vec::new();
+    f.read_to_end(&mut tail).map_err(io)?;
+    // Complete lines only: a torn last record has no newline yet.
+    let complete = match tail.iter().rposition(|b| *b == b'\n') {
+        Some(end) => &tail[..end],
+        None => return Ok(None),
+    };
+    Ok(complete
+        .split(|b| *b == b'\n')
+        .rev()
+        .find_map(|l| serde_json::from_slice(l).ok()))
 }
 
 /// Read and replay a journal file, keeping every event.
@@ -278,7 +322,10 @@ fn apply(r: &mut Replayed, ev: Event, keep: bool) {
             services,
             irreversible,
         } if r.rollback.is_none() => {
-            r.rollback = Some((services.clone(), irreversible.clone()));
+            r.rollback = Some(RollbackPlan {
+                services: services.clone(),
+                irreversible: irreversible.clone(),
+            });
         }
         Event::RunStarted { .. } if r.started.is_none() => {
             r.started = Some(ev.clone());
@@ -766,6 +813,36 @@ mod tests {
             journal_of(dir.path(), "../r1"),
             Err(JournalError::BadRunId(_))
         ));
+    }
+
+    #[test]
+    fn the_last_record_is_read_off_the_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::create(dir.path(), "r1", vec![]).unwrap();
+        let path = j.path.clone();
+        assert!(last_record(&path).unwrap().is_none());
+        for i in 0..2000 {
+            j.emit(Event::StepStarted {
+                step: step(Some(&format!("n{i}"))),
+                at_ms: i,
+            });
+        }
+        j.emit(Event::RunFinished {
+            outcome: "complete".into(),
+            at_ms: 9,
+        });
+        drop(j);
+        assert!(std::fs::metadata(&path).unwrap().len() > 1 << 16);
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        f.write_all(b"{\"event\":\"step-sta").unwrap();
+        drop(f);
+        match last_record(&path).unwrap() {
+            Some(Event::RunFinished { outcome, .. }) => assert_eq!(outcome, "complete"),
+            other => panic!("not the run-finished record: {other:?}"),
+        }
     }
 
     #[test]

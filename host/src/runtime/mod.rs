@@ -266,7 +266,6 @@ fn is_runtime_frame(name: &str, file: Option<&str>) -> bool {
         "core::",
         "alloc::",
         "__rust",
-        "__rustc::",
         "rust_panic",
         "panic_abort::",
         "<std::",
