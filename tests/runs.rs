@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use uphost_tests::{Demo, SEED_PLUGINS, uphost_bin};
+use uphost_tests::{Demo, SEED_PLUGINS, finished_ok, times_started, uphost_bin, wait_until};
 
 /// nova-compute and everything it depends on.
 const COMPUTE_CHAIN: &[&str] = &[
@@ -237,18 +237,9 @@ fn a_stopped_rollback_resumes_as_a_rollback_never_as_the_upgrade() {
         );
     }
     // Rollbacks done before the resume were not repeated.
-    let rollbacks = |svc: &str| {
-        ev.iter()
-            .filter(|e| {
-                e["event"] == "step-started"
-                    && e["step"]["service"] == svc
-                    && e["step"]["phase"] == "rollback"
-            })
-            .count()
-    };
-    assert_eq!(rollbacks("nova"), 1);
-    assert_eq!(rollbacks("galera"), 1);
-    assert_eq!(rollbacks("nova-compute"), 2);
+    assert_eq!(times_started(&ev, "nova", "rollback"), 1);
+    assert_eq!(times_started(&ev, "galera", "rollback"), 1);
+    assert_eq!(times_started(&ev, "nova-compute", "rollback"), 2);
 
     let r = d.uphost(&["resume", "--yes"]);
     assert_eq!(r.code, 2, "{}", r.all());
@@ -269,61 +260,24 @@ fn ctrl_c_during_rollback_then_resume_finishes_the_rollback() {
         "CRITICAL keystone [-] Unhandled error: migration 97 failed",
     );
     // galera's restore takes 3 s: the moment to press Ctrl-C.
-    let slow =
-        serde_json::json!([{"argv": ["mysql", "-e"], "status": 0, "delay_s": 3, "times": 0}]);
-    for n in ["ctl2", "ctl3"] {
-        std::fs::write(
-            d.path().join("nodes").join(n).join("faults.json"),
-            slow.to_string(),
-        )
-        .unwrap();
+    for n in ["ctl1", "ctl2", "ctl3"] {
+        d.slow(n, &["mysql", "-e"], 3.0);
     }
-    let mut f: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(d.path().join("nodes/ctl1/faults.json")).unwrap(),
-    )
-    .unwrap();
-    f.as_array_mut().unwrap().push(slow[0].clone());
-    std::fs::write(d.path().join("nodes/ctl1/faults.json"), f.to_string()).unwrap();
 
-    let child = Command::new(uphost_bin())
-        .current_dir(d.path())
-        .args(["run", "--yes", "--rollback-on-failure"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let started = |ev: &[serde_json::Value], svc: &str| {
-        ev.iter().any(|e| {
-            e["event"] == "step-started"
-                && e["step"]["service"] == svc
-                && e["step"]["phase"] == "rollback"
-        })
-    };
-    let t0 = std::time::Instant::now();
-    while !(d.path().join("state/current").exists() && started(&d.journal(), "galera")) {
-        assert!(
-            t0.elapsed() < Duration::from_secs(30),
-            "galera never began rolling back"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    rustix::process::kill_process(
-        rustix::process::Pid::from_raw(child.id() as i32).unwrap(),
-        rustix::process::Signal::INT,
-    )
-    .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(130), "{err}");
+    let err = ctrl_c_when(&d, &["run", "--yes", "--rollback-on-failure"], || {
+        d.path().join("state/current").exists()
+            && times_started(&d.journal(), "galera", "rollback") > 0
+    });
     let ev = d.journal();
     assert!(
-        ev.iter().any(|e| e["event"] == "step-finished"
-            && e["step"]["service"] == "galera"
-            && e["step"]["phase"] == "rollback"
-            && e["status"] == "ok"),
+        finished_ok(&ev, "galera", "rollback"),
         "the rollback in flight did not finish: {err}"
     );
-    assert!(!started(&ev, "haproxy"), "a rollback started after Ctrl-C");
+    assert_eq!(
+        times_started(&ev, "haproxy", "rollback"),
+        0,
+        "a rollback started after Ctrl-C"
+    );
     let st = d.status();
     assert_eq!(st["rollback"]["complete"], false, "{st}");
 
@@ -332,23 +286,9 @@ fn ctrl_c_during_rollback_then_resume_finishes_the_rollback() {
     let st = d.status();
     assert_eq!(st["outcome"], "rolled-back", "{st}");
     let ev = d.journal();
-    let rollbacks = |svc: &str| {
-        ev.iter()
-            .filter(|e| {
-                e["event"] == "step-started"
-                    && e["step"]["service"] == svc
-                    && e["step"]["phase"] == "rollback"
-            })
-            .count()
-    };
-    assert_eq!(
-        (
-            rollbacks("keystone"),
-            rollbacks("galera"),
-            rollbacks("haproxy")
-        ),
-        (1, 1, 1)
-    );
+    for svc in ["keystone", "galera", "haproxy"] {
+        assert_eq!(times_started(&ev, svc, "rollback"), 1, "{svc}");
+    }
 }
 
 /// `--abandon-unfinished` is the explicit way to start over.
@@ -630,6 +570,28 @@ fn sigkill_anywhere_then_resume_equals_an_uninterrupted_run() {
     eprintln!("{kills} SIGKILLs landed");
 }
 
+/// Start `uphost ARGS` in `d`; once `ready` holds (within 30 s), press
+/// Ctrl-C (SIGINT); expect the interrupted exit (130) and return stderr.
+fn ctrl_c_when(d: &Demo, args: &[&str], ready: impl Fn() -> bool) -> String {
+    let child = Command::new(uphost_bin())
+        .current_dir(d.path())
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until("moment to interrupt", Duration::from_secs(30), ready);
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(child.id() as i32).unwrap(),
+        rustix::process::Signal::INT,
+    )
+    .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    err
+}
+
 /// First Ctrl-C: the step in flight finishes, no new step starts, the run
 /// stops resumably (exit 130); resume completes it.
 #[test]
@@ -640,46 +602,22 @@ fn ctrl_c_stops_cleanly_and_resume_finishes() {
         "drain_wait_s: \"0\"",
         "drain_wait_s: \"2\"",
     );
-    let child = Command::new(uphost_bin())
-        .current_dir(d.path())
-        .args(["run", "--yes"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Wait until galera's pre-upgrade (which waits 2 s for transactions to
-    // drain) is in flight, then interrupt.
-    d.wait_for_op(
-        "ctl1",
-        "touch /var/tmp/clustercheck.disabled",
-        Duration::from_secs(20),
-    );
-    rustix::process::kill_process(
-        rustix::process::Pid::from_raw(child.id() as i32).unwrap(),
-        rustix::process::Signal::INT,
-    )
-    .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(130), "{err}");
+    // Once galera's pre-upgrade (which waits 2 s for transactions to drain)
+    // is in flight.
+    let err = ctrl_c_when(&d, &["run", "--yes"], || {
+        d.ops("ctl1")
+            .iter()
+            .any(|l| l.starts_with("touch /var/tmp/clustercheck.disabled"))
+    });
     assert!(err.contains("in-flight steps finish"), "{err}");
     let ev = d.journal();
-    let finished = |svc: &str, phase: &str| {
-        ev.iter().any(|e| {
-            e["event"] == "step-finished"
-                && e["step"]["service"] == svc
-                && e["step"]["phase"] == phase
-                && e["status"] == "ok"
-        })
-    };
     assert!(
-        finished("galera", "pre-upgrade"),
+        finished_ok(&ev, "galera", "pre-upgrade"),
         "the in-flight step did not finish"
     );
-    assert!(
-        !ev.iter().any(|e| e["event"] == "step-started"
-            && e["step"]["service"] == "galera"
-            && e["step"]["phase"] == "upgrade"),
+    assert_eq!(
+        times_started(&ev, "galera", "upgrade"),
+        0,
         "a new step started after the interrupt"
     );
     assert_eq!(d.status()["outcome"], "interrupted");

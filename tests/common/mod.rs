@@ -159,14 +159,9 @@ impl Demo {
     /// Wait (up to `within`) until `node` has run a mutating command that
     /// starts with `prefix`: a run is under way at a known point.
     pub fn wait_for_op(&self, node: &str, prefix: &str, within: std::time::Duration) {
-        let t = std::time::Instant::now();
-        while !self.ops(node).iter().any(|l| l.starts_with(prefix)) {
-            assert!(
-                t.elapsed() < within,
-                "{node} did not run `{prefix}…` within {within:?}"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(5));
-        }
+        wait_until(&format!("{node} running `{prefix}…`"), within, || {
+            self.ops(node).iter().any(|l| l.starts_with(prefix))
+        });
     }
 
     /// A node's mutating-command log.
@@ -220,6 +215,18 @@ impl Demo {
         .expect("write faults");
     }
 
+    /// Make commands starting with `argv` on `node` take `secs` longer (they
+    /// still run and succeed), beside the node's other faults.
+    pub fn slow(&self, node: &str, argv: &[&str], secs: f64) {
+        let p = self.path().join("nodes").join(node).join("faults.json");
+        let mut faults: Vec<serde_json::Value> = std::fs::read_to_string(&p)
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_default();
+        faults.push(serde_json::json!({"argv": argv, "status": 0, "delay_s": secs, "times": 0}));
+        std::fs::write(&p, serde_json::Value::from(faults).to_string()).expect("write faults");
+    }
+
     /// Remove a node's faults.
     pub fn heal(&self, node: &str) {
         let _ = std::fs::remove_file(self.path().join("nodes").join(node).join("faults.json"));
@@ -261,6 +268,40 @@ pub fn current_journal(dir: &Path) -> Vec<serde_json::Value> {
     text.lines()
         .filter_map(|l| serde_json::from_str(l).ok())
         .collect()
+}
+
+/// Poll `cond` every 5 ms until it holds; fail the test, naming `what`,
+/// after `within`.
+pub fn wait_until(what: &str, within: std::time::Duration, cond: impl Fn() -> bool) {
+    let t = std::time::Instant::now();
+    while !cond() {
+        assert!(t.elapsed() < within, "no {what} within {within:?}");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
+/// How many times the journal records `service`'s `phase` step as
+/// started (on any node).
+pub fn times_started(journal: &[serde_json::Value], service: &str, phase: &str) -> usize {
+    journal
+        .iter()
+        .filter(|e| {
+            e["event"] == "step-started"
+                && e["step"]["service"] == service
+                && e["step"]["phase"] == phase
+        })
+        .count()
+}
+
+/// Whether the journal records `service`'s `phase` step as finished ok
+/// (on some node).
+pub fn finished_ok(journal: &[serde_json::Value], service: &str, phase: &str) -> bool {
+    journal.iter().any(|e| {
+        e["event"] == "step-finished"
+            && e["step"]["service"] == service
+            && e["step"]["phase"] == phase
+            && e["status"] == "ok"
+    })
 }
 
 /// `node: argv...` of every command the journal records as finished.
