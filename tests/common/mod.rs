@@ -1,6 +1,7 @@
 //! Helpers for end-to-end tests: the built `uphost` binary, the built
 //! plugins, and throwaway copies of the demo cluster.
 
+pub mod packages;
 pub mod services;
 pub mod sshd;
 

@@ -42,25 +42,6 @@ const SHIMMED: &[&str] = &[
     "keystone-manage",
 ];
 
-/// What this test needs from Debian: its lines of tests/debian-packages.txt
-/// (which `cargo xtask test` installs), as (path or program, package).
-pub fn needs() -> Vec<(&'static str, &'static str)> {
-    include_str!("../debian-packages.txt")
-        .lines()
-        .map(|l| {
-            l.split('#')
-                .next()
-                .unwrap_or("")
-                .split_whitespace()
-                .collect::<Vec<_>>()
-        })
-        .filter_map(|f| match f[..] {
-            ["services", what, pkg] => Some((what, pkg)),
-            _ => None,
-        })
-        .collect()
-}
-
 /// The password of the `uphost` database user the nodes' clients use.
 const DB_PASSWORD: &str = "uphost-e2e";
 
@@ -98,18 +79,13 @@ impl RealCluster {
     /// join the others), the clustercheck responders, HAProxy and RabbitMQ,
     /// and write uphost.yaml, inventory.yaml, services.yaml and the plugins.
     pub fn start(plugins: &[&str]) -> RealCluster {
-        for (path, pkg) in needs() {
-            let found = if path.starts_with('/') {
-                Path::new(path).exists()
-            } else {
-                Command::new("sh")
-                    .args(["-c", &format!("command -v {path}")])
-                    .output()
-                    .is_ok_and(|o| o.status.success())
-            };
+        let needs = crate::packages::needs().expect("tests/debian-packages.txt");
+        for n in needs.iter().filter(|n| n.test == "services") {
             assert!(
-                found,
-                "{path} is missing: `cargo xtask e2e` (or `cargo xtask test`) installs Debian's {pkg}"
+                crate::packages::present(n.what),
+                "{} is missing: `cargo xtask e2e` (or `cargo xtask test`) installs Debian's {}",
+                n.what,
+                n.package
             );
         }
         for (name, addr) in NODES {

@@ -21,6 +21,8 @@ use std::process::Command;
 use anyhow::{Context, Result, bail};
 
 mod bench;
+#[path = "../../tests/common/packages.rs"]
+mod packages;
 
 /// The demo's nodes and roles (must match examples/demo/inventory.yaml).
 const DEMO_NODES: &[&str] = &[
@@ -188,52 +190,30 @@ pub(crate) fn build_fixtures() -> Result<()> {
     ]))
 }
 
-/// What the tests need from Debian (tests/debian-packages.txt, which the
-/// tests read too): (what, package) pairs, `what` a path or a program.
-fn test_packages() -> Result<Vec<(String, String)>> {
-    let path = root().join("tests/debian-packages.txt");
-    let text =
-        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    let mut v = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        let line = line.split('#').next().unwrap_or("").trim();
-        if line.is_empty() {
-            continue;
-        }
-        match line.split_whitespace().collect::<Vec<_>>()[..] {
-            [_test, what, pkg] => v.push((what.to_string(), pkg.to_string())),
-            _ => bail!("{}:{}: expected `TEST WHAT PACKAGE`", path.display(), i + 1),
-        }
-    }
-    Ok(v)
-}
-
-fn present(what: &str) -> bool {
-    if what.starts_with('/') {
-        return Path::new(what).exists();
-    }
-    Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {what}"))
-        .stdout(std::process::Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
 /// Install the Debian packages of whatever is missing. Services the
 /// packages would start (MariaDB, RabbitMQ, HAProxy) are not started: a
 /// `policy-rc.d` that denies it is in place during the install, as in any
 /// container build, and removed after (if it was not there before).
-fn ensure_packages(pkgs: &[(String, String)]) -> Result<()> {
-    let mut missing: Vec<&str> = pkgs
+fn ensure_test_packages() -> Result<()> {
+    let needs = packages::needs().map_err(anyhow::Error::msg)?;
+    let absent: Vec<&packages::Need> = needs
         .iter()
-        .filter(|(what, _)| !present(what))
-        .map(|(_, pkg)| pkg.as_str())
+        .filter(|n| !packages::present(n.what))
         .collect();
-    missing.dedup();
-    if missing.is_empty() {
+    if absent.is_empty() {
         return Ok(());
     }
+    let mut missing: Vec<&str> = absent.iter().map(|n| n.package).collect();
+    missing.sort_unstable();
+    missing.dedup();
+    let mut tests: Vec<&str> = absent.iter().map(|n| n.test).collect();
+    tests.sort_unstable();
+    tests.dedup();
+    eprintln!(
+        "installing Debian's {} (for the {} tests)",
+        missing.join(", "),
+        tests.join(", ")
+    );
     let sudo = if rustix::process::geteuid().is_root() {
         vec![]
     } else {
@@ -273,7 +253,7 @@ fn ensure_packages(pkgs: &[(String, String)]) -> Result<()> {
 }
 
 fn test() -> Result<()> {
-    ensure_packages(&test_packages()?)?;
+    ensure_test_packages()?;
     build()?;
     build_fixtures()?;
     run(Command::new(uphost_bin())
@@ -287,7 +267,7 @@ fn test() -> Result<()> {
 /// SIGKILL and resume, rollback), real sshd hosts, headless Chromium, the
 /// hostile plugins, real Galera/HAProxy/RabbitMQ clusters.
 fn e2e() -> Result<()> {
-    ensure_packages(&test_packages()?)?;
+    ensure_test_packages()?;
     build()?;
     build_fixtures()?;
     let e2e_tests = ["runs", "ssh", "operator", "hostile"];
