@@ -116,6 +116,12 @@ impl MockHost {
         self.calls.borrow().iter().map(|c| c.to_string()).collect()
     }
 
+    /// How many commands so far contain `text` in their `node: argv…`
+    /// line (`host.count("db_sync") == 1`, `host.count("restart") == 0`).
+    pub fn count(&self, text: &str) -> usize {
+        self.commands().iter().filter(|c| c.contains(text)).count()
+    }
+
     /// Every command so far.
     pub fn calls(&self) -> Vec<Call> {
         self.calls.borrow().clone()

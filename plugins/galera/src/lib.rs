@@ -410,11 +410,7 @@ mod tests {
         ctx.params.push(("vip".into(), "10.0.0.10".into()));
         let cx = host.cx(ctx);
         Galera::post_upgrade(&cx).unwrap();
-        let vip_checks = host
-            .commands()
-            .iter()
-            .filter(|c| c.contains("-h 10.0.0.10"))
-            .count();
+        let vip_checks = host.count("-h 10.0.0.10");
         assert_eq!(vip_checks, 3);
     }
 

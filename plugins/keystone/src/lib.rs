@@ -140,11 +140,7 @@ mod tests {
             .rule(Rule::new("openstack", &["..."]).then(0, "http://vip:5000/v3\n"));
         let cx = host.cx(context("keystone", &["ctl1", "ctl2"]));
         Keystone::post_upgrade(&cx).unwrap();
-        let syncs = host
-            .commands()
-            .iter()
-            .filter(|c| c.contains("db_sync"))
-            .count();
+        let syncs = host.count("db_sync");
         assert_eq!(syncs, 1);
     }
 
