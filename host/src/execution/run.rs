@@ -15,11 +15,9 @@ use tokio::sync::Semaphore;
 use super::confirm::Confirm;
 use super::session::{ServiceRun, Session};
 use crate::capabilities::Grant;
-use crate::config::NodeSpec;
 use crate::events::{Event, PlannedService, RunOptionsRecord, Sink, StepKey};
 use crate::journal::{Journal, RollbackPlan, StepStatus};
-use crate::runtime::bindings::uphost::plugin::types;
-use crate::runtime::{CallEnv, Hook, call_hook};
+use crate::runtime::{CallEnv, Hook, call_hook, wit_node};
 use crate::transport::Transport;
 
 /// Options of `uphost run`.
@@ -111,14 +109,6 @@ pub fn steps_of(s: &PlannedService) -> Vec<StepKey> {
     v.push(k(PostUpgrade, None));
     v.push(k(Finalize, None));
     v
-}
-
-fn wit_node(n: &NodeSpec) -> types::Node {
-    types::Node {
-        name: n.name.clone(),
-        address: n.address.clone(),
-        roles: n.roles.clone(),
-    }
 }
 
 impl Runner {

@@ -18,7 +18,7 @@ use crate::events::{Event, Phase, StepKey};
 use crate::execution::memsink::MemorySink;
 use crate::loading::LoadedPlugin;
 use crate::runtime::bindings::uphost::plugin::types;
-use crate::runtime::{CallEnv, Hook, HookCtx, Runtime, call_hook};
+use crate::runtime::{CallEnv, Hook, HookCtx, Runtime, call_hook, wit_node};
 use crate::transport::{BoxFuture, CommandOutput, CommandSpec, Transport, TransportError};
 use scenario::{HookExpect, Scenario};
 
@@ -171,14 +171,7 @@ pub async fn run(rt: &Runtime, plugin: &LoadedPlugin, sc: &Scenario) -> Report {
             "rollback" => calls.push(("rollback".into(), Hook::Rollback)),
             _ => {
                 for n in &nodes {
-                    calls.push((
-                        format!("upgrade {}", n.name),
-                        Hook::Upgrade(types::Node {
-                            name: n.name.clone(),
-                            address: n.address.clone(),
-                            roles: n.roles.clone(),
-                        }),
-                    ));
+                    calls.push((format!("upgrade {}", n.name), Hook::Upgrade(wit_node(n))));
                 }
             }
         }

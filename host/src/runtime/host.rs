@@ -105,7 +105,8 @@ impl WasiView for HostState {
 /// The host side of a `node-list` handle: the service's nodes, shared.
 pub struct NodeList(pub Arc<NodeSet>);
 
-fn wit_node(n: &NodeSpec) -> types::Node {
+/// A node as the contract passes it to a plugin (name, address, roles).
+pub fn wit_node(n: &NodeSpec) -> types::Node {
     types::Node {
         name: n.name.clone(),
         address: n.address.clone(),

@@ -14,7 +14,7 @@ use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine, Store};
 
 use bindings::{ServicePlugin, ServicePluginPre};
-pub use host::{CallEnv, HostState};
+pub use host::{CallEnv, HostState, wit_node};
 
 use crate::events::Phase;
 
