@@ -310,6 +310,32 @@ fn a_new_run_over_a_half_done_one_needs_abandon_unfinished() {
         first,
         "the refused run replaced the current one"
     );
+    // A dry run may look ahead meanwhile; it stays beside the unfinished
+    // run, which `status` and `resume` still mean.
+    let before = d.journal().len();
+    let r = d.uphost(&["run", "--dry-run"]);
+    assert!(
+        r.stderr.contains(&format!(
+            "was kept beside unfinished run {}, which stays current",
+            first.as_str().unwrap()
+        )),
+        "{}",
+        r.all()
+    );
+    assert_eq!(d.status()["run_id"], first, "the dry run became current");
+    assert_eq!(
+        d.journal().len(),
+        before,
+        "the dry run wrote to the real run's journal"
+    );
+    let dry = std::fs::read_dir(d.path().join("state/runs"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .find(|id| id != first.as_str().unwrap())
+        .expect("the dry run has its own journal");
+    let r = d.uphost(&["status", &dry, "--format", "json"]);
+    let st: serde_json::Value = serde_json::from_str(&r.stdout).expect(&r.all());
+    assert_eq!(st["dry_run"], true, "{st}");
     // Given up explicitly: a new run starts, and its pre-flight finds the
     // node the first run left stopped (which is why it needed asking).
     d.heal("cmp1");

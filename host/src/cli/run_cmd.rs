@@ -119,13 +119,19 @@ pub async fn run(session: Session, args: &RunArgs, cli: &Cli) -> Result<i32, Err
     if let Some(h) = &lock.took_over {
         tracing::info!("previous lock holder ({h}) is gone; lock taken over");
     }
-    if !args.abandon_unfinished
-        && let Some(why) = unfinished(&state_dir)
-    {
-        return Err(Error::Usage(why));
-    }
+    // A dry run changes nothing, so it may look ahead while a real run is
+    // unfinished; it is kept beside that run, which stays the current one.
+    let aside = match unfinished(&state_dir) {
+        Some(_) if args.abandon_unfinished => None,
+        Some(_) if args.dry_run => journal::current_run(&state_dir).ok(),
+        Some(why) => return Err(Error::Usage(why)),
+        None => None,
+    };
     let run_id = new_run_id();
-    let journal = Arc::new(Journal::create(&state_dir, &run_id, observers(cli))?);
+    let journal = Arc::new(match &aside {
+        Some(_) => Journal::create_aside(&state_dir, &run_id, observers(cli))?,
+        None => Journal::create(&state_dir, &run_id, observers(cli))?,
+    });
     let recorded = RunOptionsRecord {
         dry_run: args.dry_run,
         only: args.only.clone(),
@@ -151,7 +157,7 @@ pub async fn run(session: Session, args: &RunArgs, cli: &Cli) -> Result<i32, Err
         confirm: Confirm::from_flag(args.yes),
         continue_rollback: None,
     };
-    execute(
+    let code = execute(
         session,
         journal,
         grants,
@@ -162,7 +168,13 @@ pub async fn run(session: Session, args: &RunArgs, cli: &Cli) -> Result<i32, Err
         &state_dir,
         cli,
     )
-    .await
+    .await?;
+    if let Some(unfinished) = aside {
+        errln!(
+            "note: dry run {run_id} was kept beside unfinished run {unfinished}, which stays current: `uphost resume` continues {unfinished}; `uphost status {run_id}` and `uphost report {run_id}` show this dry run"
+        );
+    }
+    Ok(code)
 }
 
 /// Why a new run must not start: the current run stopped half-way after

@@ -45,6 +45,8 @@ struct RollbackView {
 #[derive(Serialize)]
 struct StatusView {
     run_id: String,
+    /// The run executed no mutating command (`run --dry-run`).
+    dry_run: bool,
     outcome: String,
     complete: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -64,7 +66,7 @@ pub fn show(
     };
     let path = journal::journal_of(state_dir, &run_id)?;
     let r = journal::replay_summary(&path)?;
-    let Some(Event::RunStarted { plan, .. }) = r.run_started() else {
+    let Some(Event::RunStarted { plan, options, .. }) = r.run_started() else {
         return Err(Error::Failed(format!(
             "{}: no run-started record",
             path.display()
@@ -124,6 +126,7 @@ pub fn show(
     });
     let view = StatusView {
         complete: outcome == "complete",
+        dry_run: options.dry_run,
         run_id,
         outcome,
         rollback,
@@ -135,7 +138,12 @@ pub fn show(
             serde_json::to_string_pretty(&view).expect("serializes")
         ),
         StatusFormat::Text => {
-            outln!("run {}: {}", view.run_id, view.outcome);
+            outln!(
+                "run {}{}: {}",
+                view.run_id,
+                if view.dry_run { " (dry run)" } else { "" },
+                view.outcome
+            );
             if let Some(rb) = &view.rollback {
                 if rb.complete {
                     outln!("  rolled back: {}", rb.services.join(", "));

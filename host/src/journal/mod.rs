@@ -445,11 +445,32 @@ pub(crate) fn state_root(state_dir: &Path) -> Result<cap_std::fs::Dir, JournalEr
 }
 
 impl Journal {
-    /// Start a new run's journal.
+    /// Start a new run's journal, which becomes the current run (the one
+    /// `status`, `report` and `resume` use by default).
     pub fn create(
         state_dir: &Path,
         run_id: &str,
         observers: Vec<Observer>,
+    ) -> Result<Journal, JournalError> {
+        Self::create_as(state_dir, run_id, observers, true)
+    }
+
+    /// Start a new run's journal beside the current run, which stays
+    /// current: a dry run made while a real run is unfinished must not take
+    /// the real run's place (`resume` would lose it).
+    pub fn create_aside(
+        state_dir: &Path,
+        run_id: &str,
+        observers: Vec<Observer>,
+    ) -> Result<Journal, JournalError> {
+        Self::create_as(state_dir, run_id, observers, false)
+    }
+
+    fn create_as(
+        state_dir: &Path,
+        run_id: &str,
+        observers: Vec<Observer>,
+        current: bool,
     ) -> Result<Journal, JournalError> {
         check_run_id(run_id)?;
         let dir = run_dir(state_dir, run_id);
@@ -470,8 +491,10 @@ impl Journal {
         if let Ok(d) = root.open_dir(&rel) {
             let _ = d.into_std_file().sync_all();
         }
-        root.write(".current.tmp", run_id).map_err(io)?;
-        root.rename(".current.tmp", &root, "current").map_err(io)?;
+        if current {
+            root.write(".current.tmp", run_id).map_err(io)?;
+            root.rename(".current.tmp", &root, "current").map_err(io)?;
+        }
         let _ = root.try_clone().map(|d| d.into_std_file().sync_all());
         let sync_file = file.try_clone().map_err(io)?;
         Ok(Journal {
