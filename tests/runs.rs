@@ -498,6 +498,27 @@ fn canary_pauses_after_the_first_batch() {
 #[test]
 fn staged_run_with_limit_then_the_rest() {
     let d = Demo::new(SEED_PLUGINS, true);
+    // A misspelt limit runs nothing and says what it could have been.
+    for (typo, hint) in [
+        ("controlers", "did you mean `controller`?"),
+        ("cmp9", "did you mean `cmp1`?"),
+    ] {
+        let r = d.uphost(&["run", "--yes", "--limit", typo]);
+        assert_eq!(r.code, 2, "{}", r.all());
+        assert!(
+            r.stderr
+                .contains(&format!("--limit {typo}: neither a node nor a group"))
+                && r.stderr.contains(hint)
+                && r.stderr
+                    .contains("its groups are: compute, controller, storage"),
+            "{}",
+            r.stderr
+        );
+    }
+    assert!(
+        !d.path().join("state/current").exists(),
+        "a refused run started"
+    );
     let r = d.uphost(&["run", "--yes", "--limit", "controller", "storage"]);
     assert_eq!(r.code, 0, "{}", r.all());
     assert!(

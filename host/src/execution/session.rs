@@ -164,9 +164,18 @@ impl Session {
         }
         for l in limit {
             if self.cfg.inventory.node(l).is_none() && !self.cfg.inventory.groups.contains(l) {
+                let inv = &self.cfg.inventory;
+                let names = inv
+                    .groups
+                    .iter()
+                    .map(String::as_str)
+                    .chain(inv.nodes.iter().map(|n| n.name.as_str()));
+                let groups: Vec<&str> = inv.groups.iter().map(String::as_str).collect();
                 return Err(Error::Usage(format!(
-                    "--limit {l}: neither a node nor a group of {}",
-                    self.cfg.inventory_path.display()
+                    "--limit {l}: neither a node nor a group of {}{}; its groups are: {}",
+                    self.cfg.inventory_path.display(),
+                    crate::config::yaml::did_you_mean(l, names),
+                    groups.join(", ")
                 )));
             }
         }
