@@ -77,7 +77,7 @@ pub fn approve(session: &Session, names: &[String], all: bool, yes: bool) -> Res
                 approved: format!(
                     "{} by {} ({})",
                     crate::events::now_rfc3339(),
-                    std::env::var("USER").unwrap_or_else(|_| "unknown".into()),
+                    approver(),
                     answer.how
                 ),
                 grant: p.meta.capabilities.clone(),
@@ -93,4 +93,40 @@ pub fn approve(session: &Session, names: &[String], all: bool, yes: bool) -> Res
         );
     }
     Ok(exit::OK)
+}
+
+/// Who approves: `$USER` or `$LOGNAME`, else the user name of this
+/// process's uid in /etc/passwd, else the uid itself.
+fn approver() -> String {
+    let env = ["USER", "LOGNAME"]
+        .iter()
+        .filter_map(|v| std::env::var(v).ok())
+        .find(|u| !u.is_empty());
+    env.unwrap_or_else(|| {
+        let uid = rustix::process::getuid().as_raw();
+        std::fs::read_to_string("/etc/passwd")
+            .ok()
+            .and_then(|p| user_of(&p, uid))
+            .unwrap_or_else(|| format!("uid {uid}"))
+    })
+}
+
+/// The name of `uid` in a passwd file's text.
+fn user_of(passwd: &str, uid: u32) -> Option<String> {
+    passwd.lines().find_map(|l| {
+        let mut f = l.split(':');
+        let name = f.next()?;
+        (f.nth(1)?.parse::<u32>().ok()? == uid).then(|| name.to_string())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn user_of_finds_the_uid_in_passwd() {
+        let p = "root:x:0:0:root:/root:/bin/bash\nop:x:1000:1000::/home/op:/bin/sh\nbroken\n";
+        assert_eq!(super::user_of(p, 1000).as_deref(), Some("op"));
+        assert_eq!(super::user_of(p, 0).as_deref(), Some("root"));
+        assert_eq!(super::user_of(p, 7), None);
+    }
 }
