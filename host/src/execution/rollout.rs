@@ -74,26 +74,45 @@ impl<'de> Deserialize<'de> for Rollout {
         #[serde(untagged)]
         enum Raw {
             Name(String),
-            Serial { serial: CountOrText },
+            Map(std::collections::BTreeMap<String, Value>),
+        }
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Value {
+            Count(u32),
+            Text(String),
+            Other(de::IgnoredAny),
         }
         let bad = || {
             de::Error::custom(
                 "expected `parallel`, `one-at-a-time`, `{serial: N}` or `{serial: \"N%\"}`",
             )
         };
-        match Raw::deserialize(d).map_err(|_| bad())? {
-            Raw::Name(n) if n == "parallel" => Ok(Rollout::Parallel),
-            Raw::Name(n) if n == "one-at-a-time" => Ok(Rollout::OneAtATime),
-            Raw::Name(_) => Err(bad()),
-            Raw::Serial {
-                serial: CountOrText::Count(0),
-            } => Err(de::Error::custom("serial must be at least 1")),
-            Raw::Serial {
-                serial: CountOrText::Count(n),
-            } => Ok(Rollout::Serial(n)),
-            Raw::Serial {
-                serial: CountOrText::Text(t),
-            } => percent(&t).map(Rollout::SerialPercent).ok_or_else(|| {
+        let mut map = match Raw::deserialize(d).map_err(|_| bad())? {
+            Raw::Name(n) if n == "parallel" => return Ok(Rollout::Parallel),
+            Raw::Name(n) if n == "one-at-a-time" => return Ok(Rollout::OneAtATime),
+            Raw::Name(_) => return Err(bad()),
+            Raw::Map(m) => m,
+        };
+        let serial = map.remove("serial");
+        // A key beside `serial` would otherwise be dropped without a word
+        // (`max_fail` and `canary` belong to the service, not its rollout).
+        if let Some(k) = map.keys().next() {
+            let beside = ["max_fail", "canary"].contains(&k.as_str());
+            return Err(de::Error::custom(format!(
+                "rollout has no key `{k}`{}",
+                if beside {
+                    format!(": `{k}` goes beside `rollout`, as a key of the service")
+                } else {
+                    "; expected `{serial: N}` or `{serial: \"N%\"}`".to_string()
+                }
+            )));
+        }
+        match serial.ok_or_else(bad)? {
+            Value::Count(0) => Err(de::Error::custom("serial must be at least 1")),
+            Value::Count(n) => Ok(Rollout::Serial(n)),
+            Value::Other(_) => Err(bad()),
+            Value::Text(t) => percent(&t).map(Rollout::SerialPercent).ok_or_else(|| {
                 de::Error::custom(format!("serial `{t}`: expected a count or 1%..100%"))
             }),
         }
@@ -199,6 +218,14 @@ mod tests {
         assert!(p("{serial: 0}").is_err());
         assert!(p("{serial: \"300%\"}").is_err());
         assert!(p("sometimes").is_err());
+        assert!(p("{}").is_err());
+        let e = p("{serial: 2, max_fail: 1}").unwrap_err().to_string();
+        assert!(e.contains("rollout has no key `max_fail`: `max_fail` goes beside `rollout`"), "{e}");
+        let e = p("{serial: 2, canary: true}").unwrap_err().to_string();
+        assert!(e.contains("`canary` goes beside `rollout`"), "{e}");
+        assert!(p("{serial: [1]}").is_err());
+        let e = p("{serial: 2, batch: 1}").unwrap_err().to_string();
+        assert!(e.contains("rollout has no key `batch`"), "{e}");
         let m = |s: &str| serde_yaml_ng::from_str::<MaxFail>(s);
         assert_eq!(m("0").unwrap(), MaxFail::Zero);
         assert_eq!(m("2").unwrap(), MaxFail::Count(2));
