@@ -44,8 +44,7 @@ pub struct Scripted {
 }
 
 /// What a hook should do.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(untagged)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum HookExpect {
     /// `ok` or `fails`.
     Word(String),
@@ -54,6 +53,46 @@ pub enum HookExpect {
         /// A substring of the error.
         fails_with: String,
     },
+}
+
+impl<'de> Deserialize<'de> for HookExpect {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::{Error, IgnoredAny};
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Value {
+            Text(String),
+            Other(IgnoredAny),
+        }
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Word(String),
+            Map(std::collections::BTreeMap<String, Value>),
+            Other(IgnoredAny),
+        }
+        let expected = "expected `ok`, `fails` or `{fails_with: TEXT}`";
+        match Raw::deserialize(d)? {
+            Raw::Word(w) => Ok(HookExpect::Word(w)),
+            Raw::Map(mut m) => {
+                let fails_with = m.remove("fails_with");
+                if let Some(k) = m.keys().next() {
+                    return Err(D::Error::custom(format!(
+                        "unknown key `{k}`{}: {expected}",
+                        yaml::did_you_mean(k, ["fails_with"])
+                    )));
+                }
+                match fails_with {
+                    Some(Value::Text(fails_with)) => Ok(HookExpect::FailsWith { fails_with }),
+                    Some(Value::Other(_)) => Err(D::Error::custom(
+                        "fails_with: expected the text (a substring of the error) the hook fails with",
+                    )),
+                    None => Err(D::Error::custom(expected)),
+                }
+            }
+            Raw::Other(_) => Err(D::Error::custom(expected)),
+        }
+    }
 }
 
 /// Expectations.
@@ -202,4 +241,32 @@ pub fn load(path: &Path) -> Result<Scenario, ConfigError> {
         }
     }
     Ok(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::HookExpect;
+
+    fn parse(s: &str) -> Result<HookExpect, String> {
+        serde_yaml_ng::from_str(s).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn hook_expectations_parse_or_say_what_is_wrong() {
+        assert_eq!(parse("ok").unwrap(), HookExpect::Word("ok".into()));
+        assert_eq!(
+            parse("{fails_with: \"no quorum\"}").unwrap(),
+            HookExpect::FailsWith {
+                fails_with: "no quorum".into()
+            }
+        );
+        let e = parse("{fail_with: x}").unwrap_err();
+        assert!(e.contains("unknown key `fail_with` (did you mean `fails_with`?)"), "{e}");
+        let e = parse("{fails_with: x, extra: 1}").unwrap_err();
+        assert!(e.contains("unknown key `extra`"), "{e}");
+        let e = parse("{fails_with: [a]}").unwrap_err();
+        assert!(e.contains("fails_with: expected the text"), "{e}");
+        let e = parse("[ok]").unwrap_err();
+        assert!(e.contains("expected `ok`, `fails` or `{fails_with: TEXT}`"), "{e}");
+    }
 }
