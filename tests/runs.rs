@@ -328,12 +328,31 @@ fn a_new_run_over_a_half_done_one_needs_abandon_unfinished() {
         before,
         "the dry run wrote to the real run's journal"
     );
-    let dry = std::fs::read_dir(d.path().join("state/runs"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .find(|id| id != first.as_str().unwrap())
-        .expect("the dry run has its own journal");
-    let r = d.uphost(&["status", &dry, "--format", "json"]);
+    // `uphost runs` lists both, oldest first, the real run marked current.
+    let r = d.uphost(&["runs", "--format", "json"]);
+    let runs: serde_json::Value = serde_json::from_str(&r.stdout).expect(&r.all());
+    let runs = runs.as_array().unwrap();
+    assert_eq!(runs.len(), 2, "{runs:?}");
+    assert_eq!(runs[0]["run_id"], first);
+    assert_eq!(runs[0]["current"], true);
+    assert_eq!(runs[0]["outcome"], "failed");
+    assert_eq!(runs[0]["dry_run"], false);
+    assert_eq!(
+        (runs[1]["current"].clone(), runs[1]["dry_run"].clone()),
+        (false.into(), true.into())
+    );
+    let dry = runs[1]["run_id"].as_str().unwrap();
+    let text = d.uphost(&["runs"]).stdout;
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with(&format!("* {}", first.as_str().unwrap()))
+                && l.contains("failed"))
+            && text
+                .lines()
+                .any(|l| l.starts_with(&format!("  {dry}")) && l.contains("--dry-run")),
+        "{text}"
+    );
+    let r = d.uphost(&["status", dry, "--format", "json"]);
     let st: serde_json::Value = serde_json::from_str(&r.stdout).expect(&r.all());
     assert_eq!(st["dry_run"], true, "{st}");
     // Given up explicitly: a new run starts, and its pre-flight finds the

@@ -5,6 +5,7 @@ pub mod new;
 pub mod output;
 pub mod plan_view;
 pub mod run_cmd;
+pub mod runs;
 pub mod status;
 pub mod test_cmd;
 
@@ -88,6 +89,16 @@ pub enum Command {
     },
     /// Upgrade the cluster.
     Run(RunArgs),
+    /// Every run in the state directory, oldest first: when it started,
+    /// its options, how it ended; `*` marks the current one.
+    Runs {
+        /// Output format.
+        #[arg(long, value_enum, default_value = "text")]
+        format: StatusFormat,
+        /// State directory (default: from uphost.yaml).
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+    },
     /// Continue the interrupted or failed run.
     Resume {
         /// Answer yes to every confirmation.
@@ -266,6 +277,13 @@ pub async fn main(cli: Cli) -> Result<i32, Error> {
             let path = crate::report::write(&dir, &run_id)?;
             outln!("{}", path.display());
             Ok(exit::OK)
+        }
+        Command::Runs { format, state_dir } => {
+            let dir = match state_dir {
+                Some(d) => d.clone(),
+                None => Config::load(cli.config.as_deref())?.state_dir,
+            };
+            runs::list(&dir, *format)
         }
         Command::Status {
             run,

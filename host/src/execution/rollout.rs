@@ -220,7 +220,10 @@ mod tests {
         assert!(p("sometimes").is_err());
         assert!(p("{}").is_err());
         let e = p("{serial: 2, max_fail: 1}").unwrap_err().to_string();
-        assert!(e.contains("rollout has no key `max_fail`: `max_fail` goes beside `rollout`"), "{e}");
+        assert!(
+            e.contains("rollout has no key `max_fail`: `max_fail` goes beside `rollout`"),
+            "{e}"
+        );
         let e = p("{serial: 2, canary: true}").unwrap_err().to_string();
         assert!(e.contains("`canary` goes beside `rollout`"), "{e}");
         assert!(p("{serial: [1]}").is_err());

@@ -261,12 +261,18 @@ mod tests {
             }
         );
         let e = parse("{fail_with: x}").unwrap_err();
-        assert!(e.contains("unknown key `fail_with` (did you mean `fails_with`?)"), "{e}");
+        assert!(
+            e.contains("unknown key `fail_with` (did you mean `fails_with`?)"),
+            "{e}"
+        );
         let e = parse("{fails_with: x, extra: 1}").unwrap_err();
         assert!(e.contains("unknown key `extra`"), "{e}");
         let e = parse("{fails_with: [a]}").unwrap_err();
         assert!(e.contains("fails_with: expected the text"), "{e}");
         let e = parse("[ok]").unwrap_err();
-        assert!(e.contains("expected `ok`, `fails` or `{fails_with: TEXT}`"), "{e}");
+        assert!(
+            e.contains("expected `ok`, `fails` or `{fails_with: TEXT}`"),
+            "{e}"
+        );
     }
 }

@@ -382,15 +382,7 @@ pub fn journal_of(state_dir: &Path, run_id: &str) -> Result<PathBuf, JournalErro
         return Ok(path);
     }
     let runs = state_dir.join("runs");
-    let mut ids: Vec<String> = std::fs::read_dir(&runs)
-        .map(|d| {
-            d.flatten()
-                .filter(|e| e.path().join("journal.jsonl").is_file())
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    ids.sort();
+    let ids = run_ids(state_dir);
     let known = match ids.len() {
         0 => "there are no runs; start one with `uphost run`".to_string(),
         1 => format!("the only run there is {}", ids[0]),
@@ -419,6 +411,40 @@ pub fn check_run_id(id: &str) -> Result<(), JournalError> {
     } else {
         Err(JournalError::BadRunId(id.to_string()))
     }
+}
+
+/// Every run with a journal in the state directory, oldest first (run ids
+/// begin with their UTC start time).
+pub fn run_ids(state_dir: &Path) -> Vec<String> {
+    let mut ids: Vec<String> = std::fs::read_dir(state_dir.join("runs"))
+        .map(|d| {
+            d.flatten()
+                .filter(|e| e.path().join("journal.jsonl").is_file())
+                .filter_map(|e| e.file_name().into_string().ok())
+                .filter(|id| check_run_id(id).is_ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    ids.sort();
+    ids
+}
+
+/// The first record of a journal (its `run-started`), read without the
+/// rest; `None` for an empty journal or a torn first record.
+pub fn first_record(path: &Path) -> Result<Option<Event>, JournalError> {
+    use std::io::BufRead;
+    let io = |source| JournalError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut line = Vec::new();
+    std::io::BufReader::new(File::open(path).map_err(io)?)
+        .read_until(b'\n', &mut line)
+        .map_err(io)?;
+    if line.last() != Some(&b'\n') {
+        return Ok(None);
+    }
+    Ok(serde_json::from_slice(&line).ok())
 }
 
 /// The most recent run id (from `<state>/current`).
@@ -866,6 +892,30 @@ mod tests {
             Some(Event::RunFinished { outcome, .. }) => assert_eq!(outcome, "complete"),
             other => panic!("not the run-finished record: {other:?}"),
         }
+        assert!(matches!(
+            first_record(&path).unwrap(),
+            Some(Event::StepStarted { at_ms: 0, .. })
+        ));
+    }
+
+    #[test]
+    fn the_first_record_is_read_alone_and_a_torn_one_is_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.jsonl");
+        std::fs::write(&path, "").unwrap();
+        assert!(first_record(&path).unwrap().is_none());
+        std::fs::write(&path, "{\"event\":\"run-fini").unwrap();
+        assert!(first_record(&path).unwrap().is_none());
+        std::fs::write(
+            &path,
+            "{\"event\":\"run-finished\",\"outcome\":\"failed\",\"at_ms\":1}\nnot json\n",
+        )
+        .unwrap();
+        assert!(matches!(
+            first_record(&path).unwrap(),
+            Some(Event::RunFinished { outcome, .. }) if outcome == "failed"
+        ));
+        assert_eq!(run_ids(dir.path()), Vec::<String>::new());
     }
 
     #[test]
