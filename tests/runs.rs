@@ -538,6 +538,10 @@ fn staged_run_with_limit_then_the_rest() {
         !d.path().join("state/current").exists(),
         "a refused run started"
     );
+    // The staged run's pre-flight alone: the services on those nodes.
+    let r = d.uphost(&["check", "--limit", "compute"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert_eq!(r.stdout.trim(), "nova-compute   ok", "{}", r.all());
     let r = d.uphost(&["run", "--yes", "--limit", "controller", "storage"]);
     assert_eq!(r.code, 0, "{}", r.all());
     assert!(

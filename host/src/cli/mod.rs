@@ -86,6 +86,10 @@ pub enum Command {
         /// Only these services.
         #[arg(long, num_args = 1..)]
         only: Vec<String>,
+        /// Only the services with nodes among these nodes or roles (the
+        /// services a `run --limit` of the same nodes would upgrade).
+        #[arg(long, num_args = 1..)]
+        limit: Vec<String>,
     },
     /// Upgrade the cluster.
     Run(RunArgs),
@@ -311,9 +315,9 @@ pub async fn main(cli: Cli) -> Result<i32, Error> {
             session.grants()?;
             plan_view::show(&session, *format)
         }
-        Command::Check { only } => {
+        Command::Check { only, limit } => {
             let session = Session::open(Config::load(cli.config.as_deref())?).await?;
-            run_cmd::check(session, only, &cli).await
+            run_cmd::check(session, only, limit, &cli).await
         }
         Command::Run(args) => {
             let mut cfg = Config::load(cli.config.as_deref())?;

@@ -28,9 +28,14 @@ fn new_run_id() -> String {
 }
 
 /// `uphost check`: every plugin's pre-flight, read-only, no journal.
-pub async fn check(session: Session, only: &[String], cli: &Cli) -> Result<i32, Error> {
+pub async fn check(
+    session: Session,
+    only: &[String],
+    limit: &[String],
+    cli: &Cli,
+) -> Result<i32, Error> {
     let grants = session.grants()?;
-    let services = session.services(only, &[])?;
+    let services = session.services(only, limit)?;
     let sink = Arc::new(MemorySink::new(None));
     let transport: Arc<dyn Transport> = Arc::new(Transports::new(session.cfg.ssh.clone()));
     let mut failed = 0;
