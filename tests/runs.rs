@@ -402,21 +402,6 @@ fn a_failed_run_resumes_after_the_fix_without_repeating_steps() {
 }
 
 #[test]
-fn resume_refuses_when_plugins_changed() {
-    let d = Demo::new(SEED_PLUGINS, true);
-    d.fault("cmp1", &["apt-get"], "E: Unable to fetch some archives");
-    assert_eq!(d.uphost(&["run", "--yes"]).code, 1);
-    std::fs::remove_file(d.path().join("plugins/neutron.wasm")).unwrap();
-    let r = d.uphost(&["resume", "--yes"]);
-    assert_eq!(r.code, 2, "{}", r.all());
-    assert!(
-        r.stderr.contains("plugin neutron was removed"),
-        "{}",
-        r.stderr
-    );
-}
-
-#[test]
 fn a_second_run_is_refused_naming_the_holder() {
     let d = Demo::new(&["haproxy", "galera"], true);
     std::fs::create_dir_all(d.path().join("state")).unwrap();
@@ -702,4 +687,81 @@ fn ctrl_c_stops_cleanly_and_resume_finishes() {
         1,
         "the backup ran twice"
     );
+}
+
+/// `resume` refuses when the plan or a plugin changed since the run began,
+/// printing the difference, and runs nothing; once restored it resumes.
+#[test]
+fn resume_refuses_when_plugins_or_the_plan_changed_and_says_what() {
+    let d = Demo::new(SEED_PLUGINS, true);
+    d.fault("cmp1", &["apt-get"], "E: Unable to fetch some archives");
+    assert_eq!(d.uphost(&["run", "--yes"]).code, 1);
+    d.heal("cmp1");
+    let before = d.journal().len();
+    let ops_before = d.ops("cmp1");
+
+    // A plugin was removed.
+    let neutron = d.path().join("plugins/neutron.wasm");
+    let kept = std::fs::read(&neutron).unwrap();
+    std::fs::remove_file(&neutron).unwrap();
+    let r = d.uphost(&["resume", "--yes"]);
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert!(
+        r.stderr.contains("- plugin neutron was removed"),
+        "{}",
+        r.stderr
+    );
+    std::fs::write(&neutron, kept).unwrap();
+
+    // The operator changed nova-compute's rollout in the services file.
+    d.edit(
+        "services.yaml",
+        "rollout: {serial: 2}",
+        "rollout: one-at-a-time",
+    );
+    let r = d.uphost(&["resume", "--yes"]);
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert!(
+        r.stderr
+            .contains("cannot be resumed: the plugins or the plan changed since it began")
+            && r.stderr.contains("~ service nova-compute:")
+            && r.stderr.contains("rollout serial: 2 -> nodes")
+            && r.stderr.contains("rollout one-at-a-time"),
+        "{}",
+        r.stderr
+    );
+    d.edit(
+        "services.yaml",
+        "rollout: one-at-a-time",
+        "rollout: {serial: 2}",
+    );
+
+    // A plugin file was replaced: a valid component with other bytes (an
+    // extra custom section), approved again by the operator.
+    let wasm = d.path().join("plugins/nova.wasm");
+    let original = std::fs::read(&wasm).unwrap();
+    let mut bytes = original.clone();
+    bytes.extend_from_slice(&[0, 6, 4, b't', b'e', b's', b't', b'x']);
+    std::fs::write(&wasm, bytes).unwrap();
+    assert_eq!(d.uphost(&["plugins", "approve", "nova", "--yes"]).code, 0);
+    let r = d.uphost(&["resume", "--yes"]);
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert!(
+        r.stderr.contains("~ plugin nova changed: sha256 "),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(
+        d.journal().len(),
+        before,
+        "a refused resume wrote to the journal"
+    );
+    assert_eq!(d.ops("cmp1"), ops_before, "a refused resume ran commands");
+
+    // Everything as it was: the run resumes and completes.
+    std::fs::write(&wasm, original).unwrap();
+    assert_eq!(d.uphost(&["plugins", "approve", "nova", "--yes"]).code, 0);
+    let r = d.uphost(&["resume", "--yes"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(complete(&d));
 }
