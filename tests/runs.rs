@@ -606,6 +606,13 @@ fn sigkill_anywhere_then_resume_equals_an_uninterrupted_run() {
         d.cluster_state(),
         "end state differs from an uninterrupted run"
     );
+    assert_same_ops(&reference, &d);
+    eprintln!("{kills} SIGKILLs landed");
+}
+
+/// Every node of `d` received the same mutating commands, as many times,
+/// as in `reference`'s: no step ran twice or not at all.
+fn assert_same_ops(reference: &Demo, d: &Demo) {
     for n in ["ctl1", "ctl2", "ctl3", "cmp1", "cmp4", "stor1", "stor2"] {
         let count = |ops: Vec<String>| {
             let mut m: BTreeMap<String, usize> = BTreeMap::new();
@@ -622,7 +629,118 @@ fn sigkill_anywhere_then_resume_equals_an_uninterrupted_run() {
             "{n}: mutating commands differ (a step ran twice or not at all)"
         );
     }
-    eprintln!("{kills} SIGKILLs landed");
+}
+
+/// A tmpfs of the given size mounted on `dir` for the life of the value.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &std::path::Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(dir).unwrap();
+        let st = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .status()
+            .expect("mount(8)");
+        assert!(
+            st.success(),
+            "mounting a tmpfs on {} needs root",
+            dir.display()
+        );
+        Tmpfs(dir.to_path_buf())
+    }
+
+    fn available(&self) -> u64 {
+        rustix::fs::statvfs(&self.0)
+            .map(|s| s.f_bavail * s.f_frsize)
+            .unwrap()
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// The state directory's disk fills up mid-run, at several points: the run
+/// stops with the reason; the journal on disk is whole records only (a
+/// failed write is cut back, nothing is written after it); a mutating
+/// command whose result could not be recorded is not run at all; no
+/// half-written report is left. Once space is freed `resume` finishes, and
+/// the cluster and every node's commands are those of an uninterrupted run.
+#[test]
+fn a_full_disk_stops_the_run_cleanly_and_resume_finishes() {
+    let reference = Demo::new(SEED_PLUGINS, true);
+    assert_eq!(reference.uphost(&["run", "--yes"]).code, 0);
+    let mut seen = BTreeMap::new();
+    for leave_kib in [4u64, 8, 16, 32, 64] {
+        let d = Demo::new(SEED_PLUGINS, true);
+        let fs = Tmpfs::mount(&d.path().join("state"), "64m");
+        assert_eq!(d.uphost(&["plan"]).code, 0, "fills the compile cache");
+        let filler = d.path().join("state/filler");
+        let st = Command::new("fallocate")
+            .args(["-l", &(fs.available() - leave_kib * 1024).to_string()])
+            .arg(&filler)
+            .status()
+            .unwrap();
+        assert!(st.success());
+
+        let r = d.uphost(&["run", "--yes"]);
+        assert_eq!(r.code, 1, "{leave_kib} KiB free: {}", r.all());
+        assert!(r.stderr.contains("No space left on device"), "{}", r.stderr);
+        if r.stderr.contains("the run could not start") {
+            // Not even its start fitted: nothing ran, no run is left.
+            *seen.entry("start").or_insert(0) += 1;
+            assert!(r.stderr.contains("nothing was run"), "{}", r.stderr);
+            assert!(!d.path().join("state/current").exists());
+            assert_eq!(
+                std::fs::read_dir(d.path().join("state/runs"))
+                    .unwrap()
+                    .count(),
+                0
+            );
+            assert!(d.ops("ctl1").is_empty());
+            std::fs::remove_file(&filler).unwrap();
+            assert_eq!(d.uphost(&["run", "--yes"]).code, 0);
+            assert_eq!(reference.cluster_state(), d.cluster_state());
+            continue;
+        }
+        assert!(r.stderr.contains("`uphost resume`"), "{}", r.stderr);
+        for why in [
+            "the journal could not be written",
+            "the command was not run: no room to record its result",
+        ] {
+            if r.stderr.contains(why) {
+                *seen.entry(why).or_insert(0) += 1;
+            }
+        }
+        let id = d.status()["run_id"].as_str().unwrap().to_string();
+        let run = d.path().join("state/runs").join(&id);
+        let text = std::fs::read_to_string(run.join("journal.jsonl")).unwrap();
+        assert!(text.ends_with('\n'), "the journal ends with a torn record");
+        for (i, line) in text.lines().enumerate() {
+            serde_json::from_str::<serde_json::Value>(line)
+                .unwrap_or_else(|e| panic!("journal line {}: {e}: {line}", i + 1));
+        }
+        assert!(!run.join(".report.html.tmp").exists());
+        if let Ok(html) = std::fs::read_to_string(run.join("report.html")) {
+            assert!(html.trim_end().ends_with("</html>"), "half a report");
+        }
+
+        std::fs::remove_file(&filler).unwrap();
+        let r = d.uphost(&["resume", "--yes"]);
+        assert_eq!(r.code, 0, "{leave_kib} KiB free, then resumed: {}", r.all());
+        assert!(complete(&d));
+        assert_eq!(reference.cluster_state(), d.cluster_state());
+        assert_same_ops(&reference, &d);
+        drop(fs);
+    }
+    assert_eq!(
+        seen.len(),
+        3,
+        "every way a full disk shows was met: {seen:?}"
+    );
 }
 
 /// Start `uphost ARGS` in `d`; once `ready` holds (within 30 s), press

@@ -289,6 +289,17 @@ pub trait Sink: Send + Sync {
     /// Make every event emitted so far durable (the end of a batch of node
     /// steps, before anything that depends on them starts).
     fn barrier(&self) {}
+
+    /// Why events can no longer be recorded durably (the journal's disk is
+    /// full or failing), once that happened; `None` while all is well.
+    fn write_error(&self) -> Option<String> {
+        None
+    }
+
+    /// Stop recording: the run's disk has no room for what must be on it
+    /// (a command's result). Like a failed write, it stops the run, and
+    /// the steps in flight are left for `resume` to replay, not failed.
+    fn no_room(&self, _why: String) {}
 }
 
 /// Milliseconds since the Unix epoch formatted as RFC 3339.

@@ -133,10 +133,8 @@ pub async fn run(session: Session, args: &RunArgs, cli: &Cli) -> Result<i32, Err
         None => None,
     };
     let run_id = new_run_id();
-    let journal = Arc::new(match &aside {
-        Some(_) => Journal::create_aside(&state_dir, &run_id, observers(cli))?,
-        None => Journal::create(&state_dir, &run_id, observers(cli))?,
-    });
+    // The run becomes current once its start is on disk.
+    let journal = Journal::create_aside(&state_dir, &run_id, observers(cli))?;
     let recorded = RunOptionsRecord {
         dry_run: args.dry_run,
         only: args.only.clone(),
@@ -155,6 +153,19 @@ pub async fn run(session: Session, args: &RunArgs, cli: &Cli) -> Result<i32, Err
             .collect(),
         options: recorded.clone(),
     });
+    let started = match journal.write_error() {
+        Some(e) => Err(e),
+        None if aside.is_none() => journal.make_current(&state_dir).map_err(|e| e.to_string()),
+        None => Ok(()),
+    };
+    if let Err(e) = started {
+        journal.discard(&state_dir);
+        return Err(Error::Failed(format!(
+            "the run could not start: its journal cannot be written ({e}); nothing was run. Free space in {} and run again",
+            state_dir.display()
+        )));
+    }
+    let journal = Arc::new(journal);
     let forks = args.forks.unwrap_or(session.cfg.forks);
     let opts = RunOptions {
         recorded,

@@ -207,7 +207,7 @@ impl Runner {
         )
         .await
         .map_err(|e| e.to_string());
-        let res = match self.journal.take_error() {
+        let res = match self.journal.write_error() {
             Some(e) => Err(format!(
                 "the journal could not be written ({e}); stopping so that nothing counts as done that is not on disk"
             )),

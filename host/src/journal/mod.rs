@@ -20,7 +20,7 @@ use crate::events::{CommandRecord, Event, Sink, StepKey};
 #[derive(Debug, thiserror::Error)]
 pub enum JournalError {
     /// I/O.
-    #[error("journal {path}: {source}")]
+    #[error("{path}: {source}")]
     Io {
         /// File.
         path: PathBuf,
@@ -347,7 +347,13 @@ struct Inner {
     written: u64,
     state: BTreeMap<(String, String), String>,
     replay: HashMap<(StepKey, u32), CommandRecord>,
-    error: Option<std::io::Error>,
+    /// Bytes of whole records in the file: a failed write is cut back to
+    /// this, so no record ever follows a torn one.
+    len: u64,
+    /// The first write or sync failure. From then on nothing more is
+    /// written (the journal ends at its last whole record) and the run
+    /// stops: nothing may count as done that is not on disk.
+    error: Option<String>,
 }
 
 /// An open journal of one run, and the run's event sink.
@@ -459,6 +465,17 @@ pub fn current_run(state_dir: &Path) -> Result<String, JournalError> {
     Ok(id)
 }
 
+/// Point `current` at `run_id`, atomically and durably.
+fn set_current(root: &cap_std::fs::Dir, run_id: &str) -> std::io::Result<()> {
+    if let Err(e) = root.write(".current.tmp", run_id) {
+        let _ = root.remove_file(".current.tmp");
+        return Err(e);
+    }
+    root.rename(".current.tmp", root, "current")?;
+    let _ = root.try_clone().map(|d| d.into_std_file().sync_all());
+    Ok(())
+}
+
 /// A capability handle on the state directory (created if missing): the
 /// journal writes through it, so no name can reach outside it.
 pub(crate) fn state_root(state_dir: &Path) -> Result<cap_std::fs::Dir, JournalError> {
@@ -518,10 +535,8 @@ impl Journal {
             let _ = d.into_std_file().sync_all();
         }
         if current {
-            root.write(".current.tmp", run_id).map_err(io)?;
-            root.rename(".current.tmp", &root, "current").map_err(io)?;
+            set_current(&root, run_id).map_err(io)?;
         }
-        let _ = root.try_clone().map(|d| d.into_std_file().sync_all());
         let sync_file = file.try_clone().map_err(io)?;
         Ok(Journal {
             run_id: run_id.to_string(),
@@ -531,6 +546,7 @@ impl Journal {
                 written: 0,
                 state: BTreeMap::new(),
                 replay: HashMap::new(),
+                len: 0,
                 error: None,
             }),
             sync_file,
@@ -540,6 +556,22 @@ impl Journal {
             base_ms: 0,
             observers,
         })
+    }
+
+    /// Make this run the current one (once its first record is on disk).
+    pub fn make_current(&self, state_dir: &Path) -> Result<(), JournalError> {
+        let io = |source| JournalError::Io {
+            path: state_dir.join("current"),
+            source,
+        };
+        set_current(&state_root(state_dir)?, &self.run_id).map_err(io)
+    }
+
+    /// Remove a run that could not record its start (nothing ran).
+    pub fn discard(self, state_dir: &Path) {
+        if let Ok(root) = state_root(state_dir) {
+            let _ = root.remove_dir_all(Path::new("runs").join(&self.run_id));
+        }
     }
 
     /// Reopen a run's journal to continue it: cuts a torn tail, restores
@@ -572,6 +604,7 @@ impl Journal {
                     written: 0,
                     state: r.state.clone(),
                     replay: r.commands.clone(),
+                    len: r.valid_len,
                     error: None,
                 }),
                 sync_file,
@@ -618,14 +651,15 @@ impl Journal {
         unresolved
     }
 
-    /// The first write error, if any (the run must stop: nothing may
-    /// count as done that is not on disk).
-    pub fn take_error(&self) -> Option<std::io::Error> {
+    /// Why the journal can no longer be written, once a write or an fsync
+    /// failed (it stays so): the run must stop, and no mutating command may
+    /// start, since its intent would not be on disk.
+    pub fn write_error(&self) -> Option<String> {
         self.inner
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .error
-            .take()
+            .clone()
     }
 }
 
@@ -674,10 +708,17 @@ fn durable(ev: &Event) -> bool {
 
 impl Journal {
     fn record_error(&self, e: std::io::Error) {
-        tracing::error!(path = %self.path.display(), error = %e, "journal write failed");
         let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        Self::fail(&self.path, &mut g, e);
+    }
+
+    /// Stop writing after `e`, with the file cut back to its whole records.
+    fn fail(path: &Path, g: &mut Inner, e: std::io::Error) {
+        tracing::error!(path = %path.display(), error = %e, "journal write failed");
+        // Truncating frees space, so it works on a full disk too.
+        let _ = g.file.set_len(g.len);
         if g.error.is_none() {
-            g.error = Some(e);
+            g.error = Some(format!("{}: {e}", path.display()));
         }
     }
 
@@ -719,15 +760,19 @@ impl Sink for Journal {
                     None => g.state.remove(&(service.clone(), key.clone())),
                 };
             }
-            match g.file.write_all(&line) {
-                Ok(()) => {
-                    g.written += 1;
-                    Some(g.written)
-                }
-                Err(e) => {
-                    drop(g);
-                    self.record_error(e);
-                    None
+            if g.error.is_some() {
+                None
+            } else {
+                match g.file.write_all(&line) {
+                    Ok(()) => {
+                        g.written += 1;
+                        g.len += line.len() as u64;
+                        Some(g.written)
+                    }
+                    Err(e) => {
+                        Self::fail(&self.path, &mut g, e);
+                        None
+                    }
                 }
             }
         };
@@ -765,6 +810,14 @@ impl Sink for Journal {
     fn barrier(&self) {
         let written = self.inner.lock().unwrap_or_else(|p| p.into_inner()).written;
         self.sync_upto(written);
+    }
+
+    fn write_error(&self) -> Option<String> {
+        Journal::write_error(self)
+    }
+
+    fn no_room(&self, why: String) {
+        self.record_error(std::io::Error::other(why));
     }
 }
 

@@ -321,13 +321,22 @@ pub fn write(state_dir: &Path, run_id: &str) -> Result<PathBuf, JournalError> {
         return Err(e);
     }
     let out = journal::run_dir(state_dir, run_id).join("report.html");
-    // Through the journal's handle on the state directory.
-    journal::state_root(state_dir)?
-        .write(Path::new("runs").join(run_id).join("report.html"), html)
-        .map_err(|source| JournalError::Io {
-            path: out.clone(),
-            source,
-        })?;
+    let io = |source| JournalError::Io {
+        path: out.clone(),
+        source,
+    };
+    // Through the journal's handle on the run's directory; written aside and
+    // renamed, so a full disk leaves the previous report or none, never half
+    // of one.
+    let dir = journal::state_root(state_dir)?
+        .open_dir(Path::new("runs").join(run_id))
+        .map_err(io)?;
+    if let Err(e) = dir.write(".report.html.tmp", html) {
+        let _ = dir.remove_file(".report.html.tmp");
+        return Err(io(e));
+    }
+    dir.rename(".report.html.tmp", &dir, "report.html")
+        .map_err(io)?;
     Ok(out)
 }
 

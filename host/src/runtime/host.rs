@@ -274,6 +274,13 @@ impl node_exec::Host for HostState {
                 node: req.node.clone(),
                 argv: argv.clone(),
             });
+            // Its intent is not on disk: running it could not be known to a
+            // resume, which might run it again.
+            if let Some(e) = env.sink.write_error() {
+                return Ok(Err(node_exec::ExecError::SpawnFailed(format!(
+                    "not run: the run's journal cannot be written ({e}); free the space and `uphost resume`"
+                ))));
+            }
         }
         let timeout = req
             .timeout_ms
@@ -295,6 +302,18 @@ impl node_exec::Host for HostState {
         let t0 = Instant::now();
         let res = env.transport.exec(node, &spec).await;
         let duration_ms = t0.elapsed().as_millis() as u64;
+        // The recorder found no room to record a result and did not run the
+        // command: nothing to journal, and `resume` runs it.
+        if let (Some(_), Ok(o)) = (&spec.record, &res)
+            && crate::transport::record::not_run(o.status, &o.stderr)
+        {
+            env.sink.no_room(lossy(&o.stderr).trim_end().to_string());
+            return Ok(Err(node_exec::ExecError::SpawnFailed(format!(
+                "{} (on {}); free the space and `uphost resume`",
+                lossy(&o.stderr).trim_end(),
+                node.name
+            ))));
+        }
         let rec = match &res {
             Ok(o) => CommandRecord {
                 status: Some(o.status),
@@ -326,8 +345,12 @@ impl node_exec::Host for HostState {
             argv,
             result: rec,
         });
-        // The journal has the result now; the recorder's copy is not needed.
-        if let Some(f) = &spec.record {
+        // The journal has the result now, the recorder's copy is not needed;
+        // unless the journal could not take it: then that copy is what
+        // keeps `resume` from running the command again.
+        if let Some(f) = &spec.record
+            && env.sink.write_error().is_none()
+        {
             let _ = std::fs::remove_file(f);
         }
         Ok(match res {

@@ -88,6 +88,64 @@ fn capped(mut r: impl Read, cap: usize) -> (Vec<u8>, bool) {
     (kept, truncated)
 }
 
+/// The recorder's exit status when it did not run the command (with
+/// [`NOT_RUN_MARKER`] opening its stderr).
+pub const NOT_RUN_STATUS: i32 = 125;
+
+/// How the recorder's stderr begins when it did not run the command.
+pub const NOT_RUN_MARKER: &str = "uphost __exec-record: the command was not run:";
+
+/// Bytes taken for the record before the command runs: enough for the
+/// record without its output.
+const RESERVE: u64 = 4096;
+
+/// Whether a recorded command's output says the recorder did not run it
+/// (so there is no result to journal: `resume` runs it).
+pub fn not_run(status: i32, stderr: &[u8]) -> bool {
+    status == NOT_RUN_STATUS && stderr.starts_with(NOT_RUN_MARKER.as_bytes())
+}
+
+/// Create `tmp` with [`RESERVE`] bytes allocated on disk.
+fn reserve(tmp: &Path) -> std::io::Result<std::fs::File> {
+    let f = std::fs::File::create(tmp)?;
+    match rustix::fs::fallocate(&f, rustix::fs::FallocateFlags::empty(), 0, RESERVE) {
+        Ok(()) => {}
+        // A file system without fallocate: zeros take the blocks as well.
+        Err(rustix::io::Errno::OPNOTSUPP) => {
+            (&f).write_all(&[0u8; RESERVE as usize])?;
+        }
+        Err(e) => return Err(e.into()),
+    }
+    f.sync_all()?;
+    Ok(f)
+}
+
+/// Write `rec` over the reserved file and make it durable. If the whole
+/// record does not fit on the disk, the record without its output does
+/// (it fits in the reserved bytes): the status is what `resume` needs.
+fn write_record(f: &mut std::fs::File, rec: &Recorded) -> std::io::Result<()> {
+    use std::io::{Seek, SeekFrom};
+    let full = serde_json::to_vec(rec).unwrap_or_default();
+    let body = match f.seek(SeekFrom::Start(0)).and_then(|_| f.write_all(&full)) {
+        Ok(()) => full,
+        Err(_) => {
+            let short = Recorded {
+                status: rec.status,
+                stdout: String::new(),
+                stderr: "[output not kept: no space left on the state directory's disk]".into(),
+                truncated: true,
+                duration_ms: rec.duration_ms,
+            };
+            let short = serde_json::to_vec(&short).unwrap_or_default();
+            f.seek(SeekFrom::Start(0))?;
+            f.write_all(&short)?;
+            short
+        }
+    };
+    f.set_len(body.len() as u64)?;
+    f.sync_all()
+}
+
 /// The recorder's main; returns the exit code.
 pub fn main(args: &[String]) -> i32 {
     let (file, cap, argv) = match args {
@@ -104,6 +162,21 @@ pub fn main(args: &[String]) -> i32 {
     if let Some(dir) = file.parent() {
         let _ = std::fs::create_dir_all(dir);
     }
+    // Room for at least a short record, taken before the command runs: on a
+    // full disk the command does not run at all, rather than run and leave
+    // no trace for `resume` (which would run it a second time).
+    let tmp = file.with_extension("tmp");
+    let mut reserved = match reserve(&tmp) {
+        Ok(f) => f,
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            errln!(
+                "{NOT_RUN_MARKER} no room to record its result in {}: {e}",
+                tmp.display()
+            );
+            return NOT_RUN_STATUS;
+        }
+    };
     let _ = std::fs::write(file.with_extension("pid"), std::process::id().to_string());
     let t0 = std::time::Instant::now();
     let child = Command::new(&argv[0])
@@ -138,11 +211,9 @@ pub fn main(args: &[String]) -> i32 {
     // ssh's own failures (255: unreachable, dropped) say nothing about
     // whether the remote command ran: no record, so resume runs it again.
     let ssh_failed = argv[0] == "ssh" && status == 255;
-    let tmp = file.with_extension("tmp");
     if ssh_failed {
-    } else if let Ok(mut f) = std::fs::File::create(&tmp) {
-        let _ = f.write_all(&serde_json::to_vec(&rec).unwrap_or_default());
-        let _ = f.sync_all();
+        let _ = std::fs::remove_file(&tmp);
+    } else if write_record(&mut reserved, &rec).is_ok() {
         let _ = std::fs::rename(&tmp, file);
     }
     let _ = std::fs::remove_file(file.with_extension("pid"));
