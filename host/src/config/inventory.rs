@@ -139,7 +139,7 @@ pub fn load(path: &Path) -> Result<Inventory, ConfigError> {
     }
     // Host -> its groups (direct, then ancestors) and merged vars: `all`,
     // then ancestor groups, then the direct group, then the host's own.
-    let mut order: Vec<String> = Vec::new();
+    // Hosts in the order they first appear (IndexMap keeps it).
     let mut host_vars: IndexMap<String, Vars> = IndexMap::new();
     let mut host_roles: IndexMap<String, Vec<String>> = IndexMap::new();
     let all_vars = groups
@@ -147,13 +147,10 @@ pub fn load(path: &Path) -> Result<Inventory, ConfigError> {
         .map(|g| g.vars.clone())
         .unwrap_or_default();
     for (gname, g) in &groups {
+        let mut chain = Vec::new();
+        ancestors(gname, &groups, &mut chain);
+        chain.push(gname.clone());
         for (host, hv) in &g.hosts {
-            if !order.contains(host) {
-                order.push(host.clone());
-            }
-            let mut chain = Vec::new();
-            ancestors(gname, &groups, &mut chain);
-            chain.push(gname.clone());
             let vars = host_vars
                 .entry(host.clone())
                 .or_insert_with(|| all_vars.clone());
@@ -164,9 +161,9 @@ pub fn load(path: &Path) -> Result<Inventory, ConfigError> {
             }
             vars.extend(hv.iter().map(|(k, v)| (k.clone(), v.clone())));
             let roles = host_roles.entry(host.clone()).or_default();
-            for gn in chain {
-                if gn != "all" && gn != "ungrouped" && !roles.contains(&gn) {
-                    roles.push(gn);
+            for gn in &chain {
+                if gn != "all" && gn != "ungrouped" && !roles.contains(gn) {
+                    roles.push(gn.clone());
                 }
             }
         }
@@ -182,8 +179,7 @@ pub fn load(path: &Path) -> Result<Inventory, ConfigError> {
         message,
     };
     let mut nodes = Vec::new();
-    for host in &order {
-        let vars = &host_vars[host];
+    for (host, vars) in &host_vars {
         let get = |k: &str| -> Result<Option<String>, ConfigError> {
             match vars.get(k) {
                 None | Some(serde_yaml_ng::Value::Null) => Ok(None),
