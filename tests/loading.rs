@@ -196,6 +196,26 @@ fn a_changed_plugin_is_refused_naming_the_hash() {
     // Approving it again makes it runnable.
     assert_eq!(d.uphost(&["plugins", "approve", "galera", "--yes"]).code, 0);
     assert_eq!(d.uphost(&["plan"]).code, 0);
+
+    // A grant that no longer covers a request: the review marks the request
+    // that is new (+) and the grant that is no longer asked for (-).
+    d.edit(
+        "plugins/uphost.lock",
+        "program: touch\n",
+        "program: touchy\n",
+    );
+    let r = d.uphost(&["plugins", "approve", "galera", "--yes"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(
+        r.stdout.contains("requests (+ not in its current approval):")
+            && r.stdout.contains("+ [mutating]  touch /*/clustercheck.disabled")
+            && r.stdout.contains(
+                "- [mutating]  touchy /*/clustercheck.disabled (approved before, no longer requested)"
+            )
+            && !r.stdout.contains("+ [mutating]  systemctl"),
+        "{}",
+        r.stdout
+    );
 }
 
 #[test]

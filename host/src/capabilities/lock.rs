@@ -105,9 +105,19 @@ impl LockFile {
         );
         let d =
             cap_std::fs::Dir::open_ambient_dir(dir, cap_std::ambient_authority()).map_err(werr)?;
+        // Written aside, made durable, then renamed over the old one: a crash
+        // or a full disk leaves the previous approvals, never half of them.
         let tmp = format!("{LOCK_FILE}.tmp");
-        d.write(&tmp, text.as_bytes()).map_err(werr)?;
-        d.rename(&tmp, &d, LOCK_FILE).map_err(werr)?;
+        let written = d.create(&tmp).and_then(|f| {
+            use std::io::Write;
+            let mut f = f.into_std();
+            f.write_all(text.as_bytes())?;
+            f.sync_all()
+        });
+        if let Err(e) = written.and_then(|()| d.rename(&tmp, &d, LOCK_FILE)) {
+            let _ = d.remove_file(&tmp);
+            return Err(werr(e));
+        }
         Ok(())
     }
 

@@ -56,11 +56,30 @@ pub fn approve(session: &Session, names: &[String], all: bool, yes: bool) -> Res
         if let Err(u @ Unapproved::HashChanged { .. }) = &status {
             outln!("  {}", u.describe(name, &p.file_name()));
         }
-        outln!("  requests:");
+        // Against an earlier approval, what is new (+) and what is no
+        // longer asked for (-): the part of the review that matters.
+        let before = lock.plugins.get(name).map(|a| &a.grant);
+        let mark = |c| match before {
+            Some(g) if !g.contains(c) => "+ ",
+            _ => "  ",
+        };
+        outln!(
+            "  requests{}:",
+            if before.is_some() {
+                " (+ not in its current approval)"
+            } else {
+                ""
+            }
+        );
         for c in &p.meta.capabilities {
-            outln!("    {}", c.display());
+            outln!("  {}{}", mark(c), c.display());
             if !c.reason.is_empty() {
                 outln!("        why: {}", c.reason);
+            }
+        }
+        if let Some(g) = before {
+            for c in g.iter().filter(|c| !p.meta.capabilities.contains(c)) {
+                outln!("  - {} (approved before, no longer requested)", c.display());
             }
         }
         let answer = confirm.ask(&format!("approve {name} with these capabilities?"));
