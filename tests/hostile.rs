@@ -193,6 +193,12 @@ fn forbidden_argument_is_denied() {
 }
 
 #[test]
+fn a_path_glob_cannot_be_climbed_out_of_with_dot_dot() {
+    let a = Arena::new("path-climb", &[]);
+    a.fails_with(&["climbs out of the granted path pattern `/var/tmp/*` with `..`"]);
+}
+
+#[test]
 fn shell_syntax_reaches_the_program_as_one_literal_argument() {
     let a = Arena::new("shell-syntax", &[]);
     let r = a.run();

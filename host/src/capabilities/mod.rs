@@ -110,6 +110,13 @@ impl Grant {
         for cap in &same_program {
             match pattern::first_mismatch(&cap.args, args) {
                 None => {
+                    if let Some((i, p)) = climbs_out(&cap.args, args) {
+                        return Err(Denial(format!(
+                            "argument {} `{}` of `{program}` climbs out of the granted path pattern `{p}` with `..`",
+                            i + 1,
+                            args[i].escape_debug()
+                        )));
+                    }
                     if let Some((k, _)) = env.iter().find(|(k, _)| !cap.env.contains(k)) {
                         return Err(Denial(format!(
                             "environment variable `{k}` is not granted for `{program}`"
@@ -145,9 +152,74 @@ impl Grant {
     }
 }
 
+/// The first argument that a path pattern's wildcard matches only by way
+/// of a `..` segment (`/var/tmp/*.disabled` against
+/// `/var/tmp/../../etc/x.disabled`), with its pattern. A glob containing `/`
+/// reads as "a file under here"; `..` would make it any file at all. A
+/// pattern that spells `..` itself allows it.
+fn climbs_out<'a>(patterns: &'a [String], args: &[String]) -> Option<(usize, &'a str)> {
+    patterns
+        .iter()
+        .zip(args)
+        .enumerate()
+        .find(|(_, (p, a))| {
+            p.as_str() != pattern::REST
+                && p.contains('/')
+                && (p.contains('*') || p.contains('?'))
+                && !p.split('/').any(|seg| seg == "..")
+                && a.split('/').any(|seg| seg == "..")
+        })
+        .map(|(i, (p, _))| (i, p.as_str()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn path_globs_do_not_match_dot_dot() {
+        let g = Grant {
+            commands: vec![
+                cap(Access::Mutating, "touch", &["/*/clustercheck.disabled"]),
+                cap(Access::Mutating, "mysql", &["-e", "source /*/galera-*.sql"]),
+                cap(Access::ReadOnly, "cat", &["/etc/../etc/*.conf"]),
+            ],
+        };
+        assert!(
+            g.check("touch", &v(&["/var/tmp/clustercheck.disabled"]), &[])
+                .is_ok()
+        );
+        let e = g
+            .check(
+                "touch",
+                &v(&["/var/tmp/../../root/clustercheck.disabled"]),
+                &[],
+            )
+            .unwrap_err();
+        assert!(
+            e.0.contains("argument 1 `/var/tmp/../../root/clustercheck.disabled` of `touch` climbs out of the granted path pattern `/*/clustercheck.disabled`"),
+            "{}",
+            e.0
+        );
+        assert!(
+            g.check("mysql", &v(&["-e", "source /var/backup/galera-1.sql"]), &[])
+                .is_ok()
+        );
+        assert!(
+            g.check(
+                "mysql",
+                &v(&["-e", "source /var/../root/galera-1.sql"]),
+                &[]
+            )
+            .is_err()
+        );
+        // `..` inside a name is not a segment; a pattern that spells `..` allows it.
+        assert!(
+            g.check("touch", &v(&["/var/x..y/clustercheck.disabled"]), &[])
+                .is_ok()
+        );
+        assert!(g.check("cat", &v(&["/etc/../etc/my.conf"]), &[]).is_ok());
+    }
 
     fn cap(access: Access, program: &str, args: &[&str]) -> CommandCap {
         CommandCap {
