@@ -218,6 +218,28 @@ fn a_changed_plugin_is_refused_naming_the_hash() {
     );
 }
 
+/// The compile cache only saves time: when it cannot be used (here a file
+/// stands where its directory should be; a full disk does the same) the
+/// plugins are compiled in memory and the command does its work.
+#[test]
+fn an_unusable_compile_cache_costs_a_compile_not_the_run() {
+    let d = Demo::new(&["haproxy", "galera"], true);
+    let _ = std::fs::remove_dir_all(d.path().join("state/cache"));
+    std::fs::create_dir_all(d.path().join("state")).unwrap();
+    std::fs::write(d.path().join("state/cache"), "not a directory").unwrap();
+    let r = d.uphost(&["plan"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(r.stdout.contains("galera"), "{}", r.stdout);
+    assert!(
+        r.stderr
+            .contains("compile cache unusable; compiling in memory"),
+        "{}",
+        r.stderr
+    );
+    let r = d.uphost(&["run", "--yes"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+}
+
 #[test]
 fn second_load_uses_the_compile_cache() {
     let d = Demo::new(&["haproxy", "galera"], true);

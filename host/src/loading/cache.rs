@@ -15,13 +15,6 @@ use crate::runtime::Runtime;
 pub enum CacheError {
     /// The component did not compile.
     Compile(String),
-    /// The cache directory could not be used.
-    Io {
-        /// Path.
-        path: PathBuf,
-        /// Why.
-        detail: String,
-    },
 }
 
 /// A directory of precompiled components.
@@ -75,14 +68,20 @@ impl Cache {
         sha256: &str,
         bytes: &[u8],
     ) -> Result<(Component, bool), CacheError> {
-        let io = |e: std::io::Error| CacheError::Io {
-            path: self.dir.clone(),
-            detail: e.to_string(),
-        };
-        let root = self.root().map_err(io)?;
+        // The cache only saves time: a directory that cannot be made or
+        // written (a full disk, a read-only state directory) costs a
+        // compile per load, not the load.
+        let root = self
+            .root()
+            .map_err(|e| {
+                tracing::warn!(dir = %self.dir.display(), error = %e, "compile cache unusable; compiling in memory");
+            })
+            .ok();
         let name = self.name(sha256);
         // A regular file of ours, not a symlink planted to point elsewhere.
-        if root.symlink_metadata(&name).is_ok_and(|m| m.is_file()) {
+        if let Some(root) = root
+            && root.symlink_metadata(&name).is_ok_and(|m| m.is_file())
+        {
             let art = self.artifact(sha256);
             // SAFETY: the file was written by `Engine::precompile_component`
             // of an engine with the same compatibility hash (in its name),
@@ -96,9 +95,16 @@ impl Cache {
             .engine
             .precompile_component(bytes)
             .map_err(|e| CacheError::Compile(format!("{e:#}")))?;
-        let tmp = format!(".{sha256}-{}.{}.tmp", self.engine_hash, std::process::id());
-        root.write(&tmp, &compiled).map_err(io)?;
-        root.rename(&tmp, root, &name).map_err(io)?;
+        if let Some(root) = root {
+            let tmp = format!(".{sha256}-{}.{}.tmp", self.engine_hash, std::process::id());
+            if let Err(e) = root
+                .write(&tmp, &compiled)
+                .and_then(|()| root.rename(&tmp, root, &name))
+            {
+                let _ = root.remove_file(&tmp);
+                tracing::warn!(dir = %self.dir.display(), error = %e, "could not cache the compiled plugin; the next load compiles it again");
+            }
+        }
         // SAFETY: produced just now by this engine.
         let c = unsafe { Component::deserialize(&rt.engine, &compiled) }
             .map_err(|e| CacheError::Compile(format!("{e:#}")))?;

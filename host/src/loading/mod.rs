@@ -120,14 +120,6 @@ pub enum LoadError {
         /// Second file.
         second: PathBuf,
     },
-    /// The cache could not be written.
-    #[error("plugin cache {path}: {detail}")]
-    Cache {
-        /// Path.
-        path: PathBuf,
-        /// Why.
-        detail: String,
-    },
 }
 
 /// A loaded, described plugin.
@@ -243,7 +235,6 @@ fn prepare(rt: &Runtime, cache: &cache::Cache, path: &Path) -> Result<Prepared, 
             path: path.to_path_buf(),
             detail,
         },
-        cache::CacheError::Io { path, detail } => LoadError::Cache { path, detail },
     })?;
     check_world(rt, path, &component)?;
     Ok(Prepared {
