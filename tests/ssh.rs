@@ -100,6 +100,22 @@ fn the_demo_upgrade_runs_over_ssh() {
     for ns in namespaces {
         assert!(!listed.contains(&ns), "namespace {ns} survived: {listed}");
     }
+    // Nor the ssh control directory of an uphost that has exited (it exits
+    // without running drops, so it closes its masters itself).
+    for e in std::fs::read_dir(std::env::temp_dir()).unwrap().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix("uphost-ssh-")
+            .and_then(|r| r.split('-').next())
+        else {
+            continue;
+        };
+        assert!(
+            std::path::Path::new(&format!("/proc/{pid}")).exists(),
+            "{} survived its uphost",
+            e.path().display()
+        );
+    }
 }
 
 #[test]

@@ -37,7 +37,8 @@ pub async fn check(
     let grants = session.grants()?;
     let services = session.services(only, limit)?;
     let sink = Arc::new(MemorySink::new(None));
-    let transport: Arc<dyn Transport> = Arc::new(Transports::new(session.cfg.ssh.clone()));
+    let transports = Arc::new(Transports::new(session.cfg.ssh.clone()));
+    let transport: Arc<dyn Transport> = transports.clone();
     let mut failed = 0;
     for svc in &services {
         let p = &session.plugins[&svc.name];
@@ -86,6 +87,7 @@ pub async fn check(
             );
         }
     }
+    transports.close();
     Ok(if failed == 0 { exit::OK } else { exit::FAILED })
 }
 
@@ -267,13 +269,15 @@ async fn execute(
         grants,
         services,
         prior,
-        transport,
+        transport.clone(),
         opts,
     );
     on_ctrl_c(&runner);
     let outcome = runner.clone().run().await;
     let failures = runner.failures();
     drop(runner);
+    // The process exits without running drops: close ssh masters now.
+    transport.close();
     drop(journal);
     let replayed = journal::replay_summary(&path)?;
     if !failures.is_empty() {

@@ -181,6 +181,16 @@ impl Transports {
     }
 }
 
+impl Transports {
+    /// Close the ssh master connections, if any were opened (call before
+    /// the process exits).
+    pub fn close(&self) {
+        if let Some(Ok(ssh)) = self.ssh.get() {
+            ssh.close();
+        }
+    }
+}
+
 impl Transport for Transports {
     fn exec<'a>(
         &'a self,

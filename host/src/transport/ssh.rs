@@ -66,14 +66,34 @@ impl Ssh {
     /// A transport whose control sockets live in a private directory
     /// (short path: unix sockets have a length limit), removed on drop.
     pub fn new(settings: SshSettings) -> std::io::Result<Ssh> {
-        let control_dir = std::env::temp_dir().join(format!("uphost-ssh-{}", std::process::id()));
-        std::fs::create_dir_all(&control_dir)?;
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&control_dir, std::fs::Permissions::from_mode(0o700))?;
-        Ok(Ssh {
-            settings,
-            control_dir,
-        })
+        // Made new (mkdir fails on an existing name), mode 0700 from the
+        // start: a directory or a link someone else put at that name in the
+        // shared temporary directory is never used; another name is tried.
+        use std::os::unix::fs::DirBuilderExt;
+        let mut attempt = 0u32;
+        loop {
+            let nonce = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or_default();
+            let control_dir = std::env::temp_dir().join(format!(
+                "uphost-ssh-{}-{:08x}",
+                std::process::id(),
+                (nonce as u32) ^ attempt.wrapping_mul(0x9e37_79b9)
+            ));
+            match std::fs::DirBuilder::new().mode(0o700).create(&control_dir) {
+                Ok(()) => {
+                    return Ok(Ssh {
+                        settings,
+                        control_dir,
+                    });
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && attempt < 16 => {
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     fn base_args(&self, node: &NodeSpec) -> Vec<String> {
@@ -176,16 +196,12 @@ impl Ssh {
         }
     }
 
-    /// Close the master connections.
+    /// Close the master connections and remove their directory (also done
+    /// on drop; the binary calls it before it exits, which skips drops).
     pub fn close(&self) {
-        let _ = std::fs::remove_dir_all(&self.control_dir);
-    }
-}
-
-impl Drop for Ssh {
-    fn drop(&mut self) {
         // Masters exit on their own (ControlPersist) once their socket is
-        // gone; remove the directory so none can be reused.
+        // gone; ask them to exit now, and remove the directory so none can
+        // be reused.
         if let Ok(rd) = std::fs::read_dir(&self.control_dir) {
             for e in rd.flatten() {
                 let _ = std::process::Command::new("ssh")
@@ -201,6 +217,12 @@ impl Drop for Ssh {
                     .status();
             }
         }
+        let _ = std::fs::remove_dir_all(&self.control_dir);
+    }
+}
+
+impl Drop for Ssh {
+    fn drop(&mut self) {
         self.close();
     }
 }
