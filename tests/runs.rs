@@ -885,3 +885,57 @@ fn resume_refuses_when_plugins_or_the_plan_changed_and_says_what() {
     assert_eq!(r.code, 0, "{}", r.all());
     assert!(complete(&d));
 }
+
+/// While a run works, `status` says it is running and by which uphost;
+/// once that uphost is killed, that the run was interrupted and `resume`
+/// continues it; `runs` agrees.
+#[test]
+fn status_tells_a_running_run_from_an_interrupted_one() {
+    let d = Demo::new(&["galera", "haproxy"], true);
+    d.slow("ctl1", &["apt-get"], 4.0);
+    let mut child = Command::new(uphost_bin())
+        .current_dir(d.path())
+        .args(["run", "--yes", "-q"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until("a running step", Duration::from_secs(30), || {
+        d.path().join("state/current").exists()
+            && times_started(&d.journal(), "haproxy", "upgrade") > 0
+    });
+    let st = d.status();
+    assert_eq!(st["outcome"], "running", "{st}");
+    let pid = child.id().to_string();
+    assert!(
+        st["running"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("pid {pid} on ")),
+        "{st}"
+    );
+    let text = d.uphost(&["status"]).stdout;
+    assert!(
+        text.contains(&format!(": running (pid {pid} on ")),
+        "{text}"
+    );
+    let runs = d.uphost(&["runs"]).stdout;
+    assert!(runs.contains(" running "), "{runs}");
+
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let st = d.status();
+    assert_eq!(st["outcome"], "interrupted", "{st}");
+    assert!(st.get("running").is_none(), "{st}");
+    let text = d.uphost(&["status"]).stdout;
+    assert!(
+        text.contains(": interrupted (stopped before it finished; `uphost resume` continues it)"),
+        "{text}"
+    );
+    let runs = d.uphost(&["runs"]).stdout;
+    assert!(runs.contains(" interrupted "), "{runs}");
+    d.heal("ctl1");
+    let r = d.uphost(&["resume", "--yes"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert_eq!(d.status()["outcome"], "complete");
+}

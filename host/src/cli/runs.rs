@@ -19,14 +19,15 @@ struct RunView {
     dry_run: bool,
     only: Vec<String>,
     limit: Vec<String>,
-    /// `complete`, `failed`, `interrupted`, `rolled-back`, or `unfinished`
-    /// (killed, or running now).
+    /// `complete`, `failed`, `interrupted` (also: killed before it could
+    /// say so), `rolled-back`, or `running`.
     outcome: String,
 }
 
 /// List the runs.
 pub fn list(state_dir: &std::path::Path, format: StatusFormat) -> Result<i32, Error> {
     let current = journal::current_run(state_dir).ok();
+    let live = journal::lock::live_holder(state_dir).is_some();
     let mut runs = Vec::new();
     for id in journal::run_ids(state_dir) {
         let path = journal::run_dir(state_dir, &id).join("journal.jsonl");
@@ -36,7 +37,8 @@ pub fn list(state_dir: &std::path::Path, format: StatusFormat) -> Result<i32, Er
         };
         let outcome = match journal::last_record(&path)? {
             Some(Event::RunFinished { outcome, .. }) => outcome,
-            _ => "unfinished".to_string(),
+            _ if live && current.as_deref() == Some(id.as_str()) => "running".to_string(),
+            _ => "interrupted".to_string(),
         };
         runs.push(RunView {
             current: current.as_deref() == Some(id.as_str()),

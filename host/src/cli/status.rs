@@ -47,7 +47,11 @@ struct StatusView {
     run_id: String,
     /// The run executed no mutating command (`run --dry-run`).
     dry_run: bool,
+    /// `complete`, `failed`, `interrupted`, `rolled-back`, or `running`.
     outcome: String,
+    /// The uphost running it, while `outcome` is `running`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    running: Option<String>,
     complete: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     rollback: Option<RollbackView>,
@@ -72,9 +76,24 @@ pub fn show(
             path.display()
         )));
     };
-    let outcome = r
-        .outcome()
-        .unwrap_or_else(|| "running or interrupted".to_string());
+    // No outcome yet: running now (a live uphost holds the lock and this is
+    // the current run), or stopped without one (killed, crashed, a lost
+    // machine), which `resume` continues.
+    let holder = match r.outcome() {
+        Some(_) => None,
+        None if journal::current_run(state_dir).ok().as_deref() == Some(run_id.as_str()) => {
+            journal::lock::live_holder(state_dir)
+        }
+        None => None,
+    };
+    let outcome = r.outcome().unwrap_or_else(|| {
+        if holder.is_some() {
+            "running"
+        } else {
+            "interrupted"
+        }
+        .to_string()
+    });
     let mut services = Vec::new();
     for s in plan {
         let steps: Vec<StepView> = steps_of(s)
@@ -127,6 +146,7 @@ pub fn show(
     let view = StatusView {
         complete: outcome == "complete",
         dry_run: options.dry_run,
+        running: holder.map(|h| h.to_string()),
         run_id,
         outcome,
         rollback,
@@ -142,7 +162,13 @@ pub fn show(
                 "run {}{}: {}",
                 view.run_id,
                 if view.dry_run { " (dry run)" } else { "" },
-                view.outcome
+                match (&view.running, view.outcome.as_str()) {
+                    (Some(h), _) => format!("running ({h})"),
+                    (None, "interrupted") =>
+                        "interrupted (stopped before it finished; `uphost resume` continues it)"
+                            .to_string(),
+                    (None, o) => o.to_string(),
+                }
             );
             if let Some(rb) = &view.rollback {
                 if rb.complete {

@@ -119,6 +119,20 @@ pub fn acquire(state_dir: &Path, command: &str) -> Result<RunLock, LockError> {
     })
 }
 
+/// The holder of the lock if it is a live uphost on this machine (read
+/// from the lock file, checked against /proc; the lock itself is not
+/// touched, so a run starting meanwhile is never refused because of us).
+pub fn live_holder(state_dir: &Path) -> Option<Holder> {
+    let text = std::fs::read_to_string(state_dir.join("run.lock")).ok()?;
+    let h: Holder = serde_json::from_str(text.trim()).ok()?;
+    let cmdline = std::fs::read(format!("/proc/{}/cmdline", h.pid)).ok()?;
+    let is_uphost = cmdline
+        .split(|b| *b == 0)
+        .next()
+        .is_some_and(|argv0| argv0.ends_with(b"uphost"));
+    (h.host == hostname() && is_uphost).then_some(h)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
