@@ -100,7 +100,7 @@ fn need_terminal(yes: bool, dry_run: bool) -> Result<(), Error> {
     Ok(())
 }
 
-fn on_ctrl_c(runner: &Arc<Runner>) {
+fn on_ctrl_c(runner: &Arc<Runner>, transports: Arc<Transports>) {
     let r = runner.clone();
     tokio::spawn(async move {
         if tokio::signal::ctrl_c().await.is_ok() {
@@ -111,6 +111,7 @@ fn on_ctrl_c(runner: &Arc<Runner>) {
         }
         if tokio::signal::ctrl_c().await.is_ok() {
             errln!("aborted; `uphost resume` re-runs the steps that were in flight");
+            transports.close();
             std::process::exit(exit::INTERRUPTED);
         }
     });
@@ -272,7 +273,7 @@ async fn execute(
         transport.clone(),
         opts,
     );
-    on_ctrl_c(&runner);
+    on_ctrl_c(&runner, transport.clone());
     let outcome = runner.clone().run().await;
     let failures = runner.failures();
     drop(runner);
