@@ -424,8 +424,20 @@ fn a_second_run_is_refused_naming_the_holder() {
     assert!(r.stderr.contains("pid 4242 on ops-laptop"), "{}", r.stderr);
     assert!(d.ops("ctl1").is_empty());
     drop(f);
+    // Its holder went away without a clean release (its name is still in
+    // the file): the next run takes the lock over and says so.
     let r = d.uphost(&["run", "--yes"]);
     assert_eq!(r.code, 0, "{}", r.all());
+    assert!(
+        r.stderr
+            .contains("the previous uphost (pid 4242 on ops-laptop")
+            && r.stderr.contains("stopped without releasing the run lock"),
+        "{}",
+        r.stderr
+    );
+    // A clean release leaves nothing to report.
+    let r = d.uphost(&["run", "--yes", "--dry-run"]);
+    assert!(!r.stderr.contains("without releasing"), "{}", r.stderr);
 }
 
 #[test]

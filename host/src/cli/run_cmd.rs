@@ -91,6 +91,15 @@ pub async fn check(
     Ok(if failed == 0 { exit::OK } else { exit::FAILED })
 }
 
+/// Say so when the last uphost died holding the run lock.
+fn tell_taken_over(lock: &journal::lock::RunLock) {
+    if let Some(h) = &lock.took_over {
+        tracing::warn!(
+            "the previous uphost ({h}) stopped without releasing the run lock (killed or crashed); lock taken over"
+        );
+    }
+}
+
 fn need_terminal(yes: bool, dry_run: bool) -> Result<(), Error> {
     if !yes && !dry_run && !std::io::stdin().is_terminal() {
         return Err(Error::Usage(
@@ -124,9 +133,7 @@ pub async fn run(session: Session, args: &RunArgs, cli: &Cli) -> Result<i32, Err
     need_terminal(args.yes, args.dry_run)?;
     let state_dir = session.cfg.state_dir.clone();
     let lock = journal::lock::acquire(&state_dir, "run")?;
-    if let Some(h) = &lock.took_over {
-        tracing::info!("previous lock holder ({h}) is gone; lock taken over");
-    }
+    tell_taken_over(&lock);
     // A dry run changes nothing, so it may look ahead while a real run is
     // unfinished; it is kept beside that run, which stays the current one.
     let aside = match unfinished(&state_dir) {
@@ -435,7 +442,8 @@ pub async fn resume(
     cli: &Cli,
 ) -> Result<i32, Error> {
     let state_dir = session.cfg.state_dir.clone();
-    let _lock = journal::lock::acquire(&state_dir, "resume")?;
+    let lock = journal::lock::acquire(&state_dir, "resume")?;
+    tell_taken_over(&lock);
     let run_id = journal::current_run(&state_dir)?;
     let (journal, replayed) = Journal::reopen(&state_dir, &run_id, observers(cli))?;
     match replayed.outcome().as_deref() {

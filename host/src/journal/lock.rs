@@ -56,9 +56,18 @@ pub enum LockError {
 
 /// A held run lock (released on drop, or by the kernel if we die).
 pub struct RunLock {
-    _file: File,
-    /// A stale holder we took over from, to tell the operator.
+    file: File,
+    /// A holder that died holding the lock (its name was still in the
+    /// file), to tell the operator.
     pub took_over: Option<Holder>,
+}
+
+impl Drop for RunLock {
+    fn drop(&mut self) {
+        // A clean release leaves no name behind: a name found by the next
+        // holder means its owner died with the lock.
+        let _ = self.file.set_len(0);
+    }
 }
 
 /// The machine's host name.
@@ -114,7 +123,7 @@ pub fn acquire(state_dir: &Path, command: &str) -> Result<RunLock, LockError> {
     .map_err(io)?;
     file.sync_data().map_err(io)?;
     Ok(RunLock {
-        _file: file,
+        file,
         took_over: prev,
     })
 }
@@ -145,7 +154,17 @@ mod tests {
         let s = e.to_string();
         assert!(s.contains(&format!("pid {}", std::process::id())), "{s}");
         drop(a);
+        // Released cleanly: nobody to report.
         let b = acquire(dir.path(), "resume").unwrap();
-        assert_eq!(b.took_over.unwrap().command, "run");
+        assert!(b.took_over.is_none());
+        drop(b);
+        // A holder that died with the lock left its name.
+        std::fs::write(
+            dir.path().join("run.lock"),
+            r#"{"pid":4242,"host":"h","since":"t","command":"run"}"#,
+        )
+        .unwrap();
+        let c = acquire(dir.path(), "resume").unwrap();
+        assert_eq!(c.took_over.as_ref().map(|h| h.pid), Some(4242));
     }
 }
