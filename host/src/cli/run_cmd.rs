@@ -138,13 +138,13 @@ pub async fn run(session: Session, args: &RunArgs, cli: &Cli) -> Result<i32, Err
     // unfinished; it is kept beside that run, which stays the current one.
     let aside = match unfinished(&state_dir) {
         Some(_) if args.abandon_unfinished => None,
-        Some(_) if args.dry_run => journal::current_run(&state_dir).ok(),
-        Some(why) => return Err(Error::Usage(why)),
+        Some((id, _)) if args.dry_run => Some(id),
+        Some((_, why)) => return Err(Error::Usage(why)),
         None => None,
     };
     let run_id = new_run_id();
     // The run becomes current once its start is on disk.
-    let journal = Journal::create_aside(&state_dir, &run_id, observers(cli))?;
+    let journal = Journal::create(&state_dir, &run_id, observers(cli))?;
     let recorded = RunOptionsRecord {
         dry_run: args.dry_run,
         only: args.only.clone(),
@@ -206,8 +206,9 @@ pub async fn run(session: Session, args: &RunArgs, cli: &Cli) -> Result<i32, Err
 /// Why a new run must not start: the current run stopped half-way after
 /// changing the cluster (a real run, not finished, not rolled back), so a
 /// new run would lose its place, its plugin state (backup paths) and its
-/// rollback. `None` when there is no such run.
-fn unfinished(state_dir: &std::path::Path) -> Option<String> {
+/// rollback. That run's id and the refusal, or `None` when there is no such
+/// run.
+fn unfinished(state_dir: &std::path::Path) -> Option<(String, String)> {
     let id = journal::current_run(state_dir).ok()?;
     let path = journal::run_dir(state_dir, &id).join("journal.jsonl");
     // The usual case, a run that finished, is read off the journal's tail;
@@ -240,7 +241,7 @@ fn unfinished(state_dir: &std::path::Path) -> Option<String> {
         })
         .take(3)
         .collect();
-    Some(format!(
+    let why = format!(
         "run {id} stopped half-way ({}) and has changed the cluster: `uphost resume` continues it{} (`uphost status` shows where it stands). To give it up and start over, pass --abandon-unfinished (its journal stays in {})",
         if failed.is_empty() {
             "stopped between steps".to_string()
@@ -253,7 +254,8 @@ fn unfinished(state_dir: &std::path::Path) -> Option<String> {
             ""
         },
         journal::run_dir(state_dir, &id).display()
-    ))
+    );
+    Some((id, why))
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -93,6 +93,14 @@ pub struct RollbackPlan {
     pub irreversible: Vec<String>,
 }
 
+/// `JournalError::Io` for errors on `path`.
+pub(crate) fn io_error(path: &Path) -> impl Fn(std::io::Error) -> JournalError + Copy + '_ {
+    move |source| JournalError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
 /// What a journal says, replayed.
 #[derive(Debug, Clone, Default)]
 pub struct Replayed {
@@ -139,10 +147,7 @@ impl Replayed {
 /// empty journal.
 pub fn last_record(path: &Path) -> Result<Option<Event>, JournalError> {
     use std::io::{Read, Seek, SeekFrom};
-    let io = |source| JournalError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
+    let io = io_error(path);
     let mut f = File::open(path).map_err(io)?;
     let len = f.metadata().map_err(io)?.len();
     let from = len.saturating_sub(1 << 16);
@@ -184,10 +189,7 @@ pub struct Records {
 
 /// Open a journal for streaming.
 pub fn records(path: &Path) -> Result<Records, JournalError> {
-    let file = File::open(path).map_err(|source| JournalError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let file = File::open(path).map_err(io_error(path))?;
     let total = file.metadata().map(|m| m.len()).unwrap_or(0);
     Ok(Records {
         path: path.to_path_buf(),
@@ -220,10 +222,7 @@ impl Iterator for Records {
             Ok(n) => n,
             Err(source) => {
                 self.done = true;
-                return Some(Err(JournalError::Io {
-                    path: self.path.clone(),
-                    source,
-                }));
+                return Some(Err(io_error(&self.path)(source)));
             }
         };
         if n == 0 || self.line.last() != Some(&b'\n') {
@@ -343,12 +342,11 @@ pub type Observer = Box<dyn Fn(&Event) + Send + Sync>;
 
 struct Inner {
     file: File,
-    /// Records written so far.
-    written: u64,
     state: BTreeMap<(String, String), String>,
     replay: HashMap<(StepKey, u32), CommandRecord>,
-    /// Bytes of whole records in the file: a failed write is cut back to
-    /// this, so no record ever follows a torn one.
+    /// Bytes of whole records in the file (what an fsync makes durable);
+    /// a failed write is cut back to this, so no record ever follows a
+    /// torn one.
     len: u64,
     /// The first write or sync failure. From then on nothing more is
     /// written (the journal ends at its last whole record) and the run
@@ -367,7 +365,7 @@ pub struct Journal {
     sync_file: File,
     /// Serialises fsyncs; with `synced`, gives group commit.
     sync_lock: Mutex<()>,
-    /// Every record up to this count is on disk.
+    /// Every byte up to this offset is on disk.
     synced: std::sync::atomic::AtomicU64,
     start: Instant,
     base_ms: u64,
@@ -439,10 +437,7 @@ pub fn run_ids(state_dir: &Path) -> Vec<String> {
 /// rest; `None` for an empty journal or a torn first record.
 pub fn first_record(path: &Path) -> Result<Option<Event>, JournalError> {
     use std::io::BufRead;
-    let io = |source| JournalError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
+    let io = io_error(path);
     let mut line = Vec::new();
     std::io::BufReader::new(File::open(path).map_err(io)?)
         .read_until(b'\n', &mut line)
@@ -479,49 +474,25 @@ fn set_current(root: &cap_std::fs::Dir, run_id: &str) -> std::io::Result<()> {
 /// A capability handle on the state directory (created if missing): the
 /// journal writes through it, so no name can reach outside it.
 pub(crate) fn state_root(state_dir: &Path) -> Result<cap_std::fs::Dir, JournalError> {
-    let io = |source| JournalError::Io {
-        path: state_dir.to_path_buf(),
-        source,
-    };
+    let io = io_error(state_dir);
     std::fs::create_dir_all(state_dir).map_err(io)?;
     cap_std::fs::Dir::open_ambient_dir(state_dir, cap_std::ambient_authority()).map_err(io)
 }
 
 impl Journal {
-    /// Start a new run's journal, which becomes the current run (the one
-    /// `status`, `report` and `resume` use by default).
+    /// Start a new run's journal. It is not yet the current run (the one
+    /// `status`, `report` and `resume` use by default): `make_current` makes
+    /// it so once its start is on disk; a dry run beside an unfinished real
+    /// run never is.
     pub fn create(
         state_dir: &Path,
         run_id: &str,
         observers: Vec<Observer>,
     ) -> Result<Journal, JournalError> {
-        Self::create_as(state_dir, run_id, observers, true)
-    }
-
-    /// Start a new run's journal beside the current run, which stays
-    /// current: a dry run made while a real run is unfinished must not take
-    /// the real run's place (`resume` would lose it).
-    pub fn create_aside(
-        state_dir: &Path,
-        run_id: &str,
-        observers: Vec<Observer>,
-    ) -> Result<Journal, JournalError> {
-        Self::create_as(state_dir, run_id, observers, false)
-    }
-
-    fn create_as(
-        state_dir: &Path,
-        run_id: &str,
-        observers: Vec<Observer>,
-        current: bool,
-    ) -> Result<Journal, JournalError> {
         check_run_id(run_id)?;
         let dir = run_dir(state_dir, run_id);
         let path = dir.join("journal.jsonl");
-        let io = |source| JournalError::Io {
-            path: path.clone(),
-            source,
-        };
+        let io = io_error(&path);
         let root = state_root(state_dir)?;
         let rel = Path::new("runs").join(run_id);
         root.create_dir_all(&rel).map_err(io)?;
@@ -534,16 +505,12 @@ impl Journal {
         if let Ok(d) = root.open_dir(&rel) {
             let _ = d.into_std_file().sync_all();
         }
-        if current {
-            set_current(&root, run_id).map_err(io)?;
-        }
         let sync_file = file.try_clone().map_err(io)?;
         Ok(Journal {
             run_id: run_id.to_string(),
             path,
             inner: Mutex::new(Inner {
                 file,
-                written: 0,
                 state: BTreeMap::new(),
                 replay: HashMap::new(),
                 len: 0,
@@ -560,11 +527,8 @@ impl Journal {
 
     /// Make this run the current one (once its first record is on disk).
     pub fn make_current(&self, state_dir: &Path) -> Result<(), JournalError> {
-        let io = |source| JournalError::Io {
-            path: state_dir.join("current"),
-            source,
-        };
-        set_current(&state_root(state_dir)?, &self.run_id).map_err(io)
+        set_current(&state_root(state_dir)?, &self.run_id)
+            .map_err(io_error(&state_dir.join("current")))
     }
 
     /// Remove a run that could not record its start (nothing ran).
@@ -584,10 +548,7 @@ impl Journal {
         check_run_id(run_id)?;
         let path = run_dir(state_dir, run_id).join("journal.jsonl");
         let r = replay_summary(&path)?;
-        let io = |source| JournalError::Io {
-            path: path.clone(),
-            source,
-        };
+        let io = io_error(&path);
         let file = std::fs::OpenOptions::new()
             .append(true)
             .open(&path)
@@ -601,7 +562,6 @@ impl Journal {
                 path: path.clone(),
                 inner: Mutex::new(Inner {
                     file,
-                    written: 0,
                     state: r.state.clone(),
                     replay: r.commands.clone(),
                     len: r.valid_len,
@@ -722,7 +682,7 @@ impl Journal {
         }
     }
 
-    /// Make every record up to `upto` durable. Group commit: a caller whose
+    /// Make every byte up to offset `upto` durable. Group commit: a caller whose
     /// record was covered by another caller's fsync returns at once.
     fn sync_upto(&self, upto: u64) {
         use std::sync::atomic::Ordering;
@@ -733,7 +693,7 @@ impl Journal {
         if self.synced.load(Ordering::Acquire) >= upto {
             return;
         }
-        let target = self.inner.lock().unwrap_or_else(|p| p.into_inner()).written;
+        let target = self.inner.lock().unwrap_or_else(|p| p.into_inner()).len;
         match self.sync_file.sync_data() {
             Ok(()) => {
                 self.synced.fetch_max(target, Ordering::AcqRel);
@@ -765,9 +725,8 @@ impl Sink for Journal {
             } else {
                 match g.file.write_all(&line) {
                     Ok(()) => {
-                        g.written += 1;
                         g.len += line.len() as u64;
-                        Some(g.written)
+                        Some(g.len)
                     }
                     Err(e) => {
                         Self::fail(&self.path, &mut g, e);
@@ -808,8 +767,8 @@ impl Sink for Journal {
     }
 
     fn barrier(&self) {
-        let written = self.inner.lock().unwrap_or_else(|p| p.into_inner()).written;
-        self.sync_upto(written);
+        let len = self.inner.lock().unwrap_or_else(|p| p.into_inner()).len;
+        self.sync_upto(len);
     }
 
     fn write_error(&self) -> Option<String> {
@@ -854,6 +813,7 @@ mod tests {
             key: "backup".into(),
             value: Some("/b.sql".into()),
         });
+        j.make_current(dir.path()).unwrap();
         drop(j);
         let path = run_dir(dir.path(), "r1").join("journal.jsonl");
         let mut f = std::fs::OpenOptions::new()

@@ -321,10 +321,7 @@ pub fn write(state_dir: &Path, run_id: &str) -> Result<PathBuf, JournalError> {
         return Err(e);
     }
     let out = journal::run_dir(state_dir, run_id).join("report.html");
-    let io = |source| JournalError::Io {
-        path: out.clone(),
-        source,
-    };
+    let io = journal::io_error(&out);
     // Through the journal's handle on the run's directory; written aside and
     // renamed, so a full disk leaves the previous report or none, never half
     // of one.
