@@ -270,10 +270,7 @@ pub async fn main(cli: Cli) -> Result<i32, Error> {
         } => test_cmd::test(path, scenarios, wasm_dir.as_deref(), cli.quiet).await,
         Command::New(NewCmd::Plugin { name, dir, sdk }) => new::plugin(name, dir, sdk.as_deref()),
         Command::Report { run, state_dir } => {
-            let dir = match state_dir {
-                Some(d) => d.clone(),
-                None => Config::load(cli.config.as_deref())?.state_dir,
-            };
+            let dir = state_dir_of(&cli, state_dir.as_ref())?;
             let run_id = match run {
                 Some(r) => r.clone(),
                 None => crate::journal::current_run(&dir)?,
@@ -283,10 +280,7 @@ pub async fn main(cli: Cli) -> Result<i32, Error> {
             Ok(exit::OK)
         }
         Command::Runs { format, state_dir } => {
-            let dir = match state_dir {
-                Some(d) => d.clone(),
-                None => Config::load(cli.config.as_deref())?.state_dir,
-            };
+            let dir = state_dir_of(&cli, state_dir.as_ref())?;
             runs::list(&dir, *format)
         }
         Command::Status {
@@ -294,10 +288,7 @@ pub async fn main(cli: Cli) -> Result<i32, Error> {
             format,
             state_dir,
         } => {
-            let dir = match state_dir {
-                Some(d) => d.clone(),
-                None => Config::load(cli.config.as_deref())?.state_dir,
-            };
+            let dir = state_dir_of(&cli, state_dir.as_ref())?;
             status::show(&dir, run.as_deref(), *format)
         }
         Command::Plugins(p) => {
@@ -320,11 +311,7 @@ pub async fn main(cli: Cli) -> Result<i32, Error> {
             run_cmd::check(session, only, limit, &cli).await
         }
         Command::Run(args) => {
-            let mut cfg = Config::load(cli.config.as_deref())?;
-            if let Some(d) = &args.state_dir {
-                cfg.state_dir = d.clone();
-            }
-            let session = Session::open(cfg).await?;
+            let session = Session::open(config_with(&cli, args.state_dir.as_ref())?).await?;
             run_cmd::run(session, args, &cli).await
         }
         Command::Resume {
@@ -332,13 +319,28 @@ pub async fn main(cli: Cli) -> Result<i32, Error> {
             forks,
             state_dir,
         } => {
-            let mut cfg = Config::load(cli.config.as_deref())?;
-            if let Some(d) = state_dir {
-                cfg.state_dir = d.clone();
-            }
-            let session = Session::open(cfg).await?;
+            let session = Session::open(config_with(&cli, state_dir.as_ref())?).await?;
             run_cmd::resume(session, *yes, *forks, &cli).await
         }
+    }
+}
+
+/// The configuration, with `--state-dir` (when given) in place of its
+/// state directory.
+fn config_with(cli: &Cli, state_dir: Option<&PathBuf>) -> Result<Config, Error> {
+    let mut cfg = Config::load(cli.config.as_deref())?;
+    if let Some(d) = state_dir {
+        cfg.state_dir = d.clone();
+    }
+    Ok(cfg)
+}
+
+/// The state directory: `--state-dir`, else the configuration's (the file
+/// is read only when it is needed).
+fn state_dir_of(cli: &Cli, state_dir: Option<&PathBuf>) -> Result<PathBuf, Error> {
+    match state_dir {
+        Some(d) => Ok(d.clone()),
+        None => Ok(Config::load(cli.config.as_deref())?.state_dir),
     }
 }
 

@@ -27,7 +27,6 @@ struct RunView {
 /// List the runs.
 pub fn list(state_dir: &std::path::Path, format: StatusFormat) -> Result<i32, Error> {
     let current = journal::current_run(state_dir).ok();
-    let live = journal::lock::live_holder(state_dir).is_some();
     let mut runs = Vec::new();
     for id in journal::run_ids(state_dir) {
         let path = journal::run_dir(state_dir, &id).join("journal.jsonl");
@@ -37,8 +36,9 @@ pub fn list(state_dir: &std::path::Path, format: StatusFormat) -> Result<i32, Er
         };
         let outcome = match journal::last_record(&path)? {
             Some(Event::RunFinished { outcome, .. }) => outcome,
-            _ if live && current.as_deref() == Some(id.as_str()) => "running".to_string(),
-            _ => "interrupted".to_string(),
+            _ => {
+                super::status::unfinished_outcome(journal::lock::running(state_dir, &id).is_some())
+            }
         };
         runs.push(RunView {
             current: current.as_deref() == Some(id.as_str()),

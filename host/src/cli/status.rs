@@ -58,6 +58,11 @@ struct StatusView {
     services: Vec<ServiceView>,
 }
 
+/// The outcome of a run whose journal has none yet.
+pub(super) fn unfinished_outcome(running: bool) -> String {
+    if running { "running" } else { "interrupted" }.to_string()
+}
+
 /// Show a run's status.
 pub fn show(
     state_dir: &std::path::Path,
@@ -76,24 +81,15 @@ pub fn show(
             path.display()
         )));
     };
-    // No outcome yet: running now (a live uphost holds the lock and this is
-    // the current run), or stopped without one (killed, crashed, a lost
-    // machine), which `resume` continues.
-    let holder = match r.outcome() {
-        Some(_) => None,
-        None if journal::current_run(state_dir).ok().as_deref() == Some(run_id.as_str()) => {
-            journal::lock::live_holder(state_dir)
+    // No outcome yet: running now, or stopped without one (killed,
+    // crashed, a lost machine), which `resume` continues.
+    let (outcome, holder) = match r.outcome() {
+        Some(o) => (o, None),
+        None => {
+            let h = journal::lock::running(state_dir, &run_id);
+            (unfinished_outcome(h.is_some()), h)
         }
-        None => None,
     };
-    let outcome = r.outcome().unwrap_or_else(|| {
-        if holder.is_some() {
-            "running"
-        } else {
-            "interrupted"
-        }
-        .to_string()
-    });
     let mut services = Vec::new();
     for s in plan {
         let steps: Vec<StepView> = steps_of(s)

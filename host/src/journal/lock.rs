@@ -142,6 +142,14 @@ pub fn live_holder(state_dir: &Path) -> Option<Holder> {
     (h.host == hostname() && is_uphost).then_some(h)
 }
 
+/// The uphost running `run_id` now: the lock's live holder, when `run_id`
+/// is the current run (a run that is not current is not running).
+pub fn running(state_dir: &Path, run_id: &str) -> Option<Holder> {
+    (super::current_run(state_dir).ok()? == run_id)
+        .then(|| live_holder(state_dir))
+        .flatten()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
