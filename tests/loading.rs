@@ -23,9 +23,7 @@ fn assert_input_error(d: &Demo, args: &[&str], needles: &[&str]) {
 #[test]
 fn plan_json_lists_every_dependency_first() {
     let d = Demo::new(SEED_PLUGINS, true);
-    let r = d.uphost(&["plan", "--format", "json"]);
-    assert_eq!(r.code, 0, "{}", r.all());
-    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    let v = d.json(&["plan", "--format", "json"]);
     let services = v["services"].as_array().unwrap();
     assert_eq!(services.len(), SEED_PLUGINS.len());
     let names: Vec<&str> = services

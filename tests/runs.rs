@@ -329,9 +329,7 @@ fn a_new_run_over_a_half_done_one_needs_abandon_unfinished() {
         "the dry run wrote to the real run's journal"
     );
     // `uphost runs` lists both, oldest first, the real run marked current.
-    let r = d.uphost(&["runs", "--format", "json"]);
-    let runs: serde_json::Value =
-        serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("{e}: {}", r.all()));
+    let runs = d.json(&["runs", "--format", "json"]);
     let runs = runs.as_array().unwrap();
     assert_eq!(runs.len(), 2, "{runs:?}");
     assert_eq!(runs[0]["run_id"], first);
@@ -353,9 +351,7 @@ fn a_new_run_over_a_half_done_one_needs_abandon_unfinished() {
                 .any(|l| l.starts_with(&format!("  {dry}")) && l.contains("--dry-run")),
         "{text}"
     );
-    let r = d.uphost(&["status", dry, "--format", "json"]);
-    let st: serde_json::Value =
-        serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("{e}: {}", r.all()));
+    let st = d.json(&["status", dry, "--format", "json"]);
     assert_eq!(st["dry_run"], true, "{st}");
     // Given up explicitly: a new run starts, and its pre-flight finds the
     // node the first run left stopped (which is why it needed asking).

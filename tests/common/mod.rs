@@ -235,9 +235,14 @@ impl Demo {
 
     /// Parse `uphost status --format json`.
     pub fn status(&self) -> serde_json::Value {
-        let r = self.uphost(&["status", "--format", "json"]);
+        self.json(&["status", "--format", "json"])
+    }
+
+    /// The JSON a successful `uphost ARGS` prints.
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let r = self.uphost(args);
         assert_eq!(r.code, 0, "{}", r.all());
-        serde_json::from_str(&r.stdout).expect("status json")
+        serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("{e}: {}", r.all()))
     }
 
     /// The latest run's journal events.
