@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use uphost::capabilities::Grant;
 use uphost::config::Limits;
 use uphost::events::{Phase, StepKey};
-use uphost::execution::memsink::MemorySink;
+use uphost::journal::memory::MemorySink;
 use uphost::loading::{self, cache::Cache};
 use uphost::runtime::bindings::uphost::plugin::types;
 use uphost::runtime::{CallEnv, EngineLimits, Hook, HookCtx, Runtime, call_hook};

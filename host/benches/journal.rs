@@ -31,7 +31,7 @@ fn record_phase(j: &Journal, i: usize, phase: Phase) {
     j.emit(Event::StepFinished {
         step: step(i, phase),
         at_ms: 1,
-        status: "ok".into(),
+        status: uphost::events::StepResult::Ok,
         duration_ms: 1,
         error: None,
     });

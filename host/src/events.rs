@@ -84,9 +84,9 @@ pub struct CommandRecord {
     /// Why it produced no status (timeout, spawn failure, unreachable).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
-    /// Error kind for replay: `timeout`, `spawn-failed`, `unreachable`.
+    /// Error kind for replay: `timeout`, `spawn-failed`, `unreachable`, …
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error_kind: Option<String>,
+    pub error_kind: Option<ErrorKind>,
     /// Standard output (capped; lossy UTF-8).
     #[serde(default)]
     pub stdout: String,
@@ -138,7 +138,7 @@ pub enum Event {
         /// Milliseconds since the run started.
         at_ms: u64,
         /// `ok` or `failed`.
-        status: String,
+        status: StepResult,
         /// Wall time of the step.
         duration_ms: u64,
         /// Why it failed.
@@ -187,7 +187,7 @@ pub enum Event {
         /// Step.
         step: StepKey,
         /// `debug`, `info`, `warn`, `error`, `progress`, `stdout`, `stderr`.
-        level: String,
+        level: LogLevel,
         /// Text.
         message: String,
         /// Milliseconds since the run started.
@@ -229,10 +229,127 @@ pub enum Event {
     /// The run ended.
     RunFinished {
         /// `complete`, `failed`, `interrupted`, `rolled-back`.
-        outcome: String,
+        outcome: Outcome,
         /// Milliseconds since the run started.
         at_ms: u64,
     },
+}
+
+/// Declares a closed vocabulary the journal writes as kebab-case words:
+/// the enum, its word (`as_str`, also its `Display`) and serde under the
+/// same words, so journals written before the type existed replay.
+macro_rules! words {
+    ($(#[$m:meta])* $name:ident { $($(#[$vm:meta])* $v:ident = $w:literal,)* }) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        pub enum $name {
+            $($(#[$vm])* #[serde(rename = $w)] $v,)*
+        }
+
+        impl $name {
+            /// Every word, in declaration order.
+            pub const ALL: &'static [$name] = &[$($name::$v,)*];
+
+            /// The journal's word for it.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$v => $w,)*
+                }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+words! {
+    /// How a run ended (`run-finished`'s `outcome`).
+    Outcome {
+        /// Every step done. Final.
+        Complete = "complete",
+        /// A step failed and nothing was rolled back; `resume` retries.
+        Failed = "failed",
+        /// Failed, then rolled back. Final: a new run starts over.
+        RolledBack = "rolled-back",
+        /// Stopped by the operator (Ctrl-C, a declined confirmation) or by
+        /// a journal that could not be written; `resume` continues.
+        Interrupted = "interrupted",
+    }
+}
+
+impl Outcome {
+    /// Nothing is left to do in a run that ended so: it cannot be resumed,
+    /// and a new run may start after it.
+    pub fn is_final(self) -> bool {
+        matches!(self, Outcome::Complete | Outcome::RolledBack)
+    }
+}
+
+words! {
+    /// How a step ended (`step-finished`'s `status`).
+    StepResult {
+        /// The hook returned success.
+        Ok = "ok",
+        /// The hook failed, trapped or timed out.
+        Failed = "failed",
+    }
+}
+
+words! {
+    /// A log record's level: the plugin's own levels, its progress
+    /// milestones, and what it wrote to its stdout/stderr.
+    LogLevel {
+        /// Detail.
+        Debug = "debug",
+        /// Information.
+        Info = "info",
+        /// A warning.
+        Warn = "warn",
+        /// An error.
+        Error = "error",
+        /// A progress milestone.
+        Progress = "progress",
+        /// The guest's standard output.
+        Stdout = "stdout",
+        /// The guest's standard error.
+        Stderr = "stderr",
+    }
+}
+
+impl LogLevel {
+    /// Shown to the operator without `-v`.
+    pub fn is_notable(self) -> bool {
+        matches!(self, LogLevel::Warn | LogLevel::Error | LogLevel::Progress)
+    }
+}
+
+words! {
+    /// Why a command produced no exit status (`error_kind`).
+    ErrorKind {
+        /// It ran past its timeout and was killed.
+        Timeout = "timeout",
+        /// It could not be started.
+        SpawnFailed = "spawn-failed",
+        /// No connection to the node.
+        Unreachable = "unreachable",
+        /// The node refused the credentials.
+        AuthenticationFailed = "authentication-failed",
+        /// The node's host key was refused.
+        HostKeyRejected = "host-key-rejected",
+        /// The connection dropped while the command ran.
+        ConnectionDropped = "connection-dropped",
+    }
+}
+
+impl ErrorKind {
+    /// A failure to reach the node (as opposed to one of the command).
+    pub fn is_connection(self) -> bool {
+        !matches!(self, ErrorKind::Timeout | ErrorKind::SpawnFailed)
+    }
 }
 
 /// Options of a run, as recorded for resume.
@@ -283,6 +400,12 @@ pub trait Sink: Send + Sync {
     /// Plugin state.
     fn state_get(&self, service: &str, key: &str) -> Option<String>;
 
+    /// How much state `service` holds: its keys and the bytes of their
+    /// values (the budget a plugin's state is held to).
+    fn state_held(&self, _service: &str) -> (usize, usize) {
+        (0, 0)
+    }
+
     /// Milliseconds since the run started (for event timestamps).
     fn now_ms(&self) -> u64;
 
@@ -300,6 +423,17 @@ pub trait Sink: Send + Sync {
     /// (a command's result). Like a failed write, it stops the run, and
     /// the steps in flight are left for `resume` to replay, not failed.
     fn no_room(&self, _why: String) {}
+}
+
+/// The keys of `service` in a state map and the bytes of their values.
+pub fn held_by(
+    state: &std::collections::BTreeMap<(String, String), String>,
+    service: &str,
+) -> (usize, usize) {
+    state
+        .range((service.to_string(), String::new())..)
+        .take_while(|((s, _), _)| s == service)
+        .fold((0, 0), |(n, b), ((_, k), v)| (n + 1, b + k.len() + v.len()))
 }
 
 /// Milliseconds since the Unix epoch formatted as RFC 3339.

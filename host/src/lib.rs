@@ -44,6 +44,7 @@ pub mod report;
 pub mod runtime;
 pub mod terminal;
 pub mod transport;
+pub mod untrusted;
 
 /// Every error a command can end with.
 #[derive(Debug, thiserror::Error)]
@@ -91,4 +92,64 @@ pub enum Error {
         /// Why.
         source: std::io::Error,
     },
+}
+
+/// What kind of failure an [`Error`] is: it decides the exit code and how
+/// the operator goes on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The command line asks for something that cannot be done as asked.
+    Usage,
+    /// An input file (configuration, inventory, plugin, lock, journal) is
+    /// wrong: fix the file named.
+    BadInput,
+    /// Refused by policy: plugins not approved as they stand, another run
+    /// holding the lock.
+    Refused,
+    /// The work was tried and did not succeed (I/O, a run that could not
+    /// start or finish).
+    Failed,
+    /// Stopped by the operator; resumable.
+    Interrupted,
+}
+
+impl ErrorKind {
+    /// The process exit code for it.
+    pub fn exit_code(self) -> i32 {
+        match self {
+            ErrorKind::Usage | ErrorKind::BadInput | ErrorKind::Refused => cli::exit::INPUT,
+            ErrorKind::Failed => cli::exit::FAILED,
+            ErrorKind::Interrupted => cli::exit::INTERRUPTED,
+        }
+    }
+}
+
+impl Error {
+    /// Its kind.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::Usage(_) => ErrorKind::Usage,
+            Error::Config(_)
+            | Error::Load(_)
+            | Error::Plan(_)
+            | Error::Runtime(_)
+            | Error::Lock(_) => ErrorKind::BadInput,
+            Error::Unapproved { .. } | Error::RunLock(_) => ErrorKind::Refused,
+            Error::Journal(_) | Error::Failed(_) | Error::Io { .. } => ErrorKind::Failed,
+        }
+    }
+
+    /// What to do about it, where the message itself does not say.
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            Error::Journal(journal::JournalError::Corrupt { .. }) => Some(
+                "the journal is the record of what ran: restore it from a backup, or give the run up with `uphost run --abandon-unfinished`".to_string(),
+            ),
+            Error::Io { path, .. } => Some(format!(
+                "check that {} exists and that uphost may read and write it",
+                path.display()
+            )),
+            _ => None,
+        }
+    }
 }

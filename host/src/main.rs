@@ -42,12 +42,10 @@ fn main() {
         Ok(code) => code,
         Err(e) => {
             let _ = writeln!(std::io::stderr(), "error: {e}");
-            match e {
-                uphost::Error::Failed(_) | uphost::Error::Journal(_) | uphost::Error::Io { .. } => {
-                    exit::FAILED
-                }
-                _ => exit::INPUT,
+            if let Some(hint) = e.hint() {
+                let _ = writeln!(std::io::stderr(), "hint: {hint}");
             }
+            e.kind().exit_code()
         }
     };
     rt.shutdown_background();

@@ -25,9 +25,12 @@
 //! export_plugin!(Memcached);
 //! ```
 
-pub mod pattern;
-pub mod script;
 pub mod testing;
+
+/// The argument pattern language of capabilities (shared with the host).
+pub use uphost_words::pattern;
+/// Scripted command responses (shared with `uphost test`).
+pub use uphost_words::script;
 
 mod cx;
 mod error;

@@ -7,6 +7,7 @@ use crate::execution::confirm::Confirm;
 use crate::execution::session::Session;
 
 use super::exit;
+use crate::untrusted::line as shown;
 
 /// Approve `names` (or every plugin with `all`).
 pub fn approve(session: &Session, names: &[String], all: bool, yes: bool) -> Result<i32, Error> {
@@ -49,8 +50,8 @@ pub fn approve(session: &Session, names: &[String], all: bool, yes: bool) -> Res
         }
         outln!(
             "{name} {} ({}, sha256 {})",
-            p.meta.version,
-            p.file_name(),
+            shown(&p.meta.version),
+            shown(&p.file_name()),
             p.sha256
         );
         if let Err(u @ Unapproved::HashChanged { .. }) = &status {
@@ -74,7 +75,10 @@ pub fn approve(session: &Session, names: &[String], all: bool, yes: bool) -> Res
         for c in &p.meta.capabilities {
             outln!("  {}{}", mark(c), c.display());
             if !c.reason.is_empty() {
-                outln!("        why: {}", c.reason);
+                outln!("        why: {}", shown(&c.reason));
+            }
+            for d in c.dangers() {
+                outln!("        ! DANGER: {d}");
             }
         }
         if let Some(g) = before {

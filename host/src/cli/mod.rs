@@ -271,10 +271,7 @@ pub async fn main(cli: Cli) -> Result<i32, Error> {
         Command::New(NewCmd::Plugin { name, dir, sdk }) => new::plugin(name, dir, sdk.as_deref()),
         Command::Report { run, state_dir } => {
             let dir = state_dir_of(&cli, state_dir.as_ref())?;
-            let run_id = match run {
-                Some(r) => r.clone(),
-                None => crate::journal::current_run(&dir)?,
-            };
+            let run_id = crate::execution::inspect::run_or_current(&dir, run.as_deref())?;
             let path = crate::report::write(&dir, &run_id)?;
             outln!("{}", path.display());
             Ok(exit::OK)
@@ -292,9 +289,14 @@ pub async fn main(cli: Cli) -> Result<i32, Error> {
             status::show(&dir, run.as_deref(), *format)
         }
         Command::Plugins(p) => {
-            let session = Session::open(Config::load(cli.config.as_deref())?).await?;
+            let cfg = Config::load(cli.config.as_deref())?;
+            if let PluginsCmd::List = p {
+                let (session, failed) = Session::open_listing(cfg).await?;
+                return plugins_list(&session, &failed);
+            }
+            let session = Session::open(cfg).await?;
             match p {
-                PluginsCmd::List => plugins_list(&session),
+                PluginsCmd::List => unreachable!("listed above"),
                 PluginsCmd::Inspect { name } => plugins_inspect(&session, name),
                 PluginsCmd::Approve { names, all, yes } => {
                     approve::approve(&session, names, *all, *yes)
@@ -344,7 +346,7 @@ fn state_dir_of(cli: &Cli, state_dir: Option<&PathBuf>) -> Result<PathBuf, Error
     }
 }
 
-fn plugins_list(session: &Session) -> Result<i32, Error> {
+fn plugins_list(session: &Session, failed: &[crate::loading::LoadError]) -> Result<i32, Error> {
     let lock = crate::capabilities::lock::LockFile::load(&session.cfg.plugins_dir)?;
     outln!(
         "{:<14} {:<8} {:<22} {:<10} DESCRIPTION",
@@ -363,13 +365,21 @@ fn plugins_list(session: &Session) -> Result<i32, Error> {
         outln!(
             "{:<14} {:<8} {:<22} {:<10} {}",
             name,
-            p.meta.version,
-            p.file_name(),
+            crate::untrusted::line_max(&p.meta.version, 32),
+            crate::untrusted::line(&p.file_name()),
             approval,
-            p.meta.description
+            crate::untrusted::line_max(&p.meta.description, 160)
         );
     }
-    Ok(exit::OK)
+    // The others are listed; each that did not load is an error, named.
+    for e in failed {
+        errln!("error: {}", crate::untrusted::text(&e.to_string()));
+    }
+    Ok(if failed.is_empty() {
+        exit::OK
+    } else {
+        exit::INPUT
+    })
 }
 
 fn plugins_inspect(session: &Session, name: &str) -> Result<i32, Error> {
@@ -380,11 +390,12 @@ fn plugins_inspect(session: &Session, name: &str) -> Result<i32, Error> {
         ))
     })?;
     let m = &p.meta;
+    use crate::untrusted::line as shown;
     outln!("name:        {}", m.name);
-    outln!("version:     {}", m.version);
-    outln!("file:        {}", p.path.display());
+    outln!("version:     {}", shown(&m.version));
+    outln!("file:        {}", shown(&p.path.display().to_string()));
     outln!("sha256:      {}", p.sha256);
-    outln!("description: {}", m.description);
+    outln!("description: {}", shown(&m.description));
     outln!("depends on:  {}", m.depends_on.join(", "));
     outln!("rollout:     {}", m.rollout);
     outln!("reversible:  {}", m.reversible);
@@ -392,7 +403,10 @@ fn plugins_inspect(session: &Session, name: &str) -> Result<i32, Error> {
     for c in &m.capabilities {
         outln!("  {}", c.display());
         if !c.reason.is_empty() {
-            outln!("      why: {}", c.reason);
+            outln!("      why: {}", shown(&c.reason));
+        }
+        for d in c.dangers() {
+            outln!("      ! DANGER: {d}");
         }
     }
     Ok(exit::OK)

@@ -6,8 +6,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use crate::events::Event;
+use crate::events::{Event, LogLevel};
 use crate::journal::Observer;
+use crate::untrusted::{line as shown, text as shown_text};
 
 use super::{Cli, OutputKind};
 
@@ -47,13 +48,17 @@ fn terminal_progress(total_hint: u64) -> Observer {
                 bar.set_length(steps as u64);
             }
             Event::StepStarted { step, .. } => {
-                r.insert(step.to_string());
+                r.insert(shown(&step.to_string()).into_owned());
             }
             Event::StepFinished { step, error, .. } => {
-                r.remove(&step.to_string());
+                r.remove(shown(&step.to_string()).as_ref());
                 bar.inc(1);
                 if let Some(e) = error {
-                    bar.println(format!("FAILED {step}: {e}"));
+                    bar.println(format!(
+                        "FAILED {}: {}",
+                        shown(&step.to_string()),
+                        shown_text(e)
+                    ));
                 }
             }
             Event::Denied {
@@ -63,16 +68,18 @@ fn terminal_progress(total_hint: u64) -> Observer {
                 reason,
                 ..
             } => bar.println(format!(
-                "DENIED {plugin} on {node}: {} ({reason})",
-                shell_join(argv)
+                "DENIED {plugin} on {}: {} ({})",
+                shown(node),
+                shell_join(argv),
+                shown(reason)
             )),
             Event::Log {
                 step,
                 level,
                 message,
                 ..
-            } if level == "warn" || level == "error" => {
-                bar.println(format!("{} [{level}] {message}", step.service))
+            } if matches!(level, LogLevel::Warn | LogLevel::Error) => {
+                bar.println(format!("{} [{level}] {}", step.service, shown(message)))
             }
             Event::RunFinished { outcome, .. } => {
                 bar.finish_and_clear();
@@ -143,7 +150,9 @@ fn human(ev: &Event, start: Instant, verbose: u8, done: &AtomicU64) {
             if options.dry_run { " (dry run)" } else { "" }
         )),
         Event::RunResumed { .. } => Some(format!("{t} resuming")),
-        Event::StepStarted { step, .. } if verbose > 0 => Some(format!("{t} {step} ...")),
+        Event::StepStarted { step, .. } if verbose > 0 => {
+            Some(format!("{t} {} ...", shown(&step.to_string())))
+        }
         Event::StepFinished {
             step,
             status,
@@ -152,9 +161,13 @@ fn human(ev: &Event, start: Instant, verbose: u8, done: &AtomicU64) {
             ..
         } => {
             let n = done.fetch_add(1, Ordering::Relaxed) + 1;
+            let step = shown(&step.to_string()).into_owned();
             Some(match error {
                 None => format!("{t} {step}: {status} ({duration_ms} ms) [{n} steps]"),
-                Some(e) => format!("{t} {step}: FAILED ({duration_ms} ms)\n      {e}"),
+                Some(e) => format!(
+                    "{t} {step}: FAILED ({duration_ms} ms)\n      {}",
+                    shown_text(e)
+                ),
             })
         }
         Event::CommandFinished {
@@ -165,12 +178,12 @@ fn human(ev: &Event, start: Instant, verbose: u8, done: &AtomicU64) {
             } else {
                 match (result.status, &result.error) {
                     (Some(s), _) => format!("exit {s}"),
-                    (None, Some(e)) => e.clone(),
+                    (None, Some(e)) => shown(e).into_owned(),
                     (None, None) => "?".into(),
                 }
             };
             (verbose > 0 || result.skipped)
-                .then(|| format!("{t}     {node}: {} -> {what}", shell_join(argv)))
+                .then(|| format!("{t}     {}: {} -> {what}", shown(node), shell_join(argv)))
         }
         Event::Denied {
             plugin,
@@ -179,24 +192,28 @@ fn human(ev: &Event, start: Instant, verbose: u8, done: &AtomicU64) {
             reason,
             ..
         } => Some(format!(
-            "{t} DENIED {plugin} on {node}: {} ({reason})",
-            shell_join(argv)
+            "{t} DENIED {plugin} on {}: {} ({})",
+            shown(node),
+            shell_join(argv),
+            shown(reason)
         )),
         Event::Log {
             step,
             level,
             message,
             ..
-        } if verbose > 0 || level == "warn" || level == "error" || level == "progress" => {
-            Some(format!("{t}   {} [{level}] {message}", step.service))
-        }
+        } if verbose > 0 || level.is_notable() => Some(format!(
+            "{t}   {} [{level}] {}",
+            step.service,
+            shown(message)
+        )),
         Event::Confirmation {
             prompt,
             accepted,
             how,
         } => Some(format!(
             "{t} confirm: {} -> {} ({how})",
-            prompt.lines().next().unwrap_or(""),
+            shown(prompt.lines().next().unwrap_or("")),
             if *accepted { "yes" } else { "no" }
         )),
         Event::RollbackStarted {
@@ -219,10 +236,9 @@ fn human(ev: &Event, start: Instant, verbose: u8, done: &AtomicU64) {
     }
 }
 
-/// An argv as a shell-quoted line (for display only; never executed).
+/// An argv as a shell-quoted line for the terminal (never executed):
+/// quoted, then with control characters made visible and its length capped
+/// (a quoted escape sequence would still reach the terminal raw).
 pub fn shell_join(argv: &[String]) -> String {
-    argv.iter()
-        .map(|a| crate::transport::ssh::quote(a))
-        .collect::<Vec<_>>()
-        .join(" ")
+    shown(&uphost_words::shell::join(argv)).into_owned()
 }

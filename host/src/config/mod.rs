@@ -1,6 +1,7 @@
 //! Configuration: `uphost.yaml`, the inventory and the services file.
 
 pub mod inventory;
+pub mod rollout;
 pub mod services;
 pub mod yaml;
 
@@ -124,12 +125,20 @@ struct RawConfig {
     #[serde(default)]
     max_instances: Option<u32>,
     #[serde(default)]
-    ssh: crate::transport::ssh::SshSettings,
+    ssh: SshSettings,
+    #[serde(default)]
+    plugin_max_mb: Option<u64>,
 }
 
 fn default_state() -> PathBuf {
     PathBuf::from("state")
 }
+
+/// The default cap on a plugin file's size (`plugin_max_mb:`): a service
+/// plugin is kilobytes to a few tens of megabytes (a Python component);
+/// compiling a larger file could take minutes and gigabytes before anyone
+/// approved it.
+pub const DEFAULT_PLUGIN_MAX_BYTES: u64 = 64 << 20;
 
 /// The largest parallelism bound accepted (`forks:` or `--forks`).
 pub const MAX_FORKS: usize = 10_000;
@@ -180,7 +189,9 @@ pub struct Config {
     /// Bound on concurrently live plugin instances.
     pub max_instances: u32,
     /// The ssh transport's settings (`ssh:` in uphost.yaml).
-    pub ssh: crate::transport::ssh::SshSettings,
+    pub ssh: SshSettings,
+    /// The cap on a plugin file's size (`plugin_max_mb:`).
+    pub plugin_max_bytes: u64,
 }
 
 impl Config {
@@ -256,9 +267,22 @@ impl Config {
                     });
                 }
             },
-            ssh: crate::transport::ssh::SshSettings {
+            ssh: SshSettings {
                 config: raw.ssh.config.map(|p| base.join(p)),
                 ..raw.ssh
+            },
+            plugin_max_bytes: match raw.plugin_max_mb {
+                None => DEFAULT_PLUGIN_MAX_BYTES,
+                Some(mb) if (1..=4096).contains(&mb) => mb << 20,
+                Some(mb) => {
+                    return Err(ConfigError::Invalid {
+                        path: path.clone(),
+                        at: "plugin_max_mb".into(),
+                        message: format!(
+                            "{mb} is outside 1..=4096 (MiB: the largest plugin file loaded)"
+                        ),
+                    });
+                }
             },
         };
         cfg.validate()?;
@@ -308,4 +332,18 @@ impl Config {
             .cloned()
             .unwrap_or_default()
     }
+}
+
+/// Settings from uphost.yaml's `ssh:` section.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SshSettings {
+    /// An ssh_config file passed with `-F` (default: the user's).
+    pub config: Option<std::path::PathBuf>,
+    /// Accept and record unknown host keys (`StrictHostKeyChecking=accept-new`);
+    /// changed keys are always refused.
+    #[serde(default)]
+    pub accept_new_host_keys: bool,
+    /// Seconds to wait for a connection.
+    pub connect_timeout_s: Option<u64>,
 }

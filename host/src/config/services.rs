@@ -8,7 +8,7 @@ use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 
 use super::yaml::{self, ConfigError};
-use crate::execution::rollout::{MaxFail, Rollout};
+use crate::config::rollout::{MaxFail, Rollout};
 
 /// Major upgrade or minor update.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]

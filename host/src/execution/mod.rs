@@ -1,8 +1,9 @@
-//! Execution: sessions (config + plugins + plan), the run orchestrator,
-//! rollouts, confirmations.
+//! Execution: sessions (config + plugins + plan), a run's lifecycle
+//! (start, resume, refusals, what the operator is told), the orchestrator,
+//! confirmations, and looking at runs (status, runs).
 
 pub mod confirm;
-pub mod memsink;
-pub mod rollout;
+pub mod inspect;
+pub mod lifecycle;
 pub mod run;
 pub mod session;

@@ -6,6 +6,7 @@
 //! step and what remains, and optionally rolls back.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -15,10 +16,128 @@ use tokio::sync::Semaphore;
 use super::confirm::Confirm;
 use super::session::{ServiceRun, Session};
 use crate::capabilities::Grant;
-use crate::events::{Event, PlannedService, RunOptionsRecord, Sink, StepKey};
+pub use crate::events::Outcome;
+use crate::events::{Event, Phase, PlannedService, RunOptionsRecord, Sink, StepKey, StepResult};
+use crate::journal::memory::MemorySink;
 use crate::journal::{Journal, RollbackPlan, StepStatus};
-use crate::runtime::{CallEnv, Hook, call_hook, wit_node};
-use crate::transport::Transport;
+use crate::planning::Plan;
+use crate::runtime::{CallEnv, CallIo, Hook, HookCtx, Runtime, call_hook, wit_node};
+use crate::transport::{BoxFuture, Transport};
+
+/// What a run needs of its journal: a sink whose `replay` and
+/// `write_error` the run reads back, its id, and where the recorder keeps
+/// mutating commands' results. The journal on disk in a run; memory in
+/// unit tests.
+pub trait RunJournal: Sink {
+    /// The run's id.
+    fn run_id(&self) -> &str;
+    /// Where mutating commands record their results (`None`: not recorded).
+    fn record_dir(&self) -> Option<PathBuf>;
+}
+
+impl RunJournal for Journal {
+    fn run_id(&self) -> &str {
+        &self.run_id
+    }
+    fn record_dir(&self) -> Option<PathBuf> {
+        Some(Journal::record_dir(self))
+    }
+}
+
+impl RunJournal for MemorySink {
+    fn run_id(&self) -> &str {
+        "in-memory"
+    }
+    fn record_dir(&self) -> Option<PathBuf> {
+        None
+    }
+}
+
+/// Calls a service's hook for one step and says whether it succeeded: the
+/// sandboxed plugin in a run ([`Sandbox`]), a script in unit tests.
+pub trait Hooks: Send + Sync {
+    /// Call `hook` of `svc` as the step `step`; its events go to `journal`.
+    fn call<'a>(
+        &'a self,
+        svc: &'a ServiceRun,
+        step: StepKey,
+        hook: Hook,
+        journal: Arc<dyn RunJournal>,
+    ) -> BoxFuture<'a, Result<(), String>>;
+}
+
+/// The plugins of a session, called in the sandbox with their grants.
+pub struct Sandbox {
+    rt: Arc<Runtime>,
+    plugins:
+        BTreeMap<String, crate::runtime::bindings::ServicePluginPre<crate::runtime::HostState>>,
+    grants: BTreeMap<String, Arc<Grant>>,
+    ctxs: BTreeMap<String, HookCtx>,
+    transport: Arc<dyn Transport>,
+    dry_run: bool,
+}
+
+impl Sandbox {
+    /// The sandbox of `services`' plugins for run `run_id`.
+    pub fn new(
+        session: &Session,
+        services: &[ServiceRun],
+        grants: BTreeMap<String, Arc<Grant>>,
+        transport: Arc<dyn Transport>,
+        run_id: &str,
+        dry_run: bool,
+    ) -> Sandbox {
+        Sandbox {
+            rt: session.rt.clone(),
+            plugins: services
+                .iter()
+                .map(|s| (s.name.clone(), session.plugins[&s.name].pre.clone()))
+                .collect(),
+            ctxs: services
+                .iter()
+                .map(|s| (s.name.clone(), session.hook_ctx(&s.name, run_id, dry_run)))
+                .collect(),
+            grants,
+            transport,
+            dry_run,
+        }
+    }
+}
+
+impl Hooks for Sandbox {
+    fn call<'a>(
+        &'a self,
+        svc: &'a ServiceRun,
+        step: StepKey,
+        hook: Hook,
+        journal: Arc<dyn RunJournal>,
+    ) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move {
+            let io = CallIo {
+                transport: self.transport.clone(),
+                record_dir: journal.record_dir(),
+                sink: journal,
+            };
+            let env = CallEnv::new(
+                step,
+                self.dry_run,
+                self.grants[&svc.name].clone(),
+                svc.nodes.clone(),
+                svc.limits.clone(),
+                &io,
+            );
+            call_hook(
+                &self.rt,
+                &self.plugins[&svc.name],
+                env,
+                &self.ctxs[&svc.name],
+                hook,
+            )
+            .await
+            .map_err(|e| e.to_string())
+        })
+    }
+}
 
 /// Options of `uphost run`.
 #[derive(Debug, Clone)]
@@ -34,48 +153,20 @@ pub struct RunOptions {
     pub continue_rollback: Option<RollbackPlan>,
 }
 
-/// How a run ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    /// Everything done.
-    Complete,
-    /// A step failed (and nothing was rolled back).
-    Failed,
-    /// Failed, then rolled back.
-    RolledBack,
-    /// Stopped by the operator (Ctrl-C, declined confirmation); resumable.
-    Interrupted,
-}
-
-impl Outcome {
-    /// The journal's word for it.
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Outcome::Complete => "complete",
-            Outcome::Failed => "failed",
-            Outcome::RolledBack => "rolled-back",
-            Outcome::Interrupted => "interrupted",
-        }
-    }
-}
-
 /// Everything a run shares between its tasks.
 pub struct Runner {
-    session: Session,
-    journal: Arc<Journal>,
-    grants: BTreeMap<String, Arc<Grant>>,
+    plan: Plan,
+    journal: Arc<dyn RunJournal>,
+    hooks: Arc<dyn Hooks>,
     services: Vec<ServiceRun>,
     prior: BTreeMap<StepKey, StepStatus>,
     /// Set on failure or interruption: no new work starts.
-    pub stop: Arc<AtomicBool>,
+    stop: AtomicBool,
     interrupted: AtomicBool,
     forks: Semaphore,
-    transport: Arc<dyn Transport>,
     opts: RunOptions,
     failures: Mutex<Vec<(StepKey, String)>>,
     touched: Mutex<BTreeSet<String>>,
-    /// Each service's hook context, built once per run.
-    ctxs: BTreeMap<String, crate::runtime::HookCtx>,
 }
 
 /// The recorded plan of a run.
@@ -98,7 +189,7 @@ pub fn planned(services: &[ServiceRun], session: &Session) -> Vec<PlannedService
 
 /// Every step of a service, in order.
 pub fn steps_of(s: &PlannedService) -> Vec<StepKey> {
-    use crate::events::Phase::*;
+    use Phase::*;
     let k = |phase, node: Option<&String>| StepKey {
         service: s.name.clone(),
         phase,
@@ -112,40 +203,30 @@ pub fn steps_of(s: &PlannedService) -> Vec<StepKey> {
 }
 
 impl Runner {
-    /// Prepare a run (new or resumed).
-    #[allow(clippy::too_many_arguments)]
+    /// Prepare a run (new or resumed): `prior` is what the journal says of
+    /// each step so far, `plan` orders the services.
     pub fn new(
-        session: Session,
-        journal: Arc<Journal>,
-        grants: BTreeMap<String, Arc<Grant>>,
+        plan: Plan,
         services: Vec<ServiceRun>,
         prior: BTreeMap<StepKey, StepStatus>,
-        transport: Arc<dyn Transport>,
+        journal: Arc<dyn RunJournal>,
+        hooks: Arc<dyn Hooks>,
         opts: RunOptions,
     ) -> Arc<Runner> {
         let touched = prior
             .keys()
-            .filter(|k| k.phase == crate::events::Phase::PreUpgrade)
+            .filter(|k| k.phase == Phase::PreUpgrade)
             .map(|k| k.service.clone())
             .collect();
-        let ctxs = services
-            .iter()
-            .map(|s| {
-                let c = session.hook_ctx(&s.name, &journal.run_id, opts.recorded.dry_run);
-                (s.name.clone(), c)
-            })
-            .collect();
         Arc::new(Runner {
-            ctxs,
             forks: Semaphore::new(opts.forks.max(1)),
-            session,
+            plan,
             journal,
-            grants,
+            hooks,
             services,
             prior,
-            stop: Arc::new(AtomicBool::new(false)),
+            stop: AtomicBool::new(false),
             interrupted: AtomicBool::new(false),
-            transport,
             opts,
             failures: Mutex::new(Vec::new()),
             touched: Mutex::new(touched),
@@ -174,7 +255,7 @@ impl Runner {
             return Ok(());
         }
         let _permit = self.forks.acquire().await.expect("never closed");
-        if phase == crate::events::Phase::PreUpgrade {
+        if phase == Phase::PreUpgrade {
             self.touched
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
@@ -185,28 +266,10 @@ impl Runner {
             step: key.clone(),
             at_ms: self.journal.now_ms(),
         });
-        let plugin = &self.session.plugins[&svc.name];
-        let read_only = self.opts.recorded.dry_run || phase == crate::events::Phase::Check;
-        let env = CallEnv {
-            plugin: svc.name.clone(),
-            step: key.clone(),
-            grant: self.grants[&svc.name].clone(),
-            nodes: svc.nodes.clone(),
-            read_only,
-            limits: svc.limits.clone(),
-            transport: self.transport.clone(),
-            sink: self.journal.clone(),
-            record_dir: Some(self.journal.record_dir()),
-        };
-        let res = call_hook(
-            &self.session.rt,
-            &plugin.pre,
-            env,
-            &self.ctxs[&svc.name],
-            hook,
-        )
-        .await
-        .map_err(|e| e.to_string());
+        let res = self
+            .hooks
+            .call(svc, key.clone(), hook, self.journal.clone())
+            .await;
         let res = match self.journal.write_error() {
             Some(e) => Err(format!(
                 "the journal could not be written ({e}); stopping so that nothing counts as done that is not on disk"
@@ -216,7 +279,11 @@ impl Runner {
         self.journal.emit(Event::StepFinished {
             step: key.clone(),
             at_ms: self.journal.now_ms(),
-            status: if res.is_ok() { "ok" } else { "failed" }.to_string(),
+            status: if res.is_ok() {
+                StepResult::Ok
+            } else {
+                StepResult::Failed
+            },
             duration_ms: t0.elapsed().as_millis() as u64,
             error: res.as_ref().err().cloned(),
         });
@@ -267,7 +334,7 @@ impl Runner {
                 let done_already = svc.targets[batches[1].clone()].iter().all(|n| {
                     self.prior.get(&StepKey {
                         service: svc.name.clone(),
-                        phase: crate::events::Phase::Upgrade,
+                        phase: Phase::Upgrade,
                         node: Some(n.name.clone()),
                     }) == Some(&StepStatus::Done)
                 });
@@ -308,7 +375,6 @@ impl Runner {
     fn deps_within(&self, i: usize) -> Vec<usize> {
         let name = &self.services[i].name;
         let deps = self
-            .session
             .plan
             .get(name)
             .map(|p| p.depends_on.clone())
@@ -320,7 +386,7 @@ impl Runner {
 
     /// Pre-flight: every service's check, level by level.
     async fn checks(self: &Arc<Self>) -> bool {
-        for level in self.session.plan.levels() {
+        for level in self.plan.levels() {
             // This run's services of the level (--only may leave some out).
             let futs = level
                 .iter()
@@ -346,10 +412,7 @@ impl Runner {
             return self.finish_failed(false).await;
         }
         let mutating = !self.opts.recorded.dry_run;
-        let fresh = !self
-            .prior
-            .keys()
-            .any(|k| k.phase != crate::events::Phase::Check);
+        let fresh = !self.prior.keys().any(|k| k.phase != Phase::Check);
         if mutating && fresh {
             let irreversible: Vec<&str> = self
                 .services
@@ -424,9 +487,7 @@ impl Runner {
         }
         // Finalize: deployment-wide, once every service runs the new version.
         let finalize_pending = self.services.iter().any(|s| {
-            self.prior
-                .get(&StepKey::of(&s.name, crate::events::Phase::Finalize))
-                != Some(&StepStatus::Done)
+            self.prior.get(&StepKey::of(&s.name, Phase::Finalize)) != Some(&StepStatus::Done)
         });
         if mutating
             && finalize_pending
@@ -451,7 +512,7 @@ impl Runner {
 
     fn finish(&self, outcome: Outcome) -> Outcome {
         self.journal.emit(Event::RunFinished {
-            outcome: outcome.as_str().to_string(),
+            outcome,
             at_ms: self.journal.now_ms(),
         });
         outcome
@@ -475,7 +536,7 @@ impl Runner {
             return self.finish(Outcome::Failed);
         }
         let rollback = self.opts.recorded.rollback_on_failure
-            || (self.opts.confirm == Confirm::Ask
+            || (self.opts.confirm.asks_a_person()
                 && self.opts.confirm.can_ask()
                 && self.confirm(&format!(
                     "the run failed. Roll back the reversible services among {}?",
@@ -535,11 +596,7 @@ impl Runner {
             .services
             .iter()
             .map(String::as_str)
-            .filter(|n| {
-                self.prior
-                    .get(&StepKey::of(n, crate::events::Phase::Rollback))
-                    != Some(&StepStatus::Done)
-            })
+            .filter(|n| self.prior.get(&StepKey::of(n, Phase::Rollback)) != Some(&StepStatus::Done))
             .collect();
         let prompt = format!(
             "this run was rolling back when it stopped. Go on rolling back {}?",
@@ -550,5 +607,445 @@ impl Runner {
             return self.finish(Outcome::Interrupted);
         }
         self.roll_back(plan).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::rollout::MaxFail;
+    use crate::config::rollout::Rollout;
+    use crate::config::{Connection, Limits, NodeSet, NodeSpec};
+
+    /// One thing the runner did, in order.
+    #[derive(Debug, Clone, PartialEq)]
+    enum Did {
+        Call(StepKey),
+        Barrier,
+    }
+
+    /// Hooks that succeed but for the steps named to fail.
+    struct Script {
+        fail: BTreeSet<StepKey>,
+        log: Arc<Mutex<Vec<Did>>>,
+    }
+
+    impl Hooks for Script {
+        fn call<'a>(
+            &'a self,
+            _svc: &'a ServiceRun,
+            step: StepKey,
+            _hook: Hook,
+            _journal: Arc<dyn RunJournal>,
+        ) -> BoxFuture<'a, Result<(), String>> {
+            Box::pin(async move {
+                self.log.lock().unwrap().push(Did::Call(step.clone()));
+                tokio::task::yield_now().await;
+                if self.fail.contains(&step) {
+                    Err(format!("{step} failed as scripted"))
+                } else {
+                    Ok(())
+                }
+            })
+        }
+    }
+
+    /// The in-memory journal, with its barriers in the log.
+    struct Mem {
+        sink: MemorySink,
+        log: Arc<Mutex<Vec<Did>>>,
+    }
+
+    impl Sink for Mem {
+        fn emit(&self, event: Event) {
+            self.sink.emit(event)
+        }
+        fn state_get(&self, service: &str, key: &str) -> Option<String> {
+            self.sink.state_get(service, key)
+        }
+        fn now_ms(&self) -> u64 {
+            self.sink.now_ms()
+        }
+        fn barrier(&self) {
+            self.log.lock().unwrap().push(Did::Barrier);
+        }
+    }
+
+    impl RunJournal for Mem {
+        fn run_id(&self) -> &str {
+            "test"
+        }
+        fn record_dir(&self) -> Option<PathBuf> {
+            None
+        }
+    }
+
+    fn service(name: &str, nodes: usize, rollout: Rollout) -> ServiceRun {
+        let nodes: Vec<Arc<NodeSpec>> = (1..=nodes)
+            .map(|i| {
+                Arc::new(NodeSpec {
+                    name: format!("{name}{i}"),
+                    address: format!("{name}{i}"),
+                    port: None,
+                    user: None,
+                    key_file: None,
+                    connection: Connection::DryRun,
+                    roles: vec![name.to_string()],
+                    node_root: None,
+                })
+            })
+            .collect();
+        ServiceRun {
+            name: name.to_string(),
+            nodes: Arc::new(NodeSet::new(nodes.clone())),
+            targets: nodes,
+            rollout,
+            max_fail: MaxFail::Zero,
+            canary: false,
+            reversible: true,
+            limits: Limits::default(),
+        }
+    }
+
+    struct Case {
+        services: Vec<ServiceRun>,
+        deps: Vec<(&'static str, &'static str)>,
+        fail: Vec<StepKey>,
+        prior: Vec<StepKey>,
+        confirm: Confirm,
+        rollback_on_failure: bool,
+        continue_rollback: Option<RollbackPlan>,
+    }
+
+    impl Case {
+        fn new(services: Vec<ServiceRun>) -> Case {
+            Case {
+                services,
+                deps: Vec::new(),
+                fail: Vec::new(),
+                prior: Vec::new(),
+                confirm: Confirm::Yes,
+                rollback_on_failure: false,
+                continue_rollback: None,
+            }
+        }
+
+        /// Run it: the outcome, what was done in order, the events.
+        fn run(self) -> (Outcome, Vec<Did>, Vec<Event>) {
+            let mut deps: BTreeMap<String, Vec<String>> = self
+                .services
+                .iter()
+                .map(|s| (s.name.clone(), Vec::new()))
+                .collect();
+            for (a, b) in &self.deps {
+                deps.get_mut(*a).unwrap().push(b.to_string());
+            }
+            let plan = crate::planning::plan(&deps).unwrap();
+            let log = Arc::new(Mutex::new(Vec::new()));
+            let journal = Arc::new(Mem {
+                sink: MemorySink::new(None),
+                log: log.clone(),
+            });
+            let hooks = Arc::new(Script {
+                fail: self.fail.into_iter().collect(),
+                log: log.clone(),
+            });
+            let runner = Runner::new(
+                plan,
+                self.services,
+                self.prior
+                    .into_iter()
+                    .map(|k| (k, StepStatus::Done))
+                    .collect(),
+                journal.clone(),
+                hooks,
+                RunOptions {
+                    recorded: RunOptionsRecord {
+                        rollback_on_failure: self.rollback_on_failure,
+                        ..Default::default()
+                    },
+                    forks: 4,
+                    confirm: self.confirm,
+                    continue_rollback: self.continue_rollback,
+                },
+            );
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap();
+            let outcome = rt.block_on(runner.run());
+            let did = log.lock().unwrap().clone();
+            (outcome, did, journal.sink.events())
+        }
+    }
+
+    fn k(service: &str, phase: Phase, node: Option<&str>) -> StepKey {
+        StepKey {
+            service: service.into(),
+            phase,
+            node: node.map(String::from),
+        }
+    }
+
+    fn calls(did: &[Did]) -> Vec<StepKey> {
+        did.iter()
+            .filter_map(|d| match d {
+                Did::Call(k) => Some(k.clone()),
+                Did::Barrier => None,
+            })
+            .collect()
+    }
+
+    fn pos(did: &[Did], key: &StepKey) -> usize {
+        calls(did)
+            .iter()
+            .position(|c| c == key)
+            .unwrap_or_else(|| panic!("{key} was not called: {did:?}"))
+    }
+
+    /// The node steps of each batch, as the barriers separate them.
+    fn batches(did: &[Did]) -> Vec<BTreeSet<String>> {
+        let mut out = vec![BTreeSet::new()];
+        for d in did {
+            match d {
+                Did::Barrier => out.push(BTreeSet::new()),
+                Did::Call(k) if k.phase == Phase::Upgrade => {
+                    out.last_mut().unwrap().insert(k.node.clone().unwrap());
+                }
+                Did::Call(_) => {}
+            }
+        }
+        out.retain(|b| !b.is_empty());
+        out
+    }
+
+    fn set(names: &[&str]) -> BTreeSet<String> {
+        names.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn levels_and_dependencies_order_the_steps() {
+        // In plan order (level, then name), as a session gives them.
+        let mut c = Case::new(vec![
+            service("cache", 1, Rollout::Parallel),
+            service("db", 1, Rollout::Parallel),
+            service("api", 1, Rollout::Parallel),
+        ]);
+        c.deps = vec![("api", "db")];
+        let (outcome, did, events) = c.run();
+        assert_eq!(outcome, Outcome::Complete);
+        // Every check before anything changes, level by level.
+        let first_change = pos(&did, &k("db", Phase::PreUpgrade, None))
+            .min(pos(&did, &k("cache", Phase::PreUpgrade, None)));
+        for s in ["db", "api", "cache"] {
+            assert!(pos(&did, &k(s, Phase::Check, None)) < first_change);
+        }
+        assert!(pos(&did, &k("db", Phase::Check, None)) < pos(&did, &k("api", Phase::Check, None)));
+        // A dependent starts once its dependency is done.
+        assert!(
+            pos(&did, &k("db", Phase::PostUpgrade, None))
+                < pos(&did, &k("api", Phase::PreUpgrade, None))
+        );
+        // Finalize after every service, in plan order.
+        let finals: Vec<usize> = ["cache", "db", "api"]
+            .iter()
+            .map(|s| pos(&did, &k(s, Phase::Finalize, None)))
+            .collect();
+        for s in ["db", "api", "cache"] {
+            assert!(pos(&did, &k(s, Phase::PostUpgrade, None)) < finals[0]);
+        }
+        assert!(finals.windows(2).all(|w| w[0] < w[1]), "{finals:?}");
+        // Every step is started and finished ok in the journal, and the run
+        // ends complete.
+        let ok = events
+            .iter()
+            .filter(|e| {
+                matches!(
+                    e,
+                    Event::StepFinished {
+                        status: StepResult::Ok,
+                        ..
+                    }
+                )
+            })
+            .count();
+        assert_eq!(ok, 3 * 5);
+        assert!(matches!(
+            events.last(),
+            Some(Event::RunFinished {
+                outcome: Outcome::Complete,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn rollouts_make_their_batches() {
+        let cases = [
+            (
+                Rollout::Parallel,
+                vec![set(&["s1", "s2", "s3", "s4", "s5"])],
+            ),
+            (
+                Rollout::Serial(2),
+                vec![set(&["s1", "s2"]), set(&["s3", "s4"]), set(&["s5"])],
+            ),
+            (
+                Rollout::SerialPercent(40),
+                vec![set(&["s1", "s2"]), set(&["s3", "s4"]), set(&["s5"])],
+            ),
+            (
+                Rollout::OneAtATime,
+                vec![
+                    set(&["s1"]),
+                    set(&["s2"]),
+                    set(&["s3"]),
+                    set(&["s4"]),
+                    set(&["s5"]),
+                ],
+            ),
+        ];
+        for (rollout, want) in cases {
+            let (outcome, did, _) = Case::new(vec![service("s", 5, rollout)]).run();
+            assert_eq!(outcome, Outcome::Complete);
+            assert_eq!(batches(&did), want, "{rollout}");
+        }
+    }
+
+    #[test]
+    fn max_fail_tolerates_up_to_its_bound_and_no_more() {
+        // 4 nodes, serial 2: node 1 fails in the first batch.
+        for (max_fail, tolerated) in [(MaxFail::Zero, false), (MaxFail::Count(1), true)] {
+            let mut s = service("s", 4, Rollout::Serial(2));
+            s.max_fail = max_fail.clone();
+            let mut c = Case::new(vec![s]);
+            c.fail = vec![k("s", Phase::Upgrade, Some("s1"))];
+            let (outcome, did, _) = c.run();
+            // A tolerated failure lets the rollout go on, but the run still
+            // ends failed: a node is not upgraded.
+            assert_eq!(outcome, Outcome::Failed, "{max_fail:?}");
+            let later = calls(&did).contains(&k("s", Phase::Upgrade, Some("s3")));
+            assert_eq!(later, tolerated, "{max_fail:?}: {did:?}");
+            let post = calls(&did).contains(&k("s", Phase::PostUpgrade, None));
+            assert_eq!(post, tolerated, "{max_fail:?}");
+        }
+        // Two failures where one is tolerated: the rollout stops.
+        let mut s = service("s", 4, Rollout::Serial(2));
+        s.max_fail = MaxFail::Count(1);
+        let mut c = Case::new(vec![s]);
+        c.fail = vec![
+            k("s", Phase::Upgrade, Some("s1")),
+            k("s", Phase::Upgrade, Some("s2")),
+        ];
+        let (outcome, did, _) = c.run();
+        assert_eq!(outcome, Outcome::Failed);
+        assert_eq!(batches(&did), vec![set(&["s1", "s2"])]);
+    }
+
+    #[test]
+    fn a_canary_pauses_after_the_first_batch() {
+        let mut s = service("s", 3, Rollout::OneAtATime);
+        s.canary = true;
+        // Yes to "upgrade now?", no at the canary pause.
+        let mut c = Case::new(vec![s.clone()]);
+        c.confirm = Confirm::scripted(&[true, false]);
+        let (outcome, did, events) = c.run();
+        assert_eq!(outcome, Outcome::Interrupted);
+        assert_eq!(batches(&did), vec![set(&["s1"])]);
+        assert!(events.iter().any(|e| matches!(
+            e,
+            Event::Confirmation { prompt, accepted: false, .. } if prompt.starts_with("canary: s upgraded on s1")
+        )));
+        // Yes at the pause: the rest follows.
+        let mut c = Case::new(vec![s]);
+        c.confirm = Confirm::scripted(&[true, true, true]);
+        let (outcome, did, _) = c.run();
+        assert_eq!(outcome, Outcome::Complete);
+        assert_eq!(batches(&did).len(), 3);
+    }
+
+    #[test]
+    fn a_declined_start_changes_nothing() {
+        let mut c = Case::new(vec![service("s", 2, Rollout::Parallel)]);
+        c.confirm = Confirm::scripted(&[false]);
+        let (outcome, did, _) = c.run();
+        assert_eq!(outcome, Outcome::Interrupted);
+        assert!(calls(&did).iter().all(|k| k.phase == Phase::Check));
+    }
+
+    #[test]
+    fn a_failure_stops_new_work_and_rolls_back_in_reverse_order() {
+        let mut c = Case::new(vec![
+            service("db", 1, Rollout::Parallel),
+            service("mq", 1, Rollout::Parallel),
+            service("api", 1, Rollout::Parallel),
+        ]);
+        c.deps = vec![("mq", "db"), ("api", "mq")];
+        c.fail = vec![k("mq", Phase::PostUpgrade, None)];
+        c.rollback_on_failure = true;
+        let (outcome, did, events) = c.run();
+        assert_eq!(outcome, Outcome::RolledBack);
+        let called = calls(&did);
+        // api never started; nothing was finalized.
+        assert!(
+            !called
+                .iter()
+                .any(|k| k.service == "api" && k.phase != Phase::Check)
+        );
+        assert!(!called.iter().any(|k| k.phase == Phase::Finalize));
+        // The touched services roll back, dependents first.
+        let rollbacks: Vec<&str> = called
+            .iter()
+            .filter(|k| k.phase == Phase::Rollback)
+            .map(|k| k.service.as_str())
+            .collect();
+        assert_eq!(rollbacks, ["mq", "db"]);
+        assert!(events.iter().any(|e| matches!(
+            e,
+            Event::RollbackStarted { services, .. } if services == &["mq", "db"]
+        )));
+        // Without rollback: failed, nothing rolled back.
+        let mut c = Case::new(vec![service("db", 1, Rollout::Parallel)]);
+        c.fail = vec![k("db", Phase::PreUpgrade, None)];
+        let (outcome, did, _) = c.run();
+        assert_eq!(outcome, Outcome::Failed);
+        assert!(!calls(&did).iter().any(|k| k.phase == Phase::Rollback));
+    }
+
+    #[test]
+    fn a_resumed_run_skips_the_steps_that_are_done() {
+        let mut c = Case::new(vec![service("s", 3, Rollout::OneAtATime)]);
+        c.prior = vec![
+            k("s", Phase::Check, None),
+            k("s", Phase::PreUpgrade, None),
+            k("s", Phase::Upgrade, Some("s1")),
+        ];
+        let (outcome, did, _) = c.run();
+        assert_eq!(outcome, Outcome::Complete);
+        // Its check is done as well: nothing done is called again.
+        assert_eq!(
+            calls(&did),
+            [
+                k("s", Phase::Upgrade, Some("s2")),
+                k("s", Phase::Upgrade, Some("s3")),
+                k("s", Phase::PostUpgrade, None),
+                k("s", Phase::Finalize, None),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_resumed_rollback_goes_on_with_the_rollback_only() {
+        let mut c = Case::new(vec![
+            service("db", 1, Rollout::Parallel),
+            service("mq", 1, Rollout::Parallel),
+        ]);
+        c.prior = vec![k("mq", Phase::Rollback, None)];
+        c.continue_rollback = Some(RollbackPlan {
+            services: vec!["mq".into(), "db".into()],
+            irreversible: vec![],
+        });
+        let (outcome, did, _) = c.run();
+        assert_eq!(outcome, Outcome::RolledBack);
+        assert_eq!(calls(&did), [k("db", Phase::Rollback, None)]);
     }
 }

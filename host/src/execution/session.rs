@@ -8,9 +8,9 @@ use std::sync::Arc;
 use crate::Error;
 use crate::capabilities::Grant;
 use crate::capabilities::lock::{LOCK_FILE, LockFile};
+use crate::config::rollout::{MaxFail, Rollout};
 use crate::config::{Config, NodeSpec};
-use crate::execution::rollout::{MaxFail, Rollout};
-use crate::loading::{self, LoadedPlugin, cache::Cache};
+use crate::loading::{self, LoadError, LoadedPlugin, cache::Cache};
 use crate::planning::{self, Plan};
 use crate::runtime::{EngineLimits, Runtime};
 
@@ -76,8 +76,38 @@ impl Session {
         }
     }
 
-    /// Load the plugins of `cfg` and plan.
+    /// Load the plugins of `cfg` and plan: any plugin that fails to load is
+    /// the error.
     pub async fn open(cfg: Config) -> Result<Session, Error> {
+        let (session, mut failed) = Self::open_all(cfg).await?;
+        if !failed.is_empty() {
+            return Err(failed.swap_remove(0).into());
+        }
+        let deps = session.deps();
+        Ok(Session {
+            plan: planning::plan(&deps)?,
+            ..session
+        })
+    }
+
+    /// Load what loads (`plugins list` shows the rest beside it): the
+    /// session of the plugins that loaded (planned when they plan) and the
+    /// problem of each one that did not.
+    pub async fn open_listing(cfg: Config) -> Result<(Session, Vec<LoadError>), Error> {
+        let (session, failed) = Self::open_all(cfg).await?;
+        let deps = session.deps();
+        let plan = planning::plan(&deps).unwrap_or_default();
+        Ok((Session { plan, ..session }, failed))
+    }
+
+    fn deps(&self) -> BTreeMap<String, Vec<String>> {
+        self.plugins
+            .iter()
+            .map(|(n, p)| (n.clone(), p.meta.depends_on.clone()))
+            .collect()
+    }
+
+    async fn open_all(cfg: Config) -> Result<(Session, Vec<LoadError>), Error> {
         if cfg.state_dir.exists() && !cfg.state_dir.is_dir() {
             return Err(Error::Usage(format!(
                 "the state directory {} is a file, not a directory: point `state_dir:` in {} (or --state-dir) at a directory",
@@ -98,20 +128,19 @@ impl Session {
             max_memory_bytes: max_mem,
         })?);
         let cache = Arc::new(Cache::new(&rt, cfg.state_dir.join("cache")));
-        let loaded = loading::load_dir(&rt, &cache, &cfg.plugins_dir).await?;
+        let (loaded, failed) =
+            loading::load_dir_all(&rt, &cache, &cfg.plugins_dir, cfg.plugin_max_bytes).await?;
         let plugins: BTreeMap<String, LoadedPlugin> =
             loaded.into_iter().map(|p| (p.name.clone(), p)).collect();
-        let deps: BTreeMap<String, Vec<String>> = plugins
-            .iter()
-            .map(|(n, p)| (n.clone(), p.meta.depends_on.clone()))
-            .collect();
-        let plan = planning::plan(&deps)?;
-        Ok(Session {
-            cfg,
-            rt,
-            plugins,
-            plan,
-        })
+        Ok((
+            Session {
+                cfg,
+                rt,
+                plugins,
+                plan: Plan::default(),
+            },
+            failed,
+        ))
     }
 
     /// Check every plugin against `uphost.lock`; the effective grants, or

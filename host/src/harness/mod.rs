@@ -9,13 +9,13 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use uphost_sdk::pattern;
-use uphost_sdk::script::{Response, Rule, Script};
+use uphost_words::pattern;
+use uphost_words::script::{Response, Rule, Script};
 
 use crate::capabilities::Grant;
 use crate::config::{Connection, Limits, NodeSpec, services::Mode};
-use crate::events::{Event, Phase, StepKey};
-use crate::execution::memsink::MemorySink;
+use crate::events::{Event, LogLevel, StepKey};
+use crate::journal::memory::MemorySink;
 use crate::loading::LoadedPlugin;
 use crate::runtime::bindings::uphost::plugin::types;
 use crate::runtime::{CallEnv, Hook, HookCtx, Runtime, call_hook, wit_node};
@@ -177,6 +177,11 @@ pub async fn run(rt: &Runtime, plugin: &LoadedPlugin, sc: &Scenario) -> Report {
         }
     }
     let shared_nodes = Arc::new(crate::config::NodeSet::new(nodes.clone()));
+    let io = crate::runtime::CallIo {
+        transport: transport.clone(),
+        sink: sink.clone(),
+        record_dir: None,
+    };
     let mut outcomes: Vec<(String, Result<(), String>)> = Vec::new();
     let mut trace = Vec::new();
     let mut seen = 0usize;
@@ -190,17 +195,14 @@ pub async fn run(rt: &Runtime, plugin: &LoadedPlugin, sc: &Scenario) -> Report {
                 _ => None,
             },
         };
-        let env = CallEnv {
-            plugin: service.clone(),
+        let env = CallEnv::new(
             step,
-            grant: grant.clone(),
-            nodes: shared_nodes.clone(),
-            read_only: phase == Phase::Check || sc.context.dry_run,
-            limits: limits.clone(),
-            transport: transport.clone(),
-            sink: sink.clone(),
-            record_dir: None,
-        };
+            sc.context.dry_run,
+            grant.clone(),
+            shared_nodes.clone(),
+            limits.clone(),
+            &io,
+        );
         let res = call_hook(rt, &plugin.pre, env, &hook_ctx(sc, &service), hook)
             .await
             .map_err(|e| e.to_string());
@@ -228,7 +230,7 @@ pub async fn run(rt: &Runtime, plugin: &LoadedPlugin, sc: &Scenario) -> Report {
                     "  [{label}] {} -> DENIED: {reason}",
                     line(node, argv)
                 )),
-                Event::Log { level, message, .. } if level != "debug" => {
+                Event::Log { level, message, .. } if *level != LogLevel::Debug => {
                     trace.push(format!("  [{label}] ({level}) {message}"))
                 }
                 _ => {}
@@ -363,7 +365,9 @@ fn compare(
         let got: Vec<String> = events
             .iter()
             .filter_map(|e| match e {
-                Event::Log { level, message, .. } if level == "progress" => Some(message.clone()),
+                Event::Log { level, message, .. } if *level == LogLevel::Progress => {
+                    Some(message.clone())
+                }
                 _ => None,
             })
             .collect();

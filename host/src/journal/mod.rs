@@ -6,6 +6,7 @@
 //! cut off when the run resumes. Plugin key/value state lives here too.
 
 pub mod lock;
+pub mod memory;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::File;
@@ -14,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Instant;
 
-use crate::events::{CommandRecord, Event, Sink, StepKey};
+use crate::events::{CommandRecord, Event, Outcome, Sink, StepKey, StepResult};
 
 /// Journal failures.
 #[derive(Debug, thiserror::Error)]
@@ -134,9 +135,9 @@ impl Replayed {
     }
 
     /// The run's final outcome, if it finished (and was not resumed since).
-    pub fn outcome(&self) -> Option<String> {
+    pub fn outcome(&self) -> Option<Outcome> {
         match &self.last {
-            Some(Event::RunFinished { outcome, .. }) => Some(outcome.clone()),
+            Some(Event::RunFinished { outcome, .. }) => Some(*outcome),
             _ => None,
         }
     }
@@ -281,7 +282,7 @@ fn apply(r: &mut Replayed, ev: Event, keep: bool) {
         } => {
             r.steps.insert(
                 step.clone(),
-                if status == "ok" {
+                if *status == StepResult::Ok {
                     StepStatus::Done
                 } else {
                     StepStatus::Failed
@@ -595,7 +596,7 @@ impl Journal {
         let dir = self.record_dir();
         let mut unresolved = Vec::new();
         for (step, seq) in &r.in_doubt {
-            let file = dir.join(crate::runtime::host::record_name(step, *seq));
+            let file = dir.join(crate::transport::record::record_name(step, *seq));
             wait_for_wrapper(&file);
             match std::fs::read(&file)
                 .ok()
@@ -762,6 +763,13 @@ impl Sink for Journal {
             .cloned()
     }
 
+    fn state_held(&self, service: &str) -> (usize, usize) {
+        crate::events::held_by(
+            &self.inner.lock().unwrap_or_else(|p| p.into_inner()).state,
+            service,
+        )
+    }
+
     fn now_ms(&self) -> u64 {
         self.base_ms + self.start.elapsed().as_millis() as u64
     }
@@ -804,7 +812,7 @@ mod tests {
         j.emit(Event::StepFinished {
             step: step(Some("n1")),
             at_ms: 2,
-            status: "ok".into(),
+            status: StepResult::Ok,
             duration_ms: 1,
             error: None,
         });
@@ -890,7 +898,7 @@ mod tests {
             });
         }
         j.emit(Event::RunFinished {
-            outcome: "complete".into(),
+            outcome: Outcome::Complete,
             at_ms: 9,
         });
         drop(j);
@@ -902,7 +910,7 @@ mod tests {
         f.write_all(b"{\"event\":\"step-sta").unwrap();
         drop(f);
         match last_record(&path).unwrap() {
-            Some(Event::RunFinished { outcome, .. }) => assert_eq!(outcome, "complete"),
+            Some(Event::RunFinished { outcome, .. }) => assert_eq!(outcome, Outcome::Complete),
             other => panic!("not the run-finished record: {other:?}"),
         }
         assert!(matches!(
@@ -926,7 +934,7 @@ mod tests {
         .unwrap();
         assert!(matches!(
             first_record(&path).unwrap(),
-            Some(Event::RunFinished { outcome, .. }) if outcome == "failed"
+            Some(Event::RunFinished { outcome, .. }) if outcome == Outcome::Failed
         ));
         assert_eq!(run_ids(dir.path()), Vec::<String>::new());
     }
@@ -981,7 +989,7 @@ mod tests {
         j.emit(Event::StepFinished {
             step: step(Some("a")),
             at_ms: 1,
-            status: "failed".into(),
+            status: StepResult::Failed,
             duration_ms: 1,
             error: Some("x".into()),
         });

@@ -4,7 +4,7 @@
 use serde::Serialize;
 
 use crate::capabilities::{Access, CommandCap};
-use crate::execution::rollout::Rollout;
+use crate::config::rollout::Rollout;
 use crate::runtime::bindings::uphost::plugin::types;
 
 /// A plugin's description.
@@ -24,6 +24,26 @@ pub struct PluginMeta {
     pub rollout: Rollout,
     /// Can roll back.
     pub reversible: bool,
+}
+
+/// Most capabilities a plugin may request (each is reviewed by a person).
+pub const MAX_CAPABILITIES: usize = 256;
+/// Most argument patterns of one capability.
+pub const MAX_ARGS: usize = 64;
+/// Longest argument pattern.
+pub const MAX_PATTERN: usize = 1024;
+/// Most environment variable names of one capability.
+pub const MAX_ENV: usize = 32;
+/// Longest reason, description (bytes, as shown).
+pub const MAX_TEXT: usize = 512;
+/// Longest version.
+pub const MAX_VERSION: usize = 64;
+
+/// A plugin's text as the operator is shown it, and as the lock records
+/// it: control characters made visible, length capped. What is approved
+/// is byte for byte what was on the screen.
+fn as_shown(s: String, max: usize) -> String {
+    crate::untrusted::line_max(&s, max).into_owned()
 }
 
 fn valid_name(n: &str) -> bool {
@@ -50,10 +70,46 @@ impl PluginMeta {
                 ));
             }
         }
+        if i.capabilities.len() > MAX_CAPABILITIES {
+            return Err(format!(
+                "it requests {} capabilities; at most {MAX_CAPABILITIES} can be reviewed and granted",
+                i.capabilities.len()
+            ));
+        }
+        if i.depends_on.len() > 64 {
+            return Err(format!(
+                "it depends on {} services; at most 64",
+                i.depends_on.len()
+            ));
+        }
         let mut caps = Vec::new();
         for c in i.capabilities {
-            if c.program.is_empty() || c.program.chars().any(|ch| ch.is_control()) {
-                return Err("a capability has an empty or unprintable program".to_string());
+            crate::capabilities::check_program(&c.program)
+                .map_err(|e| format!("capability {}: {e}", caps.len() + 1))?;
+            if c.args.len() > MAX_ARGS {
+                return Err(format!(
+                    "capability `{}`: {} argument patterns; at most {MAX_ARGS}",
+                    c.program,
+                    c.args.len()
+                ));
+            }
+            if let Some(a) = c.args.iter().find(|a| a.len() > MAX_PATTERN) {
+                return Err(format!(
+                    "capability `{}`: an argument pattern of {} bytes; at most {MAX_PATTERN}",
+                    c.program,
+                    a.len()
+                ));
+            }
+            if c.env.len() > MAX_ENV {
+                return Err(format!(
+                    "capability `{}`: {} environment variables; at most {MAX_ENV}",
+                    c.program,
+                    c.env.len()
+                ));
+            }
+            for e in &c.env {
+                crate::capabilities::check_env_name(e)
+                    .map_err(|why| format!("capability `{}`: {why}", c.program))?;
             }
             if let Some(pos) = c.args.iter().position(|a| a == "...")
                 && pos + 1 != c.args.len()
@@ -71,7 +127,7 @@ impl PluginMeta {
                     types::Access::Mutating => Access::Mutating,
                 },
                 env: c.env,
-                reason: c.reason,
+                reason: as_shown(c.reason, MAX_TEXT),
             });
         }
         let rollout = match i.rollout {
@@ -86,8 +142,8 @@ impl PluginMeta {
         };
         Ok(PluginMeta {
             name: i.name,
-            version: i.version,
-            description: i.description,
+            version: as_shown(i.version, MAX_VERSION),
+            description: as_shown(i.description, MAX_TEXT),
             depends_on: i.depends_on,
             capabilities: caps,
             rollout,

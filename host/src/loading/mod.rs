@@ -20,6 +20,9 @@ use crate::runtime::{HostState, Runtime};
 
 /// The WIT package version this host implements.
 pub const WIT_VERSION: &str = "0.1.0";
+/// The default cap on a plugin file's size.
+pub use crate::config::DEFAULT_PLUGIN_MAX_BYTES as DEFAULT_MAX_BYTES;
+
 /// The export a plugin must provide (without version).
 pub const PLUGIN_EXPORT: &str = "uphost:plugin/plugin";
 
@@ -99,6 +102,18 @@ pub enum LoadError {
         path: PathBuf,
         /// Wasmtime's message.
         detail: String,
+    },
+    /// Larger than the cap on plugin files.
+    #[error(
+        "{path}: {size} bytes, over the {max} byte cap on a plugin file; if you trust this plugin, raise `plugin_max_mb:` in uphost.yaml, otherwise remove it"
+    )]
+    TooLarge {
+        /// File.
+        path: PathBuf,
+        /// Its size.
+        size: u64,
+        /// The cap.
+        max: u64,
     },
     /// `describe` failed or returned nonsense.
     #[error("{path}: describe() failed: {detail}")]
@@ -223,11 +238,38 @@ struct Prepared {
     compiled: bool,
 }
 
-fn prepare(rt: &Runtime, cache: &cache::Cache, path: &Path) -> Result<Prepared, LoadError> {
-    let bytes = std::fs::read(path).map_err(|source| LoadError::Io {
+fn prepare(
+    rt: &Runtime,
+    cache: &cache::Cache,
+    path: &Path,
+    max_bytes: u64,
+) -> Result<Prepared, LoadError> {
+    let io = |source| LoadError::Io {
         path: path.to_path_buf(),
         source,
-    })?;
+    };
+    let size = std::fs::metadata(path).map_err(io)?.len();
+    if size > max_bytes {
+        return Err(LoadError::TooLarge {
+            path: path.to_path_buf(),
+            size,
+            max: max_bytes,
+        });
+    }
+    use std::io::Read;
+    let mut bytes = Vec::with_capacity(size as usize);
+    std::fs::File::open(path)
+        .map_err(io)?
+        .take(max_bytes + 1)
+        .read_to_end(&mut bytes)
+        .map_err(io)?;
+    if bytes.len() as u64 > max_bytes {
+        return Err(LoadError::TooLarge {
+            path: path.to_path_buf(),
+            size: bytes.len() as u64,
+            max: max_bytes,
+        });
+    }
     check_header(path, &bytes)?;
     let sha256 = sha256_hex(&bytes);
     let (component, compiled) = cache.component(rt, &sha256, &bytes).map_err(|e| match e {
@@ -251,7 +293,7 @@ pub async fn load_file(
     cache: &cache::Cache,
     path: &Path,
 ) -> Result<LoadedPlugin, LoadError> {
-    let p = prepare(rt, cache, path)?;
+    let p = prepare(rt, cache, path, DEFAULT_MAX_BYTES)?;
     finish(rt, p).await
 }
 
@@ -281,36 +323,74 @@ async fn finish(rt: &Runtime, p: Prepared) -> Result<LoadedPlugin, LoadError> {
 }
 
 /// Load every plugin of a directory (compiling in parallel), rejecting two
-/// plugins that claim one service.
+/// plugins that claim one service: the first problem is the error.
 pub async fn load_dir(
     rt: &Arc<Runtime>,
     cache: &Arc<cache::Cache>,
     dir: &Path,
+    max_bytes: u64,
 ) -> Result<Vec<LoadedPlugin>, LoadError> {
+    let (plugins, mut failed) = load_dir_all(rt, cache, dir, max_bytes).await?;
+    match failed.is_empty() {
+        true => Ok(plugins),
+        false => Err(failed.swap_remove(0)),
+    }
+}
+
+/// Load every plugin of a directory, keeping going past the ones that fail
+/// to load (`plugins list` shows them beside the others): the loaded
+/// plugins and every problem, in file order.
+pub async fn load_dir_all(
+    rt: &Arc<Runtime>,
+    cache: &Arc<cache::Cache>,
+    dir: &Path,
+    max_bytes: u64,
+) -> Result<(Vec<LoadedPlugin>, Vec<LoadError>), LoadError> {
     let files = wasm_files(dir)?;
     let mut tasks = Vec::new();
     for f in files {
         let (rt, cache) = (rt.clone(), cache.clone());
         tasks.push(tokio::task::spawn_blocking(move || {
-            prepare(&rt, &cache, &f)
+            prepare(&rt, &cache, &f, max_bytes)
         }));
     }
     let mut plugins = Vec::new();
+    let mut failed = Vec::new();
     let mut by_name: BTreeMap<String, PathBuf> = BTreeMap::new();
     for t in tasks {
-        let p = t.await.expect("loader task panicked")?;
-        let lp = finish(rt, p).await?;
+        let p = match t.await {
+            Ok(Ok(p)) => p,
+            Ok(Err(e)) => {
+                failed.push(e);
+                continue;
+            }
+            Err(e) => {
+                failed.push(LoadError::Describe {
+                    path: dir.to_path_buf(),
+                    detail: format!("the loader stopped abnormally: {e}"),
+                });
+                continue;
+            }
+        };
+        let lp = match finish(rt, p).await {
+            Ok(lp) => lp,
+            Err(e) => {
+                failed.push(e);
+                continue;
+            }
+        };
         if let Some(first) = by_name.get(&lp.name) {
-            return Err(LoadError::Duplicate {
+            failed.push(LoadError::Duplicate {
                 service: lp.name.clone(),
                 first: first.clone(),
                 second: lp.path.clone(),
             });
+            continue;
         }
         by_name.insert(lp.name.clone(), lp.path.clone());
         plugins.push(lp);
     }
-    Ok(plugins)
+    Ok((plugins, failed))
 }
 
 #[cfg(test)]

@@ -8,7 +8,9 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::path::{Path, PathBuf};
 
-use crate::events::{CommandRecord, Event, PlannedService, StepKey};
+#[cfg(test)]
+use crate::events::Outcome;
+use crate::events::{CommandRecord, Event, LogLevel, PlannedService, StepKey, StepResult};
 use crate::journal::{self, JournalError};
 
 /// One bar of the timeline.
@@ -35,121 +37,176 @@ pub const DETAIL_LIMIT: usize = 5_000;
 
 /// Build the HTML of a journal.
 pub fn render(events: impl IntoIterator<Item = Event>) -> String {
-    let mut run_id = String::new();
-    let mut started = String::new();
-    let mut plan: Vec<PlannedService> = Vec::new();
-    let mut outcome = "running or interrupted".to_string();
-    let mut end_ms = 0u64;
-    let mut bars: Vec<Bar> = Vec::new();
-    let mut open: BTreeMap<StepKey, usize> = BTreeMap::new();
-    let mut down: BTreeMap<String, (u64, Option<u64>)> = BTreeMap::new();
-    let mut denials: Vec<String> = Vec::new();
-    let mut steps_seen = 0usize;
-    for ev in events {
-        match &ev {
-            Event::RunStarted {
-                run_id: r,
-                time,
-                plan: p,
-                ..
-            } => {
-                run_id = r.clone();
-                started = time.clone();
-                plan = p.clone();
-            }
-            Event::StepStarted { step, at_ms } => {
-                steps_seen += 1;
-                if steps_seen > DETAIL_LIMIT && step.node.is_some() {
-                    end_ms = end_ms.max(*at_ms);
-                    continue; // summarised; failures are added below
+    let g = Gathered::of(events);
+    let total = g.end_ms.max(1);
+    let mut h = String::new();
+    header(&mut h, &g, total);
+    plan_table(&mut h, &g);
+    timeline(&mut h, &g, total);
+    denied(&mut h, &g);
+    steps(&mut h, &g);
+    h.push_str(
+        r##"</div><script>
+"use strict";
+console.log("uphost report ready: " + document.querySelectorAll("#timeline rect").length + " bars");
+document.getElementById("only-failed").addEventListener("change", function (e) {
+  for (const d of document.querySelectorAll("#steps details")) {
+    d.style.display = e.target.checked && !d.classList.contains("fail") ? "none" : "";
+  }
+});
+</script></body></html>
+"##,
+    );
+
+    h
+}
+
+/// What the report shows of a run, gathered from its journal in one pass.
+struct Gathered {
+    run_id: String,
+    started: String,
+    plan: Vec<PlannedService>,
+    outcome: String,
+    end_ms: u64,
+    bars: Vec<Bar>,
+    down: BTreeMap<String, (u64, Option<u64>)>,
+    denials: Vec<String>,
+    steps_seen: usize,
+}
+
+impl Gathered {
+    /// One pass over the events: the timeline's bars (per-node detail up
+    /// to [`DETAIL_LIMIT`] steps), unavailability windows, denials.
+    fn of(events: impl IntoIterator<Item = Event>) -> Gathered {
+        let mut run_id = String::new();
+        let mut started = String::new();
+        let mut plan: Vec<PlannedService> = Vec::new();
+        let mut outcome = "running or interrupted".to_string();
+        let mut end_ms = 0u64;
+        let mut bars: Vec<Bar> = Vec::new();
+        let mut open: BTreeMap<StepKey, usize> = BTreeMap::new();
+        let mut down: BTreeMap<String, (u64, Option<u64>)> = BTreeMap::new();
+        let mut denials: Vec<String> = Vec::new();
+        let mut steps_seen = 0usize;
+        for ev in events {
+            match &ev {
+                Event::RunStarted {
+                    run_id: r,
+                    time,
+                    plan: p,
+                    ..
+                } => {
+                    run_id = r.clone();
+                    started = time.clone();
+                    plan = p.clone();
                 }
-                open.insert(step.clone(), bars.len());
-                bars.push(Bar {
-                    step: step.clone(),
-                    start: *at_ms,
-                    end: None,
-                    failed: false,
-                    error: None,
-                    denied: 0,
-                    commands: Vec::new(),
-                });
-                end_ms = end_ms.max(*at_ms);
-            }
-            Event::StepFinished {
-                step,
-                at_ms,
-                status,
-                error,
-                duration_ms,
-            } => {
-                match open.remove(step) {
-                    Some(i) => {
-                        bars[i].end = Some(*at_ms);
-                        bars[i].failed = status != "ok";
-                        bars[i].error = error.clone();
+                Event::StepStarted { step, at_ms } => {
+                    steps_seen += 1;
+                    if steps_seen > DETAIL_LIMIT && step.node.is_some() {
+                        end_ms = end_ms.max(*at_ms);
+                        continue; // summarised; failures are added below
                     }
-                    None if status != "ok" => bars.push(Bar {
+                    open.insert(step.clone(), bars.len());
+                    bars.push(Bar {
                         step: step.clone(),
-                        start: at_ms.saturating_sub(*duration_ms),
-                        end: Some(*at_ms),
-                        failed: true,
-                        error: error.clone(),
+                        start: *at_ms,
+                        end: None,
+                        failed: false,
+                        error: None,
                         denied: 0,
                         commands: Vec::new(),
-                    }),
-                    None => {}
+                    });
+                    end_ms = end_ms.max(*at_ms);
                 }
-                end_ms = end_ms.max(*at_ms);
-            }
-            Event::CommandFinished {
-                step,
-                node,
-                argv,
-                result,
-                ..
-            } => {
-                if let Some(i) = open.get(step) {
-                    bars[*i]
-                        .commands
-                        .push((node.clone(), argv.clone(), result.clone()));
+                Event::StepFinished {
+                    step,
+                    at_ms,
+                    status,
+                    error,
+                    duration_ms,
+                } => {
+                    match open.remove(step) {
+                        Some(i) => {
+                            bars[i].end = Some(*at_ms);
+                            bars[i].failed = *status != StepResult::Ok;
+                            bars[i].error = error.clone();
+                        }
+                        None if *status != StepResult::Ok => bars.push(Bar {
+                            step: step.clone(),
+                            start: at_ms.saturating_sub(*duration_ms),
+                            end: Some(*at_ms),
+                            failed: true,
+                            error: error.clone(),
+                            denied: 0,
+                            commands: Vec::new(),
+                        }),
+                        None => {}
+                    }
+                    end_ms = end_ms.max(*at_ms);
                 }
-            }
-            Event::Denied {
-                step,
-                plugin,
-                node,
-                argv,
-                reason,
-            } => {
-                if let Some(i) = open.get(step) {
-                    bars[*i].denied += 1;
+                Event::CommandFinished {
+                    step,
+                    node,
+                    argv,
+                    result,
+                    ..
+                } => {
+                    if let Some(i) = open.get(step) {
+                        bars[*i]
+                            .commands
+                            .push((node.clone(), argv.clone(), result.clone()));
+                    }
                 }
-                denials.push(format!("{plugin} on {node}: {} — {reason}", argv.join(" ")));
-            }
-            Event::Log {
-                step,
-                level,
-                message,
-                at_ms,
-            } if level == "progress" => {
-                let e = down.entry(step.service.clone()).or_insert((*at_ms, None));
-                if message == "service-down" {
-                    e.0 = e.0.min(*at_ms);
-                } else if message == "service-up" {
-                    e.1 = Some(e.1.unwrap_or(0).max(*at_ms));
+                Event::Denied {
+                    step,
+                    plugin,
+                    node,
+                    argv,
+                    reason,
+                } => {
+                    if let Some(i) = open.get(step) {
+                        bars[*i].denied += 1;
+                    }
+                    denials.push(format!("{plugin} on {node}: {} — {reason}", argv.join(" ")));
                 }
+                Event::Log {
+                    step,
+                    level,
+                    message,
+                    at_ms,
+                } if *level == LogLevel::Progress => {
+                    let e = down.entry(step.service.clone()).or_insert((*at_ms, None));
+                    if message == "service-down" {
+                        e.0 = e.0.min(*at_ms);
+                    } else if message == "service-up" {
+                        e.1 = Some(e.1.unwrap_or(0).max(*at_ms));
+                    }
+                }
+                Event::RunFinished { outcome: o, at_ms } => {
+                    outcome = o.to_string();
+                    end_ms = end_ms.max(*at_ms);
+                }
+                _ => {}
             }
-            Event::RunFinished { outcome: o, at_ms } => {
-                outcome = o.clone();
-                end_ms = end_ms.max(*at_ms);
-            }
-            _ => {}
+        }
+        Gathered {
+            run_id,
+            started,
+            plan,
+            outcome,
+            end_ms,
+            bars,
+            down,
+            denials,
+            steps_seen,
         }
     }
-    let total = end_ms.max(1);
-    let mut h = String::new();
+}
+
+/// The title, outcome and duration.
+fn header(h: &mut String, g: &Gathered, total: u64) {
     let _ = write!(
-        h,
+        *h,
         r#"<!doctype html><html lang="en"><head><meta charset="utf-8"><title>uphost run {id}</title>
 <style>
 body{{font:14px system-ui,sans-serif;margin:24px;color:#222}} h1{{font-size:20px}} h2{{font-size:16px;margin-top:28px}}
@@ -161,12 +218,12 @@ code{{font-size:12px}} details{{margin:2px 0}} .fail{{color:#d33}}
 <h1>uphost run {id}: <span class="outcome-{outcome}">{outcome}</span></h1>
 <p>started {started}; {secs:.1} s; {n} steps{more}</p>
 "#,
-        id = esc(&run_id),
-        outcome = esc(&outcome),
-        started = esc(&started),
+        id = esc(&g.run_id),
+        outcome = esc(&g.outcome),
+        started = esc(&g.started),
         secs = total as f64 / 1000.0,
-        n = steps_seen,
-        more = if steps_seen > DETAIL_LIMIT {
+        n = g.steps_seen,
+        more = if g.steps_seen > DETAIL_LIMIT {
             format!(
                 " (node steps beyond the first {DETAIL_LIMIT} are summarised: failures only; the journal has every step)"
             )
@@ -174,15 +231,19 @@ code{{font-size:12px}} details{{margin:2px 0}} .fail{{color:#d33}}
             String::new()
         }
     );
+}
+
+/// The plan, with each service's unavailability window.
+fn plan_table(h: &mut String, g: &Gathered) {
     h.push_str("<h2>Plan</h2><table><tr><th>level</th><th>service</th><th>after</th><th>rollout</th><th>nodes</th><th>rollback</th><th>unavailable</th></tr>");
-    for s in &plan {
-        let window = match down.get(&s.name) {
+    for s in &g.plan {
+        let window = match g.down.get(&s.name) {
             Some((d, Some(u))) => format!("{:.1} s ({} → {} ms)", (u - d) as f64 / 1000.0, d, u),
             Some((d, None)) => format!("from {d} ms, not back up"),
             None => "—".into(),
         };
         let _ = write!(
-            h,
+            *h,
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             s.level,
             esc(&s.name),
@@ -194,23 +255,26 @@ code{{font-size:12px}} details{{margin:2px 0}} .fail{{color:#d33}}
         );
     }
     h.push_str("</table>");
-    // Timeline.
+}
+
+/// The SVG timeline: a bar per step over the unavailability bands.
+fn timeline(h: &mut String, g: &Gathered, total: u64) {
     let row_h = 16;
     let label_w = 260;
     let width = 1000;
-    let height = bars.len() as i64 * row_h + 30;
+    let height = g.bars.len() as i64 * row_h + 30;
     let x = |ms: u64| label_w as f64 + (ms as f64 / total as f64) * (width - label_w - 10) as f64;
     let _ = write!(
-        h,
+        *h,
         r#"<h2>Timeline</h2><p>green: done, red: failed, amber: interrupted; purple outline: a command was denied; pink band: the service's unavailability window</p>
 <svg id="timeline" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-size="11">"#
     );
-    for (i, b) in bars.iter().enumerate() {
+    for (i, b) in g.bars.iter().enumerate() {
         let y = i as i64 * row_h + 4;
-        if let Some((d, u)) = down.get(&b.step.service) {
+        if let Some((d, u)) = g.down.get(&b.step.service) {
             let u = u.unwrap_or(total);
             let _ = write!(
-                h,
+                *h,
                 r#"<rect class="down" x="{:.1}" y="{y}" width="{:.1}" height="{row_h}"/>"#,
                 x(*d),
                 (x(u) - x(*d)).max(1.0)
@@ -223,7 +287,7 @@ code{{font-size:12px}} details{{margin:2px 0}} .fail{{color:#d33}}
             _ => "ok",
         };
         let _ = write!(
-            h,
+            *h,
             r#"<text x="2" y="{}">{}</text><rect class="{class}{}" x="{:.1}" y="{}" width="{:.1}" height="{}"><title>{} ({} ms){}</title></rect>"#,
             y + 12,
             esc(&b.step.to_string()),
@@ -241,24 +305,32 @@ code{{font-size:12px}} details{{margin:2px 0}} .fail{{color:#d33}}
         );
     }
     let _ = write!(
-        h,
+        *h,
         r#"<text x="{label_w}" y="{}">0 s</text><text x="{}" y="{}" text-anchor="end">{:.1} s</text></svg>"#,
         height - 4,
         width - 10,
         height - 4,
         total as f64 / 1000.0
     );
-    if !denials.is_empty() {
+}
+
+/// Every command the grants denied.
+fn denied(h: &mut String, g: &Gathered) {
+    if !g.denials.is_empty() {
         h.push_str("<h2 class=\"fail\">Denied commands</h2><ul>");
-        for d in &denials {
-            let _ = write!(h, "<li><code>{}</code></li>", esc(d));
+        for d in &g.denials {
+            let _ = write!(*h, "<li><code>{}</code></li>", esc(d));
         }
         h.push_str("</ul>");
     }
+}
+
+/// Every step with its commands (filterable to failures).
+fn steps(h: &mut String, g: &Gathered) {
     h.push_str("<h2>Steps and commands</h2><p><label><input type=\"checkbox\" id=\"only-failed\"> only failed steps</label></p><div id=\"steps\">");
-    for b in &bars {
+    for b in &g.bars {
         let _ = write!(
-            h,
+            *h,
             "<details class=\"step{}\"><summary>{}{} — {} command(s){}</summary><table>",
             if b.failed { " fail" } else { "" },
             esc(&b.step.to_string()),
@@ -279,7 +351,7 @@ code{{font-size:12px}} details{{margin:2px 0}} .fail{{color:#d33}}
                     .unwrap_or_default()
             };
             let _ = write!(
-                h,
+                *h,
                 "<tr><td>{}</td><td><code>{}</code></td><td>{}</td><td>{} ms</td><td><code>{}</code></td></tr>",
                 esc(node),
                 esc(&argv.join(" ")),
@@ -290,19 +362,6 @@ code{{font-size:12px}} details{{margin:2px 0}} .fail{{color:#d33}}
         }
         h.push_str("</table></details>");
     }
-    h.push_str(
-        r##"</div><script>
-"use strict";
-console.log("uphost report ready: " + document.querySelectorAll("#timeline rect").length + " bars");
-document.getElementById("only-failed").addEventListener("change", function (e) {
-  for (const d of document.querySelectorAll("#steps details")) {
-    d.style.display = e.target.checked && !d.classList.contains("fail") ? "none" : "";
-  }
-});
-</script></body></html>
-"##,
-    );
-    h
 }
 
 /// Write `<run dir>/report.html` for a run (reading its journal as a
@@ -375,14 +434,14 @@ mod tests {
             },
             Event::Log {
                 step: pre.clone(),
-                level: "progress".into(),
+                level: LogLevel::Progress,
                 message: "service-down".into(),
                 at_ms: 100,
             },
             Event::StepFinished {
                 step: pre,
                 at_ms: 120,
-                status: "ok".into(),
+                status: StepResult::Ok,
                 duration_ms: 110,
                 error: None,
             },
@@ -399,19 +458,19 @@ mod tests {
             },
             Event::Log {
                 step: up.clone(),
-                level: "progress".into(),
+                level: LogLevel::Progress,
                 message: "service-up".into(),
                 at_ms: 300,
             },
             Event::StepFinished {
                 step: up,
                 at_ms: 400,
-                status: "failed".into(),
+                status: StepResult::Failed,
                 duration_ms: 270,
                 error: Some("boom <b>".into()),
             },
             Event::RunFinished {
-                outcome: "failed".into(),
+                outcome: Outcome::Failed,
                 at_ms: 410,
             },
         ];

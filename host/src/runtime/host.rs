@@ -2,46 +2,63 @@
 //! grant first, before any side effect.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use wasmtime::component::ResourceTable;
 use wasmtime::{StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+use super::bindings::NodeList;
 use super::bindings::uphost::plugin::{log, node_exec, state, types};
+use super::call::CallEnv;
 use super::pipe::CappedPipe;
-use crate::capabilities::{Access, Grant};
-use crate::config::{Limits, NodeSet, NodeSpec};
-use crate::events::{CommandRecord, Event, Sink, StepKey};
-use crate::transport::{CommandSpec, ConnectionFailure, Transport, TransportError};
+use crate::config::{NodeSet, NodeSpec};
+use crate::events::{Event, LogLevel};
 
 /// Largest value `state.set` accepts.
 pub const MAX_STATE_VALUE: usize = 64 << 10;
-/// Most keys a plugin may keep.
+/// Longest state key.
+pub const MAX_STATE_KEY: usize = 256;
+/// Most keys a plugin may keep (in all, across its hook calls).
 pub const MAX_STATE_KEYS: usize = 1024;
+/// Most bytes of keys and values a plugin may keep (in all).
+pub const MAX_STATE_BYTES: usize = 4 << 20;
+/// Most `state.set`/`state.delete` calls in one hook call.
+pub const MAX_STATE_WRITES: u32 = 4096;
 /// Longest log line kept.
 pub const MAX_LOG_LINE: usize = 4096;
+/// Most bytes of log lines kept from one hook call.
+pub const MAX_LOG_BYTES: usize = 1 << 20;
+/// Most denied commands in one hook call: the next stops the call (a
+/// plugin probing its grant in a loop would fill the journal).
+pub const MAX_DENIALS: u32 = 32;
+/// How much of a denied command's argv is journaled and shown.
+const DENIED_ARGV_BYTES: usize = 4096;
 
-/// What one hook call may do.
-pub struct CallEnv {
-    /// Plugin (= service) name.
-    pub plugin: String,
-    /// The step this call is.
-    pub step: StepKey,
-    /// Effective grant.
-    pub grant: Arc<Grant>,
-    /// Nodes hosting the service: the only ones `exec` may target.
-    pub nodes: Arc<NodeSet>,
-    /// Mutating commands are recorded, not executed.
-    pub read_only: bool,
-    /// Limits.
-    pub limits: Limits,
-    /// How commands reach nodes.
-    pub transport: Arc<dyn Transport>,
-    /// Where events go.
-    pub sink: Arc<dyn Sink>,
-    /// Where mutating commands record their results (journaled runs).
-    pub record_dir: Option<std::path::PathBuf>,
+/// A denied argv as it is journaled: at most [`DENIED_ARGV_BYTES`] in all,
+/// the rest counted.
+fn capped_argv(argv: Vec<String>) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut used = 0;
+    let total = argv.len();
+    for a in argv {
+        if used + a.len() > DENIED_ARGV_BYTES {
+            let room = DENIED_ARGV_BYTES.saturating_sub(used).min(256);
+            if room > 0 {
+                let mut end = room.min(a.len());
+                while !a.is_char_boundary(end) {
+                    end -= 1;
+                }
+                out.push(format!("{}… [{} bytes]", &a[..end], a.len()));
+            }
+            break;
+        }
+        used += a.len();
+        out.push(a);
+    }
+    if out.len() < total {
+        out.push(format!("… [{} more arguments]", total - out.len()));
+    }
+    out
 }
 
 /// Per-store state.
@@ -54,7 +71,9 @@ pub struct HostState {
     pub env: Option<CallEnv>,
     seq: u32,
     log_lines: u64,
-    state_keys: usize,
+    log_bytes: usize,
+    denials: u32,
+    state_writes: u32,
     /// Guest stdout.
     pub stdout: CappedPipe,
     /// Guest stderr.
@@ -86,7 +105,9 @@ impl HostState {
             env,
             seq: 0,
             log_lines: 0,
-            state_keys: 0,
+            log_bytes: 0,
+            denials: 0,
+            state_writes: 0,
             stdout,
             stderr,
         }
@@ -101,9 +122,6 @@ impl WasiView for HostState {
         }
     }
 }
-
-/// The host side of a `node-list` handle: the service's nodes, shared.
-pub struct NodeList(pub Arc<NodeSet>);
 
 /// A node as the contract passes it to a plugin (name, address, roles).
 pub fn wit_node(n: &NodeSpec) -> types::Node {
@@ -183,14 +201,13 @@ impl node_exec::Host for HostState {
                 "describe runs with no capabilities".to_string(),
             )));
         };
-        let mut argv = vec![req.program.clone()];
-        argv.extend(req.args.iter().cloned());
         // 1. Enforcement, before anything else.
         let node = env.nodes.by_name(&req.node);
         let verdict = match node {
             None => Err(format!(
                 "node `{}` does not host service `{}`",
-                req.node, env.plugin
+                clip(req.node.escape_debug().to_string(), 256),
+                env.plugin
             )),
             Some(_) => {
                 let kv: Vec<(String, String)> = req
@@ -207,211 +224,38 @@ impl node_exec::Host for HostState {
         let access = match verdict {
             Ok(a) => a,
             Err(reason) => {
+                self.denials += 1;
+                if self.denials > MAX_DENIALS {
+                    wasmtime::bail!(
+                        "more than {MAX_DENIALS} denied commands in one hook call: the plugin was stopped (it keeps asking for what it was not granted)"
+                    );
+                }
+                let reason = clip(reason, 1024);
+                let mut argv = Vec::with_capacity(req.args.len() + 1);
+                argv.push(req.program);
+                argv.extend(req.args);
+                let argv = capped_argv(argv);
+                let node = clip(req.node, 256);
                 tracing::warn!(
                     target: "uphost::security",
-                    plugin = %env.plugin, node = %req.node, argv = ?argv, %reason,
+                    plugin = %env.plugin, node = %crate::untrusted::line(&node), %reason,
                     "denied"
                 );
                 env.sink.emit(Event::Denied {
                     step: env.step.clone(),
                     plugin: env.plugin.clone(),
-                    node: req.node.clone(),
+                    node,
                     argv,
                     reason: reason.clone(),
                 });
                 return Ok(Err(node_exec::ExecError::Denied(reason)));
             }
         };
-        let node = node.expect("checked above");
+        let node = node.expect("checked above").clone();
         let seq = self.seq;
         self.seq += 1;
-        // 2. Read-only mode: record, do not run.
-        if env.read_only && access == Access::Mutating {
-            env.sink.emit(Event::CommandFinished {
-                step: env.step.clone(),
-                seq,
-                node: req.node.clone(),
-                argv,
-                result: CommandRecord {
-                    status: None,
-                    error: None,
-                    error_kind: None,
-                    stdout: String::new(),
-                    stderr: String::new(),
-                    truncated: false,
-                    skipped: true,
-                    mutating: true,
-                    duration_ms: 0,
-                },
-            });
-            return Ok(Ok(node_exec::ExecOutput {
-                status: 0,
-                stdout: Vec::new(),
-                stderr: Vec::new(),
-                truncated: false,
-                skipped: true,
-            }));
-        }
-        // 3. Replay a result an interrupted attempt already recorded.
-        if let Some(rec) = env.sink.replay(&env.step, seq) {
-            tracing::debug!(step = %env.step, seq, "replaying recorded command result");
-            let out = from_record(&rec);
-            env.sink.emit(Event::CommandFinished {
-                step: env.step.clone(),
-                seq,
-                node: req.node.clone(),
-                argv,
-                result: rec,
-            });
-            return Ok(out);
-        }
-        // 4. Run it; a mutating command's intent is on disk first.
-        let mutating = access == Access::Mutating;
-        if mutating {
-            env.sink.emit(Event::CommandStarted {
-                step: env.step.clone(),
-                seq,
-                node: req.node.clone(),
-                argv: argv.clone(),
-            });
-            // Its intent is not on disk: running it could not be known to a
-            // resume, which might run it again.
-            if let Some(e) = env.sink.write_error() {
-                return Ok(Err(node_exec::ExecError::SpawnFailed(format!(
-                    "not run: the run's journal cannot be written ({e}); free the space and `uphost resume`"
-                ))));
-            }
-        }
-        let timeout = req
-            .timeout_ms
-            .map(|ms| Duration::from_millis(ms as u64))
-            .unwrap_or(env.limits.exec_timeout)
-            .min(env.limits.exec_timeout);
-        let spec = CommandSpec {
-            program: req.program,
-            args: req.args,
-            stdin: req.stdin,
-            env: req.env.into_iter().map(|p| (p.key, p.value)).collect(),
-            timeout,
-            output_cap: env.limits.output_cap,
-            record: match (&env.record_dir, access) {
-                (Some(dir), Access::Mutating) => Some(dir.join(record_name(&env.step, seq))),
-                _ => None,
-            },
-        };
-        let t0 = Instant::now();
-        let res = env.transport.exec(node, &spec).await;
-        let duration_ms = t0.elapsed().as_millis() as u64;
-        // The recorder found no room to record a result and did not run the
-        // command: nothing to journal, and `resume` runs it.
-        if let (Some(_), Ok(o)) = (&spec.record, &res)
-            && crate::transport::record::not_run(o.status, &o.stderr)
-        {
-            env.sink.no_room(lossy(&o.stderr).trim_end().to_string());
-            return Ok(Err(node_exec::ExecError::SpawnFailed(format!(
-                "{} (on {}); free the space and `uphost resume`",
-                lossy(&o.stderr).trim_end(),
-                node.name
-            ))));
-        }
-        let rec = match &res {
-            Ok(o) => CommandRecord {
-                status: Some(o.status),
-                error: None,
-                error_kind: None,
-                stdout: lossy(&o.stdout),
-                stderr: lossy(&o.stderr),
-                truncated: o.truncated,
-                skipped: false,
-                mutating,
-                duration_ms,
-            },
-            Err(e) => CommandRecord {
-                status: None,
-                error: Some(e.to_string()),
-                error_kind: Some(e.kind_name().to_string()),
-                stdout: String::new(),
-                stderr: String::new(),
-                truncated: false,
-                skipped: false,
-                mutating,
-                duration_ms,
-            },
-        };
-        env.sink.emit(Event::CommandFinished {
-            step: env.step.clone(),
-            seq,
-            node: node.name.clone(),
-            argv,
-            result: rec,
-        });
-        // The journal has the result now, the recorder's copy is not needed;
-        // unless the journal could not take it: then that copy is what
-        // keeps `resume` from running the command again.
-        if let Some(f) = &spec.record
-            && env.sink.write_error().is_none()
-        {
-            let _ = std::fs::remove_file(f);
-        }
-        Ok(match res {
-            Ok(o) => Ok(node_exec::ExecOutput {
-                status: o.status,
-                stdout: o.stdout,
-                stderr: o.stderr,
-                truncated: o.truncated,
-                skipped: false,
-            }),
-            Err(TransportError::Timeout { ms, .. }) => {
-                Err(node_exec::ExecError::Timeout(ms.min(u32::MAX as u64) as u32))
-            }
-            Err(e @ TransportError::Spawn { .. }) => {
-                Err(node_exec::ExecError::SpawnFailed(e.to_string()))
-            }
-            Err(e @ TransportError::Unreachable { .. }) => {
-                Err(node_exec::ExecError::Unreachable(e.to_string()))
-            }
-        })
-    }
-}
-
-/// The file a mutating command's result is recorded in.
-pub fn record_name(step: &StepKey, seq: u32) -> String {
-    let clean = |s: &str| -> String {
-        s.chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '-' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect()
-    };
-    format!(
-        "{}.{}.{}.{seq}.json",
-        clean(&step.service),
-        step.phase.as_str(),
-        clean(step.node.as_deref().unwrap_or("_"))
-    )
-}
-
-/// Turn a journaled result back into what `exec` returns.
-fn from_record(rec: &CommandRecord) -> Result<node_exec::ExecOutput, node_exec::ExecError> {
-    match (rec.status, rec.error_kind.as_deref()) {
-        (Some(status), _) => Ok(node_exec::ExecOutput {
-            status,
-            stdout: rec.stdout.clone().into_bytes(),
-            stderr: rec.stderr.clone().into_bytes(),
-            truncated: rec.truncated,
-            skipped: rec.skipped,
-        }),
-        (None, Some("timeout")) => Err(node_exec::ExecError::Timeout(rec.duration_ms as u32)),
-        (None, Some(kind)) if ConnectionFailure::from_name(kind).is_some() => Err(
-            node_exec::ExecError::Unreachable(rec.error.clone().unwrap_or_default()),
-        ),
-        (None, _) => Err(node_exec::ExecError::SpawnFailed(
-            rec.error.clone().unwrap_or_default(),
-        )),
+        // 2. The granted command runs at most once across crashes.
+        Ok(super::exec::once(env, &node, access, seq, req).await)
     }
 }
 
@@ -428,17 +272,32 @@ fn clip(s: String, max: usize) -> String {
 
 impl HostState {
     /// Record a log line attributed to the plugin (capped in count and size).
-    pub fn log_line(&mut self, level: &str, message: String) {
+    pub fn log_line(&mut self, level: LogLevel, message: String) {
         let Some(env) = &self.env else {
-            tracing::debug!(level, %message, "log during describe (ignored)");
+            tracing::debug!(%level, %message, "log during describe (ignored)");
             return;
         };
         self.log_lines += 1;
+        self.log_bytes += message.len().min(MAX_LOG_LINE);
+        if self.log_bytes > MAX_LOG_BYTES && self.log_lines <= env.limits.max_log_lines {
+            // Counted as past the line cap from here on: one notice, then
+            // nothing more from this call.
+            self.log_lines = env.limits.max_log_lines + 1;
+            env.sink.emit(Event::Log {
+                step: env.step.clone(),
+                level: LogLevel::Warn,
+                message: format!(
+                    "log capped at {MAX_LOG_BYTES} bytes in one hook call; further lines dropped"
+                ),
+                at_ms: env.sink.now_ms(),
+            });
+            return;
+        }
         if self.log_lines > env.limits.max_log_lines {
             if self.log_lines == env.limits.max_log_lines + 1 {
                 env.sink.emit(Event::Log {
                     step: env.step.clone(),
-                    level: "warn".into(),
+                    level: LogLevel::Warn,
                     message: format!(
                         "log capped at {} lines; further lines dropped",
                         env.limits.max_log_lines
@@ -450,7 +309,7 @@ impl HostState {
         }
         env.sink.emit(Event::Log {
             step: env.step.clone(),
-            level: level.to_string(),
+            level,
             message: clip(message, MAX_LOG_LINE),
             at_ms: env.sink.now_ms(),
         });
@@ -460,8 +319,8 @@ impl HostState {
     /// against the log-line cap; already capped in size).
     pub fn flush_guest_output(&mut self) {
         for (name, pipe) in [
-            ("stdout", self.stdout.clone()),
-            ("stderr", self.stderr.clone()),
+            (LogLevel::Stdout, self.stdout.clone()),
+            (LogLevel::Stderr, self.stderr.clone()),
         ] {
             let (bytes, truncated) = pipe.take();
             self.guest_output(name, &bytes, truncated);
@@ -469,7 +328,7 @@ impl HostState {
     }
 
     /// Log what the guest wrote to one of its streams.
-    pub fn guest_output(&mut self, name: &str, bytes: &[u8], truncated: bool) {
+    pub fn guest_output(&mut self, name: LogLevel, bytes: &[u8], truncated: bool) {
         let Some(env) = &self.env else { return };
         if bytes.is_empty() {
             return;
@@ -481,7 +340,7 @@ impl HostState {
         text.push_str(&lossy(bytes));
         env.sink.emit(Event::Log {
             step: env.step.clone(),
-            level: name.to_string(),
+            level: name,
             message: clip(text, MAX_LOG_LINE * 16),
             at_ms: env.sink.now_ms(),
         });
@@ -491,17 +350,17 @@ impl HostState {
 impl log::Host for HostState {
     async fn log(&mut self, level: log::Level, message: String) -> wasmtime::Result<()> {
         let level = match level {
-            log::Level::Debug => "debug",
-            log::Level::Info => "info",
-            log::Level::Warn => "warn",
-            log::Level::Error => "error",
+            log::Level::Debug => LogLevel::Debug,
+            log::Level::Info => LogLevel::Info,
+            log::Level::Warn => LogLevel::Warn,
+            log::Level::Error => LogLevel::Error,
         };
         self.log_line(level, message);
         Ok(())
     }
 
     async fn progress(&mut self, message: String) -> wasmtime::Result<()> {
-        self.log_line("progress", message);
+        self.log_line(LogLevel::Progress, message);
         Ok(())
     }
 }
@@ -518,18 +377,36 @@ impl state::Host for HostState {
         let Some(env) = &self.env else {
             wasmtime::bail!("state.set during describe: describe runs with no capabilities");
         };
+        if key.len() > MAX_STATE_KEY {
+            wasmtime::bail!(
+                "state.set: a key of {} bytes exceeds the {MAX_STATE_KEY} byte limit",
+                key.len()
+            );
+        }
         if value.len() > MAX_STATE_VALUE {
             wasmtime::bail!(
-                "state.set(\"{key}\"): value of {} bytes exceeds the {} byte limit",
+                "state.set(\"{}\"): value of {} bytes exceeds the {} byte limit",
+                key.escape_debug(),
                 value.len(),
                 MAX_STATE_VALUE
             );
         }
-        if env.sink.state_get(&env.plugin, &key).is_none() {
-            self.state_keys += 1;
-            if self.state_keys > MAX_STATE_KEYS {
-                wasmtime::bail!("state.set: more than {MAX_STATE_KEYS} keys");
-            }
+        self.state_writes += 1;
+        if self.state_writes > MAX_STATE_WRITES {
+            wasmtime::bail!(
+                "state: more than {MAX_STATE_WRITES} writes and deletes in one hook call"
+            );
+        }
+        let old = env.sink.state_get(&env.plugin, &key);
+        let (keys, bytes) = env.sink.state_held(&env.plugin);
+        if old.is_none() && keys >= MAX_STATE_KEYS {
+            wasmtime::bail!("state.set: more than {MAX_STATE_KEYS} keys");
+        }
+        let after = bytes - old.map_or(0, |o| key.len() + o.len()) + key.len() + value.len();
+        if after > MAX_STATE_BYTES {
+            wasmtime::bail!(
+                "state.set: the plugin's state would hold {after} bytes, over the {MAX_STATE_BYTES} byte limit"
+            );
         }
         env.sink.emit(Event::State {
             service: env.plugin.clone(),
@@ -541,6 +418,21 @@ impl state::Host for HostState {
 
     async fn delete(&mut self, key: String) -> wasmtime::Result<()> {
         if let Some(env) = &self.env {
+            if key.len() > MAX_STATE_KEY {
+                wasmtime::bail!(
+                    "state.delete: a key of {} bytes exceeds the {MAX_STATE_KEY} byte limit",
+                    key.len()
+                );
+            }
+            self.state_writes += 1;
+            if self.state_writes > MAX_STATE_WRITES {
+                wasmtime::bail!(
+                    "state: more than {MAX_STATE_WRITES} writes and deletes in one hook call"
+                );
+            }
+            if env.sink.state_get(&env.plugin, &key).is_none() {
+                return Ok(()); // nothing to delete: nothing to journal
+            }
             env.sink.emit(Event::State {
                 service: env.plugin.clone(),
                 key,
@@ -548,43 +440,5 @@ impl state::Host for HostState {
             });
         }
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn failed(kind: &str) -> CommandRecord {
-        CommandRecord {
-            status: None,
-            error: Some(format!("ctl2 (10.0.0.12) {kind}")),
-            error_kind: Some(kind.to_string()),
-            stdout: String::new(),
-            stderr: String::new(),
-            truncated: false,
-            skipped: false,
-            mutating: true,
-            duration_ms: 7,
-        }
-    }
-
-    /// A resumed run hands the plugin the same error the first one did.
-    #[test]
-    fn journaled_failures_replay_as_the_same_exec_error() {
-        for k in ConnectionFailure::ALL {
-            match from_record(&failed(k.name())) {
-                Err(node_exec::ExecError::Unreachable(m)) => assert!(m.contains(k.name())),
-                other => panic!("{k:?}: {other:?}"),
-            }
-        }
-        assert!(matches!(
-            from_record(&failed("timeout")),
-            Err(node_exec::ExecError::Timeout(7))
-        ));
-        assert!(matches!(
-            from_record(&failed("spawn-failed")),
-            Err(node_exec::ExecError::SpawnFailed(_))
-        ));
     }
 }

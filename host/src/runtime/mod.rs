@@ -3,6 +3,8 @@
 //! it, and hook calls with a memory cap and a deadline.
 
 pub mod bindings;
+pub mod call;
+pub mod exec;
 pub mod host;
 pub mod pipe;
 
@@ -14,7 +16,8 @@ use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine, Store};
 
 use bindings::{ServicePlugin, ServicePluginPre};
-pub use host::{CallEnv, HostState, wit_node};
+pub use call::{CallEnv, CallIo};
+pub use host::{HostState, wit_node};
 
 use crate::events::Phase;
 
@@ -358,12 +361,16 @@ pub async fn call_hook(
         Err(_) => Err(deadline()),
         Ok(Err(e)) if is_deadline(&e) => Err(deadline()),
         Ok(Err(e)) => Err(trap_message(&plugin, hook_name, &e, &stderr_bytes)),
-        Ok(Ok(Err(he))) => Err(HookFailure::Plugin(he.message)),
+        Ok(Ok(Err(he))) => Err(HookFailure::Plugin(capped_error(he.message))),
         Ok(Ok(Ok(()))) => Ok(()),
     };
     let st = store.data_mut();
     st.flush_guest_output();
-    st.guest_output("stderr", &stderr_bytes, stderr_truncated);
+    st.guest_output(
+        crate::events::LogLevel::Stderr,
+        &stderr_bytes,
+        stderr_truncated,
+    );
     out
 }
 
@@ -375,12 +382,36 @@ pub async fn describe(
     let _slot = rt.slots.acquire().await.expect("semaphore never closed");
     let state = HostState::new(None, 64 << 20, 64 << 10);
     let mut store = rt.store(state, Duration::from_secs(10));
-    let inst = pre.instantiate_async(&mut store).await?;
-    let info = tokio::time::timeout(
-        Duration::from_secs(11),
-        inst.uphost_plugin_plugin().call_describe(&mut store),
-    )
-    .await
-    .map_err(|_| wasmtime::format_err!("describe did not return within 10s"))??;
-    Ok(info)
+    let looped = || {
+        wasmtime::format_err!(
+            "describe did not return within 10 s: the plugin loops at load; remove its file from the plugin directory and report it to its vendor"
+        )
+    };
+    let work = async {
+        let inst = pre.instantiate_async(&mut store).await?;
+        inst.uphost_plugin_plugin().call_describe(&mut store).await
+    };
+    match tokio::time::timeout(Duration::from_secs(11), work).await {
+        Err(_) => Err(looped()),
+        Ok(Err(e)) if is_deadline(&e) => Err(looped()),
+        Ok(r) => r,
+    }
+}
+
+/// Longest hook error kept (journal, report, terminal): a plugin's error
+/// is untrusted and could be megabytes.
+pub const MAX_HOOK_ERROR: usize = 4096;
+
+/// A plugin's error, capped at [`MAX_HOOK_ERROR`] bytes.
+fn capped_error(mut message: String) -> String {
+    if message.len() > MAX_HOOK_ERROR {
+        let total = message.len();
+        let mut end = MAX_HOOK_ERROR;
+        while !message.is_char_boundary(end) {
+            end -= 1;
+        }
+        message.truncate(end);
+        message.push_str(&format!("… [error of {total} bytes cut]"));
+    }
+    message
 }

@@ -3,6 +3,7 @@
 
 pub mod dryrun;
 pub mod local;
+pub mod process;
 pub mod record;
 pub mod ssh;
 
@@ -11,6 +12,7 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use crate::config::{Connection, NodeSpec};
+use crate::events::ErrorKind;
 
 /// A command for a node: an argv, never a shell line.
 #[derive(Debug, Clone)]
@@ -83,11 +85,11 @@ pub enum TransportError {
 
 impl TransportError {
     /// The journal's `error_kind` for this error.
-    pub fn kind_name(&self) -> &'static str {
+    pub fn kind(&self) -> ErrorKind {
         match self {
-            TransportError::Timeout { .. } => "timeout",
-            TransportError::Spawn { .. } => "spawn-failed",
-            TransportError::Unreachable { kind, .. } => kind.name(),
+            TransportError::Timeout { .. } => ErrorKind::Timeout,
+            TransportError::Spawn { .. } => ErrorKind::SpawnFailed,
+            TransportError::Unreachable { kind, .. } => kind.kind(),
         }
     }
 }
@@ -115,18 +117,13 @@ impl ConnectionFailure {
         ConnectionFailure::Dropped,
     ];
 
-    /// The kind a journal `error_kind` names, if it names one.
-    pub fn from_name(name: &str) -> Option<ConnectionFailure> {
-        Self::ALL.into_iter().find(|k| k.name() == name)
-    }
-
-    /// Stable name (journal `error_kind`, JSON output).
-    pub fn name(self) -> &'static str {
+    /// The journal's `error_kind` for it.
+    pub fn kind(self) -> ErrorKind {
         match self {
-            ConnectionFailure::Unreachable => "unreachable",
-            ConnectionFailure::AuthenticationFailed => "authentication-failed",
-            ConnectionFailure::HostKeyRejected => "host-key-rejected",
-            ConnectionFailure::Dropped => "connection-dropped",
+            ConnectionFailure::Unreachable => ErrorKind::Unreachable,
+            ConnectionFailure::AuthenticationFailed => ErrorKind::AuthenticationFailed,
+            ConnectionFailure::HostKeyRejected => ErrorKind::HostKeyRejected,
+            ConnectionFailure::Dropped => ErrorKind::ConnectionDropped,
         }
     }
 }
@@ -165,13 +162,13 @@ pub trait Transport: Send + Sync {
 pub struct Transports {
     local: local::Local,
     dry: dryrun::DryRun,
-    ssh_settings: ssh::SshSettings,
+    ssh_settings: crate::config::SshSettings,
     ssh: std::sync::OnceLock<Result<ssh::Ssh, String>>,
 }
 
 impl Transports {
     /// The standard set; the ssh transport starts on first use.
-    pub fn new(ssh_settings: ssh::SshSettings) -> Self {
+    pub fn new(ssh_settings: crate::config::SshSettings) -> Self {
         Transports {
             local: local::Local,
             dry: dryrun::DryRun,

@@ -198,10 +198,7 @@ pub fn main(args: &[String]) -> i32 {
     let t = std::thread::spawn(move || capped(err, cap));
     let (stdout, t1) = capped(out, cap);
     let (stderr, t2) = t.join().unwrap_or_default();
-    let status = child
-        .wait()
-        .map(crate::transport::local::exit_code)
-        .unwrap_or(127);
+    let status = child.wait().map(super::process::exit_code).unwrap_or(127);
     let rec = Recorded {
         status,
         stdout: String::from_utf8_lossy(&stdout).into_owned(),
@@ -221,4 +218,25 @@ pub fn main(args: &[String]) -> i32 {
     let _ = std::io::stdout().write_all(&stdout);
     let _ = std::io::stderr().write_all(&stderr);
     status
+}
+
+/// The file a mutating command's result is recorded in.
+pub fn record_name(step: &crate::events::StepKey, seq: u32) -> String {
+    let clean = |s: &str| -> String {
+        s.chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect()
+    };
+    format!(
+        "{}.{}.{}.{seq}.json",
+        clean(&step.service),
+        step.phase.as_str(),
+        clean(step.node.as_deref().unwrap_or("_"))
+    )
 }

@@ -12,23 +12,9 @@
 use std::path::PathBuf;
 use std::process::Stdio;
 
-use super::local::run_child;
+use super::process::run_child;
 use super::{BoxFuture, CommandOutput, CommandSpec, ConnectionFailure, Transport, TransportError};
-use crate::config::NodeSpec;
-
-/// Settings from uphost.yaml's `ssh:` section.
-#[derive(Debug, Clone, Default, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SshSettings {
-    /// An ssh_config file passed with `-F` (default: the user's).
-    pub config: Option<PathBuf>,
-    /// Accept and record unknown host keys (`StrictHostKeyChecking=accept-new`);
-    /// changed keys are always refused.
-    #[serde(default)]
-    pub accept_new_host_keys: bool,
-    /// Seconds to wait for a connection.
-    pub connect_timeout_s: Option<u64>,
-}
+use crate::config::{NodeSpec, SshSettings};
 
 /// The ssh transport.
 pub struct Ssh {
@@ -36,17 +22,7 @@ pub struct Ssh {
     control_dir: PathBuf,
 }
 
-/// Quote one argument for a POSIX shell.
-pub fn quote(arg: &str) -> String {
-    if !arg.is_empty()
-        && arg
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_./=:@%+,".contains(&b))
-    {
-        return arg.to_string();
-    }
-    format!("'{}'", arg.replace('\'', "'\\''"))
-}
+pub use uphost_words::shell::quote;
 
 /// The remote command line for an argv and environment.
 pub fn remote_command(program: &str, args: &[String], env: &[(String, String)]) -> String {
@@ -322,7 +298,7 @@ mod tests {
             let text = e.to_string();
             assert!(text.starts_with("ctl2 (10.0.0.12:2222) "), "{text}");
             assert!(text.trim_end().ends_with(stderr), "{text}");
-            assert_eq!(e.kind_name(), want.name());
+            assert_eq!(e.kind(), want.kind());
         }
     }
 

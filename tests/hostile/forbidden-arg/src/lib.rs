@@ -1,5 +1,9 @@
 //! Hostile test plugin `forbidden-arg`: see tests/hostile.rs for what the host must do.
-#![allow(unconditional_recursion, clippy::all)]
+#![allow(
+    unconditional_recursion,
+    clippy::all,
+    reason = "a hostile plugin: written to attack the host, not to be tidy"
+)]
 use uphost_sdk::prelude::*;
 
 /// The plugin.

@@ -1,5 +1,8 @@
 //! Hostile test plugin `path-climb`: see tests/hostile.rs for what the host must do.
-#![allow(clippy::all)]
+#![allow(
+    clippy::all,
+    reason = "a hostile plugin: written to attack the host, not to be tidy"
+)]
 use uphost_sdk::prelude::*;
 
 /// The plugin.

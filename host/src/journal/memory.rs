@@ -11,12 +11,12 @@ pub struct MemorySink {
     events: Mutex<Vec<Event>>,
     state: Mutex<BTreeMap<(String, String), String>>,
     start: Instant,
-    observer: Option<crate::journal::Observer>,
+    observer: Option<super::Observer>,
 }
 
 impl MemorySink {
     /// An empty sink.
-    pub fn new(observer: Option<crate::journal::Observer>) -> Self {
+    pub fn new(observer: Option<super::Observer>) -> Self {
         MemorySink {
             events: Mutex::default(),
             state: Mutex::default(),
@@ -82,6 +82,13 @@ impl Sink for MemorySink {
             .unwrap_or_else(|p| p.into_inner())
             .get(&(service.to_string(), key.to_string()))
             .cloned()
+    }
+
+    fn state_held(&self, service: &str) -> (usize, usize) {
+        crate::events::held_by(
+            &self.state.lock().unwrap_or_else(|p| p.into_inner()),
+            service,
+        )
     }
 
     fn now_ms(&self) -> u64 {

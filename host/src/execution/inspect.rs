@@ -1,0 +1,222 @@
+//! Looking at runs without running anything: where a run stands
+//! (`uphost status`) and every run of a state directory (`uphost runs`),
+//! read from their journals and the run lock. The views serialize as the
+//! commands' JSON output.
+
+use std::path::Path;
+
+use serde::Serialize;
+
+use super::run::steps_of;
+use crate::Error;
+use crate::events::{Event, Outcome};
+use crate::journal;
+
+/// The run asked for, or the current one.
+pub fn run_or_current(state_dir: &Path, run: Option<&str>) -> Result<String, Error> {
+    Ok(match run {
+        Some(r) => r.to_string(),
+        None => journal::current_run(state_dir)?,
+    })
+}
+
+/// One step of a service.
+#[derive(Serialize)]
+pub struct StepView {
+    /// Its phase.
+    pub phase: String,
+    /// Its node, for `upgrade`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// `done`, `failed`, `running` or `remaining`.
+    pub status: &'static str,
+}
+
+/// One service of a run.
+#[derive(Serialize)]
+pub struct ServiceView {
+    /// Service.
+    pub name: String,
+    /// `done`, `failed`, `running`, `partial` or `remaining`.
+    pub status: &'static str,
+    /// Steps done.
+    pub done: usize,
+    /// Steps in all.
+    pub total: usize,
+    /// Every step.
+    pub steps: Vec<StepView>,
+    /// Once the run's rollback began: `done`, `failed`, `running` or
+    /// `pending` for a service it rolls back, `irreversible` for one it
+    /// cannot; absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rollback: Option<&'static str>,
+}
+
+/// The run's rollback, once it began.
+#[derive(Serialize)]
+pub struct RollbackView {
+    /// Services to roll back, in order.
+    pub services: Vec<String>,
+    /// Touched services that cannot roll back.
+    pub irreversible: Vec<String>,
+    /// Every listed rollback is done.
+    pub complete: bool,
+}
+
+/// Where a run stands.
+#[derive(Serialize)]
+pub struct StatusView {
+    /// The run.
+    pub run_id: String,
+    /// The run executed no mutating command (`run --dry-run`).
+    pub dry_run: bool,
+    /// `complete`, `failed`, `interrupted`, `rolled-back`, or `running`.
+    pub outcome: String,
+    /// The uphost running it, while `outcome` is `running`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub running: Option<String>,
+    /// Its outcome is `complete`.
+    pub complete: bool,
+    /// Its rollback, once it began.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rollback: Option<RollbackView>,
+    /// Per service, in plan order.
+    pub services: Vec<ServiceView>,
+}
+
+/// The outcome of a run whose journal has none yet.
+pub fn unfinished_outcome(running: bool) -> String {
+    if running { "running" } else { "interrupted" }.to_string()
+}
+
+/// Where a run stands (`run`, or the current run): per service and
+/// node, from its journal, and whether its uphost is running it now.
+pub fn status(state_dir: &Path, run: Option<&str>) -> Result<StatusView, Error> {
+    let run_id = run_or_current(state_dir, run)?;
+    let path = journal::journal_of(state_dir, &run_id)?;
+    let r = journal::replay_summary(&path)?;
+    let Some(Event::RunStarted { plan, options, .. }) = r.run_started() else {
+        return Err(Error::Failed(format!(
+            "{}: no run-started record",
+            path.display()
+        )));
+    };
+    // No outcome yet: running now, or stopped without one (killed,
+    // crashed, a lost machine), which `resume` continues.
+    let (outcome, holder) = match r.outcome() {
+        Some(o) => (o.to_string(), None),
+        None => {
+            let h = journal::lock::running(state_dir, &run_id);
+            (unfinished_outcome(h.is_some()), h)
+        }
+    };
+    let mut services = Vec::new();
+    for s in plan {
+        let steps: Vec<StepView> = steps_of(s)
+            .into_iter()
+            .map(|k| StepView {
+                phase: k.phase.to_string(),
+                status: r.steps.get(&k).map_or("remaining", |s| s.as_str()),
+                node: k.node,
+            })
+            .collect();
+        let done = steps.iter().filter(|s| s.status == "done").count();
+        let status = if done == steps.len() {
+            "done"
+        } else if steps.iter().any(|s| s.status == "failed") {
+            "failed"
+        } else if steps.iter().any(|s| s.status == "running") {
+            "running"
+        } else if done > 0 {
+            "partial"
+        } else {
+            "remaining"
+        };
+        let rollback = r.rollback.as_ref().and_then(|rb| {
+            if rb.irreversible.contains(&s.name) {
+                Some("irreversible")
+            } else if rb.services.contains(&s.name) {
+                let key = crate::events::StepKey::of(&s.name, crate::events::Phase::Rollback);
+                Some(r.steps.get(&key).map_or("pending", |s| s.as_str()))
+            } else {
+                None
+            }
+        });
+        services.push(ServiceView {
+            name: s.name.clone(),
+            status,
+            done,
+            total: steps.len(),
+            steps,
+            rollback,
+        });
+    }
+    let rollback = r.rollback.as_ref().map(|rb| RollbackView {
+        complete: services
+            .iter()
+            .filter(|s| rb.services.contains(&s.name))
+            .all(|s| s.rollback == Some("done")),
+        services: rb.services.clone(),
+        irreversible: rb.irreversible.clone(),
+    });
+    Ok(StatusView {
+        complete: outcome == Outcome::Complete.as_str(),
+        dry_run: options.dry_run,
+        running: holder.map(|h| h.to_string()),
+        run_id,
+        outcome,
+        rollback,
+        services,
+    })
+}
+
+/// One run of a state directory.
+#[derive(Serialize)]
+pub struct RunView {
+    /// The run.
+    pub run_id: String,
+    /// The run `status`, `report` and `resume` use by default.
+    pub current: bool,
+    /// RFC 3339 start time (absent if the journal has no run-started).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub started: Option<String>,
+    /// A dry run.
+    pub dry_run: bool,
+    /// Its `--only`.
+    pub only: Vec<String>,
+    /// Its `--limit`.
+    pub limit: Vec<String>,
+    /// `complete`, `failed`, `interrupted` (also: killed before it could
+    /// say so), `rolled-back`, or `running`.
+    pub outcome: String,
+}
+
+/// Every run in the state directory, oldest first, from each journal's
+/// first and last records.
+pub fn runs(state_dir: &Path) -> Result<Vec<RunView>, Error> {
+    let current = journal::current_run(state_dir).ok();
+    let mut runs = Vec::new();
+    for id in journal::run_ids(state_dir) {
+        let path = journal::run_dir(state_dir, &id).join("journal.jsonl");
+        let (started, options) = match journal::first_record(&path)? {
+            Some(Event::RunStarted { time, options, .. }) => (Some(time), options),
+            _ => (None, Default::default()),
+        };
+        let outcome = match journal::last_record(&path)? {
+            Some(Event::RunFinished { outcome, .. }) => outcome.to_string(),
+            _ => unfinished_outcome(journal::lock::running(state_dir, &id).is_some()),
+        };
+        runs.push(RunView {
+            current: current.as_deref() == Some(id.as_str()),
+            run_id: id,
+            started,
+            dry_run: options.dry_run,
+            only: options.only,
+            limit: options.limit,
+            outcome,
+        });
+    }
+    // Ids order runs by the second they started; the start time breaks ties.
+    runs.sort_by(|a, b| (&a.started, &a.run_id).cmp(&(&b.started, &b.run_id)));
+    Ok(runs)
+}

@@ -1,0 +1,803 @@
+//! A run's lifecycle: what a run is (its [`RunState`], derived from its
+//! journal), whether a new run may start or a stopped one resume, and the
+//! way from a session to a finished run and what the operator is told
+//! about it ([`RunEnd`]). The command line parses, calls and prints; every
+//! decision about a run is here.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::confirm::Confirm;
+use super::run::{Outcome, RunOptions, Runner, Sandbox, planned, steps_of};
+use super::session::{ServiceRun, Session};
+use crate::Error;
+use crate::capabilities::Grant;
+use crate::events::{Event, Phase, PlannedService, RunOptionsRecord, Sink, StepKey};
+use crate::journal::lock::RunLock;
+use crate::journal::memory::MemorySink;
+use crate::journal::{self, Journal, Observer, Replayed, RollbackPlan, StepStatus};
+use crate::runtime::{CallEnv, CallIo, Hook, call_hook};
+use crate::transport::Transports;
+
+/// What a run is, as its journal tells. The one place that says what may
+/// happen to a run next.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RunState {
+    /// Started, its upgrade under way or stopped without a last word (its
+    /// uphost runs, or was killed: the run lock tells which).
+    /// → `Complete`, `Failed`, `Interrupted`, or `RollingBack` when a
+    /// failure is rolled back. `resume` continues the upgrade.
+    Upgrading,
+    /// Its rollback began and has not finished (failed, interrupted or
+    /// killed meanwhile). → `RolledBack`, or stays here. `resume` goes on
+    /// with the rollback, never with the upgrade.
+    RollingBack(RollbackPlan),
+    /// Every step done. Final: nothing to resume, a new run may start.
+    Complete,
+    /// Failed, then rolled back. Final: a new run starts over.
+    RolledBack,
+    /// A step failed, nothing rolled back. → `Upgrading` on `resume`
+    /// (failed steps are retried, done ones skipped).
+    Failed,
+    /// Stopped by the operator or a full disk. → `Upgrading` on `resume`.
+    Interrupted,
+}
+
+impl RunState {
+    /// The state a replayed journal shows.
+    pub fn of(r: &Replayed) -> RunState {
+        match r.outcome() {
+            Some(Outcome::Complete) => RunState::Complete,
+            Some(Outcome::RolledBack) => RunState::RolledBack,
+            _ if r.rollback.is_some() => {
+                RunState::RollingBack(r.rollback.clone().unwrap_or_default())
+            }
+            Some(Outcome::Failed) => RunState::Failed,
+            Some(Outcome::Interrupted) => RunState::Interrupted,
+            None => RunState::Upgrading,
+        }
+    }
+
+    /// Nothing more will happen to this run.
+    pub fn is_final(&self) -> bool {
+        matches!(self, RunState::Complete | RunState::RolledBack)
+    }
+}
+
+/// Why a new run must not start, when it must not.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Unfinished {
+    /// The current run, stopped half-way.
+    pub run_id: String,
+    /// The refusal, with the ways on.
+    pub why: String,
+}
+
+/// The current run when it stopped half-way after changing the cluster (a
+/// real run, not final): a new run would lose its place, its plugin state
+/// (backup paths) and its rollback. `None` when a new run may start.
+pub fn unfinished(state_dir: &Path) -> Option<Unfinished> {
+    let id = journal::current_run(state_dir).ok()?;
+    let path = journal::run_dir(state_dir, &id).join("journal.jsonl");
+    // The usual case, a run that finished, is read off the journal's tail;
+    // only a run that did not is replayed.
+    if let Some(Event::RunFinished { outcome, .. }) = journal::last_record(&path).ok()?
+        && outcome.is_final()
+    {
+        return None;
+    }
+    let r = journal::replay_summary(&path).ok()?;
+    if let Some(Event::RunStarted { options, .. }) = r.run_started()
+        && options.dry_run
+    {
+        return None;
+    }
+    if !r.steps.keys().any(|k| k.phase != Phase::Check) {
+        return None;
+    }
+    let failed: Vec<String> = r
+        .steps
+        .iter()
+        .filter(|(_, s)| **s != StepStatus::Done)
+        .map(|(k, s)| match s {
+            StepStatus::Failed => format!("{k} failed"),
+            _ => format!("{k} interrupted"),
+        })
+        .take(3)
+        .collect();
+    let why = format!(
+        "run {id} stopped half-way ({}) and has changed the cluster: `uphost resume` continues it{} (`uphost status` shows where it stands). To give it up and start over, pass --abandon-unfinished (its journal stays in {})",
+        if failed.is_empty() {
+            "stopped between steps".to_string()
+        } else {
+            failed.join(", ")
+        },
+        if r.rollback.is_some() {
+            " with its rollback"
+        } else {
+            ""
+        },
+        journal::run_dir(state_dir, &id).display()
+    );
+    Some(Unfinished { run_id: id, why })
+}
+
+/// What changed between a run's recorded plan and plugins and today's: a
+/// line per difference, empty when the run may resume.
+pub fn plan_diff(
+    old: &[PlannedService],
+    new: &[PlannedService],
+    old_plugins: &[(String, String)],
+    new_plugins: &[(String, String)],
+) -> Vec<String> {
+    let mut out = Vec::new();
+    let om: BTreeMap<&str, &str> = old_plugins
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
+    let nm: BTreeMap<&str, &str> = new_plugins
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
+    for (n, h) in &om {
+        match nm.get(n) {
+            None => out.push(format!("  - plugin {n} was removed")),
+            Some(h2) if h2 != h => out.push(format!(
+                "  ~ plugin {n} changed: sha256 {} -> {}",
+                &h[..12.min(h.len())],
+                &h2[..12.min(h2.len())]
+            )),
+            _ => {}
+        }
+    }
+    for n in nm.keys() {
+        if !om.contains_key(n) {
+            out.push(format!("  + plugin {n} was added"));
+        }
+    }
+    let os: BTreeMap<&str, &PlannedService> = old.iter().map(|s| (s.name.as_str(), s)).collect();
+    let ns: BTreeMap<&str, &PlannedService> = new.iter().map(|s| (s.name.as_str(), s)).collect();
+    for (n, s) in &os {
+        match ns.get(n) {
+            None => out.push(format!("  - service {n} is no longer in the plan")),
+            Some(s2) if s2 != s => out.push(format!(
+                "  ~ service {n}: nodes [{}] rollout {} -> nodes [{}] rollout {}",
+                s.nodes.join(", "),
+                s.rollout,
+                s2.nodes.join(", "),
+                s2.rollout
+            )),
+            _ => {}
+        }
+    }
+    for n in ns.keys() {
+        if !os.contains_key(n) {
+            out.push(format!("  + service {n} joined the plan"));
+        }
+    }
+    out
+}
+
+fn new_run_id() -> String {
+    let now = time::OffsetDateTime::now_utc();
+    let fmt = time::macros::format_description!("[year][month][day]T[hour][minute][second]Z");
+    format!(
+        "{}-{:04x}",
+        now.format(&fmt).unwrap_or_default(),
+        (std::process::id() ^ now.nanosecond()) & 0xffff
+    )
+}
+
+/// Refuse a run that has confirmation points and no terminal to ask them.
+pub fn need_terminal(yes: bool, dry_run: bool) -> Result<(), Error> {
+    if !yes && !dry_run && !Confirm::Ask.can_ask() {
+        return Err(Error::Usage(
+            "this run has confirmation points and there is no terminal to ask on: run it interactively, or pass --yes to accept them".to_string(),
+        ));
+    }
+    Ok(())
+}
+
+/// Say so when the last uphost died holding the run lock.
+fn tell_taken_over(lock: &RunLock) {
+    if let Some(h) = &lock.took_over {
+        tracing::warn!(
+            "the previous uphost ({h}) stopped without releasing the run lock (killed or crashed); lock taken over"
+        );
+    }
+}
+
+/// The operator's choices for a new run.
+#[derive(Debug, Clone, Default)]
+pub struct StartOptions {
+    /// Recorded with the run (dry run, --only, --limit, rollback).
+    pub recorded: RunOptionsRecord,
+    /// Accept every confirmation.
+    pub yes: bool,
+    /// Parallelism bound (default: the configuration's).
+    pub forks: Option<usize>,
+    /// Start even over an unfinished run.
+    pub abandon_unfinished: bool,
+}
+
+/// A run ready to execute: its lock held, its start on disk.
+pub struct Prepared {
+    session: Session,
+    journal: Arc<Journal>,
+    grants: BTreeMap<String, Arc<Grant>>,
+    services: Vec<ServiceRun>,
+    prior: BTreeMap<StepKey, StepStatus>,
+    opts: RunOptions,
+    plan: Vec<PlannedService>,
+    /// A dry run kept beside this unfinished run, which stays current.
+    pub aside_of: Option<String>,
+    /// Commands a resumed run found started and not finished: they run
+    /// again (the operator is told).
+    pub in_doubt: Vec<(StepKey, u32)>,
+    _lock: RunLock,
+}
+
+impl Prepared {
+    /// The run's id.
+    pub fn run_id(&self) -> &str {
+        &self.journal.run_id
+    }
+}
+
+/// Start a new run: take the run lock, refuse to start over an unfinished
+/// run (a dry run may look ahead beside it), record the start.
+pub fn start(
+    session: Session,
+    o: StartOptions,
+    observers: Vec<Observer>,
+) -> Result<Prepared, Error> {
+    let grants = session.grants()?;
+    let services = session.services(&o.recorded.only, &o.recorded.limit)?;
+    need_terminal(o.yes, o.recorded.dry_run)?;
+    let state_dir = session.cfg.state_dir.clone();
+    let lock = journal::lock::acquire(&state_dir, "run")?;
+    tell_taken_over(&lock);
+    // A dry run changes nothing, so it may look ahead while a real run is
+    // unfinished; it is kept beside that run, which stays the current one.
+    let aside_of = match unfinished(&state_dir) {
+        Some(_) if o.abandon_unfinished => None,
+        Some(u) if o.recorded.dry_run => Some(u.run_id),
+        Some(u) => return Err(Error::Usage(u.why)),
+        None => None,
+    };
+    let run_id = new_run_id();
+    // The run becomes current once its start is on disk.
+    let journal = Journal::create(&state_dir, &run_id, observers)?;
+    let plan = planned(&services, &session);
+    journal.emit(Event::RunStarted {
+        run_id: run_id.clone(),
+        time: crate::events::now_rfc3339(),
+        plan: plan.clone(),
+        plugins: plugin_hashes(&session),
+        options: o.recorded.clone(),
+    });
+    let started = match journal.write_error() {
+        Some(e) => Err(e),
+        None if aside_of.is_none() => journal.make_current(&state_dir).map_err(|e| e.to_string()),
+        None => Ok(()),
+    };
+    if let Err(e) = started {
+        journal.discard(&state_dir);
+        return Err(Error::Failed(format!(
+            "the run could not start: its journal cannot be written ({e}); nothing was run. Free space in {} and run again",
+            state_dir.display()
+        )));
+    }
+    let opts = RunOptions {
+        recorded: o.recorded,
+        forks: o.forks.unwrap_or(session.cfg.forks),
+        confirm: Confirm::from_flag(o.yes),
+        continue_rollback: None,
+    };
+    Ok(Prepared {
+        session,
+        journal: Arc::new(journal),
+        grants,
+        services,
+        prior: BTreeMap::new(),
+        opts,
+        plan,
+        aside_of,
+        in_doubt: Vec::new(),
+        _lock: lock,
+    })
+}
+
+fn plugin_hashes(session: &Session) -> Vec<(String, String)> {
+    session
+        .plugins
+        .values()
+        .map(|p| (p.name.clone(), p.sha256.clone()))
+        .collect()
+}
+
+/// What `resume` found.
+pub enum Resume {
+    /// The current run is complete: nothing to do.
+    AlreadyComplete(String),
+    /// Ready to go on (with the upgrade, or with its rollback).
+    Continue(Box<Prepared>),
+}
+
+/// Resume the current run: take the run lock, replay its journal, refuse
+/// a run that is rolled back, has no start, or whose plugins or plan
+/// changed; otherwise go on where it stopped.
+pub fn resume(
+    session: Session,
+    yes: bool,
+    forks: Option<usize>,
+    observers: Vec<Observer>,
+) -> Result<Resume, Error> {
+    let state_dir = session.cfg.state_dir.clone();
+    let lock = journal::lock::acquire(&state_dir, "resume")?;
+    tell_taken_over(&lock);
+    let run_id = journal::current_run(&state_dir)?;
+    let (journal, replayed) = Journal::reopen(&state_dir, &run_id, observers)?;
+    let state = RunState::of(&replayed);
+    match &state {
+        RunState::Complete => return Ok(Resume::AlreadyComplete(run_id)),
+        RunState::RolledBack => {
+            return Err(Error::Usage(format!(
+                "run {run_id} was rolled back ({}); there is nothing to resume: once the cause of its failure is fixed, start a new upgrade with `uphost run`",
+                replayed
+                    .rollback
+                    .as_ref()
+                    .map(|rb| rb.services.join(", "))
+                    .unwrap_or_default()
+            )));
+        }
+        _ => {}
+    }
+    let Some(Event::RunStarted {
+        plan: rec_plan,
+        plugins: rec_plugins,
+        options,
+        ..
+    }) = replayed.run_started().cloned()
+    else {
+        return Err(Error::Failed(format!(
+            "run {run_id} has no start record; it cannot be resumed (start a new run)"
+        )));
+    };
+    let services = session.services(&options.only, &options.limit)?;
+    let plan = planned(&services, &session);
+    let diff = plan_diff(&rec_plan, &plan, &rec_plugins, &plugin_hashes(&session));
+    if !diff.is_empty() {
+        return Err(Error::Usage(format!(
+            "run {run_id} cannot be resumed: the plugins or the plan changed since it began:\n{}\nrestore what changed, or start a new run with `uphost run`",
+            diff.join("\n")
+        )));
+    }
+    let grants = session.grants()?;
+    need_terminal(yes, options.dry_run)?;
+    let in_doubt = journal.resolve_in_doubt(&replayed);
+    journal.emit(Event::RunResumed {
+        time: crate::events::now_rfc3339(),
+        at_ms: journal.now_ms(),
+    });
+    let opts = RunOptions {
+        recorded: options,
+        forks: forks.unwrap_or(session.cfg.forks),
+        confirm: Confirm::from_flag(yes),
+        continue_rollback: match state {
+            RunState::RollingBack(plan) => Some(plan),
+            _ => None,
+        },
+    };
+    Ok(Resume::Continue(Box::new(Prepared {
+        session,
+        journal: Arc::new(journal),
+        grants,
+        services,
+        prior: replayed.steps,
+        opts,
+        plan,
+        aside_of: None,
+        in_doubt,
+        _lock: lock,
+    })))
+}
+
+/// The last commands of a failed step, as the operator is shown them.
+#[derive(Debug, Clone)]
+pub struct ShownCommand {
+    /// Node.
+    pub node: String,
+    /// Program and arguments.
+    pub argv: Vec<String>,
+    /// `exit N`, or why it has no status.
+    pub status: String,
+    /// The last lines of its stdout.
+    pub stdout: Vec<String>,
+    /// The last lines of its stderr.
+    pub stderr: Vec<String>,
+}
+
+/// A failed step and what it ran last.
+#[derive(Debug, Clone)]
+pub struct FailedStep {
+    /// The step.
+    pub step: StepKey,
+    /// Its error.
+    pub error: String,
+    /// Its last five commands.
+    pub commands: Vec<ShownCommand>,
+}
+
+/// A service's line in the summary.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServiceSummary {
+    /// Service.
+    pub name: String,
+    /// Steps done.
+    pub done: usize,
+    /// Steps failed.
+    pub failed: usize,
+    /// Steps in all.
+    pub total: usize,
+    /// Whether its rollback ran: done (`Some(true)`) or not (`Some(false)`).
+    pub rolled_back: Option<bool>,
+}
+
+/// What is left of a run that did not complete.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Left {
+    /// It was rolled back: a new run starts over.
+    RolledBack,
+    /// Its rollback of these services is not complete: `resume` goes on
+    /// with it.
+    Rollback(Vec<String>),
+    /// These steps are not done, with their status word.
+    Steps(Vec<(StepKey, &'static str)>),
+}
+
+/// How a run ended and everything the operator is told about it.
+pub struct RunEnd {
+    /// The run.
+    pub run_id: String,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// Failed steps with their last commands.
+    pub failures: Vec<FailedStep>,
+    /// What is left (nothing when complete).
+    pub left: Option<Left>,
+    /// Per service, in plan order.
+    pub summary: Vec<ServiceSummary>,
+    /// The journal.
+    pub journal: PathBuf,
+    /// The HTML report, or why it could not be written.
+    pub report: Result<PathBuf, String>,
+    /// The unfinished run a dry run was kept beside.
+    pub aside_of: Option<String>,
+}
+
+/// Run a prepared run to its end. `on_start` is handed the runner (to
+/// interrupt it) and the transports (to close them) before it starts.
+pub async fn execute(
+    p: Prepared,
+    on_start: impl FnOnce(&Arc<Runner>, &Arc<Transports>),
+) -> Result<RunEnd, Error> {
+    let Prepared {
+        session,
+        journal,
+        grants,
+        services,
+        prior,
+        opts,
+        plan,
+        aside_of,
+        in_doubt: _,
+        _lock,
+    } = p;
+    let run_id = journal.run_id.clone();
+    let path = journal.path.clone();
+    let state_dir = session.cfg.state_dir.clone();
+    let transports = Arc::new(Transports::new(session.cfg.ssh.clone()));
+    let sandbox = Sandbox::new(
+        &session,
+        &services,
+        grants,
+        transports.clone(),
+        &run_id,
+        opts.recorded.dry_run,
+    );
+    let runner = Runner::new(
+        session.plan.clone(),
+        services,
+        prior,
+        journal.clone(),
+        Arc::new(sandbox),
+        opts,
+    );
+    on_start(&runner, &transports);
+    let outcome = runner.clone().run().await;
+    let failures = runner.failures();
+    drop(runner);
+    // The process exits without running drops: close ssh masters now.
+    transports.close();
+    drop(journal);
+    let replayed = journal::replay_summary(&path)?;
+    let failures = failed_steps(&failures, &path)?;
+    let left = (outcome != Outcome::Complete).then(|| left(&plan, &replayed, outcome));
+    let summary = plan.iter().map(|s| summarize(s, &replayed)).collect();
+    let report = crate::report::write(&state_dir, &run_id).map_err(|e| e.to_string());
+    Ok(RunEnd {
+        run_id,
+        outcome,
+        failures,
+        left,
+        summary,
+        journal: path,
+        report,
+        aside_of,
+    })
+}
+
+fn failed_steps(failures: &[(StepKey, String)], path: &Path) -> Result<Vec<FailedStep>, Error> {
+    if failures.is_empty() {
+        return Ok(Vec::new());
+    }
+    let failed: BTreeSet<&StepKey> = failures.iter().map(|(s, _)| s).collect();
+    let mut by_step: BTreeMap<StepKey, Vec<ShownCommand>> = BTreeMap::new();
+    journal::for_each(path, |e| {
+        if let Event::CommandFinished {
+            step,
+            node,
+            argv,
+            result,
+            ..
+        } = e
+            && failed.contains(&step)
+        {
+            let tail = |text: &str| -> Vec<String> {
+                let lines: Vec<&str> = text.lines().collect();
+                lines[lines.len().saturating_sub(6)..]
+                    .iter()
+                    .map(|l| l.to_string())
+                    .collect()
+            };
+            by_step.entry(step).or_default().push(ShownCommand {
+                node,
+                argv,
+                status: result
+                    .status
+                    .map(|s| format!("exit {s}"))
+                    .or(result.error.clone())
+                    .unwrap_or_default(),
+                stdout: tail(&result.stdout),
+                stderr: tail(&result.stderr),
+            });
+        }
+    })?;
+    Ok(failures
+        .iter()
+        .map(|(step, error)| {
+            let mut commands = by_step.get(step).cloned().unwrap_or_default();
+            commands.drain(..commands.len().saturating_sub(5));
+            FailedStep {
+                step: step.clone(),
+                error: error.clone(),
+                commands,
+            }
+        })
+        .collect())
+}
+
+fn left(plan: &[PlannedService], r: &Replayed, outcome: Outcome) -> Left {
+    if outcome == Outcome::RolledBack {
+        return Left::RolledBack;
+    }
+    if let Some(rb) = &r.rollback {
+        return Left::Rollback(rb.services.clone());
+    }
+    Left::Steps(
+        plan.iter()
+            .flat_map(steps_of)
+            .filter_map(|k| match r.steps.get(&k) {
+                Some(StepStatus::Done) => None,
+                Some(StepStatus::Failed) => Some((k, "failed")),
+                Some(StepStatus::Running) => Some((k, "interrupted")),
+                None => Some((k, "remaining")),
+            })
+            .collect(),
+    )
+}
+
+fn summarize(s: &PlannedService, r: &Replayed) -> ServiceSummary {
+    let steps = steps_of(s);
+    let count = |want: StepStatus| {
+        steps
+            .iter()
+            .filter(|k| r.steps.get(*k) == Some(&want))
+            .count()
+    };
+    ServiceSummary {
+        name: s.name.clone(),
+        done: count(StepStatus::Done),
+        failed: count(StepStatus::Failed),
+        total: steps.len(),
+        rolled_back: r
+            .steps
+            .get(&StepKey::of(&s.name, Phase::Rollback))
+            .map(|st| *st == StepStatus::Done),
+    }
+}
+
+/// One service's pre-flight result.
+pub struct Checked {
+    /// Service.
+    pub service: String,
+    /// Its check's result.
+    pub result: Result<(), String>,
+}
+
+/// Every selected service's `check`, read-only, with no journal: each
+/// result and the commands the grants denied.
+pub async fn preflight(
+    session: &Session,
+    only: &[String],
+    limit: &[String],
+) -> Result<(Vec<Checked>, Vec<Event>), Error> {
+    let grants = session.grants()?;
+    let services = session.services(only, limit)?;
+    let sink = Arc::new(MemorySink::new(None));
+    let transports = Arc::new(Transports::new(session.cfg.ssh.clone()));
+    let io = CallIo {
+        transport: transports.clone(),
+        sink: sink.clone(),
+        record_dir: None,
+    };
+    let mut checked = Vec::new();
+    for svc in &services {
+        let env = CallEnv::new(
+            StepKey::of(&svc.name, Phase::Check),
+            true,
+            grants[&svc.name].clone(),
+            svc.nodes.clone(),
+            svc.limits.clone(),
+            &io,
+        );
+        let hctx = session.hook_ctx(&svc.name, "check", true);
+        let p = &session.plugins[&svc.name];
+        let result = call_hook(&session.rt, &p.pre, env, &hctx, Hook::Check)
+            .await
+            .map_err(|e| e.to_string());
+        checked.push(Checked {
+            service: svc.name.clone(),
+            result,
+        });
+    }
+    transports.close();
+    let denied = sink
+        .events()
+        .into_iter()
+        .filter(|e| matches!(e, Event::Denied { .. }))
+        .collect();
+    Ok((checked, denied))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::StepResult;
+
+    fn replayed(events: &[Event]) -> Replayed {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("j.jsonl");
+        let text: String = events
+            .iter()
+            .map(|e| serde_json::to_string(e).unwrap() + "\n")
+            .collect();
+        std::fs::write(&p, text).unwrap();
+        journal::replay(&p).unwrap()
+    }
+
+    fn finished(outcome: Outcome) -> Event {
+        Event::RunFinished { outcome, at_ms: 1 }
+    }
+
+    #[test]
+    fn the_state_follows_the_journal() {
+        assert_eq!(RunState::of(&replayed(&[])), RunState::Upgrading);
+        assert_eq!(
+            RunState::of(&replayed(&[finished(Outcome::Complete)])),
+            RunState::Complete
+        );
+        assert_eq!(
+            RunState::of(&replayed(&[finished(Outcome::Failed)])),
+            RunState::Failed
+        );
+        assert_eq!(
+            RunState::of(&replayed(&[finished(Outcome::Interrupted)])),
+            RunState::Interrupted
+        );
+        let rb = Event::RollbackStarted {
+            services: vec!["galera".into()],
+            irreversible: vec![],
+        };
+        // A rollback that began and did not end is continued, whatever
+        // stopped it.
+        for end in [None, Some(Outcome::Failed), Some(Outcome::Interrupted)] {
+            let mut ev = vec![rb.clone()];
+            ev.extend(end.map(finished));
+            assert_eq!(
+                RunState::of(&replayed(&ev)),
+                RunState::RollingBack(RollbackPlan {
+                    services: vec!["galera".into()],
+                    irreversible: vec![],
+                }),
+                "{end:?}"
+            );
+        }
+        let s = RunState::of(&replayed(&[rb, finished(Outcome::RolledBack)]));
+        assert_eq!(s, RunState::RolledBack);
+        assert!(s.is_final() && RunState::Complete.is_final());
+        assert!(!RunState::Failed.is_final() && !RunState::Upgrading.is_final());
+        // A resumed run is unfinished again until it ends once more.
+        let resumed = replayed(&[
+            finished(Outcome::Interrupted),
+            Event::RunResumed {
+                time: String::new(),
+                at_ms: 2,
+            },
+            Event::StepFinished {
+                step: StepKey::of("a", Phase::PreUpgrade),
+                at_ms: 3,
+                status: StepResult::Ok,
+                duration_ms: 1,
+                error: None,
+            },
+        ]);
+        assert_eq!(RunState::of(&resumed), RunState::Upgrading);
+    }
+
+    fn svc(name: &str, nodes: &[&str]) -> PlannedService {
+        PlannedService {
+            name: name.into(),
+            level: 0,
+            depends_on: vec![],
+            nodes: nodes.iter().map(|n| n.to_string()).collect(),
+            rollout: "parallel".into(),
+            reversible: true,
+        }
+    }
+
+    #[test]
+    fn the_plan_diff_names_every_change() {
+        let p = |v: &[(&str, &str)]| -> Vec<(String, String)> {
+            v.iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect()
+        };
+        let same = plan_diff(
+            &[svc("a", &["n1"])],
+            &[svc("a", &["n1"])],
+            &p(&[("a", "h1")]),
+            &p(&[("a", "h1")]),
+        );
+        assert!(same.is_empty());
+        let d = plan_diff(
+            &[svc("a", &["n1"]), svc("b", &[])],
+            &[svc("a", &["n1", "n2"]), svc("c", &[])],
+            &p(&[("a", "aaaaaaaaaaaaaaaa"), ("b", "h")]),
+            &p(&[("a", "bbbbbbbbbbbbbbbb"), ("c", "h")]),
+        );
+        assert_eq!(
+            d,
+            [
+                "  ~ plugin a changed: sha256 aaaaaaaaaaaa -> bbbbbbbbbbbb",
+                "  - plugin b was removed",
+                "  + plugin c was added",
+                "  ~ service a: nodes [n1] rollout parallel -> nodes [n1, n2] rollout parallel",
+                "  - service b is no longer in the plan",
+                "  + service c joined the plan",
+            ]
+        );
+    }
+}

@@ -1,0 +1,251 @@
+//! Exactly once: the way of a granted command from the plugin's `exec` to
+//! its journaled result. The import (`host.rs`) checks the grant and hands
+//! the command here; this module decides, in order:
+//!
+//! 1. **read-only**: in `check` and dry runs a mutating command is
+//!    recorded as skipped, never run;
+//! 2. **replay**: a result an interrupted attempt of the same step already
+//!    journaled is handed back instead of running the command again;
+//! 3. **intent**: a mutating command's `command-started` is on disk before
+//!    it starts (no intent on disk, no command: a resume could not know);
+//! 4. **transport**: it runs, through the recorder when it mutates, so its
+//!    result survives a SIGKILL of uphost;
+//! 5. **record**: its result is journaled, and the recorder's copy removed
+//!    once the journal holds it.
+
+use std::time::{Duration, Instant};
+
+use super::bindings::uphost::plugin::node_exec::{ExecError, ExecOutput, ExecRequest};
+use super::call::CallEnv;
+use crate::capabilities::Access;
+use crate::config::NodeSpec;
+use crate::events::{CommandRecord, ErrorKind, Event};
+use crate::transport::{CommandOutput, CommandSpec, TransportError};
+
+/// What `exec` hands back to the plugin.
+pub type ExecResult = Result<ExecOutput, ExecError>;
+
+/// One granted command of a hook call.
+struct Granted<'a> {
+    env: &'a CallEnv,
+    node: &'a NodeSpec,
+    seq: u32,
+    argv: Vec<String>,
+    mutating: bool,
+}
+
+/// Run a command the grant allowed (as `access`) at most once across
+/// crashes: see the module's documentation for the order of decisions.
+pub async fn once(
+    env: &CallEnv,
+    node: &NodeSpec,
+    access: Access,
+    seq: u32,
+    req: ExecRequest,
+) -> ExecResult {
+    let mut argv = Vec::with_capacity(req.args.len() + 1);
+    argv.push(req.program.clone());
+    argv.extend(req.args.iter().cloned());
+    let cmd = Granted {
+        env,
+        node,
+        seq,
+        argv,
+        mutating: access == Access::Mutating,
+    };
+    if env.read_only && cmd.mutating {
+        return cmd.skip();
+    }
+    if let Some(rec) = env.sink.replay(&env.step, seq) {
+        return cmd.replay(rec);
+    }
+    if cmd.mutating
+        && let Err(e) = cmd.intent()
+    {
+        return Err(e);
+    }
+    let spec = cmd.spec(req);
+    let t0 = Instant::now();
+    let res = env.transport.exec(node, &spec).await;
+    cmd.record(&spec, res, t0.elapsed())
+}
+
+impl Granted<'_> {
+    fn finished(&self, result: CommandRecord) {
+        self.env.sink.emit(Event::CommandFinished {
+            step: self.env.step.clone(),
+            seq: self.seq,
+            node: self.node.name.clone(),
+            argv: self.argv.clone(),
+            result,
+        });
+    }
+
+    /// Read-only mode: record it as skipped, do not run it.
+    fn skip(self) -> ExecResult {
+        self.finished(CommandRecord {
+            status: None,
+            error: None,
+            error_kind: None,
+            stdout: String::new(),
+            stderr: String::new(),
+            truncated: false,
+            skipped: true,
+            mutating: true,
+            duration_ms: 0,
+        });
+        Ok(ExecOutput {
+            status: 0,
+            stdout: Vec::new(),
+            stderr: Vec::new(),
+            truncated: false,
+            skipped: true,
+        })
+    }
+
+    /// Hand back what an interrupted attempt recorded.
+    fn replay(self, rec: CommandRecord) -> ExecResult {
+        tracing::debug!(step = %self.env.step, seq = self.seq, "replaying recorded command result");
+        let out = from_record(&rec);
+        self.finished(rec);
+        out
+    }
+
+    /// Put the intent on disk; an error when it could not be.
+    fn intent(&self) -> Result<(), ExecError> {
+        self.env.sink.emit(Event::CommandStarted {
+            step: self.env.step.clone(),
+            seq: self.seq,
+            node: self.node.name.clone(),
+            argv: self.argv.clone(),
+        });
+        match self.env.sink.write_error() {
+            None => Ok(()),
+            Some(e) => Err(ExecError::SpawnFailed(format!(
+                "not run: the run's journal cannot be written ({e}); free the space and `uphost resume`"
+            ))),
+        }
+    }
+
+    /// The command for the transport: the plugin's timeout within the
+    /// operator's, capped output, and a record file when it mutates in a
+    /// journaled run.
+    fn spec(&self, req: ExecRequest) -> CommandSpec {
+        let limits = &self.env.limits;
+        let timeout = req
+            .timeout_ms
+            .map(|ms| Duration::from_millis(ms as u64))
+            .unwrap_or(limits.exec_timeout)
+            .min(limits.exec_timeout);
+        CommandSpec {
+            program: req.program,
+            args: req.args,
+            stdin: req.stdin,
+            env: req.env.into_iter().map(|p| (p.key, p.value)).collect(),
+            timeout,
+            output_cap: limits.output_cap,
+            record: match &self.env.record_dir {
+                Some(dir) if self.mutating => Some(dir.join(
+                    crate::transport::record::record_name(&self.env.step, self.seq),
+                )),
+                _ => None,
+            },
+        }
+    }
+
+    /// Journal what happened and turn it into the plugin's answer.
+    fn record(
+        self,
+        spec: &CommandSpec,
+        res: Result<CommandOutput, TransportError>,
+        took: Duration,
+    ) -> ExecResult {
+        // The recorder found no room to record a result and did not run the
+        // command: nothing to journal, and `resume` runs it.
+        if let (Some(_), Ok(o)) = (&spec.record, &res)
+            && crate::transport::record::not_run(o.status, &o.stderr)
+        {
+            let why = lossy(&o.stderr).trim_end().to_string();
+            self.env.sink.no_room(why.clone());
+            return Err(ExecError::SpawnFailed(format!(
+                "{why} (on {}); free the space and `uphost resume`",
+                self.node.name
+            )));
+        }
+        let duration_ms = took.as_millis() as u64;
+        let rec = match &res {
+            Ok(o) => CommandRecord {
+                status: Some(o.status),
+                error: None,
+                error_kind: None,
+                stdout: lossy(&o.stdout),
+                stderr: lossy(&o.stderr),
+                truncated: o.truncated,
+                skipped: false,
+                mutating: self.mutating,
+                duration_ms,
+            },
+            Err(e) => CommandRecord {
+                status: None,
+                error: Some(e.to_string()),
+                error_kind: Some(e.kind()),
+                stdout: String::new(),
+                stderr: String::new(),
+                truncated: false,
+                skipped: false,
+                mutating: self.mutating,
+                duration_ms,
+            },
+        };
+        let sink = self.env.sink.clone();
+        self.finished(rec);
+        // The journal has the result now, the recorder's copy is not needed;
+        // unless the journal could not take it: then that copy is what
+        // keeps `resume` from running the command again.
+        if let Some(f) = &spec.record
+            && sink.write_error().is_none()
+        {
+            let _ = std::fs::remove_file(f);
+        }
+        match res {
+            Ok(o) => Ok(ExecOutput {
+                status: o.status,
+                stdout: o.stdout,
+                stderr: o.stderr,
+                truncated: o.truncated,
+                skipped: false,
+            }),
+            Err(TransportError::Timeout { ms, .. }) => {
+                Err(ExecError::Timeout(ms.min(u32::MAX as u64) as u32))
+            }
+            Err(e @ TransportError::Spawn { .. }) => Err(ExecError::SpawnFailed(e.to_string())),
+            Err(e @ TransportError::Unreachable { .. }) => {
+                Err(ExecError::Unreachable(e.to_string()))
+            }
+        }
+    }
+}
+
+fn lossy(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Turn a journaled result back into what `exec` returns.
+fn from_record(rec: &CommandRecord) -> ExecResult {
+    match (rec.status, rec.error_kind) {
+        (Some(status), _) => Ok(ExecOutput {
+            status,
+            stdout: rec.stdout.clone().into_bytes(),
+            stderr: rec.stderr.clone().into_bytes(),
+            truncated: rec.truncated,
+            skipped: rec.skipped,
+        }),
+        (None, Some(ErrorKind::Timeout)) => Err(ExecError::Timeout(rec.duration_ms as u32)),
+        (None, Some(kind)) if kind.is_connection() => Err(ExecError::Unreachable(
+            rec.error.clone().unwrap_or_default(),
+        )),
+        (None, _) => Err(ExecError::SpawnFailed(
+            rec.error.clone().unwrap_or_default(),
+        )),
+    }
+}

@@ -1,0 +1,30 @@
+//! Hostile test plugin `deny-flood`: denied commands with an 8 MB argv in
+//! a loop, to fill the journal, the terminal and the host's memory.
+#![allow(
+    unconditional_recursion,
+    clippy::all,
+    reason = "a hostile plugin: written to attack the host, not to be tidy"
+)]
+use uphost_sdk::prelude::*;
+
+/// The plugin.
+pub struct H;
+
+impl Plugin for H {
+    fn describe() -> Info {
+        Info::new("hostile-deny-flood", "a hostile plugin (tests only)").depends_on(&["good"])
+    }
+    fn upgrade(cx: &Cx, node: &Node) -> Result<()> {
+        let canary = cx.param_or("canary", "/tmp/uphost-canary").to_string();
+        let big = "x".repeat(8 << 20);
+        loop {
+            let _ = cx
+                .cmd(&node.name, "touch")
+                .arg(canary.clone())
+                .arg(big.clone())
+                .run();
+        }
+    }
+}
+
+export_plugin!(H);
