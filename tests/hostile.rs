@@ -18,6 +18,19 @@ impl Arena {
     }
 
     fn with_component(hostile: &str, component: &Path, extra_params: &[(&str, &str)]) -> Arena {
+        let a = Arena::unapproved_with(hostile, component, extra_params);
+        let r = a.uphost(&["plugins", "approve", "--all", "--yes"]);
+        assert_eq!(r.code, 0, "{}", r.all());
+        a
+    }
+
+    /// The arena with nothing approved (a plugin refused at load cannot
+    /// be approved).
+    fn unapproved(hostile: &str) -> Arena {
+        Arena::unapproved_with(hostile, &wasm(&format!("hostile-{hostile}")), &[])
+    }
+
+    fn unapproved_with(hostile: &str, component: &Path, extra_params: &[(&str, &str)]) -> Arena {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path();
         std::fs::create_dir_all(p.join("plugins")).unwrap();
@@ -46,10 +59,35 @@ impl Arena {
             ),
         )
         .unwrap();
-        let a = Arena { dir, name };
-        let r = a.uphost(&["plugins", "approve", "--all", "--yes"]);
-        assert_eq!(r.code, 0, "{}", r.all());
-        a
+        Arena { dir, name }
+    }
+
+    /// A plugin refused when it describes itself: `plugins list` lists the
+    /// good plugin and names this one with `needles`, `run` refuses, and
+    /// nothing ran.
+    fn refused_at_load(&self, needles: &[&str]) {
+        let r = self.uphost(&["plugins", "list"]);
+        assert_eq!(r.code, 2, "{}", r.all());
+        assert!(
+            r.stdout.contains("good"),
+            "the good plugin is not listed: {}",
+            r.all()
+        );
+        assert!(
+            r.stderr.contains(&format!("{}.wasm", self.name)),
+            "{}",
+            r.stderr
+        );
+        for n in needles {
+            assert!(r.stderr.contains(n), "expected `{n}` in:\n{}", r.stderr);
+        }
+        let r = self.uphost(&["run", "--yes"]);
+        assert_eq!(r.code, 2, "{}", r.all());
+        assert!(
+            !self.canary().exists(),
+            "the canary exists: a forbidden action ran"
+        );
+        assert!(!self.path().join("state/current").exists(), "a run started");
     }
 
     fn path(&self) -> &Path {
@@ -163,9 +201,19 @@ fn panic_in_a_build_with_symbols_shows_the_plugins_own_frame_first() {
         .nth(1)
         .unwrap_or_else(|| panic!("no backtrace in:\n{}", r.stderr));
     let first = bt.lines().next().unwrap().trim();
+    // The line of the plugin's `panic!`, read from its source.
+    let src = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("hostile/panic/src/lib.rs"),
+    )
+    .unwrap();
+    let line = src
+        .lines()
+        .position(|l| l.contains("panic!("))
+        .expect("the plugin panics")
+        + 1;
     assert!(
         first.starts_with("<hostile_panic::H as uphost_sdk::Plugin>::upgrade (")
-            && first.ends_with("tests/hostile/panic/src/lib.rs:22)"),
+            && first.ends_with(&format!("tests/hostile/panic/src/lib.rs:{line})")),
         "the first frame shown is not the plugin's panicking line: {first}\n{}",
         r.stderr
     );
@@ -282,4 +330,222 @@ fn environment_injection_is_denied() {
 fn oversized_state_traps() {
     let a = Arena::new("state-bomb", &[]);
     a.fails_with(&["exceeds the 65536 byte limit"]);
+}
+
+/// No byte of an escape sequence reaches the operator's terminal.
+fn no_raw_controls(text: &str) {
+    for bad in ['\x1b', '\x07', '\r', '\u{9b}'] {
+        assert!(
+            !text.contains(bad),
+            "a raw {bad:?} reached the terminal:\n{}",
+            text.escape_debug()
+        );
+    }
+}
+
+#[test]
+fn a_program_pattern_is_refused_when_the_plugin_describes_itself() {
+    // `rabbitmq*` matched as a glob let `rabbitmq_x=1 touch …` through,
+    // which a remote shell runs as `touch`.
+    Arena::unapproved("program-glob").refused_at_load(&[
+        "program `rabbitmq*` is neither a plain name nor an absolute path",
+        "matched literally",
+    ]);
+}
+
+#[test]
+fn an_environment_name_with_equals_is_refused() {
+    Arena::unapproved("env-name")
+        .refused_at_load(&["environment variable name `LD_PRELOAD=` is not a name"]);
+}
+
+#[test]
+fn a_hundred_thousand_capabilities_are_refused() {
+    Arena::unapproved("many-caps").refused_at_load(&["requests 100000 capabilities; at most 256"]);
+}
+
+#[test]
+fn a_describe_that_loops_is_named_and_the_others_still_listed() {
+    Arena::unapproved("describe-loop")
+        .refused_at_load(&["describe did not return within 10 s: the plugin loops at load"]);
+}
+
+#[test]
+fn an_oversized_plugin_file_is_refused_before_it_is_compiled() {
+    let a = Arena::unapproved("big-error");
+    // A component header and 3 MiB: over a 2 MiB cap.
+    let mut bytes = b"\0asm\x0d\0\x01\0".to_vec();
+    bytes.resize(3 << 20, 0);
+    std::fs::write(a.path().join("plugins/huge.wasm"), bytes).unwrap();
+    let yaml = a.path().join("uphost.yaml");
+    let mut text = std::fs::read_to_string(&yaml).unwrap();
+    text.push_str("plugin_max_mb: 2\n");
+    std::fs::write(&yaml, text).unwrap();
+    let r = a.uphost(&["plugins", "list"]);
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert!(r.stdout.contains("good"), "{}", r.all());
+    for n in [
+        "huge.wasm",
+        "3145728 bytes, over the 2097152 byte cap",
+        "plugin_max_mb",
+    ] {
+        assert!(r.stderr.contains(n), "expected `{n}` in:\n{}", r.stderr);
+    }
+    assert!(
+        !r.stderr.contains("corrupt"),
+        "it was compiled: {}",
+        r.stderr
+    );
+    let r = a.uphost(&["plan"]);
+    assert_eq!(r.code, 2, "{}", r.all());
+    // Out of range is an error naming the key.
+    std::fs::write(
+        &yaml,
+        std::fs::read_to_string(&yaml)
+            .unwrap()
+            .replace("plugin_max_mb: 2", "plugin_max_mb: 0"),
+    )
+    .unwrap();
+    let r = a.uphost(&["plan"]);
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert!(
+        r.stderr.contains("plugin_max_mb") && r.stderr.contains("outside 1..=4096"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn the_approval_screen_shows_escape_sequences_and_flags_the_danger() {
+    let a = Arena::unapproved("approve-forge");
+    // Through a pseudo-terminal, as an operator sees it; the answer is no.
+    let cmd = format!(
+        "{} plugins approve hostile-approve-forge",
+        uphost_bin().display()
+    );
+    let mut child = std::process::Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .current_dir(a.path())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("script(1) from util-linux");
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        std::thread::sleep(std::time::Duration::from_secs(2));
+        let _ = stdin.write_all(b"n\n");
+    }
+    let out = child.wait_with_output().unwrap();
+    let screen = String::from_utf8_lossy(&out.stdout).into_owned();
+    for n in [
+        "[mutating]  sh -c *",
+        "\\u{1b}[1A\\u{1b}[2K",
+        "DANGER: the program is a shell or interpreter",
+        "DANGER: a bare `*` argument",
+        "DANGER: its text holds control characters",
+        "approve hostile-approve-forge with these capabilities?",
+        "not approved",
+    ] {
+        assert!(
+            screen.contains(n),
+            "expected `{n}` on the screen:\n{}",
+            screen.escape_debug()
+        );
+    }
+    assert!(
+        !screen.contains("\x1b[1A"),
+        "the sequence reached the terminal: {}",
+        screen.escape_debug()
+    );
+    let lock = a.path().join("plugins/uphost.lock");
+    let locked = std::fs::read_to_string(&lock).unwrap_or_default();
+    assert!(
+        !locked.contains("hostile-approve-forge"),
+        "declined, yet recorded: {locked}"
+    );
+    // Approved, the lock records the text that was shown, byte for byte.
+    let r = a.uphost(&["plugins", "approve", "hostile-approve-forge", "--yes"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    no_raw_controls(&r.stdout);
+    let locked = std::fs::read_to_string(&lock).unwrap();
+    assert!(!locked.contains('\x1b'), "{locked}");
+    assert!(
+        locked.contains("\\u{1b}[1A"),
+        "the lock does not hold the shown text: {locked}"
+    );
+    let r = a.uphost(&["plugins", "inspect", "hostile-approve-forge"]);
+    no_raw_controls(&r.stdout);
+    assert!(r.stdout.contains("DANGER"), "{}", r.stdout);
+}
+
+#[test]
+fn escape_sequences_at_run_time_are_shown_not_obeyed() {
+    let a = Arena::new("term-inject", &[]);
+    let r = a.fails_with(&["\\u{1b}]0;pwned\\u{7}failed"]);
+    no_raw_controls(&r.stderr);
+    no_raw_controls(&r.stdout);
+    assert!(
+        r.stderr.contains("\\u{1b}]52;c;"),
+        "the log line is not shown: {}",
+        r.stderr
+    );
+    // With -v, the command's own output and every log line too.
+    let b = Arena::new("term-inject", &[]);
+    let r = b.uphost(&["-v", "run", "--yes"]);
+    assert_eq!(r.code, 1, "{}", r.all());
+    no_raw_controls(&r.stderr);
+    no_raw_controls(&r.stdout);
+    // The journal keeps the bytes as they were (JSON escapes them).
+    assert!(
+        b.journal().contains("\\u001b]52;c;"),
+        "the journal lost the original"
+    );
+}
+
+#[test]
+fn a_flood_of_denied_commands_stops_the_hook() {
+    let a = Arena::new("deny-flood", &[]);
+    let r = a.fails_with(&["more than 32 denied commands in one hook call"]);
+    let j = a.journal();
+    assert!(j.len() < 1 << 20, "journal grew to {} bytes", j.len());
+    assert!(
+        r.stderr.len() < 1 << 20,
+        "stderr grew to {} bytes",
+        r.stderr.len()
+    );
+    assert!(
+        j.contains("more arguments") || j.contains("bytes]"),
+        "argv not capped"
+    );
+}
+
+#[test]
+fn state_abuse_is_bounded() {
+    let a = Arena::new("state-churn", &[("mode", "churn")]);
+    a.fails_with(&["bytes of state written in one hook call"]);
+    let j = a.journal();
+    assert!(j.len() < 16 << 20, "journal grew to {} bytes", j.len());
+    let a = Arena::new("state-churn", &[("mode", "bigkey")]);
+    a.fails_with(&["state.set: a key of 16777216 bytes exceeds the 256 byte limit"]);
+    let a = Arena::new("state-churn", &[("mode", "delkey")]);
+    a.fails_with(&["state.delete: a key of 8388608 bytes exceeds the 256 byte limit"]);
+    assert!(a.journal().len() < 1 << 20);
+}
+
+#[test]
+fn an_eight_megabyte_hook_error_is_capped() {
+    let a = Arena::new("big-error", &[]);
+    let r = a.fails_with(&["[error of 8388608 bytes cut]"]);
+    assert!(
+        r.stderr.len() < 256 << 10,
+        "stderr grew to {} bytes",
+        r.stderr.len()
+    );
+    assert!(
+        a.journal().len() < 1 << 20,
+        "journal grew to {} bytes",
+        a.journal().len()
+    );
 }

@@ -188,7 +188,7 @@ fn roundtrip_runtime() -> (
     uphost::config::NodeSpec,
 ) {
     let sshds = Sshds::start(&[("n1", None)]);
-    let ssh = uphost::transport::ssh::Ssh::new(uphost::transport::ssh::SshSettings {
+    let ssh = uphost::transport::ssh::Ssh::new(uphost::config::SshSettings {
         config: Some(sshds.ssh_config()),
         accept_new_host_keys: false,
         connect_timeout_s: Some(5),
@@ -277,7 +277,7 @@ fn connection_failures_are_told_apart() {
             .replace("/known_hosts\n", "/known_hosts_empty\n"),
     )
     .unwrap();
-    let wary = uphost::transport::ssh::Ssh::new(uphost::transport::ssh::SshSettings {
+    let wary = uphost::transport::ssh::Ssh::new(uphost::config::SshSettings {
         config: Some(strangers),
         accept_new_host_keys: false,
         connect_timeout_s: Some(5),
@@ -369,6 +369,113 @@ fn random_argv_arrives_exactly_over_ssh() {
     eprintln!(
         "64 argv round-trips over one multiplexed connection in {:?}",
         t.elapsed()
+    );
+}
+
+/// Program and environment names as the grant lets them through: every
+/// random program name the host accepts (`check_program`) runs over ssh as
+/// exactly that program, never as an assignment or shell syntax, and every
+/// accepted environment name arrives with its value exactly; every name
+/// the host refuses is refused before anything is sent.
+#[test]
+fn random_program_and_env_names_arrive_exactly_over_ssh() {
+    use uphost::capabilities::{check_env_name, check_program};
+    use uphost::transport::{CommandSpec, Transport};
+    let (rt, _sshds, ssh, node) = roundtrip_runtime();
+    // A directory whose path is itself a clean one (tempdir's `.tmp…` is
+    // not: a segment starting with `.` is refused).
+    let dir = tempfile::Builder::new()
+        .prefix("uphost-names-")
+        .tempdir()
+        .unwrap();
+    let mut runner = proptest::test_runner::TestRunner::new(proptest::test_runner::Config {
+        cases: 64,
+        ..Default::default()
+    });
+    let name = "[A-Za-z0-9._+=$;|*?'\" -]{1,12}";
+    let strategy = (
+        name,
+        proptest::collection::vec(("[A-Za-z0-9_=$ -]{1,8}", "[ -~\n'\"$;`\\|&é]{0,12}"), 0..3),
+        proptest::collection::vec("[ -~'\"$;`\\|&]{0,10}", 0..3),
+    );
+    let (accepted, refused) = (std::cell::Cell::new(0), std::cell::Cell::new(0));
+    runner
+        .run(&strategy, |(prog, env, args)| {
+            let program = format!("{}/{prog}", dir.path().display());
+            let env_ok = env.iter().all(|(k, _)| check_env_name(k).is_ok());
+            if check_program(&program).is_err() || !env_ok {
+                // Refused by the host before any transport sees it.
+                refused.set(refused.get() + 1);
+                let grant = uphost::capabilities::Grant {
+                    commands: vec![uphost::capabilities::CommandCap {
+                        program: program.clone(),
+                        args: vec!["...".into()],
+                        access: uphost::capabilities::Access::ReadOnly,
+                        env: env.iter().map(|(k, _)| k.clone()).collect(),
+                        reason: String::new(),
+                    }],
+                };
+                if !env_ok {
+                    prop_assert!(grant.check(&program, &args, &env).is_err());
+                }
+                return Ok(());
+            }
+            accepted.set(accepted.get() + 1);
+            // The program prints its name, arguments and each variable.
+            let mut script = String::from("#!/bin/sh\nprintf '%s\\0' \"$0\" \"$@\"\n");
+            for (k, _) in &env {
+                script.push_str(&format!("printf '%s\\0' \"${{{k}}}\"\n"));
+            }
+            std::fs::write(&program, script).unwrap();
+            std::fs::set_permissions(
+                &program,
+                std::os::unix::fs::PermissionsExt::from_mode(0o755),
+            )
+            .unwrap();
+            let spec = CommandSpec {
+                program: program.clone(),
+                args: args.clone(),
+                stdin: None,
+                env: env.clone(),
+                timeout: Duration::from_secs(20),
+                output_cap: 1 << 20,
+                record: None,
+            };
+            let out = rt
+                .block_on(ssh.exec(&node, &spec))
+                .map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let _ = std::fs::remove_file(&program);
+            prop_assert_eq!(
+                out.status,
+                0,
+                "stderr: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let got: Vec<String> = out
+                .stdout
+                .split(|b| *b == 0)
+                .map(|s| String::from_utf8_lossy(s).into_owned())
+                .collect();
+            let mut want = vec![program.clone()];
+            want.extend(args.iter().cloned());
+            // The last of several assignments to one name wins, as in env(1).
+            for (k, _) in &env {
+                let v = env
+                    .iter()
+                    .rev()
+                    .find(|(k2, _)| k2 == k)
+                    .map(|(_, v)| v.clone());
+                want.push(v.unwrap_or_default());
+            }
+            prop_assert_eq!(&got[..got.len().saturating_sub(1)], &want[..]);
+            Ok(())
+        })
+        .unwrap();
+    let (accepted, refused) = (accepted.get(), refused.get());
+    eprintln!("{accepted} accepted names ran exactly; {refused} refused names never left the host");
+    assert!(
+        accepted > 0 && refused > 0,
+        "{accepted} accepted, {refused} refused"
     );
 }
 

@@ -101,7 +101,8 @@ impl CommandCap {
         {
             out.push("mutating, although its reason says it only reads");
         }
-        let hidden = |s: &str| crate::untrusted::line_max(s, usize::MAX) != s;
+        // Raw, or as the loader keeps a reason: made visible (`\u{1b}`).
+        let hidden = |s: &str| crate::untrusted::line_max(s, usize::MAX) != s || s.contains("\\u{");
         if hidden(&self.reason) || hidden(&self.program) || self.args.iter().any(|a| hidden(a)) {
             out.push("its text holds control characters (shown escaped)");
         }

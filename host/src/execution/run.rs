@@ -916,7 +916,7 @@ mod tests {
         // 4 nodes, serial 2: node 1 fails in the first batch.
         for (max_fail, tolerated) in [(MaxFail::Zero, false), (MaxFail::Count(1), true)] {
             let mut s = service("s", 4, Rollout::Serial(2));
-            s.max_fail = max_fail.clone();
+            s.max_fail = max_fail;
             let mut c = Case::new(vec![s]);
             c.fail = vec![k("s", Phase::Upgrade, Some("s1"))];
             let (outcome, did, _) = c.run();

@@ -24,6 +24,9 @@ pub const MAX_STATE_KEYS: usize = 1024;
 pub const MAX_STATE_BYTES: usize = 4 << 20;
 /// Most `state.set`/`state.delete` calls in one hook call.
 pub const MAX_STATE_WRITES: u32 = 4096;
+/// Most bytes of keys and values `state.set` writes in one hook call
+/// (each write is a journal record).
+pub const MAX_STATE_WRITE_BYTES: usize = 8 << 20;
 /// Longest log line kept.
 pub const MAX_LOG_LINE: usize = 4096;
 /// Most bytes of log lines kept from one hook call.
@@ -74,6 +77,7 @@ pub struct HostState {
     log_bytes: usize,
     denials: u32,
     state_writes: u32,
+    state_bytes: usize,
     /// Guest stdout.
     pub stdout: CappedPipe,
     /// Guest stderr.
@@ -108,6 +112,7 @@ impl HostState {
             log_bytes: 0,
             denials: 0,
             state_writes: 0,
+            state_bytes: 0,
             stdout,
             stderr,
         }
@@ -395,6 +400,12 @@ impl state::Host for HostState {
         if self.state_writes > MAX_STATE_WRITES {
             wasmtime::bail!(
                 "state: more than {MAX_STATE_WRITES} writes and deletes in one hook call"
+            );
+        }
+        self.state_bytes += key.len() + value.len();
+        if self.state_bytes > MAX_STATE_WRITE_BYTES {
+            wasmtime::bail!(
+                "state: more than {MAX_STATE_WRITE_BYTES} bytes of state written in one hook call"
             );
         }
         let old = env.sink.state_get(&env.plugin, &key);

@@ -1,4 +1,4 @@
-//! Hostile test plugin `deny-flood`: denied commands with an 8 MB argv in
+//! Hostile test plugin `deny-flood`: denied commands with a 4 MB argv in
 //! a loop, to fill the journal, the terminal and the host's memory.
 #![allow(
     unconditional_recursion,
@@ -16,12 +16,13 @@ impl Plugin for H {
     }
     fn upgrade(cx: &Cx, node: &Node) -> Result<()> {
         let canary = cx.param_or("canary", "/tmp/uphost-canary").to_string();
-        let big = "x".repeat(8 << 20);
+        // 4 MB arguments: the arena gives plugins 32 MiB of memory, and the
+        // request is built and lowered from copies.
         loop {
             let _ = cx
                 .cmd(&node.name, "touch")
                 .arg(canary.clone())
-                .arg(big.clone())
+                .arg("x".repeat(4 << 20))
                 .run();
         }
     }
