@@ -421,3 +421,85 @@ fn a_symlink_in_the_cache_is_not_followed() {
     let meta = std::fs::symlink_metadata(&galera).unwrap();
     assert!(meta.is_file(), "the link is still there");
 }
+
+/// Input files that are not files, or that would hang, exhaust or crash
+/// the host: each is refused at once, naming the file and what it is.
+#[test]
+fn hostile_configuration_files_are_refused_by_name() {
+    let d = Demo::new(SEED_PLUGINS, true);
+    let inv = d.path().join("inventory.yaml");
+    let kept = std::fs::read_to_string(&inv).unwrap();
+    let reset = || {
+        let _ = std::fs::remove_file(&inv);
+        let _ = std::fs::remove_dir_all(&inv);
+    };
+    // A FIFO would block the read forever.
+    reset();
+    let st = std::process::Command::new("mkfifo")
+        .arg(&inv)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    assert_input_error(
+        &d,
+        &["plan"],
+        &["inventory.yaml", "is a FIFO, not a regular file"],
+    );
+    // /dev/zero and /dev/urandom never end.
+    for dev in ["/dev/zero", "/dev/urandom"] {
+        reset();
+        std::os::unix::fs::symlink(dev, &inv).unwrap();
+        assert_input_error(
+            &d,
+            &["plan"],
+            &["inventory.yaml", "is a device, not a regular file"],
+        );
+    }
+    reset();
+    std::fs::create_dir(&inv).unwrap();
+    assert_input_error(&d, &["plan"], &["inventory.yaml", "is a directory"]);
+    // Over the size cap: refused before it is parsed.
+    reset();
+    let mut big = kept.clone();
+    while big.len() <= 16 << 20 {
+        big.push_str("# padding padding padding padding padding padding padding padding\n");
+    }
+    std::fs::write(&inv, big).unwrap();
+    assert_input_error(
+        &d,
+        &["plan"],
+        &["inventory.yaml", "over the 16777216 byte cap"],
+    );
+    // Groups in a cycle overflowed the stack (SIGABRT, no file named).
+    reset();
+    std::fs::write(
+        &inv,
+        kept.replacen(
+            "  children:\n",
+            "  children:\n    loop_a:\n      children:\n        loop_b:\n    loop_b:\n      children:\n        loop_a:\n",
+            1,
+        ),
+    )
+    .unwrap();
+    assert_input_error(
+        &d,
+        &["plan"],
+        &[
+            "inventory.yaml",
+            "the groups form a cycle: loop_a -> loop_b -> loop_a",
+        ],
+    );
+    // Limits out of range name the file, the key, the value and the range.
+    reset();
+    std::fs::write(&inv, &kept).unwrap();
+    d.edit(
+        "uphost.yaml",
+        "plugins:",
+        "limits: {memory_mb: 0}\nplugins:",
+    );
+    assert_input_error(
+        &d,
+        &["plan"],
+        &["uphost.yaml", "limits.memory_mb", "0 is outside 1..=4096"],
+    );
+}

@@ -756,6 +756,17 @@ fn a_full_disk_stops_the_run_cleanly_and_resume_finishes() {
 /// Start `uphost ARGS` in `d`; once `ready` holds (within 30 s), press
 /// Ctrl-C (SIGINT); expect the interrupted exit (130) and return stderr.
 fn ctrl_c_when(d: &Demo, args: &[&str], ready: impl Fn() -> bool) -> String {
+    signal_when(d, args, rustix::process::Signal::INT, ready)
+}
+
+/// Start `uphost ARGS` in `d`; once `ready` holds (within 30 s), send it
+/// `sig`; expect the interrupted exit (130) and return stderr.
+fn signal_when(
+    d: &Demo,
+    args: &[&str],
+    sig: rustix::process::Signal,
+    ready: impl Fn() -> bool,
+) -> String {
     let child = Command::new(uphost_bin())
         .current_dir(d.path())
         .args(args)
@@ -766,7 +777,7 @@ fn ctrl_c_when(d: &Demo, args: &[&str], ready: impl Fn() -> bool) -> String {
     wait_until("moment to interrupt", Duration::from_secs(30), ready);
     rustix::process::kill_process(
         rustix::process::Pid::from_raw(child.id() as i32).unwrap(),
-        rustix::process::Signal::INT,
+        sig,
     )
     .unwrap();
     let out = child.wait_with_output().unwrap();
@@ -946,4 +957,146 @@ fn status_tells_a_running_run_from_an_interrupted_one() {
     let r = d.uphost(&["resume", "--yes"]);
     assert_eq!(r.code, 0, "{}", r.all());
     assert_eq!(d.status()["outcome"], "complete");
+}
+
+/// galera's pre-upgrade waits 2 s for transactions to drain: a moment when
+/// a step is in flight.
+fn draining(d: &Demo) -> bool {
+    d.ops("ctl1")
+        .iter()
+        .any(|l| l.starts_with("touch /var/tmp/clustercheck.disabled"))
+}
+
+/// SIGTERM (systemd stopping a unit, `timeout`) and SIGQUIT stop a run as
+/// the first Ctrl-C does: the step in flight finishes, the journal ends
+/// `interrupted`, the lock is released, no command is left running; resume
+/// completes it, running nothing twice.
+#[test]
+fn sigterm_and_sigquit_stop_cleanly_and_resume_finishes() {
+    for sig in [rustix::process::Signal::TERM, rustix::process::Signal::QUIT] {
+        let d = Demo::new(&["galera", "haproxy", "rabbitmq"], true);
+        d.edit(
+            "services.yaml",
+            "drain_wait_s: \"0\"",
+            "drain_wait_s: \"2\"",
+        );
+        let err = signal_when(&d, &["run", "--yes"], sig, || draining(&d));
+        assert!(err.contains("in-flight steps finish"), "{sig:?}: {err}");
+        let ev = d.journal();
+        assert!(finished_ok(&ev, "galera", "pre-upgrade"), "{sig:?}");
+        assert_eq!(times_started(&ev, "galera", "upgrade"), 0, "{sig:?}");
+        assert!(
+            matches!(ev.last(), Some(e) if e["event"] == "run-finished" && e["outcome"] == "interrupted"),
+            "{sig:?}: the journal does not end interrupted: {:?}",
+            ev.last()
+        );
+        let st = d.status();
+        assert_eq!(st["outcome"], "interrupted", "{sig:?}");
+        assert!(
+            st.get("running").is_none(),
+            "{sig:?}: the lock is still held: {st}"
+        );
+        let pg = Command::new("pgrep")
+            .args(["-f", "__exec-record"])
+            .output()
+            .unwrap();
+        assert!(pg.stdout.is_empty(), "{sig:?}: a recorder is left running");
+        let r = d.uphost(&["resume", "--yes"]);
+        assert_eq!(r.code, 0, "{sig:?}: {}", r.all());
+        assert!(complete(&d));
+        let dumps = d
+            .ops("ctl1")
+            .iter()
+            .filter(|l| l.starts_with("mysqldump"))
+            .count();
+        assert_eq!(dumps, 1, "{sig:?}: the backup ran twice");
+    }
+}
+
+/// SIGHUP (the terminal closed, the operator's ssh session dropped) does
+/// not stop the run: it finishes on its own, its progress in run.log, and
+/// `uphost watch` from another terminal follows it to the end.
+#[test]
+fn sighup_leaves_the_run_going_and_watch_follows_it() {
+    let d = Demo::new(&["galera", "haproxy", "rabbitmq"], true);
+    d.edit(
+        "services.yaml",
+        "drain_wait_s: \"0\"",
+        "drain_wait_s: \"2\"",
+    );
+    let child = Command::new(uphost_bin())
+        .current_dir(d.path())
+        .args(["run", "--yes"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until("a step in flight", Duration::from_secs(30), || draining(&d));
+    let watcher = Command::new(uphost_bin())
+        .current_dir(d.path())
+        .arg("watch")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(child.id() as i32).unwrap(),
+        rustix::process::Signal::HUP,
+    )
+    .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("SIGHUP: the terminal went away; the run goes on"),
+        "{err}"
+    );
+    assert!(complete(&d));
+    let w = watcher.wait_with_output().unwrap();
+    let werr = String::from_utf8_lossy(&w.stderr).into_owned();
+    assert_eq!(w.status.code(), Some(0), "{werr}");
+    assert!(werr.contains("galera upgrade on ctl1: ok"), "{werr}");
+    assert!(werr.contains("run complete"), "{werr}");
+    let run_dir = d
+        .path()
+        .join("state/runs")
+        .join(d.status()["run_id"].as_str().unwrap());
+    let log = std::fs::read_to_string(run_dir.join("run.log")).unwrap();
+    assert!(
+        log.contains("rabbitmq post-upgrade: ok") && log.contains("run complete"),
+        "{log}"
+    );
+    // Watching a finished run replays it and says how it ended.
+    let r = d.uphost(&["watch"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(r.stderr.contains("run complete"), "{}", r.all());
+}
+
+/// Ctrl-C during the pre-flight checks: interrupted (exit 130), nothing
+/// changed, and the run can be resumed or replaced.
+#[test]
+fn ctrl_c_during_the_pre_flight_is_an_interruption() {
+    let d = Demo::new(&["galera", "haproxy", "rabbitmq"], true);
+    // Every command on ctl1 takes a second: the checks are slow.
+    d.slow("ctl1", &[], 1.0);
+    let err = ctrl_c_when(&d, &["run", "--yes"], || {
+        d.path().join("state/current").exists()
+            && d.journal().iter().any(|e| e["event"] == "step-started")
+    });
+    assert!(!err.contains("run failed"), "{err}");
+    let ev = d.journal();
+    assert!(
+        ev.iter()
+            .all(|e| e["event"] != "step-started" || e["step"]["phase"] == "check"),
+        "a step other than a check started"
+    );
+    assert_eq!(d.status()["outcome"], "interrupted");
+    d.heal("ctl1");
+    let r = d.uphost(&["run", "--yes"]);
+    assert_eq!(
+        r.code,
+        0,
+        "nothing changed, so a new run may start: {}",
+        r.all()
+    );
 }

@@ -6,6 +6,7 @@ pub mod output;
 pub mod plan_view;
 pub mod run_cmd;
 pub mod runs;
+pub mod signals;
 pub mod status;
 pub mod test_cmd;
 
@@ -17,9 +18,20 @@ use crate::Error;
 use crate::config::Config;
 use crate::execution::session::Session;
 
+/// What signals mean to `run` and `resume` (the man page's last section).
+const SIGNALS: &str = "\
+Signals (run and resume):
+  SIGINT (Ctrl-C), SIGTERM, SIGQUIT   the first stops the run after the steps in flight: no new step
+                                      starts, the run ends `interrupted` (exit 130), `uphost resume`
+                                      continues it; a second aborts at once (resume re-runs the steps
+                                      that were in flight, without running a recorded command twice).
+  SIGHUP                              ignored: the run goes on without its terminal; its progress is in
+                                      the journal and in run.log in the run's directory, and
+                                      `uphost watch` or `uphost status` from any terminal shows it.";
+
 /// uphost: upgrade a multi-service cluster with sandboxed WebAssembly plugins.
 #[derive(Debug, Parser)]
-#[command(name = "uphost", version, about, long_about = None)]
+#[command(name = "uphost", version, about, long_about = None, after_long_help = SIGNALS)]
 pub struct Cli {
     /// Configuration file (default: ./uphost.yaml).
     #[arg(short = 'c', long = "config", global = true, value_name = "FILE")]
@@ -122,6 +134,15 @@ pub enum Command {
         /// Output format.
         #[arg(long, value_enum, default_value = "text")]
         format: StatusFormat,
+        /// State directory (default: from uphost.yaml).
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+    },
+    /// Follow a run's progress live from any terminal (from its journal),
+    /// until it ends: a run started elsewhere, or whose terminal is gone.
+    Watch {
+        /// Run id (default: the current one).
+        run: Option<String>,
         /// State directory (default: from uphost.yaml).
         #[arg(long)]
         state_dir: Option<PathBuf>,
@@ -280,6 +301,10 @@ pub async fn main(cli: Cli) -> Result<i32, Error> {
             let dir = state_dir_of(&cli, state_dir.as_ref())?;
             runs::list(&dir, *format)
         }
+        Command::Watch { run, state_dir } => {
+            let dir = state_dir_of(&cli, state_dir.as_ref())?;
+            output::watch(&dir, run.as_deref(), cli.verbose)
+        }
         Command::Status {
             run,
             format,
@@ -313,16 +338,19 @@ pub async fn main(cli: Cli) -> Result<i32, Error> {
             run_cmd::check(session, only, limit, &cli).await
         }
         Command::Run(args) => {
+            // Signals are listened for before the plugins load.
+            let signals = signals::listen();
             let session = Session::open(config_with(&cli, args.state_dir.as_ref())?).await?;
-            run_cmd::run(session, args, &cli).await
+            run_cmd::run(session, args, &cli, signals).await
         }
         Command::Resume {
             yes,
             forks,
             state_dir,
         } => {
+            let signals = signals::listen();
             let session = Session::open(config_with(&cli, state_dir.as_ref())?).await?;
-            run_cmd::resume(session, *yes, *forks, &cli).await
+            run_cmd::resume(session, *yes, *forks, &cli, signals).await
         }
     }
 }

@@ -107,9 +107,39 @@ fn terminal_progress(total_hint: u64) -> Observer {
     })
 }
 
-/// The observers for a run, from the global flags.
-pub fn observers(cli: &Cli) -> Vec<Observer> {
+/// The run's progress as lines in `run.log` in its directory, whatever
+/// the terminal does (it may be gone: SIGHUP is ignored). The file is
+/// opened at the first event (the directory exists by then).
+fn run_log(dir: &std::path::Path) -> Observer {
+    let path = dir.join("run.log");
+    let file: std::sync::Mutex<Option<std::fs::File>> = Default::default();
+    let start = Instant::now();
+    let steps_done = AtomicU64::new(0);
+    Box::new(move |ev: &Event| {
+        let Some(line) = human_line(ev, start, 1, &steps_done) else {
+            return;
+        };
+        let mut f = file.lock().unwrap_or_else(|p| p.into_inner());
+        if f.is_none() {
+            *f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .ok();
+        }
+        if let Some(f) = f.as_mut() {
+            let _ = writeln!(f, "{line}");
+        }
+    })
+}
+
+/// The observers for a run, from the global flags; with its directory,
+/// its `run.log` too.
+pub fn observers(cli: &Cli, run_dir: Option<&std::path::Path>) -> Vec<Observer> {
     let mut v: Vec<Observer> = Vec::new();
+    if let Some(dir) = run_dir {
+        v.push(run_log(dir));
+    }
     if cli.output == OutputKind::Json {
         v.push(Box::new(|ev: &Event| {
             let mut out = std::io::stdout().lock();
@@ -137,8 +167,15 @@ pub fn observers(cli: &Cli) -> Vec<Observer> {
 }
 
 fn human(ev: &Event, start: Instant, verbose: u8, done: &AtomicU64) {
+    if let Some(l) = human_line(ev, start, verbose, done) {
+        errln!("{l}");
+    }
+}
+
+/// An event as a line for people (`None`: not shown at this verbosity).
+fn human_line(ev: &Event, start: Instant, verbose: u8, done: &AtomicU64) -> Option<String> {
     let t = stamp(start);
-    let line = match ev {
+    match ev {
         Event::RunStarted {
             run_id,
             plan,
@@ -230,9 +267,6 @@ fn human(ev: &Event, start: Instant, verbose: u8, done: &AtomicU64) {
         )),
         Event::RunFinished { outcome, .. } => Some(format!("{t} run {outcome}")),
         _ => None,
-    };
-    if let Some(l) = line {
-        errln!("{l}");
     }
 }
 
@@ -241,4 +275,30 @@ fn human(ev: &Event, start: Instant, verbose: u8, done: &AtomicU64) {
 /// (a quoted escape sequence would still reach the terminal raw).
 pub fn shell_join(argv: &[String]) -> String {
     shown(&uphost_words::shell::join(argv)).into_owned()
+}
+
+/// `uphost watch`: a run's progress as `run` shows it, read from its
+/// journal, until it ends; exits as the run did (0 complete, 1 failed or
+/// rolled back, 130 interrupted or stopped).
+pub fn watch(
+    state_dir: &std::path::Path,
+    run: Option<&str>,
+    verbose: u8,
+) -> Result<i32, crate::Error> {
+    use crate::events::Outcome;
+    use crate::execution::inspect::{Followed, follow};
+    let start = Instant::now();
+    let done = AtomicU64::new(0);
+    let end = follow(state_dir, run, |ev| human(ev, start, verbose, &done))?;
+    Ok(match end {
+        Followed::Finished(Outcome::Complete) => super::exit::OK,
+        Followed::Finished(Outcome::Failed | Outcome::RolledBack) => super::exit::FAILED,
+        Followed::Finished(Outcome::Interrupted) => super::exit::INTERRUPTED,
+        Followed::Stopped => {
+            errln!(
+                "the run is not running (its uphost stopped before it finished): `uphost resume` continues it"
+            );
+            super::exit::INTERRUPTED
+        }
+    })
 }

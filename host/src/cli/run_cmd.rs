@@ -5,13 +5,14 @@ use std::sync::Arc;
 
 use crate::Error;
 use crate::events::{Event, Outcome};
-use crate::execution::lifecycle::{self, Left, Resume, RunEnd, StartOptions};
-use crate::execution::run::Runner;
+use crate::execution::lifecycle::{self, Left, Resume, ResumeOptions, RunEnd, StartOptions};
+use crate::execution::run::{Interrupt, Runner};
 use crate::execution::session::Session;
 use crate::transport::Transports;
 use crate::untrusted::{line as shown, text as shown_text};
 
 use super::output::{observers, shell_join};
+use super::signals::TransportsSlot;
 use super::{Cli, RunArgs, exit};
 
 /// `uphost check`: every plugin's pre-flight, read-only, no journal.
@@ -56,28 +57,29 @@ pub async fn check(
     Ok(if failed == 0 { exit::OK } else { exit::FAILED })
 }
 
-/// The first Ctrl-C stops the run after the steps in flight; a second
-/// aborts at once.
-fn on_ctrl_c(runner: &Arc<Runner>, transports: &Arc<Transports>) {
-    let r = runner.clone();
-    let transports = transports.clone();
-    tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            errln!(
-                "interrupt: no new steps start; in-flight steps finish, then the run stops (resume with `uphost resume`). Ctrl-C again aborts at once."
-            );
-            r.interrupt();
-        }
-        if tokio::signal::ctrl_c().await.is_ok() {
-            errln!("aborted; `uphost resume` re-runs the steps that were in flight");
-            transports.close();
-            std::process::exit(exit::INTERRUPTED);
-        }
-    });
+/// Keep the run's transports where a second signal can close them.
+fn keep(slot: &TransportsSlot) -> impl FnOnce(&Arc<Runner>, &Arc<Transports>) + '_ {
+    move |_, t| {
+        let _ = slot.set(t.clone());
+    }
+}
+
+/// Said when a signal came before the run started.
+fn interrupted_before_start() -> i32 {
+    errln!("interrupted before the run started; nothing was run");
+    exit::INTERRUPTED
 }
 
 /// `uphost run`.
-pub async fn run(session: Session, args: &RunArgs, cli: &Cli) -> Result<i32, Error> {
+pub async fn run(
+    session: Session,
+    args: &RunArgs,
+    cli: &Cli,
+    (interrupt, slot): (Arc<Interrupt>, TransportsSlot),
+) -> Result<i32, Error> {
+    if interrupt.requested() {
+        return Ok(interrupted_before_start());
+    }
     let o = StartOptions {
         recorded: crate::events::RunOptionsRecord {
             dry_run: args.dry_run,
@@ -88,9 +90,10 @@ pub async fn run(session: Session, args: &RunArgs, cli: &Cli) -> Result<i32, Err
         yes: args.yes,
         forks: args.forks,
         abandon_unfinished: args.abandon_unfinished,
+        interrupt,
     };
-    let prepared = lifecycle::start(session, o, observers(cli))?;
-    let end = lifecycle::execute(prepared, on_ctrl_c).await?;
+    let prepared = lifecycle::start(session, o, |dir| observers(cli, Some(dir)))?;
+    let end = lifecycle::execute(prepared, keep(&slot)).await?;
     Ok(show_end(&end, cli))
 }
 
@@ -100,8 +103,17 @@ pub async fn resume(
     yes: bool,
     forks: Option<usize>,
     cli: &Cli,
+    (interrupt, slot): (Arc<Interrupt>, TransportsSlot),
 ) -> Result<i32, Error> {
-    let prepared = match lifecycle::resume(session, yes, forks, observers(cli))? {
+    if interrupt.requested() {
+        return Ok(interrupted_before_start());
+    }
+    let o = ResumeOptions {
+        yes,
+        forks,
+        interrupt,
+    };
+    let prepared = match lifecycle::resume(session, o, |dir| observers(cli, Some(dir)))? {
         Resume::AlreadyComplete(run_id) => {
             errln!("run {run_id} is already complete; nothing to resume");
             return Ok(exit::OK);
@@ -113,7 +125,7 @@ pub async fn resume(
             "warning: command #{seq} of {step} was started when the run was interrupted and did not finish; it runs again"
         );
     }
-    let end = lifecycle::execute(prepared, on_ctrl_c).await?;
+    let end = lifecycle::execute(prepared, keep(&slot)).await?;
     Ok(show_end(&end, cli))
 }
 

@@ -109,6 +109,48 @@ fn collect(name: &str, def: &GroupDef, groups: &mut IndexMap<String, Group>) {
     }
 }
 
+/// A cycle of `children` (`a` child of `b` child of `a`, or a group its
+/// own child), every member in order and the first again at the end.
+fn group_cycle(groups: &IndexMap<String, Group>) -> Option<Vec<String>> {
+    // Iterative depth-first search (an inventory can be deep): 0 unseen,
+    // 1 on the current path, 2 done.
+    let mut mark: IndexMap<&str, u8> = groups.keys().map(|k| (k.as_str(), 0)).collect();
+    for start in groups.keys() {
+        if mark[start.as_str()] != 0 {
+            continue;
+        }
+        let mut path: Vec<(&str, usize)> = vec![(start.as_str(), 0)];
+        mark[start.as_str()] = 1;
+        while let Some((node, next)) = path.last_mut() {
+            let children = groups
+                .get(*node)
+                .map(|g| g.children.as_slice())
+                .unwrap_or(&[]);
+            if let Some(child) = children.get(*next) {
+                *next += 1;
+                match mark.get(child.as_str()).copied().unwrap_or(2) {
+                    0 => {
+                        mark[child.as_str()] = 1;
+                        path.push((child.as_str(), 0));
+                    }
+                    1 => {
+                        let from = path.iter().position(|(n, _)| *n == child).unwrap_or(0);
+                        let mut cycle: Vec<String> =
+                            path[from..].iter().map(|(n, _)| n.to_string()).collect();
+                        cycle.push(child.clone());
+                        return Some(cycle);
+                    }
+                    _ => {}
+                }
+            } else {
+                mark[*node] = 2;
+                path.pop();
+            }
+        }
+    }
+    None
+}
+
 /// Groups containing `group`, transitively (its ancestors), nearest last.
 fn ancestors(group: &str, groups: &IndexMap<String, Group>, out: &mut Vec<String>) {
     for (name, g) in groups {
@@ -136,6 +178,16 @@ pub fn load(path: &Path) -> Result<Inventory, ConfigError> {
     for (name, def) in &doc {
         let empty = GroupDef::default();
         collect(name, def.as_ref().unwrap_or(&empty), &mut groups);
+    }
+    if let Some(cycle) = group_cycle(&groups) {
+        return Err(ConfigError::Invalid {
+            path: path.to_path_buf(),
+            at: format!("children of `{}`", cycle[cycle.len() - 2]),
+            message: format!(
+                "the groups form a cycle: {}; a group cannot be its own descendant (Ansible refuses it too): remove one of these `children` entries",
+                cycle.join(" -> ")
+            ),
+        });
     }
     // Host -> its groups (direct, then ancestors) and merged vars: `all`,
     // then ancestor groups, then the direct group, then the host's own.
@@ -291,6 +343,18 @@ all:
             ConfigError::Syntax { line, .. } => assert!(line >= 3, "{line}"),
             other => panic!("unexpected {other}"),
         }
+    }
+
+    #[test]
+    fn group_cycles_are_named_in_order() {
+        let e = parse("all:\n  children:\n    a:\n      children:\n        b:\n    b:\n      children:\n        a:\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("the groups form a cycle: a -> b -> a"), "{e}");
+        let e = parse("all:\n  children:\n    a:\n      children:\n        a:\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("cycle: a -> a"), "{e}");
     }
 
     #[test]

@@ -253,17 +253,27 @@ impl Config {
                     message,
                 }
             })?,
-            limits: Limits::default().with(&raw.limits),
+            limits: match raw.limits.out_of_range() {
+                None => Limits::default().with(&raw.limits),
+                Some((key, message)) => {
+                    return Err(ConfigError::Invalid {
+                        path: path.clone(),
+                        at: format!("limits.{key}"),
+                        message,
+                    });
+                }
+            },
             max_instances: match raw.max_instances {
                 None => 64,
-                Some(n) if n >= 1 => n,
+                Some(n) if (1..=4096).contains(&n) => n,
                 Some(_) => {
                     return Err(ConfigError::Invalid {
                         path: path.clone(),
                         at: "max_instances".into(),
-                        message:
-                            "must be at least 1 (the number of plugin instances alive at once)"
-                                .into(),
+                        message: format!(
+                            "{} is outside 1..=4096 (the number of plugin instances alive at once)",
+                            raw.max_instances.unwrap_or_default()
+                        ),
                     });
                 }
             },
@@ -289,9 +299,17 @@ impl Config {
         Ok(cfg)
     }
 
-    /// Cross-file checks: every role a service names exists.
+    /// Cross-file checks: every role a service names exists; per-service
+    /// limits are within range.
     fn validate(&self) -> Result<(), ConfigError> {
         for (name, svc) in &self.services.services {
+            if let Some((key, message)) = svc.limits.out_of_range() {
+                return Err(ConfigError::Invalid {
+                    path: self.services_path.clone(),
+                    at: format!("services.{name}.limits.{key}"),
+                    message,
+                });
+            }
             for (i, role) in svc.roles.iter().enumerate() {
                 if !self.inventory.groups.contains(role) {
                     return Err(ConfigError::Invalid {

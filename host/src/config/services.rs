@@ -38,6 +38,54 @@ pub struct LimitsOverride {
     pub max_log_lines: Option<u64>,
 }
 
+impl LimitsOverride {
+    /// Every limit set is within its range: the first one that is not, as
+    /// (key, message naming the value and the range).
+    pub fn out_of_range(&self) -> Option<(&'static str, String)> {
+        let checks: [(&'static str, Option<u64>, u64, u64, &str); 5] = [
+            (
+                "memory_mb",
+                self.memory_mb,
+                1,
+                4096,
+                "MiB of linear memory per plugin instance",
+            ),
+            (
+                "hook_timeout_s",
+                self.hook_timeout_s,
+                1,
+                7 * 86400,
+                "seconds a hook call may take",
+            ),
+            (
+                "exec_timeout_s",
+                self.exec_timeout_s,
+                1,
+                7 * 86400,
+                "seconds one command may take",
+            ),
+            (
+                "output_cap_kb",
+                self.output_cap_kb,
+                1,
+                1 << 20,
+                "KiB kept of a command's output",
+            ),
+            (
+                "max_log_lines",
+                self.max_log_lines,
+                1,
+                10_000_000,
+                "log lines kept per hook call",
+            ),
+        ];
+        checks.into_iter().find_map(|(key, v, lo, hi, what)| {
+            let v = v?;
+            (!(lo..=hi).contains(&v)).then(|| (key, format!("{v} is outside {lo}..={hi} ({what})")))
+        })
+    }
+}
+
 /// One service's settings.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Default)]
 #[serde(deny_unknown_fields)]

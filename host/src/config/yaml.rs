@@ -71,12 +71,71 @@ pub fn parse<T: DeserializeOwned>(path: &Path, text: &str) -> Result<T, ConfigEr
     })
 }
 
-/// Read and parse a YAML file.
-pub fn read<T: DeserializeOwned>(path: &Path) -> Result<T, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+/// The largest configuration file read (uphost.yaml, an inventory, a
+/// services file, a scenario): far above any real one, far below what
+/// would exhaust the host.
+pub const MAX_FILE_BYTES: u64 = 16 << 20;
+
+/// Read a configuration file's text: a regular file (a FIFO would hang, a
+/// device such as /dev/zero never ends), at most [`MAX_FILE_BYTES`], UTF-8.
+pub fn read_text(path: &Path) -> Result<String, ConfigError> {
+    use std::io::Read;
+    let err = |source| ConfigError::Read {
         path: path.to_path_buf(),
         source,
-    })?;
+    };
+    let invalid = |message: String| ConfigError::Invalid {
+        path: path.to_path_buf(),
+        at: "the file".into(),
+        message,
+    };
+    let meta = std::fs::metadata(path).map_err(err)?;
+    if !meta.is_file() {
+        use std::os::unix::fs::FileTypeExt;
+        let t = meta.file_type();
+        let what = if t.is_dir() {
+            "a directory"
+        } else if t.is_fifo() {
+            "a FIFO"
+        } else if t.is_char_device() || t.is_block_device() {
+            "a device"
+        } else if t.is_socket() {
+            "a socket"
+        } else {
+            "not a regular file"
+        };
+        return Err(invalid(format!(
+            "is {what}, not a regular file: point the setting at the file itself"
+        )));
+    }
+    if meta.len() > MAX_FILE_BYTES {
+        return Err(invalid(format!(
+            "{} bytes, over the {MAX_FILE_BYTES} byte cap on a configuration file",
+            meta.len()
+        )));
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    std::fs::File::open(path)
+        .map_err(err)?
+        .take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(err)?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(invalid(format!(
+            "over the {MAX_FILE_BYTES} byte cap on a configuration file (it grew while read)"
+        )));
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        invalid(format!(
+            "not UTF-8 text (byte {} is not): save it as UTF-8",
+            e.utf8_error().valid_up_to()
+        ))
+    })
+}
+
+/// Read and parse a YAML file.
+pub fn read<T: DeserializeOwned>(path: &Path) -> Result<T, ConfigError> {
+    let text = read_text(path)?;
     parse(path, &text)
 }
 

@@ -220,3 +220,68 @@ pub fn runs(state_dir: &Path) -> Result<Vec<RunView>, Error> {
     runs.sort_by(|a, b| (&a.started, &a.run_id).cmp(&(&b.started, &b.run_id)));
     Ok(runs)
 }
+
+/// How a followed run ended for the follower.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Followed {
+    /// Its `run-finished` record came.
+    Finished(Outcome),
+    /// No uphost runs it and its journal says no more (killed, crashed):
+    /// `uphost resume` continues it.
+    Stopped,
+}
+
+/// Follow a run's journal from its start as it is written: every complete
+/// record to `on_event`, until the run finishes or no uphost is running it
+/// (read from the journal and the run lock, never from the running
+/// process, which may be in another session or have lost its terminal).
+pub fn follow(
+    state_dir: &Path,
+    run: Option<&str>,
+    mut on_event: impl FnMut(&Event),
+) -> Result<Followed, Error> {
+    use std::io::{BufRead, Seek, SeekFrom};
+    let run_id = run_or_current(state_dir, run)?;
+    let path = journal::journal_of(state_dir, &run_id)?;
+    let io = |source| Error::Io {
+        path: path.clone(),
+        source,
+    };
+    let mut reader = std::io::BufReader::new(std::fs::File::open(&path).map_err(io)?);
+    let mut offset = 0u64;
+    let mut line = Vec::new();
+    let mut finished = None;
+    loop {
+        line.clear();
+        let n = reader.read_until(b'\n', &mut line).map_err(io)?;
+        if n > 0 && line.ends_with(b"\n") {
+            offset += n as u64;
+            // A record this release cannot read is skipped, not fatal: the
+            // follower only shows.
+            if let Ok(ev) = serde_json::from_slice::<Event>(&line) {
+                match &ev {
+                    Event::RunFinished { outcome, .. } => finished = Some(*outcome),
+                    Event::RunResumed { .. } => finished = None,
+                    _ => {}
+                }
+                on_event(&ev);
+            }
+            continue;
+        }
+        // At the end (or a record still being written): is it still going?
+        reader.seek(SeekFrom::Start(offset)).map_err(io)?;
+        let live = journal::lock::running(state_dir, &run_id).is_some();
+        match (finished, live) {
+            (Some(o), false) => return Ok(Followed::Finished(o)),
+            (None, false) => {
+                // One more look: the last records may have landed just now.
+                line.clear();
+                if reader.read_until(b'\n', &mut line).map_err(io)? == 0 {
+                    return Ok(Followed::Stopped);
+                }
+                reader.seek(SeekFrom::Start(offset)).map_err(io)?;
+            }
+            _ => std::thread::sleep(std::time::Duration::from_millis(200)),
+        }
+    }
+}

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::confirm::Confirm;
-use super::run::{Outcome, RunOptions, Runner, Sandbox, planned, steps_of};
+use super::run::{Interrupt, Outcome, RunOptions, Runner, Sandbox, planned, steps_of};
 use super::session::{ServiceRun, Session};
 use crate::Error;
 use crate::capabilities::Grant;
@@ -219,6 +219,9 @@ pub struct StartOptions {
     pub forks: Option<usize>,
     /// Start even over an unfinished run.
     pub abandon_unfinished: bool,
+    /// Stop it as a first Ctrl-C does (set by a signal, possibly before
+    /// the run starts).
+    pub interrupt: Arc<Interrupt>,
 }
 
 /// A run ready to execute: its lock held, its start on disk.
@@ -250,7 +253,7 @@ impl Prepared {
 pub fn start(
     session: Session,
     o: StartOptions,
-    observers: Vec<Observer>,
+    observers: impl FnOnce(&Path) -> Vec<Observer>,
 ) -> Result<Prepared, Error> {
     let grants = session.grants()?;
     let services = session.services(&o.recorded.only, &o.recorded.limit)?;
@@ -268,6 +271,7 @@ pub fn start(
     };
     let run_id = new_run_id();
     // The run becomes current once its start is on disk.
+    let observers = observers(&journal::run_dir(&state_dir, &run_id));
     let journal = Journal::create(&state_dir, &run_id, observers)?;
     let plan = planned(&services, &session);
     journal.emit(Event::RunStarted {
@@ -294,6 +298,7 @@ pub fn start(
         forks: o.forks.unwrap_or(session.cfg.forks),
         confirm: Confirm::from_flag(o.yes),
         continue_rollback: None,
+        interrupt: o.interrupt,
     };
     Ok(Prepared {
         session,
@@ -317,6 +322,17 @@ fn plugin_hashes(session: &Session) -> Vec<(String, String)> {
         .collect()
 }
 
+/// The operator's choices for a resume.
+#[derive(Debug, Clone, Default)]
+pub struct ResumeOptions {
+    /// Accept every confirmation.
+    pub yes: bool,
+    /// Parallelism bound (default: the configuration's).
+    pub forks: Option<usize>,
+    /// Stop it as a first Ctrl-C does.
+    pub interrupt: Arc<Interrupt>,
+}
+
 /// What `resume` found.
 pub enum Resume {
     /// The current run is complete: nothing to do.
@@ -330,14 +346,19 @@ pub enum Resume {
 /// changed; otherwise go on where it stopped.
 pub fn resume(
     session: Session,
-    yes: bool,
-    forks: Option<usize>,
-    observers: Vec<Observer>,
+    o: ResumeOptions,
+    observers: impl FnOnce(&Path) -> Vec<Observer>,
 ) -> Result<Resume, Error> {
+    let ResumeOptions {
+        yes,
+        forks,
+        interrupt,
+    } = o;
     let state_dir = session.cfg.state_dir.clone();
     let lock = journal::lock::acquire(&state_dir, "resume")?;
     tell_taken_over(&lock);
     let run_id = journal::current_run(&state_dir)?;
+    let observers = observers(&journal::run_dir(&state_dir, &run_id));
     let (journal, replayed) = Journal::reopen(&state_dir, &run_id, observers)?;
     let state = RunState::of(&replayed);
     match &state {
@@ -389,6 +410,7 @@ pub fn resume(
             RunState::RollingBack(plan) => Some(plan),
             _ => None,
         },
+        interrupt,
     };
     Ok(Resume::Continue(Box::new(Prepared {
         session,
@@ -477,8 +499,8 @@ pub struct RunEnd {
     pub aside_of: Option<String>,
 }
 
-/// Run a prepared run to its end. `on_start` is handed the runner (to
-/// interrupt it) and the transports (to close them) before it starts.
+/// Run a prepared run to its end. `on_start` is handed the runner and the
+/// transports (to close them on an abort) before it starts.
 pub async fn execute(
     p: Prepared,
     on_start: impl FnOnce(&Arc<Runner>, &Arc<Transports>),

@@ -151,6 +151,27 @@ pub struct RunOptions {
     /// A resumed run that was rolling back: only its rollback goes on,
     /// never the upgrade.
     pub continue_rollback: Option<RollbackPlan>,
+    /// Set from outside (a signal) to stop the run as a first Ctrl-C does.
+    pub interrupt: Arc<Interrupt>,
+}
+
+/// A request to stop a run after the steps in flight: the operator's
+/// Ctrl-C, SIGTERM or SIGQUIT, which may come before the run has even
+/// started (while its plugins load); the run honours it as soon as it
+/// looks.
+#[derive(Debug, Default)]
+pub struct Interrupt(AtomicBool);
+
+impl Interrupt {
+    /// Ask the run to stop.
+    pub fn request(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    /// Was it asked to?
+    pub fn requested(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
 }
 
 /// Everything a run shares between its tasks.
@@ -162,7 +183,6 @@ pub struct Runner {
     prior: BTreeMap<StepKey, StepStatus>,
     /// Set on failure or interruption: no new work starts.
     stop: AtomicBool,
-    interrupted: AtomicBool,
     forks: Semaphore,
     opts: RunOptions,
     failures: Mutex<Vec<(StepKey, String)>>,
@@ -226,7 +246,6 @@ impl Runner {
             services,
             prior,
             stop: AtomicBool::new(false),
-            interrupted: AtomicBool::new(false),
             opts,
             failures: Mutex::new(Vec::new()),
             touched: Mutex::new(touched),
@@ -235,8 +254,14 @@ impl Runner {
 
     /// Stop scheduling new work (Ctrl-C): in-flight steps finish.
     pub fn interrupt(&self) {
-        self.interrupted.store(true, Ordering::SeqCst);
+        self.opts.interrupt.request();
         self.stop.store(true, Ordering::SeqCst);
+    }
+
+    /// No new work starts: a failure stopped the run, or it was
+    /// interrupted (by the operator, a signal, a declined confirmation).
+    fn stopping(&self) -> bool {
+        self.stop.load(Ordering::SeqCst) || self.opts.interrupt.requested()
     }
 
     /// Run one step unless it is already done.
@@ -299,7 +324,7 @@ impl Runner {
     /// Pre-upgrade, the rollout, post-upgrade of one service.
     async fn service(self: Arc<Self>, i: usize) -> Result<(), ()> {
         let svc = &self.services[i];
-        if self.stop.load(Ordering::SeqCst) {
+        if self.stopping() {
             return Err(());
         }
         self.step(svc, Hook::PreUpgrade).await.map_err(|_| ())?;
@@ -307,7 +332,7 @@ impl Runner {
         let batches = svc.rollout.batches(svc.targets.len());
         let mut failed = 0usize;
         for (bi, batch) in batches.iter().enumerate() {
-            if self.stop.load(Ordering::SeqCst) {
+            if self.stopping() {
                 return Err(());
             }
             // At most `forks` node steps alive at once: a batch of 100 000
@@ -356,7 +381,7 @@ impl Runner {
                 }
             }
         }
-        if self.stop.load(Ordering::SeqCst) {
+        if self.stopping() {
             return Err(());
         }
         self.step(svc, Hook::PostUpgrade).await.map_err(|_| ())
@@ -387,6 +412,9 @@ impl Runner {
     /// Pre-flight: every service's check, level by level.
     async fn checks(self: &Arc<Self>) -> bool {
         for level in self.plan.levels() {
+            if self.stopping() {
+                return false;
+            }
             // This run's services of the level (--only may leave some out).
             let futs = level
                 .iter()
@@ -396,7 +424,7 @@ impl Runner {
                 .await
                 .iter()
                 .all(|r| r.is_ok());
-            if !ok || self.stop.load(Ordering::SeqCst) {
+            if !ok || self.stopping() {
                 return false;
             }
         }
@@ -409,6 +437,10 @@ impl Runner {
             return self.continue_rollback(plan).await;
         }
         if !self.checks().await {
+            // Interrupted during the pre-flight: nothing changed, resumable.
+            if self.opts.interrupt.requested() && self.failures().is_empty() {
+                return self.finish(Outcome::Interrupted);
+            }
             return self.finish_failed(false).await;
         }
         let mutating = !self.opts.recorded.dry_run;
@@ -446,7 +478,7 @@ impl Runner {
         let mut failed_any = false;
         let mut set = tokio::task::JoinSet::new();
         loop {
-            if !self.stop.load(Ordering::SeqCst) {
+            if !self.stopping() {
                 let ready: Vec<usize> = pending
                     .iter()
                     .copied()
@@ -479,7 +511,7 @@ impl Runner {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .is_empty();
-        if self.interrupted.load(Ordering::SeqCst) && !has_failures {
+        if self.opts.interrupt.requested() && !has_failures {
             return self.finish(Outcome::Interrupted);
         }
         if failed_any || has_failures {
@@ -497,14 +529,14 @@ impl Runner {
             return self.finish(Outcome::Interrupted);
         }
         for s in &self.services {
-            if self.stop.load(Ordering::SeqCst) {
+            if self.stopping() {
                 break;
             }
             if self.step(s, Hook::Finalize).await.is_err() {
                 return self.finish_failed(true).await;
             }
         }
-        if self.interrupted.load(Ordering::SeqCst) {
+        if self.opts.interrupt.requested() {
             return self.finish(Outcome::Interrupted);
         }
         self.finish(Outcome::Complete)
@@ -572,7 +604,7 @@ impl Runner {
         });
         let mut all_ok = true;
         for name in &plan.services {
-            if self.interrupted.load(Ordering::SeqCst) {
+            if self.opts.interrupt.requested() {
                 return self.finish(Outcome::Interrupted);
             }
             let Some(s) = self.services.iter().find(|s| &s.name == name) else {
@@ -715,6 +747,7 @@ mod tests {
         confirm: Confirm,
         rollback_on_failure: bool,
         continue_rollback: Option<RollbackPlan>,
+        interrupt: Arc<Interrupt>,
     }
 
     impl Case {
@@ -727,6 +760,7 @@ mod tests {
                 confirm: Confirm::Yes,
                 rollback_on_failure: false,
                 continue_rollback: None,
+                interrupt: Arc::default(),
             }
         }
 
@@ -767,6 +801,7 @@ mod tests {
                     forks: 4,
                     confirm: self.confirm,
                     continue_rollback: self.continue_rollback,
+                    interrupt: self.interrupt.clone(),
                 },
             );
             let rt = tokio::runtime::Builder::new_current_thread()
@@ -1009,6 +1044,22 @@ mod tests {
         let (outcome, did, _) = c.run();
         assert_eq!(outcome, Outcome::Failed);
         assert!(!calls(&did).iter().any(|k| k.phase == Phase::Rollback));
+    }
+
+    #[test]
+    fn an_interrupt_before_or_during_the_pre_flight_ends_interrupted() {
+        let c = Case::new(vec![service("s", 2, Rollout::Parallel)]);
+        c.interrupt.request();
+        let (outcome, did, events) = c.run();
+        assert_eq!(outcome, Outcome::Interrupted);
+        assert!(calls(&did).is_empty(), "{did:?}");
+        assert!(matches!(
+            events.last(),
+            Some(Event::RunFinished {
+                outcome: Outcome::Interrupted,
+                ..
+            })
+        ));
     }
 
     #[test]

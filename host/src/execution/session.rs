@@ -183,38 +183,7 @@ impl Session {
     /// Services with their effective settings, in plan order, restricted
     /// to `only` (services) and `limit` (node names or roles).
     pub fn services(&self, only: &[String], limit: &[String]) -> Result<Vec<ServiceRun>, Error> {
-        for o in only {
-            if !self.plugins.contains_key(o) {
-                return Err(Error::Usage(format!(
-                    "--only {o}: no plugin provides service `{o}`{}",
-                    crate::config::yaml::did_you_mean(o, self.plugins.keys().map(String::as_str))
-                )));
-            }
-        }
-        for l in limit {
-            if self.cfg.inventory.node(l).is_none() && !self.cfg.inventory.groups.contains(l) {
-                let inv = &self.cfg.inventory;
-                let names = inv
-                    .groups
-                    .iter()
-                    .map(String::as_str)
-                    .chain(inv.nodes.iter().map(|n| n.name.as_str()));
-                let groups: Vec<&str> = inv.groups.iter().map(String::as_str).collect();
-                return Err(Error::Usage(format!(
-                    "--limit {l}: neither a node nor a group of {}{}; its groups are: {}",
-                    self.cfg.inventory_path.display(),
-                    crate::config::yaml::did_you_mean(l, names),
-                    groups.join(", ")
-                )));
-            }
-        }
-        if self.plugins.is_empty() {
-            return Err(Error::Usage(format!(
-                "no plugins (*.wasm) in {}: put the service plugins there, or fix `plugins:` in {}",
-                self.cfg.plugins_dir.display(),
-                self.cfg.path.display()
-            )));
-        }
+        self.check_selection(only, limit)?;
         let keep: BTreeSet<String> = if only.is_empty() {
             self.plugins.keys().cloned().collect()
         } else {
@@ -257,35 +226,79 @@ impl Session {
             });
         }
         if !unmapped.is_empty() {
-            // An entry of the services file that no plugin claims, close to
-            // an unmapped service, is most likely its misspelling.
-            let unclaimed: Vec<&str> = self
-                .cfg
-                .services
-                .services
-                .keys()
-                .map(String::as_str)
-                .filter(|k| !self.plugins.contains_key(*k))
-                .collect();
-            let hints: String = unmapped
-                .iter()
-                .filter_map(|s| {
-                    let typo = crate::config::yaml::closest(s, unclaimed.iter().copied())?;
-                    Some(format!(
-                        "; `services.{typo}` names no plugin: did you mean `{s}`?"
-                    ))
-                })
-                .collect();
-            return Err(Error::Usage(format!(
-                "no nodes host {}: map each to inventory groups under `services:` in {} (or leave it out with --only){hints}",
-                unmapped
-                    .iter()
-                    .map(|s| format!("`{s}`"))
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                self.cfg.services_path.display()
-            )));
+            return Err(self.unmapped(&unmapped));
         }
         Ok(out)
+    }
+
+    /// `--only` names plugins, `--limit` names nodes or groups, and there
+    /// are plugins at all.
+    fn check_selection(&self, only: &[String], limit: &[String]) -> Result<(), Error> {
+        for o in only {
+            if !self.plugins.contains_key(o) {
+                return Err(Error::Usage(format!(
+                    "--only {o}: no plugin provides service `{o}`{}",
+                    crate::config::yaml::did_you_mean(o, self.plugins.keys().map(String::as_str))
+                )));
+            }
+        }
+        for l in limit {
+            if self.cfg.inventory.node(l).is_none() && !self.cfg.inventory.groups.contains(l) {
+                let inv = &self.cfg.inventory;
+                let names = inv
+                    .groups
+                    .iter()
+                    .map(String::as_str)
+                    .chain(inv.nodes.iter().map(|n| n.name.as_str()));
+                let groups: Vec<&str> = inv.groups.iter().map(String::as_str).collect();
+                return Err(Error::Usage(format!(
+                    "--limit {l}: neither a node nor a group of {}{}; its groups are: {}",
+                    self.cfg.inventory_path.display(),
+                    crate::config::yaml::did_you_mean(l, names),
+                    groups.join(", ")
+                )));
+            }
+        }
+        if self.plugins.is_empty() {
+            return Err(Error::Usage(format!(
+                "no plugins (*.wasm) in {}: put the service plugins there, or fix `plugins:` in {}",
+                self.cfg.plugins_dir.display(),
+                self.cfg.path.display()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Services no node hosts: the error, with the services file's likely
+    /// misspellings.
+    fn unmapped(&self, unmapped: &[String]) -> Error {
+        // An entry of the services file that no plugin claims, close to
+        // an unmapped service, is most likely its misspelling.
+        let unclaimed: Vec<&str> = self
+            .cfg
+            .services
+            .services
+            .keys()
+            .map(String::as_str)
+            .filter(|k| !self.plugins.contains_key(*k))
+            .collect();
+        let hints: String = unmapped
+            .iter()
+            .filter_map(|s| {
+                let typo = crate::config::yaml::closest(s, unclaimed.iter().copied())?;
+                Some(format!(
+                    "; `services.{typo}` names no plugin: did you mean `{s}`?"
+                ))
+            })
+            .collect();
+        Error::Usage(format!(
+            "no nodes host {}: map each to inventory groups under `services:` in {} (or leave it out with --only){hints}",
+            unmapped
+                .iter()
+                .map(|s| format!("`{s}`"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            self.cfg.services_path.display()
+        ))
     }
 }

@@ -93,11 +93,9 @@ fn line(node: &str, argv: &[String]) -> String {
     format!("{node}: {}", argv.join(" "))
 }
 
-/// Run one scenario against a loaded plugin.
-pub async fn run(rt: &Runtime, plugin: &LoadedPlugin, sc: &Scenario) -> Report {
-    let service = plugin.name.clone();
-    let nodes: Vec<Arc<NodeSpec>> = sc
-        .nodes
+/// The scenario's nodes, simulated (nothing reaches them).
+fn scenario_nodes(sc: &Scenario) -> Vec<Arc<NodeSpec>> {
+    sc.nodes
         .iter()
         .map(|(n, roles)| {
             Arc::new(NodeSpec {
@@ -111,8 +109,12 @@ pub async fn run(rt: &Runtime, plugin: &LoadedPlugin, sc: &Scenario) -> Report {
                 node_root: None,
             })
         })
-        .collect();
-    let script = Script {
+        .collect()
+}
+
+/// The scenario's scripted commands.
+fn scenario_script(sc: &Scenario) -> Script {
+    Script {
         rules: sc
             .commands
             .iter()
@@ -132,23 +134,11 @@ pub async fn run(rt: &Runtime, plugin: &LoadedPlugin, sc: &Scenario) -> Report {
                 )
             })
             .collect(),
-    };
-    let transport = Arc::new(ScriptTransport {
-        script: Mutex::new(script),
-        allow_unscripted: sc.allow_unscripted,
-        unscripted: Mutex::default(),
-    });
-    let sink = Arc::new(MemorySink::new(None));
-    for (k, v) in &sc.state {
-        sink.set_state(&service, k, v);
     }
-    let grant = Arc::new(Grant {
-        commands: plugin.meta.capabilities.clone(),
-    });
-    let limits = Limits {
-        hook_timeout: std::time::Duration::from_secs(60),
-        ..Limits::default()
-    };
+}
+
+/// The hook calls of a scenario, labelled (`upgrade NODE` once per node).
+fn hook_calls(sc: &Scenario, nodes: &[Arc<NodeSpec>]) -> Vec<(String, Hook)> {
     let hooks: Vec<String> = sc.hooks.clone().unwrap_or_else(|| {
         [
             "check",
@@ -170,12 +160,37 @@ pub async fn run(rt: &Runtime, plugin: &LoadedPlugin, sc: &Scenario) -> Report {
             "finalize" => calls.push(("finalize".into(), Hook::Finalize)),
             "rollback" => calls.push(("rollback".into(), Hook::Rollback)),
             _ => {
-                for n in &nodes {
+                for n in nodes {
                     calls.push((format!("upgrade {}", n.name), Hook::Upgrade(wit_node(n))));
                 }
             }
         }
     }
+    calls
+}
+
+/// Run one scenario against a loaded plugin.
+pub async fn run(rt: &Runtime, plugin: &LoadedPlugin, sc: &Scenario) -> Report {
+    let service = plugin.name.clone();
+    let nodes = scenario_nodes(sc);
+    let script = scenario_script(sc);
+    let transport = Arc::new(ScriptTransport {
+        script: Mutex::new(script),
+        allow_unscripted: sc.allow_unscripted,
+        unscripted: Mutex::default(),
+    });
+    let sink = Arc::new(MemorySink::new(None));
+    for (k, v) in &sc.state {
+        sink.set_state(&service, k, v);
+    }
+    let grant = Arc::new(Grant {
+        commands: plugin.meta.capabilities.clone(),
+    });
+    let limits = Limits {
+        hook_timeout: std::time::Duration::from_secs(60),
+        ..Limits::default()
+    };
+    let calls = hook_calls(sc, &nodes);
     let shared_nodes = Arc::new(crate::config::NodeSet::new(nodes.clone()));
     let io = crate::runtime::CallIo {
         transport: transport.clone(),
@@ -262,7 +277,30 @@ fn compare(
     nodes: &[Arc<NodeSpec>],
 ) -> Vec<String> {
     let mut f = Vec::new();
-    // Hooks: expected outcomes, and no unexpected failure.
+    compare_hooks(&mut f, sc, outcomes, nodes);
+    compare_commands(&mut f, sc, events);
+    compare_state(&mut f, sc, sink.state_of(service));
+    compare_progress(&mut f, sc, events);
+    for u in transport
+        .unscripted
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+    {
+        f.push(format!(
+            "unscripted command: {u} (script it under `commands:`)"
+        ));
+    }
+    f
+}
+
+/// Hooks: expected outcomes, and no unexpected failure.
+fn compare_hooks(
+    f: &mut Vec<String>,
+    sc: &Scenario,
+    outcomes: &[(String, Result<(), String>)],
+    nodes: &[Arc<NodeSpec>],
+) {
     let outcome_of = |label: &str| outcomes.iter().find(|(l, _)| l == label).map(|(_, r)| r);
     for (key, want) in &sc.expect.hooks {
         let labels: Vec<String> = if key == "upgrade" {
@@ -315,7 +353,10 @@ fn compare(
             }
         }
     }
-    // Commands.
+}
+
+/// Commands: in the expected order, and never the forbidden ones.
+fn compare_commands(f: &mut Vec<String>, sc: &Scenario, events: &[Event]) {
     let lines: Vec<String> = events
         .iter()
         .filter_map(|e| match e {
@@ -350,8 +391,10 @@ fn compare(
             f.push(format!("expect.never[{i}]: `{never}` ran: {l}"));
         }
     }
-    // State.
-    let state: BTreeMap<String, String> = sink.state_of(service);
+}
+
+/// The plugin's state at the end.
+fn compare_state(f: &mut Vec<String>, sc: &Scenario, state: BTreeMap<String, String>) {
     for (k, want) in &sc.expect.state {
         match state.get(k) {
             Some(v) if pattern::glob_matches(want, v) => {}
@@ -361,6 +404,10 @@ fn compare(
             )),
         }
     }
+}
+
+/// The progress milestones, exactly.
+fn compare_progress(f: &mut Vec<String>, sc: &Scenario, events: &[Event]) {
     if let Some(want) = &sc.expect.progress {
         let got: Vec<String> = events
             .iter()
@@ -375,17 +422,6 @@ fn compare(
             f.push(format!("expect.progress: expected {want:?}, got {got:?}"));
         }
     }
-    for u in transport
-        .unscripted
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .iter()
-    {
-        f.push(format!(
-            "unscripted command: {u} (script it under `commands:`)"
-        ));
-    }
-    f
 }
 
 /// Scenario files of a plugin crate directory (`scenarios/*.yaml`).

@@ -53,6 +53,12 @@ impl MemorySink {
     }
 }
 
+impl Default for MemorySink {
+    fn default() -> Self {
+        MemorySink::new(None)
+    }
+}
+
 impl Sink for MemorySink {
     fn emit(&self, ev: Event) {
         if let Event::State {

@@ -249,3 +249,238 @@ fn from_record(rec: &CommandRecord) -> ExecResult {
         )),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+    use crate::capabilities::Grant;
+    use crate::config::{Connection, Limits, NodeSet};
+    use crate::events::{Phase, Sink, StepKey};
+    use crate::journal::memory::MemorySink;
+    use crate::runtime::call::CallIo;
+    use crate::transport::{BoxFuture, ConnectionFailure, Transport};
+
+    /// The journal as the pipeline sees it: events in memory, results an
+    /// earlier attempt recorded, and a disk that may have failed.
+    #[derive(Default)]
+    struct TestSink {
+        mem: MemorySink,
+        recorded: Mutex<HashMap<(StepKey, u32), CommandRecord>>,
+        broken: Option<String>,
+    }
+
+    impl Sink for TestSink {
+        fn emit(&self, event: Event) {
+            self.mem.emit(event)
+        }
+        fn replay(&self, step: &StepKey, seq: u32) -> Option<CommandRecord> {
+            self.recorded.lock().unwrap().remove(&(step.clone(), seq))
+        }
+        fn state_get(&self, service: &str, key: &str) -> Option<String> {
+            self.mem.state_get(service, key)
+        }
+        fn now_ms(&self) -> u64 {
+            0
+        }
+        fn write_error(&self) -> Option<String> {
+            self.broken.clone()
+        }
+    }
+
+    /// Runs nothing: records each program with the events journaled by
+    /// the time it ran.
+    struct Spy {
+        sink: Arc<TestSink>,
+        ran: Mutex<Vec<(String, Vec<Event>)>>,
+    }
+
+    impl Transport for Spy {
+        fn exec<'a>(
+            &'a self,
+            _node: &'a NodeSpec,
+            cmd: &'a CommandSpec,
+        ) -> BoxFuture<'a, Result<CommandOutput, TransportError>> {
+            Box::pin(async move {
+                self.ran
+                    .lock()
+                    .unwrap()
+                    .push((cmd.program.clone(), self.sink.mem.events()));
+                Ok(CommandOutput {
+                    status: 3,
+                    stdout: b"out".to_vec(),
+                    stderr: Vec::new(),
+                    truncated: false,
+                })
+            })
+        }
+    }
+
+    fn node() -> NodeSpec {
+        NodeSpec {
+            name: "n1".into(),
+            address: "n1".into(),
+            port: None,
+            user: None,
+            key_file: None,
+            connection: Connection::DryRun,
+            roles: vec![],
+            node_root: None,
+        }
+    }
+
+    fn req(program: &str) -> ExecRequest {
+        ExecRequest {
+            node: "n1".into(),
+            program: program.into(),
+            args: vec!["a".into()],
+            stdin: None,
+            env: vec![],
+            timeout_ms: None,
+        }
+    }
+
+    /// One command through the pipeline in phase `phase`.
+    fn once_in(
+        sink: TestSink,
+        phase: Phase,
+        dry_run: bool,
+        access: Access,
+    ) -> (ExecResult, Arc<Spy>, Arc<TestSink>) {
+        let sink = Arc::new(sink);
+        let spy = Arc::new(Spy {
+            sink: sink.clone(),
+            ran: Mutex::default(),
+        });
+        let io = CallIo {
+            transport: spy.clone(),
+            sink: sink.clone(),
+            record_dir: None,
+        };
+        let env = CallEnv::new(
+            StepKey::of("svc", phase),
+            dry_run,
+            Arc::new(Grant::default()),
+            Arc::new(NodeSet::new(vec![Arc::new(node())])),
+            Limits::default(),
+            &io,
+        );
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let out = rt.block_on(once(&env, &node(), access, 0, req("prog")));
+        (out, spy, sink)
+    }
+
+    #[test]
+    fn check_and_dry_runs_record_mutating_commands_without_running_them() {
+        for (phase, dry_run) in [(Phase::Check, false), (Phase::Upgrade, true)] {
+            let (out, spy, sink) = once_in(TestSink::default(), phase, dry_run, Access::Mutating);
+            assert!(out.unwrap().skipped);
+            assert!(spy.ran.lock().unwrap().is_empty(), "{phase} ran it");
+            assert!(matches!(
+                sink.mem.events().as_slice(),
+                [Event::CommandFinished { result, .. }] if result.skipped && result.mutating
+            ));
+            // A read-only command runs there.
+            let (out, spy, _) = once_in(TestSink::default(), phase, dry_run, Access::ReadOnly);
+            assert_eq!(out.unwrap().status, 3);
+            assert_eq!(spy.ran.lock().unwrap().len(), 1);
+        }
+    }
+
+    #[test]
+    fn a_recorded_result_is_handed_back_instead_of_running_again() {
+        let sink = TestSink::default();
+        let rec = CommandRecord {
+            status: Some(7),
+            error: None,
+            error_kind: None,
+            stdout: "before".into(),
+            stderr: String::new(),
+            truncated: false,
+            skipped: false,
+            mutating: true,
+            duration_ms: 1,
+        };
+        sink.recorded
+            .lock()
+            .unwrap()
+            .insert((StepKey::of("svc", Phase::Upgrade), 0), rec);
+        let (out, spy, sink) = once_in(sink, Phase::Upgrade, false, Access::Mutating);
+        let out = out.unwrap();
+        assert_eq!((out.status, out.stdout.as_slice()), (7, &b"before"[..]));
+        assert!(spy.ran.lock().unwrap().is_empty());
+        assert_eq!(sink.mem.events().len(), 1);
+    }
+
+    #[test]
+    fn a_mutating_command_runs_only_once_its_intent_is_journaled() {
+        let (out, spy, sink) =
+            once_in(TestSink::default(), Phase::Upgrade, false, Access::Mutating);
+        assert_eq!(out.unwrap().status, 3);
+        let ran = spy.ran.lock().unwrap();
+        assert!(matches!(
+            ran[0].1.as_slice(),
+            [Event::CommandStarted { seq: 0, .. }]
+        ));
+        assert!(matches!(
+            sink.mem.events().last(),
+            Some(Event::CommandFinished { result, .. }) if result.status == Some(3) && result.mutating
+        ));
+        // A read-only one needs no intent.
+        let (_, spy, _) = once_in(TestSink::default(), Phase::Upgrade, false, Access::ReadOnly);
+        assert!(spy.ran.lock().unwrap()[0].1.is_empty());
+    }
+
+    #[test]
+    fn no_intent_on_disk_no_command() {
+        let sink = TestSink {
+            broken: Some("No space left on device".into()),
+            ..TestSink::default()
+        };
+        let (out, spy, _) = once_in(sink, Phase::Upgrade, false, Access::Mutating);
+        match out {
+            Err(ExecError::SpawnFailed(m)) => {
+                assert!(m.contains("not run") && m.contains("No space left"), "{m}")
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(spy.ran.lock().unwrap().is_empty());
+    }
+
+    fn failed(kind: ErrorKind) -> CommandRecord {
+        CommandRecord {
+            status: None,
+            error: Some(format!("ctl2 (10.0.0.12) {kind}")),
+            error_kind: Some(kind),
+            stdout: String::new(),
+            stderr: String::new(),
+            truncated: false,
+            skipped: false,
+            mutating: true,
+            duration_ms: 7,
+        }
+    }
+
+    /// A resumed run hands the plugin the same error the first one did.
+    #[test]
+    fn journaled_failures_replay_as_the_same_exec_error() {
+        for k in ConnectionFailure::ALL {
+            match from_record(&failed(k.kind())) {
+                Err(ExecError::Unreachable(m)) => assert!(m.contains(k.kind().as_str())),
+                other => panic!("{k:?}: {other:?}"),
+            }
+        }
+        assert!(matches!(
+            from_record(&failed(ErrorKind::Timeout)),
+            Err(ExecError::Timeout(7))
+        ));
+        assert!(matches!(
+            from_record(&failed(ErrorKind::SpawnFailed)),
+            Err(ExecError::SpawnFailed(_))
+        ));
+    }
+}
