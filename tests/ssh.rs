@@ -323,9 +323,36 @@ fn connection_failures_are_told_apart() {
     assert_eq!(out.stdout, b"back\n");
 }
 
+/// Run `spec` over ssh; it must succeed, and print NUL-terminated words:
+/// those words.
+fn nul_words(
+    rt: &tokio::runtime::Runtime,
+    ssh: &uphost::transport::ssh::Ssh,
+    node: &uphost::config::NodeSpec,
+    spec: &uphost::transport::CommandSpec,
+) -> Result<Vec<String>, TestCaseError> {
+    use uphost::transport::Transport;
+    let out = rt
+        .block_on(ssh.exec(node, spec))
+        .map_err(|e| TestCaseError::fail(e.to_string()))?;
+    prop_assert_eq!(
+        out.status,
+        0,
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut words: Vec<String> = out
+        .stdout
+        .split(|b| *b == 0)
+        .map(|s| String::from_utf8_lossy(s).into_owned())
+        .collect();
+    words.pop(); // after the last NUL
+    Ok(words)
+}
+
 #[test]
 fn random_argv_arrives_exactly_over_ssh() {
-    use uphost::transport::{CommandSpec, Transport};
+    use uphost::transport::CommandSpec;
     let (rt, _sshds, ssh, node) = roundtrip_runtime();
     let script = r#"for a; do printf '%s\0' "$a"; done"#;
     let mut runner = proptest::test_runner::TestRunner::new(proptest::test_runner::Config {
@@ -347,22 +374,8 @@ fn random_argv_arrives_exactly_over_ssh() {
                 output_cap: 1 << 20,
                 record: None,
             };
-            let out = rt
-                .block_on(ssh.exec(&node, &spec))
-                .map_err(|e| TestCaseError::fail(e.to_string()))?;
-            prop_assert_eq!(
-                out.status,
-                0,
-                "stderr: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            let got: Vec<String> = out
-                .stdout
-                .split(|b| *b == 0)
-                .map(|s| String::from_utf8_lossy(s).into_owned())
-                .collect();
-            let got = &got[..got.len().saturating_sub(1)];
-            prop_assert_eq!(got, &args[..]);
+            let got = nul_words(&rt, &ssh, &node, &spec)?;
+            prop_assert_eq!(&got[..], &args[..]);
             Ok(())
         })
         .unwrap();
@@ -380,7 +393,7 @@ fn random_argv_arrives_exactly_over_ssh() {
 #[test]
 fn random_program_and_env_names_arrive_exactly_over_ssh() {
     use uphost::capabilities::{check_env_name, check_program};
-    use uphost::transport::{CommandSpec, Transport};
+    use uphost::transport::CommandSpec;
     let (rt, _sshds, ssh, node) = roundtrip_runtime();
     // A directory whose path is itself a clean one (tempdir's `.tmp…` is
     // not: a segment starting with `.` is refused).
@@ -389,13 +402,15 @@ fn random_program_and_env_names_arrive_exactly_over_ssh() {
         .tempdir()
         .unwrap();
     let mut runner = proptest::test_runner::TestRunner::new(proptest::test_runner::Config {
-        cases: 64,
+        cases: 128,
         ..Default::default()
     });
-    let name = "[A-Za-z0-9._+=$;|*?'\" -]{1,12}";
+    // Half plain names, half anything (quotes, `=`, shell syntax).
+    let name = prop_oneof!["[A-Za-z0-9._+-]{1,12}", "[A-Za-z0-9._+=$;|*?'\" -]{1,12}"];
+    let env_name = prop_oneof!["[A-Za-z_][A-Za-z0-9_]{0,7}", "[A-Za-z0-9_=$ -]{1,8}"];
     let strategy = (
         name,
-        proptest::collection::vec(("[A-Za-z0-9_=$ -]{1,8}", "[ -~\n'\"$;`\\|&é]{0,12}"), 0..3),
+        proptest::collection::vec((env_name, "[ -~\n'\"$;`\\|&é]{0,12}"), 0..3),
         proptest::collection::vec("[ -~'\"$;`\\|&]{0,10}", 0..3),
     );
     let (accepted, refused) = (std::cell::Cell::new(0), std::cell::Cell::new(0));
@@ -441,21 +456,9 @@ fn random_program_and_env_names_arrive_exactly_over_ssh() {
                 output_cap: 1 << 20,
                 record: None,
             };
-            let out = rt
-                .block_on(ssh.exec(&node, &spec))
-                .map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let got = nul_words(&rt, &ssh, &node, &spec);
             let _ = std::fs::remove_file(&program);
-            prop_assert_eq!(
-                out.status,
-                0,
-                "stderr: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            let got: Vec<String> = out
-                .stdout
-                .split(|b| *b == 0)
-                .map(|s| String::from_utf8_lossy(s).into_owned())
-                .collect();
+            let got = got?;
             let mut want = vec![program.clone()];
             want.extend(args.iter().cloned());
             // The last of several assignments to one name wins, as in env(1).
@@ -467,7 +470,7 @@ fn random_program_and_env_names_arrive_exactly_over_ssh() {
                     .map(|(_, v)| v.clone());
                 want.push(v.unwrap_or_default());
             }
-            prop_assert_eq!(&got[..got.len().saturating_sub(1)], &want[..]);
+            prop_assert_eq!(&got[..], &want[..]);
             Ok(())
         })
         .unwrap();

@@ -1,11 +1,7 @@
 //! Hostile test plugin `approve-forge`: a reason whose escape sequences
 //! would rewrite the approval screen so that a mutating `sh -c …` shows as
 //! two read-only `systemctl` lines.
-#![allow(
-    unconditional_recursion,
-    clippy::all,
-    reason = "a hostile plugin: written to attack the host, not to be tidy"
-)]
+#![allow(unconditional_recursion, clippy::all, reason = "hostile on purpose")]
 use uphost_sdk::prelude::*;
 
 /// The plugin.

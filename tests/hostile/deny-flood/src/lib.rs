@@ -1,10 +1,6 @@
 //! Hostile test plugin `deny-flood`: denied commands with a 4 MB argv in
 //! a loop, to fill the journal, the terminal and the host's memory.
-#![allow(
-    unconditional_recursion,
-    clippy::all,
-    reason = "a hostile plugin: written to attack the host, not to be tidy"
-)]
+#![allow(unconditional_recursion, clippy::all, reason = "hostile on purpose")]
 use uphost_sdk::prelude::*;
 
 /// The plugin.

@@ -1,10 +1,6 @@
 //! Hostile test plugin `env-name`: an environment variable "name" holding
 //! `=`, which would reach the child as `LD_PRELOAD==…`.
-#![allow(
-    unconditional_recursion,
-    clippy::all,
-    reason = "a hostile plugin: written to attack the host, not to be tidy"
-)]
+#![allow(unconditional_recursion, clippy::all, reason = "hostile on purpose")]
 use uphost_sdk::prelude::*;
 
 /// The plugin.

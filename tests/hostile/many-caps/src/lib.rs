@@ -1,10 +1,6 @@
 //! Hostile test plugin `many-caps`: 100 000 distinct capabilities, approved
 //! in a second, after which a grant check over them is quadratic.
-#![allow(
-    unconditional_recursion,
-    clippy::all,
-    reason = "a hostile plugin: written to attack the host, not to be tidy"
-)]
+#![allow(unconditional_recursion, clippy::all, reason = "hostile on purpose")]
 use uphost_sdk::prelude::*;
 
 /// The plugin.

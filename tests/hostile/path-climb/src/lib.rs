@@ -1,8 +1,5 @@
 //! Hostile test plugin `path-climb`: see tests/hostile.rs for what the host must do.
-#![allow(
-    clippy::all,
-    reason = "a hostile plugin: written to attack the host, not to be tidy"
-)]
+#![allow(clippy::all, reason = "hostile on purpose")]
 use uphost_sdk::prelude::*;
 
 /// The plugin.

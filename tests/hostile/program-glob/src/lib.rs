@@ -1,10 +1,6 @@
 //! Hostile test plugin `program-glob`: a program pattern (`rabbitmq*`) that,
 //! matched as a glob, would let `rabbitmq_x=1 touch …` run `touch` over ssh.
-#![allow(
-    unconditional_recursion,
-    clippy::all,
-    reason = "a hostile plugin: written to attack the host, not to be tidy"
-)]
+#![allow(unconditional_recursion, clippy::all, reason = "hostile on purpose")]
 use uphost_sdk::prelude::*;
 
 /// The plugin.

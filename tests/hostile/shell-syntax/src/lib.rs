@@ -1,9 +1,5 @@
 //! Hostile test plugin `shell-syntax`: see tests/hostile.rs for what the host must do.
-#![allow(
-    unconditional_recursion,
-    clippy::all,
-    reason = "a hostile plugin: written to attack the host, not to be tidy"
-)]
+#![allow(unconditional_recursion, clippy::all, reason = "hostile on purpose")]
 use uphost_sdk::prelude::*;
 
 /// The plugin.

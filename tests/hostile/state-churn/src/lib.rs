@@ -1,10 +1,6 @@
 //! Hostile test plugin `state-churn`: overwrite one key without end, a 16 MB
 //! key, a delete with an 8 MB key (param `mode`: churn, bigkey, delkey).
-#![allow(
-    unconditional_recursion,
-    clippy::all,
-    reason = "a hostile plugin: written to attack the host, not to be tidy"
-)]
+#![allow(unconditional_recursion, clippy::all, reason = "hostile on purpose")]
 use uphost_sdk::prelude::*;
 
 /// The plugin.

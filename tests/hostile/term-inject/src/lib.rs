@@ -1,11 +1,7 @@
 //! Hostile test plugin `term-inject`: escape sequences in log and progress
 //! lines, a command's output and its hook error (window title, clipboard
 //! write, clear screen, a forged "run complete" line).
-#![allow(
-    unconditional_recursion,
-    clippy::all,
-    reason = "a hostile plugin: written to attack the host, not to be tidy"
-)]
+#![allow(unconditional_recursion, clippy::all, reason = "hostile on purpose")]
 use uphost_sdk::prelude::*;
 
 /// The plugin.
