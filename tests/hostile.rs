@@ -549,3 +549,73 @@ fn an_eight_megabyte_hook_error_is_capped() {
         a.journal().len()
     );
 }
+
+/// LEB128 of `n`.
+fn leb(mut n: usize, out: &mut Vec<u8>) {
+    loop {
+        let b = (n & 0x7f) as u8;
+        n >>= 7;
+        if n == 0 {
+            out.push(b);
+            return;
+        }
+        out.push(b | 0x80);
+    }
+}
+
+/// A wasm section: id, size, contents.
+fn section(id: u8, contents: &[u8], out: &mut Vec<u8>) {
+    out.push(id);
+    leb(contents.len(), out);
+    out.extend_from_slice(contents);
+}
+
+/// A compile bomb: a component (7 MB, well under any size cap) holding a
+/// core module whose one function is a million `local.get; i32.const;
+/// i32.add; local.set`, which takes the compiler many seconds and a
+/// gigabyte or more.
+fn compile_bomb() -> Vec<u8> {
+    let mut body = vec![0x01, 0x01, 0x7f]; // one local: i32
+    for _ in 0..1_000_000 {
+        body.extend_from_slice(&[0x20, 0x00, 0x41, 0x01, 0x6a, 0x21, 0x00]);
+    }
+    body.push(0x0b); // end
+    let mut code = vec![0x01]; // one body
+    leb(body.len(), &mut code);
+    code.extend_from_slice(&body);
+    let mut module = b"\0asm\x01\0\0\0".to_vec();
+    section(1, &[0x01, 0x60, 0x00, 0x00], &mut module); // type: [] -> []
+    section(3, &[0x01, 0x00], &mut module); // one function of type 0
+    section(10, &code, &mut module);
+    let mut component = b"\0asm\x0d\0\x01\0".to_vec();
+    section(1, &module, &mut component); // a core module section
+    component
+}
+
+#[test]
+fn a_compile_bomb_is_stopped_at_the_compile_deadline() {
+    let a = Arena::unapproved("big-error");
+    let bomb = compile_bomb();
+    assert!(bomb.len() < 8 << 20 && bomb.len() > 6 << 20);
+    std::fs::write(a.path().join("plugins/bomb.wasm"), bomb).unwrap();
+    let yaml = a.path().join("uphost.yaml");
+    let text = std::fs::read_to_string(&yaml).unwrap();
+    std::fs::write(&yaml, format!("{text}plugin_compile_s: 1\n")).unwrap();
+    let r = a.uphost(&["plugins", "list"]);
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert!(
+        r.stdout.contains("good"),
+        "the others are listed: {}",
+        r.all()
+    );
+    for n in [
+        "bomb.wasm",
+        "did not compile within 1 s",
+        "plugin_compile_s",
+    ] {
+        assert!(r.stderr.contains(n), "expected `{n}` in:\n{}", r.stderr);
+    }
+    let r = a.uphost(&["plan"]);
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert!(r.stderr.contains("bomb.wasm"), "{}", r.stderr);
+}

@@ -128,6 +128,8 @@ struct RawConfig {
     ssh: SshSettings,
     #[serde(default)]
     plugin_max_mb: Option<u64>,
+    #[serde(default)]
+    plugin_compile_s: Option<u64>,
 }
 
 fn default_state() -> PathBuf {
@@ -192,6 +194,8 @@ pub struct Config {
     pub ssh: SshSettings,
     /// The cap on a plugin file's size (`plugin_max_mb:`).
     pub plugin_max_bytes: u64,
+    /// How long compiling one plugin may take (`plugin_compile_s:`).
+    pub plugin_compile: std::time::Duration,
 }
 
 impl Config {
@@ -290,6 +294,19 @@ impl Config {
                         at: "plugin_max_mb".into(),
                         message: format!(
                             "{mb} is outside 1..=4096 (MiB: the largest plugin file loaded)"
+                        ),
+                    });
+                }
+            },
+            plugin_compile: match raw.plugin_compile_s {
+                None => std::time::Duration::from_secs(120),
+                Some(s) if (1..=3600).contains(&s) => std::time::Duration::from_secs(s),
+                Some(s) => {
+                    return Err(ConfigError::Invalid {
+                        path: path.clone(),
+                        at: "plugin_compile_s".into(),
+                        message: format!(
+                            "{s} is outside 1..=3600 (seconds compiling one plugin may take)"
                         ),
                     });
                 }

@@ -128,8 +128,16 @@ impl Session {
             max_memory_bytes: max_mem,
         })?);
         let cache = Arc::new(Cache::new(&rt, cfg.state_dir.join("cache")));
-        let (loaded, failed) =
-            loading::load_dir_all(&rt, &cache, &cfg.plugins_dir, cfg.plugin_max_bytes).await?;
+        let (loaded, failed) = loading::load_dir_all(
+            &rt,
+            &cache,
+            &cfg.plugins_dir,
+            loading::LoadLimits {
+                max_bytes: cfg.plugin_max_bytes,
+                compile: cfg.plugin_compile,
+            },
+        )
+        .await?;
         let plugins: BTreeMap<String, LoadedPlugin> =
             loaded.into_iter().map(|p| (p.name.clone(), p)).collect();
         Ok((

@@ -115,6 +115,16 @@ pub enum LoadError {
         /// The cap.
         max: u64,
     },
+    /// Compiling it took longer than allowed.
+    #[error(
+        "{path}: did not compile within {secs} s (a plugin this slow to compile is suspect: one huge function?); if you trust it, raise `plugin_compile_s:` in uphost.yaml, otherwise remove it"
+    )]
+    CompileTimeout {
+        /// File.
+        path: PathBuf,
+        /// The deadline.
+        secs: u64,
+    },
     /// `describe` failed or returned nonsense.
     #[error("{path}: describe() failed: {detail}")]
     Describe {
@@ -322,15 +332,26 @@ async fn finish(rt: &Runtime, p: Prepared) -> Result<LoadedPlugin, LoadError> {
     })
 }
 
+/// How much loading one plugin may cost before anyone approved it.
+#[derive(Debug, Clone, Copy)]
+pub struct LoadLimits {
+    /// Its file's size.
+    pub max_bytes: u64,
+    /// Compiling it (a file under the size cap can still be crafted to
+    /// compile for minutes). Past it, the plugin is reported and the
+    /// command goes on without waiting for the compile.
+    pub compile: std::time::Duration,
+}
+
 /// Load every plugin of a directory (compiling in parallel), rejecting two
 /// plugins that claim one service: the first problem is the error.
 pub async fn load_dir(
     rt: &Arc<Runtime>,
     cache: &Arc<cache::Cache>,
     dir: &Path,
-    max_bytes: u64,
+    limits: LoadLimits,
 ) -> Result<Vec<LoadedPlugin>, LoadError> {
-    let (plugins, mut failed) = load_dir_all(rt, cache, dir, max_bytes).await?;
+    let (plugins, mut failed) = load_dir_all(rt, cache, dir, limits).await?;
     match failed.is_empty() {
         true => Ok(plugins),
         false => Err(failed.swap_remove(0)),
@@ -344,27 +365,38 @@ pub async fn load_dir_all(
     rt: &Arc<Runtime>,
     cache: &Arc<cache::Cache>,
     dir: &Path,
-    max_bytes: u64,
+    limits: LoadLimits,
 ) -> Result<(Vec<LoadedPlugin>, Vec<LoadError>), LoadError> {
     let files = wasm_files(dir)?;
     let mut tasks = Vec::new();
+    let started = tokio::time::Instant::now();
     for f in files {
         let (rt, cache) = (rt.clone(), cache.clone());
-        tasks.push(tokio::task::spawn_blocking(move || {
-            prepare(&rt, &cache, &f, max_bytes)
-        }));
+        let path = f.clone();
+        tasks.push((
+            path,
+            tokio::task::spawn_blocking(move || prepare(&rt, &cache, &f, limits.max_bytes)),
+        ));
     }
     let mut plugins = Vec::new();
     let mut failed = Vec::new();
     let mut by_name: BTreeMap<String, PathBuf> = BTreeMap::new();
-    for t in tasks {
-        let p = match t.await {
-            Ok(Ok(p)) => p,
-            Ok(Err(e)) => {
+    for (path, t) in tasks {
+        // Files compile in parallel: each gets the deadline from the start.
+        let p = match tokio::time::timeout_at(started + limits.compile, t).await {
+            Err(_) => {
+                failed.push(LoadError::CompileTimeout {
+                    path,
+                    secs: limits.compile.as_secs(),
+                });
+                continue;
+            }
+            Ok(Ok(Ok(p))) => p,
+            Ok(Ok(Err(e))) => {
                 failed.push(e);
                 continue;
             }
-            Err(e) => {
+            Ok(Err(e)) => {
                 failed.push(LoadError::Describe {
                     path: dir.to_path_buf(),
                     detail: format!("the loader stopped abnormally: {e}"),
