@@ -443,7 +443,7 @@ fn hostile_configuration_files_are_refused_by_name() {
     assert_input_error(
         &d,
         &["plan"],
-        &["inventory.yaml", "is a FIFO, not a regular file"],
+        &["inventory.yaml", "it is a FIFO, not a regular file"],
     );
     // /dev/zero and /dev/urandom never end.
     for dev in ["/dev/zero", "/dev/urandom"] {
@@ -452,12 +452,12 @@ fn hostile_configuration_files_are_refused_by_name() {
         assert_input_error(
             &d,
             &["plan"],
-            &["inventory.yaml", "is a device, not a regular file"],
+            &["inventory.yaml", "it is a device, not a regular file"],
         );
     }
     reset();
     std::fs::create_dir(&inv).unwrap();
-    assert_input_error(&d, &["plan"], &["inventory.yaml", "is a directory"]);
+    assert_input_error(&d, &["plan"], &["inventory.yaml", "it is a directory"]);
     // Over the size cap: refused before it is parsed.
     reset();
     let mut big = kept.clone();

@@ -959,6 +959,22 @@ fn status_tells_a_running_run_from_an_interrupted_one() {
     assert_eq!(d.status()["outcome"], "complete");
 }
 
+/// Exec recorders (`uphost __exec-record`) running in `dir` (their working
+/// directory: tests in parallel have their own).
+fn recorders_in(dir: &std::path::Path) -> usize {
+    let dir = dir.canonicalize().unwrap();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            let p = e.path();
+            std::fs::read(p.join("cmdline"))
+                .is_ok_and(|c| c.split(|b| *b == 0).any(|a| a == b"__exec-record"))
+                && std::fs::read_link(p.join("cwd")).is_ok_and(|cwd| cwd == dir)
+        })
+        .count()
+}
+
 /// galera's pre-upgrade waits 2 s for transactions to drain: a moment when
 /// a step is in flight.
 fn draining(d: &Demo) -> bool {
@@ -996,11 +1012,11 @@ fn sigterm_and_sigquit_stop_cleanly_and_resume_finishes() {
             st.get("running").is_none(),
             "{sig:?}: the lock is still held: {st}"
         );
-        let pg = Command::new("pgrep")
-            .args(["-f", "__exec-record"])
-            .output()
-            .unwrap();
-        assert!(pg.stdout.is_empty(), "{sig:?}: a recorder is left running");
+        assert_eq!(
+            recorders_in(d.path()),
+            0,
+            "{sig:?}: a recorder is left running"
+        );
         let r = d.uphost(&["resume", "--yes"]);
         assert_eq!(r.code, 0, "{sig:?}: {}", r.all());
         assert!(complete(&d));
@@ -1097,6 +1113,46 @@ fn ctrl_c_during_the_pre_flight_is_an_interruption() {
         r.code,
         0,
         "nothing changed, so a new run may start: {}",
+        r.all()
+    );
+}
+
+/// A journal that lost its start record: `run` and `resume` say the same
+/// thing (it cannot be resumed; start over explicitly), and nothing runs.
+#[test]
+fn a_journal_without_its_start_is_refused_alike_by_run_and_resume() {
+    let d = Demo::new(&["galera", "haproxy", "rabbitmq"], true);
+    d.fault("ctl1", &["apt-get"], "E: Unable to fetch some archives");
+    assert_eq!(d.uphost(&["run", "--yes"]).code, 1);
+    d.heal("ctl1");
+    let cur = std::fs::read_to_string(d.path().join("state/current")).unwrap();
+    let path = d
+        .path()
+        .join("state/runs")
+        .join(cur.trim())
+        .join("journal.jsonl");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let (first, rest) = text.split_once('\n').unwrap();
+    assert!(first.contains("run-started"));
+    std::fs::write(&path, rest).unwrap();
+    let ops = d.ops("ctl1");
+    for (args, code) in [(&["run", "--yes"][..], 2), (&["resume", "--yes"][..], 1)] {
+        let r = d.uphost(args);
+        assert_eq!(r.code, code, "{args:?}: {}", r.all());
+        assert!(
+            r.stderr.contains("has no start record") && r.stderr.contains("--abandon-unfinished"),
+            "{args:?}: {}",
+            r.stderr
+        );
+    }
+    assert_eq!(d.ops("ctl1"), ops, "something ran");
+    // The explicit way on: a new run starts (whatever it then finds of the
+    // half-upgraded cluster).
+    let r = d.uphost(&["run", "--yes", "--abandon-unfinished"]);
+    assert!(!r.stderr.contains("has no start record"), "{}", r.all());
+    assert!(
+        r.stderr.contains("check"),
+        "no new run started: {}",
         r.all()
     );
 }

@@ -104,9 +104,11 @@ pub fn read_text(path: &Path) -> Result<String, ConfigError> {
         } else {
             "not a regular file"
         };
-        return Err(invalid(format!(
-            "is {what}, not a regular file: point the setting at the file itself"
-        )));
+        // A read error: the configuration names the setting that points
+        // here.
+        return Err(err(std::io::Error::other(format!(
+            "it is {what}, not a regular file"
+        ))));
     }
     if meta.len() > MAX_FILE_BYTES {
         return Err(invalid(format!(

@@ -88,10 +88,18 @@ pub fn unfinished(state_dir: &Path) -> Option<Unfinished> {
         return None;
     }
     let r = journal::replay_summary(&path).ok()?;
-    if let Some(Event::RunStarted { options, .. }) = r.run_started()
-        && options.dry_run
-    {
-        return None;
+    match r.run_started() {
+        Some(Event::RunStarted { options, .. }) if options.dry_run => return None,
+        Some(_) => {}
+        // Without its start it cannot be resumed: say so, the same way
+        // `resume` does.
+        None if r.steps.is_empty() => return None,
+        None => {
+            return Some(Unfinished {
+                why: no_start(&id, state_dir),
+                run_id: id,
+            });
+        }
     }
     if !r.steps.keys().any(|k| k.phase != Phase::Check) {
         return None;
@@ -121,6 +129,14 @@ pub fn unfinished(state_dir: &Path) -> Option<Unfinished> {
         journal::run_dir(state_dir, &id).display()
     );
     Some(Unfinished { run_id: id, why })
+}
+
+/// A journal without its start record: what was planned is unknown.
+fn no_start(run_id: &str, state_dir: &Path) -> String {
+    format!(
+        "run {run_id} has no start record (its journal was cut or edited): it cannot be resumed, since what it planned is unknown; check the cluster, then start over with `uphost run --abandon-unfinished` (its journal stays in {})",
+        journal::run_dir(state_dir, run_id).display()
+    )
 }
 
 /// What changed between a run's recorded plan and plugins and today's: a
@@ -382,9 +398,7 @@ pub fn resume(
         ..
     }) = replayed.run_started().cloned()
     else {
-        return Err(Error::Failed(format!(
-            "run {run_id} has no start record; it cannot be resumed (start a new run)"
-        )));
+        return Err(Error::Failed(no_start(&run_id, &state_dir)));
     };
     let services = session.services(&options.only, &options.limit)?;
     let plan = planned(&services, &session);

@@ -44,6 +44,15 @@ pub enum LockError {
         /// Lock file.
         path: PathBuf,
     },
+    /// Someone else holds the lock and has not written its name yet (it
+    /// is starting this very moment).
+    #[error(
+        "another uphost is starting against this state directory (it holds the run lock and has not written its name yet); wait for it, then see `uphost status` (lock file {path})"
+    )]
+    Starting {
+        /// Lock file.
+        path: PathBuf,
+    },
     /// I/O.
     #[error("cannot use lock file {path}: {source}")]
     Io {
@@ -97,14 +106,21 @@ pub fn acquire(state_dir: &Path, command: &str) -> Result<RunLock, LockError> {
     let _ = file.read_to_string(&mut prev);
     let prev: Option<Holder> = serde_json::from_str(prev.trim()).ok();
     if rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_err() {
-        return Err(LockError::Busy {
-            holder: prev.unwrap_or(Holder {
-                pid: 0,
-                host: "?".into(),
-                since: "?".into(),
-                command: "unknown".into(),
-            }),
-            path,
+        // The holder writes its name right after it takes the lock: the
+        // name read before may be a dead holder's, or not written yet.
+        // Read it again, for up to half a second.
+        let holder = (0..50).find_map(|_| {
+            let named = std::fs::read_to_string(&path)
+                .ok()
+                .and_then(|t| serde_json::from_str::<Holder>(t.trim()).ok());
+            if named.is_none() {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            named
+        });
+        return Err(match holder {
+            Some(holder) => LockError::Busy { holder, path },
+            None => LockError::Starting { path },
         });
     }
     let me = Holder {
@@ -153,6 +169,22 @@ pub fn running(state_dir: &Path, run_id: &str) -> Option<Holder> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A holder that has the lock and has not written its name yet is
+    /// "starting", never "pid 0 on ?".
+    #[test]
+    fn a_holder_without_a_name_yet_is_starting() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = std::fs::File::create(dir.path().join("run.lock")).unwrap();
+        rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive).unwrap();
+        match acquire(dir.path(), "run") {
+            Err(e @ LockError::Starting { .. }) => {
+                assert!(e.to_string().contains("is starting"), "{e}")
+            }
+            Err(e) => panic!("{e}"),
+            Ok(_) => panic!("two holders"),
+        }
+    }
 
     #[test]
     fn second_holder_is_refused_and_named() {

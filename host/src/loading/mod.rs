@@ -367,40 +367,56 @@ pub async fn load_dir_all(
     dir: &Path,
     limits: LoadLimits,
 ) -> Result<(Vec<LoadedPlugin>, Vec<LoadError>), LoadError> {
-    let files = wasm_files(dir)?;
-    let mut tasks = Vec::new();
-    let started = tokio::time::Instant::now();
-    for f in files {
-        let (rt, cache) = (rt.clone(), cache.clone());
-        let path = f.clone();
-        tasks.push((
-            path,
-            tokio::task::spawn_blocking(move || prepare(&rt, &cache, &f, limits.max_bytes)),
-        ));
+    let mut files = wasm_files(dir)?;
+    // Smallest first, one file at a time (wasmtime compiles a file's
+    // functions in parallel already): a huge file cannot hold up the
+    // others, and one past the deadline is the last to start.
+    files.sort_by_key(|f| std::fs::metadata(f).map(|m| m.len()).unwrap_or(u64::MAX));
+    let deadline = tokio::time::Instant::now() + limits.compile;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    {
+        let (rt, cache, files) = (rt.clone(), cache.clone(), files.clone());
+        // Past the deadline nobody waits for this thread: the command goes
+        // on (and the process exit ends it).
+        tokio::task::spawn_blocking(move || {
+            for f in files {
+                let r = prepare(&rt, &cache, &f, limits.max_bytes);
+                if tx.send(r).is_err() {
+                    return;
+                }
+            }
+        });
     }
     let mut plugins = Vec::new();
     let mut failed = Vec::new();
     let mut by_name: BTreeMap<String, PathBuf> = BTreeMap::new();
-    for (path, t) in tasks {
-        // Files compile in parallel: each gets the deadline from the start.
-        let p = match tokio::time::timeout_at(started + limits.compile, t).await {
-            Err(_) => {
+    let mut out_of_time = false;
+    for path in files {
+        let waited = match out_of_time {
+            true => Err(()),
+            false => tokio::time::timeout_at(deadline, rx.recv())
+                .await
+                .map_err(|_| ()),
+        };
+        let p = match waited {
+            Err(()) => {
+                out_of_time = true;
                 failed.push(LoadError::CompileTimeout {
                     path,
                     secs: limits.compile.as_secs(),
                 });
                 continue;
             }
-            Ok(Ok(Ok(p))) => p,
-            Ok(Ok(Err(e))) => {
-                failed.push(e);
+            Ok(None) => {
+                failed.push(LoadError::Describe {
+                    path,
+                    detail: "the loader stopped abnormally".to_string(),
+                });
                 continue;
             }
-            Ok(Err(e)) => {
-                failed.push(LoadError::Describe {
-                    path: dir.to_path_buf(),
-                    detail: format!("the loader stopped abnormally: {e}"),
-                });
+            Ok(Some(Ok(p))) => p,
+            Ok(Some(Err(e))) => {
+                failed.push(e);
                 continue;
             }
         };
