@@ -369,53 +369,58 @@ pub async fn load_dir_all(
 ) -> Result<(Vec<LoadedPlugin>, Vec<LoadError>), LoadError> {
     let mut files = wasm_files(dir)?;
     // Smallest first, one file at a time (wasmtime compiles a file's
-    // functions in parallel already): a huge file cannot hold up the
-    // others, and one past the deadline is the last to start.
+    // functions in parallel; two files compiling at once showed a huge one
+    // holding up a small one beside it): a huge file is taken last and
+    // cannot hold up the others, and one still compiling at the deadline
+    // is reported and not waited for.
     files.sort_by_key(|f| std::fs::metadata(f).map(|m| m.len()).unwrap_or(u64::MAX));
     let deadline = tokio::time::Instant::now() + limits.compile;
+    let queue = Arc::new(std::sync::Mutex::new(
+        files
+            .iter()
+            .cloned()
+            .enumerate()
+            .collect::<std::collections::VecDeque<_>>(),
+    ));
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    {
-        let (rt, cache, files) = (rt.clone(), cache.clone(), files.clone());
-        // Past the deadline nobody waits for this thread: the command goes
-        // on (and the process exit ends it).
+    let workers = files.len().min(1);
+    for _ in 0..workers {
+        let (rt, cache, queue, tx) = (rt.clone(), cache.clone(), queue.clone(), tx.clone());
+        // Past the deadline nobody waits for these threads: the command
+        // goes on (and the process exit ends them).
         tokio::task::spawn_blocking(move || {
-            for f in files {
-                let r = prepare(&rt, &cache, &f, limits.max_bytes);
-                if tx.send(r).is_err() {
+            loop {
+                let next = queue.lock().unwrap_or_else(|p| p.into_inner()).pop_front();
+                let Some((i, f)) = next else { return };
+                if tx
+                    .send((i, prepare(&rt, &cache, &f, limits.max_bytes)))
+                    .is_err()
+                {
                     return;
                 }
             }
         });
     }
+    drop(tx);
+    let mut results: Vec<Option<Result<Prepared, LoadError>>> =
+        files.iter().map(|_| None).collect();
+    while let Ok(Some((i, r))) = tokio::time::timeout_at(deadline, rx.recv()).await {
+        results[i] = Some(r);
+    }
     let mut plugins = Vec::new();
     let mut failed = Vec::new();
     let mut by_name: BTreeMap<String, PathBuf> = BTreeMap::new();
-    let mut out_of_time = false;
-    for path in files {
-        let waited = match out_of_time {
-            true => Err(()),
-            false => tokio::time::timeout_at(deadline, rx.recv())
-                .await
-                .map_err(|_| ()),
-        };
-        let p = match waited {
-            Err(()) => {
-                out_of_time = true;
+    for (path, r) in files.into_iter().zip(results) {
+        let p = match r {
+            None => {
                 failed.push(LoadError::CompileTimeout {
                     path,
                     secs: limits.compile.as_secs(),
                 });
                 continue;
             }
-            Ok(None) => {
-                failed.push(LoadError::Describe {
-                    path,
-                    detail: "the loader stopped abnormally".to_string(),
-                });
-                continue;
-            }
-            Ok(Some(Ok(p))) => p,
-            Ok(Some(Err(e))) => {
+            Some(Ok(p)) => p,
+            Some(Err(e)) => {
                 failed.push(e);
                 continue;
             }
