@@ -573,3 +573,48 @@ fn ssh_overhead_benchmark() {
         ansible_ms.map(|a| format!("{a:.0}")).unwrap_or_default()
     );
 }
+
+/// Two inventory nodes on one sshd that differ only in their key get a
+/// master connection each: the node whose key the host refuses is refused,
+/// even after the other node's master is up (OpenSSH's `%C` would have
+/// shared it, running one node's commands under the other's key).
+#[test]
+fn nodes_that_differ_only_in_key_get_a_master_each() {
+    use uphost::transport::{ConnectionFailure, Transport, TransportError};
+    let (rt, sshds, ssh, node) = roundtrip_runtime();
+    let d = sshds.dir.path();
+    let st = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(d.join("id2"))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    // Only the second key is let in; the config's own key is not.
+    std::fs::copy(d.join("id2.pub"), d.join("authorized_keys")).unwrap();
+    let mut keyed = node.clone();
+    keyed.name = "keyed".into();
+    keyed.key_file = Some(d.join("id2"));
+    let mut keyless = node.clone();
+    keyless.name = "keyless".into();
+    keyless.key_file = None;
+    let spec = uphost::transport::CommandSpec {
+        program: "echo".into(),
+        args: vec!["in".into()],
+        stdin: None,
+        env: vec![],
+        timeout: Duration::from_secs(20),
+        output_cap: 1 << 16,
+        record: None,
+    };
+    let out = rt
+        .block_on(ssh.exec(&keyed, &spec))
+        .expect("the keyed node is let in");
+    assert_eq!(out.stdout, b"in\n");
+    match rt.block_on(ssh.exec(&keyless, &spec)) {
+        Err(TransportError::Unreachable { kind, .. }) => {
+            assert_eq!(kind, ConnectionFailure::AuthenticationFailed)
+        }
+        other => panic!("the keyless node rode the keyed node's master: {other:?}"),
+    }
+    ssh.close();
+}

@@ -72,6 +72,32 @@ impl Ssh {
         }
     }
 
+    /// The node's own master socket: named by the inventory node and every
+    /// connection setting it has (not OpenSSH's `%C`, which hashes only
+    /// host, port and user: two nodes that differ only in key would share
+    /// one master, and one node's commands would run under the other's
+    /// key).
+    fn control_path(&self, node: &NodeSpec) -> PathBuf {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        for part in [
+            node.name.as_str(),
+            node.address.as_str(),
+            &node.port.map(|p| p.to_string()).unwrap_or_default(),
+            node.user.as_deref().unwrap_or(""),
+            &node
+                .key_file
+                .as_ref()
+                .map(|k| k.display().to_string())
+                .unwrap_or_default(),
+        ] {
+            h.update(part.as_bytes());
+            h.update([0]);
+        }
+        // 16 bytes of hash: short enough for a unix socket path.
+        self.control_dir.join(hex::encode(&h.finalize()[..16]))
+    }
+
     fn base_args(&self, node: &NodeSpec) -> Vec<String> {
         let mut a: Vec<String> = Vec::new();
         if let Some(cfg) = &self.settings.config {
@@ -85,7 +111,7 @@ impl Ssh {
         };
         for o in [
             "ControlMaster=auto".to_string(),
-            format!("ControlPath={}/%C", self.control_dir.display()),
+            format!("ControlPath={}", self.control_path(node).display()),
             "ControlPersist=120".to_string(),
             "BatchMode=yes".to_string(),
             format!("StrictHostKeyChecking={strict}"),
