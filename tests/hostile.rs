@@ -621,3 +621,28 @@ fn a_compile_bomb_is_stopped_at_the_compile_deadline() {
     assert_eq!(r.code, 2, "{}", r.all());
     assert!(r.stderr.contains("bomb.wasm"), "{}", r.stderr);
 }
+
+/// Each hook call has its own caps; the run has one more, per plugin: what
+/// it writes to the journal in all its calls (`limits.journal_mb`).
+#[test]
+fn the_journal_a_plugin_writes_in_a_run_is_bounded() {
+    // State churn writes 60 KiB values (8 MiB a call is allowed): with a
+    // run budget of 1 MiB, it is stopped after about 17 writes.
+    let a = Arena::new("state-churn", &[("mode", "churn")]);
+    let services = a.path().join("services.yaml");
+    let text = std::fs::read_to_string(&services).unwrap();
+    std::fs::write(
+        &services,
+        text.replace(
+            "      max_log_lines: 1000\n",
+            "      max_log_lines: 1000\n      journal_mb: 1\n",
+        ),
+    )
+    .unwrap();
+    a.fails_with(&["wrote more than 1048576 bytes to the journal in this run"]);
+    assert!(
+        a.journal().len() < 3 << 20,
+        "journal grew to {} bytes",
+        a.journal().len()
+    );
+}

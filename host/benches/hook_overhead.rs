@@ -81,6 +81,7 @@ fn main() {
                 transport: Arc::new(DryRun),
                 sink: sink.clone(),
                 record_dir: None,
+                budget: Default::default(),
             };
             let t = Instant::now();
             call_hook(&runtime, &plugin.pre, env, &ctx, Hook::Finalize)

@@ -74,6 +74,8 @@ pub struct Limits {
     pub output_cap: usize,
     /// Cap on log lines per hook call.
     pub max_log_lines: u64,
+    /// Cap on what one plugin writes to the journal in one run, bytes.
+    pub journal_bytes: u64,
 }
 
 impl Default for Limits {
@@ -84,6 +86,7 @@ impl Default for Limits {
             exec_timeout: std::time::Duration::from_secs(600),
             output_cap: 1 << 20,
             max_log_lines: 10_000,
+            journal_bytes: 1 << 30,
         }
     }
 }
@@ -106,6 +109,7 @@ impl Limits {
                 .map(|k| (k as usize) << 10)
                 .unwrap_or(self.output_cap),
             max_log_lines: o.max_log_lines.unwrap_or(self.max_log_lines),
+            journal_bytes: o.journal_mb.map(|m| m << 20).unwrap_or(self.journal_bytes),
         }
     }
 }

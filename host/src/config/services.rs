@@ -36,13 +36,16 @@ pub struct LimitsOverride {
     pub output_cap_kb: Option<u64>,
     /// Cap on log lines per hook call.
     pub max_log_lines: Option<u64>,
+    /// Cap on what one plugin may write to the journal in one run
+    /// (commands' output, logs, state, denials), MiB.
+    pub journal_mb: Option<u64>,
 }
 
 impl LimitsOverride {
     /// Every limit set is within its range: the first one that is not, as
     /// (key, message naming the value and the range).
     pub fn out_of_range(&self) -> Option<(&'static str, String)> {
-        let checks: [(&'static str, Option<u64>, u64, u64, &str); 5] = [
+        let checks: [(&'static str, Option<u64>, u64, u64, &str); 6] = [
             (
                 "memory_mb",
                 self.memory_mb,
@@ -77,6 +80,13 @@ impl LimitsOverride {
                 1,
                 10_000_000,
                 "log lines kept per hook call",
+            ),
+            (
+                "journal_mb",
+                self.journal_mb,
+                1,
+                1 << 20,
+                "MiB one plugin may write to the journal in a run",
             ),
         ];
         checks.into_iter().find_map(|(key, v, lo, hi, what)| {

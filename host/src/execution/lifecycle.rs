@@ -688,6 +688,7 @@ pub async fn preflight(
         transport: transports.clone(),
         sink: sink.clone(),
         record_dir: None,
+        budget: Default::default(),
     };
     let mut checked = Vec::new();
     for svc in &services {

@@ -75,6 +75,7 @@ pub struct Sandbox {
     ctxs: BTreeMap<String, HookCtx>,
     transport: Arc<dyn Transport>,
     dry_run: bool,
+    budget: Arc<crate::runtime::RunBudget>,
 }
 
 impl Sandbox {
@@ -100,6 +101,7 @@ impl Sandbox {
             grants,
             transport,
             dry_run,
+            budget: Arc::default(),
         }
     }
 }
@@ -117,6 +119,7 @@ impl Hooks for Sandbox {
                 transport: self.transport.clone(),
                 record_dir: journal.record_dir(),
                 sink: journal,
+                budget: self.budget.clone(),
             };
             let env = CallEnv::new(
                 step,

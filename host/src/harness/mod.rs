@@ -196,6 +196,7 @@ pub async fn run(rt: &Runtime, plugin: &LoadedPlugin, sc: &Scenario) -> Report {
         transport: transport.clone(),
         sink: sink.clone(),
         record_dir: None,
+        budget: Default::default(),
     };
     let mut outcomes: Vec<(String, Result<(), String>)> = Vec::new();
     let mut trace = Vec::new();

@@ -28,6 +28,38 @@ pub struct CallEnv {
     pub sink: Arc<dyn Sink>,
     /// Where mutating commands record their results (journaled runs).
     pub record_dir: Option<std::path::PathBuf>,
+    /// What each plugin has journaled in this run.
+    pub budget: Arc<RunBudget>,
+}
+
+impl CallEnv {
+    /// Count `bytes` journaled by this call's plugin against its budget.
+    pub fn charge(&self, bytes: usize) -> Result<(), String> {
+        self.budget
+            .charge(&self.plugin, bytes, self.limits.journal_bytes)
+    }
+}
+
+/// What each plugin has written to the journal in this run (its commands'
+/// output, logs, state, denials), held to `limits.journal_bytes`: shared
+/// by every hook call of a run, so the budget is per plugin per run, not
+/// per call.
+#[derive(Debug, Default)]
+pub struct RunBudget(std::sync::Mutex<std::collections::HashMap<String, u64>>);
+
+impl RunBudget {
+    /// Count `bytes` against `plugin`; an error once it is over `max`.
+    pub fn charge(&self, plugin: &str, bytes: usize, max: u64) -> Result<(), String> {
+        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let used = m.entry(plugin.to_string()).or_default();
+        *used += bytes as u64;
+        if *used > max {
+            return Err(format!(
+                "plugin `{plugin}` wrote more than {max} bytes to the journal in this run (limits.journal_mb); it was stopped"
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Where a hook call's commands go and its events are recorded: the same
@@ -40,6 +72,8 @@ pub struct CallIo {
     pub sink: Arc<dyn Sink>,
     /// Where mutating commands record their results (journaled runs).
     pub record_dir: Option<std::path::PathBuf>,
+    /// What each plugin has journaled in this run.
+    pub budget: Arc<RunBudget>,
 }
 
 impl CallEnv {
@@ -64,6 +98,7 @@ impl CallEnv {
             transport: io.transport.clone(),
             sink: io.sink.clone(),
             record_dir: io.record_dir.clone(),
+            budget: io.budget.clone(),
         }
     }
 }

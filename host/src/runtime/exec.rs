@@ -358,6 +358,7 @@ mod tests {
             transport: spy.clone(),
             sink: sink.clone(),
             record_dir: None,
+            budget: Default::default(),
         };
         let env = CallEnv::new(
             StepKey::of("svc", phase),

@@ -241,6 +241,10 @@ impl node_exec::Host for HostState {
                 argv.extend(req.args);
                 let argv = capped_argv(argv);
                 let node = clip(req.node, 256);
+                let size = argv.iter().map(String::len).sum::<usize>() + reason.len();
+                if let Err(e) = env.charge(size) {
+                    wasmtime::bail!("{e}");
+                }
                 tracing::warn!(
                     target: "uphost::security",
                     plugin = %env.plugin, node = %crate::untrusted::line(&node), %reason,
@@ -259,8 +263,17 @@ impl node_exec::Host for HostState {
         let node = node.expect("checked above").clone();
         let seq = self.seq;
         self.seq += 1;
+        if let Err(e) = env.charge(0) {
+            wasmtime::bail!("{e}");
+        }
         // 2. The granted command runs at most once across crashes.
-        Ok(super::exec::once(env, &node, access, seq, req).await)
+        let out = super::exec::once(env, &node, access, seq, req).await;
+        if let Ok(o) = &out
+            && let Err(e) = env.charge(o.stdout.len() + o.stderr.len())
+        {
+            wasmtime::bail!("{e}");
+        }
+        Ok(out)
     }
 }
 
@@ -282,6 +295,9 @@ impl HostState {
             tracing::debug!(%level, %message, "log during describe (ignored)");
             return;
         };
+        if env.charge(message.len().min(MAX_LOG_LINE)).is_err() {
+            return; // over the run's journal budget: the next command or state write stops the plugin
+        }
         self.log_lines += 1;
         self.log_bytes += message.len().min(MAX_LOG_LINE);
         if self.log_bytes > MAX_LOG_BYTES && self.log_lines <= env.limits.max_log_lines {
@@ -401,6 +417,9 @@ impl state::Host for HostState {
             wasmtime::bail!(
                 "state: more than {MAX_STATE_WRITES} writes and deletes in one hook call"
             );
+        }
+        if let Err(e) = env.charge(key.len() + value.len()) {
+            wasmtime::bail!("{e}");
         }
         self.state_bytes += key.len() + value.len();
         if self.state_bytes > MAX_STATE_WRITE_BYTES {

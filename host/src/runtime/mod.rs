@@ -16,7 +16,7 @@ use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine, Store};
 
 use bindings::{ServicePlugin, ServicePluginPre};
-pub use call::{CallEnv, CallIo};
+pub use call::{CallEnv, CallIo, RunBudget};
 pub use host::{HostState, wit_node};
 
 use crate::events::Phase;
