@@ -87,7 +87,21 @@ impl LockFile {
         if !path.exists() {
             return Ok(LockFile::default());
         }
-        Ok(yaml::read(&path)?)
+        let lock: LockFile = yaml::read(&path)?;
+        // 0 (what uphost 0.1 wrote) and 1 are this format; anything else
+        // was written by another uphost and may not mean what it says here.
+        if lock.version > 1 {
+            return Err(ConfigError::Invalid {
+                path,
+                at: "version".into(),
+                message: format!(
+                    "{} is a lock file format this uphost does not know (it reads 0 and 1): it was written by another uphost; use that uphost, or move the file aside and approve the plugins again",
+                    lock.version
+                ),
+            }
+            .into());
+        }
+        Ok(lock)
     }
 
     /// Write `dir/uphost.lock` atomically (through a capability handle on
@@ -164,6 +178,26 @@ impl Unapproved {
                 }
                 s
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unknown_format_version_is_refused_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(LOCK_FILE), "version: 999\nplugins: {}\n").unwrap();
+        let e = LockFile::load(dir.path()).unwrap_err().to_string();
+        assert!(
+            e.contains("uphost.lock: version: 999 is a lock file format"),
+            "{e}"
+        );
+        for ok in ["version: 0\n", "version: 1\n", "plugins: {}\n"] {
+            std::fs::write(dir.path().join(LOCK_FILE), ok).unwrap();
+            assert!(LockFile::load(dir.path()).is_ok(), "{ok}");
         }
     }
 }
