@@ -41,7 +41,14 @@ fn main() {
     let code = match rt.block_on(cli::main(cli)) {
         Ok(code) => code,
         Err(e) => {
-            let _ = writeln!(std::io::stderr(), "error: {e}");
+            // An error can quote a plugin (a describe that failed, a
+            // reason): shown like every other plugin string.
+            let text = e.to_string();
+            let _ = writeln!(
+                std::io::stderr(),
+                "error: {}",
+                uphost::untrusted::text_max(&text, 64 << 10)
+            );
             if let Some(hint) = e.hint() {
                 let _ = writeln!(std::io::stderr(), "hint: {hint}");
             }

@@ -61,6 +61,12 @@ pub fn line_max(s: &str, max: usize) -> Cow<'_, str> {
     clean(s, max, false)
 }
 
+/// Text of several lines capped at `max` bytes instead (an error that
+/// lists every plugin's problems).
+pub fn text_max(s: &str, max: usize) -> Cow<'_, str> {
+    clean(s, max, true)
+}
+
 /// Text of several lines for the terminal: newlines and tabs kept, every
 /// other control character visible, at most [`TEXT`] bytes.
 pub fn text(s: &str) -> Cow<'_, str> {

@@ -108,15 +108,19 @@ fn terminal_progress(total_hint: u64) -> Observer {
 }
 
 /// The run's progress as lines in `run.log` in its directory, whatever
-/// the terminal does (it may be gone: SIGHUP is ignored). The file is
-/// opened at the first event (the directory exists by then).
+/// the terminal does (it may be gone: SIGHUP is ignored): the lines the
+/// terminal shows without `-v`, in a 64 KiB buffer written out when it
+/// fills, at a failure, a confirmation and the run's end (the journal is
+/// the record, read by `watch`; this is for people, and costs no write per
+/// step). The file is opened at the first event (the directory exists
+/// by then).
 fn run_log(dir: &std::path::Path) -> Observer {
     let path = dir.join("run.log");
-    let file: std::sync::Mutex<Option<std::fs::File>> = Default::default();
+    let file: std::sync::Mutex<Option<std::io::BufWriter<std::fs::File>>> = Default::default();
     let start = Instant::now();
     let steps_done = AtomicU64::new(0);
     Box::new(move |ev: &Event| {
-        let Some(line) = human_line(ev, start, 1, &steps_done) else {
+        let Some(line) = human_line(ev, start, 0, &steps_done) else {
             return;
         };
         let mut f = file.lock().unwrap_or_else(|p| p.into_inner());
@@ -125,10 +129,19 @@ fn run_log(dir: &std::path::Path) -> Observer {
                 .create(true)
                 .append(true)
                 .open(&path)
-                .ok();
+                .ok()
+                .map(|file| std::io::BufWriter::with_capacity(64 << 10, file));
         }
         if let Some(f) = f.as_mut() {
             let _ = writeln!(f, "{line}");
+            if matches!(
+                ev,
+                Event::StepFinished { error: Some(_), .. }
+                    | Event::RunFinished { .. }
+                    | Event::Confirmation { .. }
+            ) {
+                let _ = f.flush();
+            }
         }
     })
 }

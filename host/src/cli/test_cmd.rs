@@ -143,18 +143,18 @@ pub async fn test(
                 outln!("PASS {title}");
                 if !quiet {
                     for l in &report.trace {
-                        outln!("     {l}");
+                        outln!("     {}", crate::untrusted::text(l));
                     }
                 }
             } else {
                 failed += 1;
                 outln!("FAIL {title}");
                 for l in &report.trace {
-                    outln!("     {l}");
+                    outln!("     {}", crate::untrusted::text(l));
                 }
                 outln!("  unmet expectations in {}:", sfile.display());
                 for f in &report.failures {
-                    outln!("   ✗ {f}");
+                    outln!("   ✗ {}", crate::untrusted::text(f));
                 }
             }
         }

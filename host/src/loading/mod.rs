@@ -375,38 +375,29 @@ pub async fn load_dir_all(
     // is reported and not waited for.
     files.sort_by_key(|f| std::fs::metadata(f).map(|m| m.len()).unwrap_or(u64::MAX));
     let deadline = tokio::time::Instant::now() + limits.compile;
-    let queue = Arc::new(std::sync::Mutex::new(
-        files
-            .iter()
-            .cloned()
-            .enumerate()
-            .collect::<std::collections::VecDeque<_>>(),
-    ));
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let workers = files.len().min(1);
-    for _ in 0..workers {
-        let (rt, cache, queue, tx) = (rt.clone(), cache.clone(), queue.clone(), tx.clone());
-        // Past the deadline nobody waits for these threads: the command
-        // goes on (and the process exit ends them).
+    {
+        let (rt, cache, files) = (rt.clone(), cache.clone(), files.clone());
+        // Past the deadline nobody waits for this thread: the command goes
+        // on (and the process exit ends it).
         tokio::task::spawn_blocking(move || {
-            loop {
-                let next = queue.lock().unwrap_or_else(|p| p.into_inner()).pop_front();
-                let Some((i, f)) = next else { return };
-                if tx
-                    .send((i, prepare(&rt, &cache, &f, limits.max_bytes)))
-                    .is_err()
-                {
+            for f in &files {
+                if tx.send(prepare(&rt, &cache, f, limits.max_bytes)).is_err() {
                     return;
                 }
             }
         });
     }
-    drop(tx);
-    let mut results: Vec<Option<Result<Prepared, LoadError>>> =
-        files.iter().map(|_| None).collect();
-    while let Ok(Some((i, r))) = tokio::time::timeout_at(deadline, rx.recv()).await {
-        results[i] = Some(r);
+    // The results come in file order; those not in by the deadline are
+    // the file still compiling and the (larger) ones after it.
+    let mut results = Vec::with_capacity(files.len());
+    while let Ok(Some(r)) = tokio::time::timeout_at(deadline, rx.recv()).await {
+        results.push(r);
     }
+    let results = results
+        .into_iter()
+        .map(Some)
+        .chain(std::iter::repeat_with(|| None));
     let mut plugins = Vec::new();
     let mut failed = Vec::new();
     let mut by_name: BTreeMap<String, PathBuf> = BTreeMap::new();

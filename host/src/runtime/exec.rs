@@ -197,13 +197,12 @@ impl Granted<'_> {
                 duration_ms,
             },
         };
-        let sink = self.env.sink.clone();
         self.finished(rec);
         // The journal has the result now, the recorder's copy is not needed;
         // unless the journal could not take it: then that copy is what
         // keeps `resume` from running the command again.
         if let Some(f) = &spec.record
-            && sink.write_error().is_none()
+            && self.env.sink.write_error().is_none()
         {
             let _ = std::fs::remove_file(f);
         }
