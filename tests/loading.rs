@@ -95,7 +95,7 @@ fn component_of_another_world_is_rejected() {
         &[
             "greeter.wasm",
             "another world",
-            "uphost:plugin/plugin@0.1.0",
+            "uphost:plugin/plugin@0.2.0",
         ],
     );
 }
@@ -107,7 +107,7 @@ fn other_wit_version_says_which() {
     assert_input_error(
         &d,
         &["plan"],
-        &["future.wasm", "uphost:plugin@0.2.0", "0.1.x"],
+        &["future.wasm", "uphost:plugin@0.3.0", "0.1.x and @0.2.x"],
     );
 }
 

@@ -76,6 +76,7 @@ fn main() {
                 },
                 grant: grant.clone(),
                 nodes: Arc::new(uphost::config::NodeSet::new(vec![])),
+                targets: Arc::new(uphost::config::NodeSet::new(vec![])),
                 read_only: false,
                 limits: Limits::default(),
                 transport: Arc::new(DryRun),

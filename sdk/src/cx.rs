@@ -52,6 +52,10 @@ pub struct Context {
     /// at hand (native tests). In a component they come from the host on
     /// first use: call [`Cx::nodes`], not this field.
     pub nodes: Vec<Node>,
+    /// The nodes this run upgrades, when the caller has them at hand
+    /// (native tests; `None`: every node). In a component they come from
+    /// the host: call [`Cx::targets`], not this field.
+    pub targets: Option<Vec<Node>>,
     /// Operator parameters.
     pub params: Vec<(String, String)>,
 }
@@ -159,6 +163,11 @@ pub trait Host {
     fn nodes(&self) -> Option<Vec<Node>> {
         None
     }
+    /// The run's targets, when the host provides them lazily (`None`: use
+    /// the context's).
+    fn targets(&self) -> Option<Vec<Node>> {
+        None
+    }
 }
 
 /// What a hook receives: the context and the host.
@@ -167,6 +176,7 @@ pub struct Cx<'a> {
     pub ctx: Context,
     host: &'a dyn Host,
     nodes: std::cell::OnceCell<Vec<Node>>,
+    targets: std::cell::OnceCell<Vec<Node>>,
 }
 
 impl<'a> Cx<'a> {
@@ -176,6 +186,7 @@ impl<'a> Cx<'a> {
             ctx,
             host,
             nodes: std::cell::OnceCell::new(),
+            targets: std::cell::OnceCell::new(),
         }
     }
 
@@ -186,11 +197,76 @@ impl<'a> Cx<'a> {
             .get_or_init(|| self.host.nodes().unwrap_or_else(|| self.ctx.nodes.clone()))
     }
 
+    /// The nodes this run upgrades, in inventory order: every node of
+    /// [`Cx::nodes`] unless the operator limited the run (`--limit`).
+    /// `upgrade` is called for these only, and the host refuses a mutating
+    /// command on any other node; read-only commands may run on all.
+    pub fn targets(&self) -> &[Node] {
+        self.targets.get_or_init(|| {
+            self.host
+                .targets()
+                .or_else(|| self.ctx.targets.clone())
+                .unwrap_or_else(|| self.nodes().to_vec())
+        })
+    }
+
+    /// Whether the run leaves some of the service's nodes out.
+    pub fn is_limited(&self) -> bool {
+        self.targets().len() < self.nodes().len()
+    }
+
+    /// Refuse a limited run, for a procedure that needs every node of the
+    /// service at once (a new-cluster bootstrap, a stop-all). Call it in
+    /// `check`: the error names the nodes left out and what to run
+    /// instead. `why` completes "this procedure …".
+    pub fn require_every_node(&self, why: &str) -> Result<()> {
+        if !self.is_limited() {
+            return Ok(());
+        }
+        let names = |ns: &[Node]| {
+            ns.iter()
+                .map(|n| n.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let left_out: Vec<Node> = self
+            .nodes()
+            .iter()
+            .filter(|n| !self.targets().iter().any(|t| t.name == n.name))
+            .cloned()
+            .collect();
+        Err(Error::msg(format!(
+            "service {} cannot be upgraded on part of its nodes: this procedure {why}. This run is limited to {} and leaves out {}; limit the run to all of {} (--limit {}), or leave {} out of it (--only)",
+            self.ctx.service,
+            names(self.targets()),
+            names(&left_out),
+            names(self.nodes()),
+            self.nodes()
+                .iter()
+                .map(|n| n.name.as_str())
+                .collect::<Vec<_>>()
+                .join(","),
+            self.ctx.service,
+        )))
+    }
+
     /// The first node (the conventional bootstrap/primary node).
     pub fn primary(&self) -> Result<&Node> {
         self.nodes().first().ok_or_else(|| {
             Error::msg(format!(
                 "service {} has no nodes: map it to a role in the services file",
+                self.ctx.service
+            ))
+        })
+    }
+
+    /// The first node of the run's targets: where a limited run sends the
+    /// commands that act on the whole cluster (a cluster flag), since a
+    /// mutating command may change only a target.
+    pub fn first_target(&self) -> Result<&Node> {
+        self.targets().first().ok_or_else(|| {
+            Error::msg(format!(
+                "service {} has no nodes in this run",
                 self.ctx.service
             ))
         })

@@ -9,6 +9,7 @@ use crate::{Plugin, Result};
 /// The real host, reached through the component's imports.
 struct WasmHost {
     nodes: Option<types::NodeList>,
+    targets: Option<types::NodeList>,
 }
 
 impl Host for WasmHost {
@@ -71,6 +72,12 @@ impl Host for WasmHost {
             .as_ref()
             .map(|l| l.all().into_iter().map(node).collect())
     }
+
+    fn targets(&self) -> Option<Vec<Node>> {
+        self.targets
+            .as_ref()
+            .map(|l| l.all().into_iter().map(node).collect())
+    }
 }
 
 /// Convert a WIT node.
@@ -82,7 +89,7 @@ pub fn node(n: types::Node) -> Node {
     }
 }
 
-fn context(c: types::Context) -> (Context, types::NodeList) {
+fn context(c: types::Context) -> (Context, types::NodeList, types::NodeList) {
     let ctx = Context {
         run_id: c.run_id,
         service: c.service,
@@ -94,9 +101,10 @@ fn context(c: types::Context) -> (Context, types::NodeList) {
         },
         dry_run: c.dry_run,
         nodes: Vec::new(),
+        targets: None,
         params: c.params.into_iter().map(|p| (p.key, p.value)).collect(),
     };
-    (ctx, c.nodes)
+    (ctx, c.nodes, c.targets)
 }
 
 /// Run a hook with the real host.
@@ -104,8 +112,11 @@ pub fn hook(
     ctx: types::Context,
     f: impl FnOnce(&Cx) -> Result<()>,
 ) -> Result<(), types::HookError> {
-    let (ctx, nodes) = context(ctx);
-    let host = WasmHost { nodes: Some(nodes) };
+    let (ctx, nodes, targets) = context(ctx);
+    let host = WasmHost {
+        nodes: Some(nodes),
+        targets: Some(targets),
+    };
     let cx = Cx::new(ctx, &host);
     f(&cx).map_err(|e| types::HookError {
         message: e.to_string(),

@@ -44,7 +44,7 @@ pub use error::{CommandFailed, Error, Result, ResultExt};
 pub use info::{Access, Capability, Info, Rollout};
 
 /// The WIT version this SDK builds plugins against.
-pub const WIT_VERSION: &str = "0.1.0";
+pub const WIT_VERSION: &str = "0.2.0";
 
 /// Everything a plugin usually needs.
 pub mod prelude {
@@ -59,7 +59,7 @@ pub mod prelude {
 #[doc(hidden)]
 pub mod bindings {
     wit_bindgen::generate!({
-        path: "../wit",
+        path: "../wit/v0.2",
         world: "service-plugin",
         pub_export_macro: true,
         default_bindings_module: "uphost_sdk::bindings",

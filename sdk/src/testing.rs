@@ -37,6 +37,7 @@ pub fn context(service: &str, nodes: &[&str]) -> Context {
                 roles: vec!["controller".to_string()],
             })
             .collect(),
+        targets: None,
         params: Vec::new(),
     }
 }
@@ -66,6 +67,7 @@ pub struct MockHost {
     script: Script,
     info: Option<Info>,
     read_only: bool,
+    limit: Option<Vec<String>>,
     calls: RefCell<Vec<Call>>,
     logs: RefCell<Vec<(Level, String)>>,
     progress: RefCell<Vec<String>>,
@@ -98,6 +100,14 @@ impl MockHost {
         self
     }
 
+    /// Limit the run to these nodes (as `--limit` does): the context's
+    /// targets become these, and a mutating command on any other node is
+    /// denied, as the real host denies it.
+    pub fn limit(mut self, nodes: &[&str]) -> Self {
+        self.limit = Some(nodes.iter().map(|n| n.to_string()).collect());
+        self
+    }
+
     /// Preset a state key.
     pub fn with_state(self, key: &str, value: &str) -> Self {
         self.state
@@ -107,7 +117,16 @@ impl MockHost {
     }
 
     /// A hook context backed by this host.
-    pub fn cx(&self, ctx: Context) -> Cx<'_> {
+    pub fn cx(&self, mut ctx: Context) -> Cx<'_> {
+        if let Some(limit) = &self.limit {
+            ctx.targets = Some(
+                ctx.nodes
+                    .iter()
+                    .filter(|n| limit.contains(&n.name))
+                    .cloned()
+                    .collect(),
+            );
+        }
         Cx::new(ctx, self)
     }
 
@@ -158,6 +177,15 @@ impl Host for MockHost {
                     )));
                 }
             }
+        }
+        if mutating
+            && let Some(limit) = &self.limit
+            && !limit.contains(&req.node)
+        {
+            return Err(ExecError::Denied(format!(
+                "node `{}` is outside this run's targets (--limit)",
+                req.node
+            )));
         }
         let skipped = mutating && self.read_only;
         self.calls.borrow_mut().push(Call {

@@ -377,9 +377,10 @@ fn state_dir_of(cli: &Cli, state_dir: Option<&PathBuf>) -> Result<PathBuf, Error
 fn plugins_list(session: &Session, failed: &[crate::loading::LoadError]) -> Result<i32, Error> {
     let lock = crate::capabilities::lock::LockFile::load(&session.cfg.plugins_dir)?;
     outln!(
-        "{:<14} {:<8} {:<22} {:<10} DESCRIPTION",
+        "{:<14} {:<8} {:<8} {:<22} {:<10} DESCRIPTION",
         "NAME",
         "VERSION",
+        "CONTRACT",
         "FILE",
         "APPROVAL"
     );
@@ -391,9 +392,10 @@ fn plugins_list(session: &Session, failed: &[crate::loading::LoadError]) -> Resu
             Err(crate::capabilities::lock::Unapproved::NewRequests(_)) => "NEW REQUESTS",
         };
         outln!(
-            "{:<14} {:<8} {:<22} {:<10} {}",
+            "{:<14} {:<8} {:<8} {:<22} {:<10} {}",
             name,
             crate::untrusted::line_max(&p.meta.version, 32),
+            p.pre.contract().as_str(),
             crate::untrusted::line(&p.file_name()),
             approval,
             crate::untrusted::line_max(&p.meta.description, 160)
@@ -423,6 +425,15 @@ fn plugins_inspect(session: &Session, name: &str) -> Result<i32, Error> {
     outln!("version:     {}", shown(&m.version));
     outln!("file:        {}", shown(&p.path.display().to_string()));
     outln!("sha256:      {}", p.sha256);
+    outln!(
+        "contract:    uphost:plugin@{}{}",
+        p.pre.contract().as_str(),
+        if p.pre.contract().sees_targets() {
+            ""
+        } else {
+            " (cannot see a --limit: runs only on every node of its service)"
+        }
+    );
     outln!("description: {}", shown(&m.description));
     outln!("depends on:  {}", m.depends_on.join(", "));
     outln!("rollout:     {}", m.rollout);

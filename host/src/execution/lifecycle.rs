@@ -696,7 +696,7 @@ pub async fn preflight(
             StepKey::of(&svc.name, Phase::Check),
             true,
             grants[&svc.name].clone(),
-            svc.nodes.clone(),
+            &svc.scope(),
             svc.limits.clone(),
             &io,
         );

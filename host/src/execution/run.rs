@@ -69,8 +69,7 @@ pub trait Hooks: Send + Sync {
 /// The plugins of a session, called in the sandbox with their grants.
 pub struct Sandbox {
     rt: Arc<Runtime>,
-    plugins:
-        BTreeMap<String, crate::runtime::bindings::ServicePluginPre<crate::runtime::HostState>>,
+    plugins: BTreeMap<String, crate::runtime::bindings::PluginPre<crate::runtime::HostState>>,
     grants: BTreeMap<String, Arc<Grant>>,
     ctxs: BTreeMap<String, HookCtx>,
     transport: Arc<dyn Transport>,
@@ -125,7 +124,7 @@ impl Hooks for Sandbox {
                 step,
                 self.dry_run,
                 self.grants[&svc.name].clone(),
-                svc.nodes.clone(),
+                &svc.scope(),
                 svc.limits.clone(),
                 &io,
             );
@@ -733,7 +732,7 @@ mod tests {
         ServiceRun {
             name: name.to_string(),
             nodes: Arc::new(NodeSet::new(nodes.clone())),
-            targets: nodes,
+            targets: Arc::new(NodeSet::new(nodes)),
             rollout,
             max_fail: MaxFail::Zero,
             canary: false,

@@ -33,8 +33,9 @@ pub struct ServiceRun {
     pub name: String,
     /// All nodes hosting it (shared with every hook call).
     pub nodes: Arc<crate::config::NodeSet>,
-    /// The nodes `upgrade` runs on (after `--limit`).
-    pub targets: Vec<Arc<NodeSpec>>,
+    /// The nodes `upgrade` runs on (after `--limit`), the only ones a
+    /// mutating command may change.
+    pub targets: Arc<crate::config::NodeSet>,
     /// Rollout.
     pub rollout: Rollout,
     /// Tolerated failures.
@@ -45,6 +46,16 @@ pub struct ServiceRun {
     pub reversible: bool,
     /// Limits for its hook calls (global ones with its overrides).
     pub limits: crate::config::Limits,
+}
+
+impl ServiceRun {
+    /// Its nodes as a hook call sees them: every one, and the targets.
+    pub fn scope(&self) -> crate::runtime::ServiceNodes {
+        crate::runtime::ServiceNodes {
+            all: self.nodes.clone(),
+            targets: self.targets.clone(),
+        }
+    }
 }
 
 /// The default cache directory for commands without a state directory.
@@ -199,6 +210,7 @@ impl Session {
         };
         let mut out = Vec::new();
         let mut unmapped = Vec::new();
+        let mut partial_v0_1 = Vec::new();
         for planned in self.plan.restrict(&keep).services {
             let p = &self.plugins[&planned.name];
             let svc = self.cfg.service(&planned.name);
@@ -222,10 +234,24 @@ impl Session {
             if targets.is_empty() {
                 continue; // a staged run: this service's nodes are for later
             }
+            if targets.len() < nodes.len() && !p.pre.contract().sees_targets() {
+                partial_v0_1.push(format!(
+                    "`{}` ({} of its {} nodes: {})",
+                    planned.name,
+                    targets.len(),
+                    nodes.len(),
+                    targets
+                        .iter()
+                        .map(|n| n.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+                continue;
+            }
             out.push(ServiceRun {
                 name: planned.name.clone(),
                 nodes: Arc::new(crate::config::NodeSet::new(nodes)),
-                targets,
+                targets: Arc::new(crate::config::NodeSet::new(targets)),
                 rollout: svc.rollout.unwrap_or(p.meta.rollout),
                 max_fail: svc.max_fail.unwrap_or_default(),
                 canary: svc.canary,
@@ -235,6 +261,12 @@ impl Session {
         }
         if !unmapped.is_empty() {
             return Err(self.unmapped(&unmapped));
+        }
+        if !partial_v0_1.is_empty() {
+            return Err(Error::Usage(format!(
+                "--limit leaves out some nodes of {}, whose plugin is built against uphost:plugin@0.1, which cannot see a limit: its hooks would act on every node of the service. Nothing was executed. Run it on all of its nodes (widen --limit, or leave it out with --only), or use a build of the plugin for uphost:plugin@0.2",
+                partial_v0_1.join(", ")
+            )));
         }
         Ok(out)
     }

@@ -215,7 +215,7 @@ pub async fn run(rt: &Runtime, plugin: &LoadedPlugin, sc: &Scenario) -> Report {
             step,
             sc.context.dry_run,
             grant.clone(),
-            shared_nodes.clone(),
+            &crate::runtime::ServiceNodes::unlimited(shared_nodes.clone()),
             limits.clone(),
             &io,
         );

@@ -15,11 +15,12 @@ use wasmtime::component::Component;
 
 pub use meta::PluginMeta;
 
-use crate::runtime::bindings::ServicePluginPre;
+use crate::runtime::bindings::{Contract, PluginPre};
 use crate::runtime::{HostState, Runtime};
 
-/// The WIT package version this host implements.
-pub const WIT_VERSION: &str = "0.1.0";
+/// The newest WIT package version this host implements (it also loads
+/// every minor of [`Contract::SUPPORTED`]).
+pub const WIT_VERSION: &str = "0.2.0";
 /// The default cap on a plugin file's size.
 pub use crate::config::DEFAULT_PLUGIN_MAX_BYTES as DEFAULT_MAX_BYTES;
 
@@ -85,7 +86,7 @@ pub enum LoadError {
     },
     /// A component built against an unsupported WIT version.
     #[error(
-        "{path}: built against uphost:plugin@{found}, but this host supports uphost:plugin@0.1.x (0.1.0 and compatible); rebuild the plugin with an uphost-sdk for 0.1 or upgrade uphost"
+        "{path}: built against uphost:plugin@{found}, but this host supports uphost:plugin@0.1.x and @0.2.x; rebuild the plugin with an uphost-sdk for 0.2 (or 0.1), or upgrade uphost"
     )]
     WrongVersion {
         /// File.
@@ -95,7 +96,7 @@ pub enum LoadError {
     },
     /// It imports something this host does not provide.
     #[error(
-        "{path}: imports something this host does not provide: {detail}; a plugin may import only uphost:plugin/{{node-exec,log,state}}@0.1 and WASI 0.2"
+        "{path}: imports something this host does not provide: {detail}; a plugin may import only uphost:plugin/{{types,node-exec,log,state}} of the version it exports (0.1 or 0.2) and the WASI 0.2 interfaces of wasi:cli, wasi:io, wasi:clocks, wasi:random, wasi:filesystem and wasi:sockets (not wasi:http)"
     )]
     UnknownImport {
         /// File.
@@ -157,8 +158,8 @@ pub struct LoadedPlugin {
     pub sha256: String,
     /// What describe said.
     pub meta: PluginMeta,
-    /// Ready to instantiate.
-    pub pre: ServicePluginPre<HostState>,
+    /// Ready to instantiate, against the minor it was built for.
+    pub pre: PluginPre<HostState>,
     /// True when this load compiled (cache miss).
     pub compiled: bool,
 }
@@ -212,8 +213,9 @@ fn check_header(path: &Path, bytes: &[u8]) -> Result<(), LoadError> {
     }
 }
 
-/// Check the component exports the plugin interface at a supported version.
-fn check_world(rt: &Runtime, path: &Path, component: &Component) -> Result<(), LoadError> {
+/// Check the component exports the plugin interface at a supported
+/// version: which minor of the contract it was built against.
+fn check_world(rt: &Runtime, path: &Path, component: &Component) -> Result<Contract, LoadError> {
     let ty = component.component_type();
     let exports: Vec<String> = ty.exports(&rt.engine).map(|(n, _)| n.to_string()).collect();
     let ours = exports.iter().find_map(|n| {
@@ -225,8 +227,7 @@ fn check_world(rt: &Runtime, path: &Path, component: &Component) -> Result<(), L
             path: path.to_path_buf(),
             exports: exports.join(", "),
         }),
-        Some(v) if v.starts_with("0.1.") => Ok(()),
-        Some(v) => Err(LoadError::WrongVersion {
+        Some(v) => Contract::of_version(v).ok_or_else(|| LoadError::WrongVersion {
             path: path.to_path_buf(),
             found: if v.is_empty() {
                 "(unversioned)".into()
@@ -245,6 +246,7 @@ struct Prepared {
     path: PathBuf,
     sha256: String,
     component: Component,
+    contract: Contract,
     compiled: bool,
 }
 
@@ -288,11 +290,12 @@ fn prepare(
             detail,
         },
     })?;
-    check_world(rt, path, &component)?;
+    let contract = check_world(rt, path, &component)?;
     Ok(Prepared {
         path: path.to_path_buf(),
         sha256,
         component,
+        contract,
         compiled,
     })
 }
@@ -308,10 +311,12 @@ pub async fn load_file(
 }
 
 async fn finish(rt: &Runtime, p: Prepared) -> Result<LoadedPlugin, LoadError> {
-    let pre = rt.pre(&p.component).map_err(|e| LoadError::UnknownImport {
-        path: p.path.clone(),
-        detail: format!("{e:#}"),
-    })?;
+    let pre = rt
+        .pre(&p.component, p.contract)
+        .map_err(|e| LoadError::UnknownImport {
+            path: p.path.clone(),
+            detail: format!("{e:#}"),
+        })?;
     let info = crate::runtime::describe(rt, &pre)
         .await
         .map_err(|e| LoadError::Describe {

@@ -18,6 +18,9 @@ pub struct CallEnv {
     pub grant: Arc<Grant>,
     /// Nodes hosting the service: the only ones `exec` may target.
     pub nodes: Arc<NodeSet>,
+    /// The nodes this run upgrades (all of `nodes` unless the run is
+    /// limited): the only ones a mutating command may change.
+    pub targets: Arc<NodeSet>,
     /// Mutating commands are recorded, not executed.
     pub read_only: bool,
     /// Limits.
@@ -32,7 +35,49 @@ pub struct CallEnv {
     pub budget: Arc<RunBudget>,
 }
 
+/// The nodes of a service in a run: every one, and those the run upgrades.
+#[derive(Debug, Clone)]
+pub struct ServiceNodes {
+    /// Every node hosting the service.
+    pub all: Arc<NodeSet>,
+    /// The nodes this run upgrades (`all` unless the run is limited).
+    pub targets: Arc<NodeSet>,
+}
+
+impl ServiceNodes {
+    /// Every node is a target (no limit).
+    pub fn unlimited(all: Arc<NodeSet>) -> ServiceNodes {
+        ServiceNodes {
+            targets: all.clone(),
+            all,
+        }
+    }
+
+    /// Whether the run leaves some of the service's nodes out.
+    pub fn is_partial(&self) -> bool {
+        self.targets.len() < self.all.len()
+    }
+}
+
 impl CallEnv {
+    /// Whether this call may run a command of `access` on `node` (one of
+    /// the service's): a mutating command only on the run's targets, so an
+    /// operator's `--limit` is a boundary no plugin can cross.
+    pub fn may_change(
+        &self,
+        node: &str,
+        access: crate::capabilities::Access,
+    ) -> Result<crate::capabilities::Access, String> {
+        if access == crate::capabilities::Access::Mutating && self.targets.by_name(node).is_none() {
+            return Err(format!(
+                "node `{}` is outside this run's targets (--limit): a mutating command may change only the nodes the operator limited the run to; read-only commands may run on every node of service `{}`",
+                crate::untrusted::line_max(node, 256),
+                self.plugin
+            ));
+        }
+        Ok(access)
+    }
+
     /// Count `bytes` journaled by this call's plugin against its budget.
     pub fn charge(&self, bytes: usize) -> Result<(), String> {
         self.budget
@@ -84,7 +129,7 @@ impl CallEnv {
         step: StepKey,
         dry_run: bool,
         grant: Arc<Grant>,
-        nodes: Arc<NodeSet>,
+        nodes: &ServiceNodes,
         limits: Limits,
         io: &CallIo,
     ) -> CallEnv {
@@ -93,7 +138,8 @@ impl CallEnv {
             read_only: dry_run || step.phase == crate::events::Phase::Check,
             step,
             grant,
-            nodes,
+            nodes: nodes.all.clone(),
+            targets: nodes.targets.clone(),
             limits,
             transport: io.transport.clone(),
             sink: io.sink.clone(),

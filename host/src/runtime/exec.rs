@@ -363,7 +363,9 @@ mod tests {
             StepKey::of("svc", phase),
             dry_run,
             Arc::new(Grant::default()),
-            Arc::new(NodeSet::new(vec![Arc::new(node())])),
+            &crate::runtime::ServiceNodes::unlimited(Arc::new(NodeSet::new(vec![
+                Arc::new(node()),
+            ]))),
             Limits::default(),
             &io,
         );

@@ -9,6 +9,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::NodeList;
 use super::bindings::uphost::plugin::{log, node_exec, state, types};
+use super::bindings::v0_1::uphost::plugin as v0_1;
 use super::call::CallEnv;
 use super::pipe::CappedPipe;
 use crate::config::{NodeSet, NodeSpec};
@@ -192,6 +193,46 @@ impl types::HostNodeList for HostState {
 
 impl types::Host for HostState {}
 
+/// A 0.1 plugin's `node-list`: the same handle, 0.1's node record.
+impl v0_1::types::HostNodeList for HostState {
+    async fn len(
+        &mut self,
+        list: wasmtime::component::Resource<NodeList>,
+    ) -> wasmtime::Result<u32> {
+        types::HostNodeList::len(self, list).await
+    }
+
+    async fn get(
+        &mut self,
+        list: wasmtime::component::Resource<NodeList>,
+        index: u32,
+    ) -> wasmtime::Result<Option<v0_1::types::Node>> {
+        Ok(types::HostNodeList::get(self, list, index)
+            .await?
+            .map(super::bindings::node_v0_1))
+    }
+
+    async fn all(
+        &mut self,
+        list: wasmtime::component::Resource<NodeList>,
+    ) -> wasmtime::Result<Vec<v0_1::types::Node>> {
+        Ok(types::HostNodeList::all(self, list)
+            .await?
+            .into_iter()
+            .map(super::bindings::node_v0_1)
+            .collect())
+    }
+
+    async fn drop(
+        &mut self,
+        list: wasmtime::component::Resource<NodeList>,
+    ) -> wasmtime::Result<()> {
+        types::HostNodeList::drop(self, list).await
+    }
+}
+
+impl v0_1::types::Host for HostState {}
+
 fn lossy(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
@@ -224,6 +265,7 @@ impl node_exec::Host for HostState {
                     .check(&req.program, &req.args, &kv)
                     .map(|c| c.access)
                     .map_err(|d| d.0)
+                    .and_then(|access| env.may_change(&req.node, access))
             }
         };
         let access = match verdict {

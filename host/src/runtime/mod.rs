@@ -15,8 +15,8 @@ use std::time::Duration;
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine, Store};
 
-use bindings::{ServicePlugin, ServicePluginPre};
-pub use call::{CallEnv, CallIo, RunBudget};
+use bindings::{Contract, PluginPre, ServicePlugin, v0_1};
+pub use call::{CallEnv, CallIo, RunBudget, ServiceNodes};
 pub use host::{HostState, wit_node};
 
 use crate::events::Phase;
@@ -84,8 +84,7 @@ impl Runtime {
         let mut linker: Linker<HostState> = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .map_err(|e| RuntimeError::Engine(format!("{e:#}")))?;
-        ServicePlugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
-            .map_err(|e| RuntimeError::Engine(format!("{e:#}")))?;
+        add_contracts(&mut linker).map_err(|e| RuntimeError::Engine(format!("{e:#}")))?;
         let stop = Arc::new(AtomicBool::new(false));
         let (e2, s2) = (engine.clone(), stop.clone());
         std::thread::Builder::new()
@@ -105,10 +104,18 @@ impl Runtime {
         })
     }
 
-    /// Pre-instantiate a component (checks its imports against the linker).
-    pub fn pre(&self, component: &Component) -> wasmtime::Result<ServicePluginPre<HostState>> {
+    /// Pre-instantiate a component built against `contract` (checks its
+    /// imports against the linker).
+    pub fn pre(
+        &self,
+        component: &Component,
+        contract: Contract,
+    ) -> wasmtime::Result<PluginPre<HostState>> {
         let pre = self.linker.instantiate_pre(component)?;
-        ServicePluginPre::new(pre)
+        Ok(match contract {
+            Contract::V0_1 => PluginPre::V0_1(v0_1::ServicePluginPre::new(pre)?),
+            Contract::V0_2 => PluginPre::V0_2(bindings::ServicePluginPre::new(pre)?),
+        })
     }
 
     /// A store for one call.
@@ -119,6 +126,28 @@ impl Runtime {
         store.epoch_deadline_trap();
         store
     }
+}
+
+/// Every supported minor of the contract in one linker: 0.2's world as
+/// generated, and 0.1's imports under their 0.1 names (its `types` of its
+/// own, the unchanged interfaces served by 0.2's implementations).
+fn add_contracts(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    use bindings::latest::uphost::plugin::{log, node_exec, state};
+    ServicePlugin::add_to_linker::<_, HasSelf<_>>(linker, |s| s)?;
+    v0_1::uphost::plugin::types::add_to_linker::<_, HasSelf<_>>(linker, |s| s)?;
+    node_exec::add_to_linker_instance::<_, HasSelf<_>>(
+        &mut linker.instance("uphost:plugin/node-exec@0.1.0")?,
+        |s| s,
+    )?;
+    log::add_to_linker_instance::<_, HasSelf<_>>(
+        &mut linker.instance("uphost:plugin/log@0.1.0")?,
+        |s| s,
+    )?;
+    state::add_to_linker_instance::<_, HasSelf<_>>(
+        &mut linker.instance("uphost:plugin/state@0.1.0")?,
+        |s| s,
+    )?;
+    Ok(())
 }
 
 /// Which hook to call.
@@ -307,7 +336,7 @@ pub struct HookCtx {
 /// Call one hook of a plugin in a fresh instance.
 pub async fn call_hook(
     rt: &Runtime,
-    pre: &ServicePluginPre<HostState>,
+    pre: &PluginPre<HostState>,
     env: CallEnv,
     hctx: &HookCtx,
     hook: Hook,
@@ -315,37 +344,80 @@ pub async fn call_hook(
     let plugin = env.plugin.clone();
     let limits = env.limits.clone();
     let hook_name = hook.phase().as_str();
-    let nodes = env.nodes.clone();
+    let (nodes, targets) = (env.nodes.clone(), env.targets.clone());
     let _slot = rt.slots.acquire().await.expect("semaphore never closed");
     let state = HostState::new(Some(env), limits.memory_bytes, limits.output_cap);
     let mut store = rt.store(state, limits.hook_timeout);
+    let params = || -> Vec<bindings::uphost::plugin::types::Pair> {
+        hctx.params
+            .iter()
+            .map(|(k, v)| bindings::uphost::plugin::types::Pair {
+                key: k.clone(),
+                value: v.clone(),
+            })
+            .collect()
+    };
     let work = async {
-        let ctx = bindings::uphost::plugin::types::Context {
-            run_id: hctx.run_id.clone(),
-            service: hctx.service.clone(),
-            from_version: hctx.from_version.clone(),
-            to_version: hctx.to_version.clone(),
-            mode: hctx.mode,
-            dry_run: hctx.dry_run,
-            nodes: store.data_mut().node_list(nodes)?,
-            params: hctx
-                .params
-                .iter()
-                .map(|(k, v)| bindings::uphost::plugin::types::Pair {
-                    key: k.clone(),
-                    value: v.clone(),
-                })
-                .collect(),
-        };
-        let inst = pre.instantiate_async(&mut store).await?;
-        let p = inst.uphost_plugin_plugin();
-        match hook {
-            Hook::Check => p.call_check(&mut store, &ctx).await,
-            Hook::PreUpgrade => p.call_pre_upgrade(&mut store, &ctx).await,
-            Hook::Upgrade(node) => p.call_upgrade(&mut store, &ctx, &node).await,
-            Hook::PostUpgrade => p.call_post_upgrade(&mut store, &ctx).await,
-            Hook::Finalize => p.call_finalize(&mut store, &ctx).await,
-            Hook::Rollback => p.call_rollback(&mut store, &ctx).await,
+        match pre {
+            PluginPre::V0_2(pre) => {
+                let ctx = bindings::uphost::plugin::types::Context {
+                    run_id: hctx.run_id.clone(),
+                    service: hctx.service.clone(),
+                    from_version: hctx.from_version.clone(),
+                    to_version: hctx.to_version.clone(),
+                    mode: hctx.mode,
+                    dry_run: hctx.dry_run,
+                    nodes: store.data_mut().node_list(nodes)?,
+                    targets: store.data_mut().node_list(targets)?,
+                    params: params(),
+                };
+                let inst = pre.instantiate_async(&mut store).await?;
+                let p = inst.uphost_plugin_plugin();
+                match hook {
+                    Hook::Check => p.call_check(&mut store, &ctx).await,
+                    Hook::PreUpgrade => p.call_pre_upgrade(&mut store, &ctx).await,
+                    Hook::Upgrade(node) => p.call_upgrade(&mut store, &ctx, &node).await,
+                    Hook::PostUpgrade => p.call_post_upgrade(&mut store, &ctx).await,
+                    Hook::Finalize => p.call_finalize(&mut store, &ctx).await,
+                    Hook::Rollback => p.call_rollback(&mut store, &ctx).await,
+                }
+                .map(|r| r.map_err(|e| e.message))
+            }
+            PluginPre::V0_1(pre) => {
+                // A 0.1 plugin sees every node of its service; it runs on a
+                // limited run only when the limit covers them all
+                // (`Session::services` refuses the rest).
+                let ctx = v0_1::uphost::plugin::types::Context {
+                    run_id: hctx.run_id.clone(),
+                    service: hctx.service.clone(),
+                    from_version: hctx.from_version.clone(),
+                    to_version: hctx.to_version.clone(),
+                    mode: bindings::mode_v0_1(hctx.mode),
+                    dry_run: hctx.dry_run,
+                    nodes: store.data_mut().node_list(nodes)?,
+                    params: params()
+                        .into_iter()
+                        .map(|p| v0_1::uphost::plugin::types::Pair {
+                            key: p.key,
+                            value: p.value,
+                        })
+                        .collect(),
+                };
+                let inst = pre.instantiate_async(&mut store).await?;
+                let p = inst.uphost_plugin_plugin();
+                match hook {
+                    Hook::Check => p.call_check(&mut store, &ctx).await,
+                    Hook::PreUpgrade => p.call_pre_upgrade(&mut store, &ctx).await,
+                    Hook::Upgrade(node) => {
+                        p.call_upgrade(&mut store, &ctx, &bindings::node_v0_1(node))
+                            .await
+                    }
+                    Hook::PostUpgrade => p.call_post_upgrade(&mut store, &ctx).await,
+                    Hook::Finalize => p.call_finalize(&mut store, &ctx).await,
+                    Hook::Rollback => p.call_rollback(&mut store, &ctx).await,
+                }
+                .map(|r| r.map_err(|e| e.message))
+            }
         }
     };
     // The epoch deadline traps a guest that computes; this timeout also
@@ -361,7 +433,7 @@ pub async fn call_hook(
         Err(_) => Err(deadline()),
         Ok(Err(e)) if is_deadline(&e) => Err(deadline()),
         Ok(Err(e)) => Err(trap_message(&plugin, hook_name, &e, &stderr_bytes)),
-        Ok(Ok(Err(he))) => Err(HookFailure::Plugin(capped_error(he.message))),
+        Ok(Ok(Err(message))) => Err(HookFailure::Plugin(capped_error(message))),
         Ok(Ok(Ok(()))) => Ok(()),
     };
     let st = store.data_mut();
@@ -377,7 +449,7 @@ pub async fn call_hook(
 /// Call `describe` with no capabilities at all.
 pub async fn describe(
     rt: &Runtime,
-    pre: &ServicePluginPre<HostState>,
+    pre: &PluginPre<HostState>,
 ) -> wasmtime::Result<bindings::uphost::plugin::types::PluginInfo> {
     let _slot = rt.slots.acquire().await.expect("semaphore never closed");
     let state = HostState::new(None, 64 << 20, 64 << 10);
@@ -388,8 +460,20 @@ pub async fn describe(
         )
     };
     let work = async {
-        let inst = pre.instantiate_async(&mut store).await?;
-        inst.uphost_plugin_plugin().call_describe(&mut store).await
+        match pre {
+            PluginPre::V0_2(pre) => {
+                let inst = pre.instantiate_async(&mut store).await?;
+                inst.uphost_plugin_plugin().call_describe(&mut store).await
+            }
+            PluginPre::V0_1(pre) => {
+                let inst = pre.instantiate_async(&mut store).await?;
+                let info = inst
+                    .uphost_plugin_plugin()
+                    .call_describe(&mut store)
+                    .await?;
+                Ok(bindings::plugin_info_from_v0_1(info))
+            }
+        }
     };
     match tokio::time::timeout(Duration::from_secs(11), work).await {
         Err(_) => Err(looped()),

@@ -65,7 +65,8 @@ impl Plugin for CephOsd {
     }
 
     fn pre_upgrade(cx: &Cx) -> Result<()> {
-        cx.run(&cx.primary()?.name, "ceph", &["osd", "set", "noout"])?;
+        // A cluster flag, set from a node this run may change.
+        cx.run(&cx.first_target()?.name, "ceph", &["osd", "set", "noout"])?;
         cx.state_set("noout", "set");
         Ok(())
     }
@@ -113,17 +114,25 @@ impl Plugin for CephOsd {
     }
 
     fn post_upgrade(cx: &Cx) -> Result<()> {
-        let p = cx.primary()?.name.clone();
+        let p = cx.first_target()?.name.clone();
         let release = cx.param_or("release", &cx.ctx.to_version).to_string();
         let tunables = cx.param_or("tunables", "firefly").to_string();
         cx.run(&p, "ceph", &["osd", "unset", "noout"])?;
         cx.state_delete("noout");
-        cx.run(
-            &p,
-            "ceph",
-            &["osd", "set", &format!("require_{release}_osds")],
-        )?;
-        cx.run(&p, "ceph", &["osd", "crush", "tunables", &tunables])?;
+        if cx.is_limited() {
+            // Old OSDs would be refused by the cluster: these wait for a
+            // run over every OSD node.
+            cx.warn(format!(
+                "this run is limited: require_{release}_osds and crush tunables {tunables} are left for a run over every OSD node"
+            ));
+        } else {
+            cx.run(
+                &p,
+                "ceph",
+                &["osd", "set", &format!("require_{release}_osds")],
+            )?;
+            cx.run(&p, "ceph", &["osd", "crush", "tunables", &tunables])?;
+        }
         let out = cx.run(&p, "ceph", &["health"])?;
         if !healthy(&out.stdout_text(), false) {
             bail!(
@@ -142,6 +151,33 @@ mod tests {
     use super::*;
     use uphost_sdk::script::Rule;
     use uphost_sdk::testing::{MockHost, context};
+
+    #[test]
+    fn a_limited_run_sets_flags_on_a_target_and_leaves_require_osds() {
+        let host = MockHost::for_plugin::<CephOsd>()
+            .limit(&["stor2"])
+            .rule(Rule::new("ceph", &["health"]).then(0, "HEALTH_OK\n"))
+            .rule(Rule::new("ceph", &["osd", "..."]));
+        let cx = host.cx(context("ceph-osd", &["stor1", "stor2"]));
+        CephOsd::pre_upgrade(&cx).unwrap();
+        CephOsd::post_upgrade(&cx).unwrap();
+        assert_eq!(
+            host.commands(),
+            [
+                "stor2: ceph osd set noout",
+                "stor2: ceph osd unset noout",
+                "stor2: ceph health"
+            ]
+        );
+        // Unlimited: the flag and the tunables once every OSD is done.
+        let host = MockHost::for_plugin::<CephOsd>()
+            .rule(Rule::new("ceph", &["health"]).then(0, "HEALTH_OK\n"))
+            .rule(Rule::new("ceph", &["osd", "..."]));
+        let cx = host.cx(context("ceph-osd", &["stor1", "stor2"]));
+        CephOsd::post_upgrade(&cx).unwrap();
+        assert_eq!(host.count("require_"), 1);
+        assert_eq!(host.count("tunables"), 1);
+    }
 
     #[test]
     fn not_ok_to_stop_stops_before_touching_the_node() {

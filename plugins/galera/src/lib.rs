@@ -225,6 +225,9 @@ impl Plugin for Galera {
     }
 
     fn check(cx: &Cx) -> Result<()> {
+        cx.require_every_node(
+            "stops every node and bootstraps a new cluster from one of them (MariaDB nodes of two versions must not form one cluster)",
+        )?;
         // A typo in a numeric parameter fails the pre-flight, not the
         // middle of the upgrade.
         cx.param_parse("drain_wait_s", 5u32)?;
@@ -387,6 +390,22 @@ mod tests {
         let cx = host.cx(context("galera", &["ctl1", "ctl2", "ctl3"]));
         let e = Galera::check(&cx).unwrap_err().to_string();
         assert!(e.contains("ctl3") && e.contains("Donor/Desynced"), "{e}");
+    }
+
+    #[test]
+    fn check_refuses_a_limited_run_naming_what_to_limit() {
+        let host = MockHost::for_plugin::<Galera>()
+            .limit(&["ctl1"])
+            .rule(Rule::new("mysql", &["..."]).then(0, SYNCED3));
+        let cx = host.cx(context("galera", &["ctl1", "ctl2", "ctl3"]));
+        let e = Galera::check(&cx).unwrap_err().to_string();
+        assert!(
+            e.contains("limited to ctl1")
+                && e.contains("leaves out ctl2, ctl3")
+                && e.contains("--limit ctl1,ctl2,ctl3"),
+            "{e}"
+        );
+        assert!(host.commands().is_empty(), "{:?}", host.commands());
     }
 
     fn healthy_bootstrap() -> MockHost {

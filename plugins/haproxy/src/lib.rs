@@ -61,7 +61,7 @@ impl Plugin for Haproxy {
     }
 
     fn rollback(cx: &Cx) -> Result<()> {
-        for n in cx.nodes() {
+        for n in cx.targets() {
             install_restart(cx, &n.name, &cx.ctx.from_version)?;
         }
         Ok(())

@@ -75,6 +75,11 @@ impl Plugin for Keystone {
     }
 
     fn check(cx: &Cx) -> Result<()> {
+        if cx.ctx.mode == Mode::MajorUpgrade {
+            cx.require_every_node(
+                "stops keystone on every node for the database migration (a minor update is node by node and may be limited)",
+            )?;
+        }
         for n in cx.nodes() {
             cx.run(&n.name, "systemctl", &["is-active", unit(cx)])?;
         }
@@ -113,11 +118,11 @@ impl Plugin for Keystone {
     }
 
     fn rollback(cx: &Cx) -> Result<()> {
-        for n in cx.nodes() {
+        for n in cx.targets() {
             cx.run(&n.name, "systemctl", &["stop", unit(cx)])?;
             install(cx, &n.name, &cx.ctx.from_version)?;
         }
-        for n in cx.nodes() {
+        for n in cx.targets() {
             cx.run(&n.name, "systemctl", &["start", unit(cx)])?;
         }
         Ok(())

@@ -68,6 +68,9 @@ impl Plugin for Neutron {
     }
 
     fn check(cx: &Cx) -> Result<()> {
+        cx.require_every_node(
+            "stops neutron-server on every node and migrates the database once before any agent is upgraded",
+        )?;
         for n in cx.nodes() {
             cx.run(&n.name, "systemctl", &["is-active", "neutron-server"])?;
         }

@@ -50,7 +50,7 @@ impl Plugin for NovaCompute {
     }
 
     fn rollback(cx: &Cx) -> Result<()> {
-        for n in cx.nodes() {
+        for n in cx.targets() {
             cycle(cx, &n.name, &cx.ctx.from_version)?;
         }
         Ok(())

@@ -93,6 +93,9 @@ impl Plugin for Nova {
     }
 
     fn check(cx: &Cx) -> Result<()> {
+        cx.require_every_node(
+            "stops the nova control services on every controller and migrates the database once, with RPC pinned until finalize",
+        )?;
         for n in cx.nodes() {
             for u in UNITS {
                 cx.run(&n.name, "systemctl", &["is-active", u])?;

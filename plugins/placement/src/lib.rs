@@ -86,6 +86,12 @@ impl Plugin for Placement {
         ])
     }
 
+    fn check(cx: &Cx) -> Result<()> {
+        cx.require_every_node(
+            "creates its service user and endpoints and migrates its database once for every API node",
+        )
+    }
+
     fn pre_upgrade(cx: &Cx) -> Result<()> {
         let p = cx.primary()?.name.clone();
         let url = cx.param_or("url", "http://vip:8778");

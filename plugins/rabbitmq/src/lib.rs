@@ -154,6 +154,9 @@ impl Plugin for Rabbitmq {
     }
 
     fn check(cx: &Cx) -> Result<()> {
+        cx.require_every_node(
+            "stops every node and resets its Mnesia database (RabbitMQ nodes of two versions cannot form one cluster)",
+        )?;
         verify(cx)
     }
 
