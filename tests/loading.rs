@@ -486,7 +486,7 @@ fn hostile_configuration_files_are_refused_by_name() {
         &["plan"],
         &[
             "inventory.yaml",
-            "the groups form a cycle: loop_a -> loop_b -> loop_a",
+            "adding group 'loop_a' as child to 'loop_b' creates a recursive dependency loop",
         ],
     );
     // Limits out of range name the file, the key, the value and the range.

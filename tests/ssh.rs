@@ -201,6 +201,7 @@ fn roundtrip_runtime() -> (
         user: Some("root".into()),
         key_file: None,
         connection: uphost::config::Connection::Ssh,
+        become_user: None,
         roles: vec![],
         node_root: None,
     };

@@ -252,8 +252,60 @@ fn ensure_test_packages() -> Result<()> {
     installed
 }
 
+/// The ansible-core the inventory differential test compares with, in a
+/// venv under target/ (pinned: its reading of inventories is the
+/// reference). Debian's python3-venv is installed when venv is missing.
+const ANSIBLE_CORE: &str = "ansible-core==2.17.14";
+
+fn ensure_ansible() -> Result<()> {
+    let venv = root().join("target/ansible");
+    let tool = venv.join("bin/ansible-inventory");
+    if tool.exists() {
+        return Ok(());
+    }
+    eprintln!(
+        "installing {ANSIBLE_CORE} in {} (the inventory tests' reference)",
+        venv.display()
+    );
+    let make = || {
+        Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&venv)
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !make() {
+        let _ = std::fs::remove_dir_all(&venv);
+        let mut c = Command::new("apt-get");
+        c.args([
+            "install",
+            "-y",
+            "-qq",
+            "--no-install-recommends",
+            "python3-venv",
+        ])
+        .env("DEBIAN_FRONTEND", "noninteractive");
+        run(&mut c)?;
+        if !make() {
+            bail!(
+                "python3 -m venv {} failed: install python3 and its venv module",
+                venv.display()
+            );
+        }
+    }
+    run(Command::new(venv.join("bin/pip")).args(["install", "-q", ANSIBLE_CORE]))?;
+    if !tool.exists() {
+        bail!(
+            "{} is missing after installing {ANSIBLE_CORE}",
+            tool.display()
+        );
+    }
+    Ok(())
+}
+
 fn test() -> Result<()> {
     ensure_test_packages()?;
+    ensure_ansible()?;
     build()?;
     build_fixtures()?;
     run(Command::new(uphost_bin())

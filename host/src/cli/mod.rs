@@ -1,6 +1,7 @@
 //! The command line: clap definitions and one function per command.
 
 pub mod approve;
+pub mod inventory_view;
 pub mod new;
 pub mod output;
 pub mod plan_view;
@@ -36,6 +37,11 @@ pub struct Cli {
     /// Configuration file (default: ./uphost.yaml).
     #[arg(short = 'c', long = "config", global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// An Ansible inventory source (INI, YAML or JSON file, executable
+    /// script, or directory), replacing `inventory:` of uphost.yaml;
+    /// repeat it to merge several, in order, as ansible -i does.
+    #[arg(short = 'i', long = "inventory", global = true, value_name = "SOURCE")]
+    pub inventory: Vec<PathBuf>,
     /// More detail (-v, -vv).
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
@@ -87,6 +93,13 @@ pub enum Command {
     /// Plugins in the plugin directory.
     #[command(subcommand)]
     Plugins(PluginsCmd),
+    /// Show the inventory as uphost resolved it: every host with its
+    /// groups (roles), address, port, user, connection and become.
+    Inventory {
+        /// Output format.
+        #[arg(long, value_enum, default_value = "text")]
+        format: StatusFormat,
+    },
     /// Show the execution order (levels run concurrently).
     Plan {
         /// Output format.
@@ -314,7 +327,7 @@ pub async fn main(cli: Cli) -> Result<i32, Error> {
             status::show(&dir, run.as_deref(), *format)
         }
         Command::Plugins(p) => {
-            let cfg = Config::load(cli.config.as_deref())?;
+            let cfg = Config::load(cli.config.as_deref(), &cli.inventory)?;
             if let PluginsCmd::List = p {
                 let (session, failed) = Session::open_listing(cfg).await?;
                 return plugins_list(&session, &failed);
@@ -328,13 +341,19 @@ pub async fn main(cli: Cli) -> Result<i32, Error> {
                 }
             }
         }
+        Command::Inventory { format } => {
+            let inv = Config::load_inventory(cli.config.as_deref(), &cli.inventory)?;
+            inventory_view::show(&inv, *format)
+        }
         Command::Plan { format } => {
-            let session = Session::open(Config::load(cli.config.as_deref())?).await?;
+            let session =
+                Session::open(Config::load(cli.config.as_deref(), &cli.inventory)?).await?;
             session.grants()?;
             plan_view::show(&session, *format)
         }
         Command::Check { only, limit } => {
-            let session = Session::open(Config::load(cli.config.as_deref())?).await?;
+            let session =
+                Session::open(Config::load(cli.config.as_deref(), &cli.inventory)?).await?;
             run_cmd::check(session, only, limit, &cli).await
         }
         Command::Run(args) => {
@@ -358,7 +377,7 @@ pub async fn main(cli: Cli) -> Result<i32, Error> {
 /// The configuration, with `--state-dir` (when given) in place of its
 /// state directory.
 fn config_with(cli: &Cli, state_dir: Option<&PathBuf>) -> Result<Config, Error> {
-    let mut cfg = Config::load(cli.config.as_deref())?;
+    let mut cfg = Config::load(cli.config.as_deref(), &cli.inventory)?;
     if let Some(d) = state_dir {
         cfg.state_dir = d.clone();
     }
@@ -370,7 +389,7 @@ fn config_with(cli: &Cli, state_dir: Option<&PathBuf>) -> Result<Config, Error> 
 fn state_dir_of(cli: &Cli, state_dir: Option<&PathBuf>) -> Result<PathBuf, Error> {
     match state_dir {
         Some(d) => Ok(d.clone()),
-        None => Ok(Config::load(cli.config.as_deref())?.state_dir),
+        None => Ok(Config::load(cli.config.as_deref(), &cli.inventory)?.state_dir),
     }
 }
 

@@ -118,7 +118,7 @@ impl Limits {
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     plugins: PathBuf,
-    inventory: PathBuf,
+    inventory: Sources,
     services: PathBuf,
     #[serde(default = "default_state")]
     state_dir: PathBuf,
@@ -134,6 +134,15 @@ struct RawConfig {
     plugin_max_mb: Option<u64>,
     #[serde(default)]
     plugin_compile_s: Option<u64>,
+}
+
+/// `inventory:` is one source or a list of them (merged in order, as
+/// Ansible merges several `-i`).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Sources {
+    One(PathBuf),
+    Many(Vec<PathBuf>),
 }
 
 fn default_state() -> PathBuf {
@@ -178,8 +187,8 @@ pub struct Config {
     pub path: PathBuf,
     /// The plugin directory.
     pub plugins_dir: PathBuf,
-    /// The inventory file.
-    pub inventory_path: PathBuf,
+    /// The inventory sources (files, directories, scripts), in order.
+    pub inventory_sources: Vec<PathBuf>,
     /// The services file.
     pub services_path: PathBuf,
     /// The state directory (journal, cache, reports).
@@ -203,27 +212,12 @@ pub struct Config {
 }
 
 impl Config {
-    /// Find and load the configuration: `explicit` or `./uphost.yaml`.
-    pub fn load(explicit: Option<&Path>) -> Result<Config, ConfigError> {
-        let path = match explicit {
-            Some(p) => p.to_path_buf(),
-            None => {
-                let p = PathBuf::from("uphost.yaml");
-                if !p.exists() {
-                    return Err(ConfigError::NotFound {
-                        dir: std::env::current_dir().unwrap_or_default(),
-                    });
-                }
-                p
-            }
-        };
-        let raw: RawConfig = yaml::read(&path)?;
-        let base = path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."))
-            .to_path_buf();
-        let inventory_path = base.join(&raw.inventory);
+    /// Find and load the configuration: `explicit` or `./uphost.yaml`;
+    /// `inventory`, when not empty, replaces its `inventory:` (`-i`, as
+    /// paths from the current directory).
+    pub fn load(explicit: Option<&Path>, inventory: &[PathBuf]) -> Result<Config, ConfigError> {
+        let (path, base, raw) = Self::raw(explicit)?;
+        let inventory_sources = Self::sources(&path, &base, &raw, inventory)?;
         let services_path = base.join(&raw.services);
         // A file that cannot be read is reported against the key naming it.
         let named = |key: &str, what: &str| {
@@ -240,8 +234,10 @@ impl Config {
                 other => other,
             }
         };
-        let inventory = inventory::load(&inventory_path)
-            .map_err(named("inventory", "the Ansible YAML inventory file"))?;
+        let inventory = inventory::load(&inventory_sources).map_err(named(
+            "inventory",
+            "the Ansible inventory (an INI, YAML or JSON file, a script, or a directory of them)",
+        ))?;
         let services = services::load(&services_path).map_err(named(
             "services",
             "the services file (service → roles, rollout, params)",
@@ -249,7 +245,7 @@ impl Config {
         let cfg = Config {
             path: path.clone(),
             plugins_dir: base.join(&raw.plugins),
-            inventory_path,
+            inventory_sources,
             services_path,
             state_dir: base.join(&raw.state_dir),
             inventory,
@@ -320,9 +316,71 @@ impl Config {
         Ok(cfg)
     }
 
-    /// Cross-file checks: every role a service names exists; per-service
-    /// limits are within range.
+    /// The configuration file as written, and the directory its paths
+    /// are relative to.
+    fn raw(explicit: Option<&Path>) -> Result<(PathBuf, PathBuf, RawConfig), ConfigError> {
+        let path = match explicit {
+            Some(p) => p.to_path_buf(),
+            None => {
+                let p = PathBuf::from("uphost.yaml");
+                if !p.exists() {
+                    return Err(ConfigError::NotFound {
+                        dir: std::env::current_dir().unwrap_or_default(),
+                    });
+                }
+                p
+            }
+        };
+        let raw: RawConfig = yaml::read(&path)?;
+        let base = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+            .to_path_buf();
+        Ok((path, base, raw))
+    }
+
+    /// The inventory sources: `-i` ones when given, else `inventory:`.
+    fn sources(
+        path: &Path,
+        base: &Path,
+        raw: &RawConfig,
+        inventory: &[PathBuf],
+    ) -> Result<Vec<PathBuf>, ConfigError> {
+        if !inventory.is_empty() {
+            return Ok(inventory.to_vec());
+        }
+        match &raw.inventory {
+            Sources::One(p) => Ok(vec![base.join(p)]),
+            Sources::Many(v) if !v.is_empty() => Ok(v.iter().map(|p| base.join(p)).collect()),
+            Sources::Many(_) => Err(ConfigError::Invalid {
+                path: path.to_path_buf(),
+                at: "inventory".into(),
+                message: "an empty list: name at least one inventory file or directory".into(),
+            }),
+        }
+    }
+
+    /// Only the inventory: `-i` sources when given (no uphost.yaml
+    /// needed), else `inventory:` of the configuration. `uphost inventory`
+    /// shows it even when the services file does not match it yet.
+    pub fn load_inventory(
+        explicit: Option<&Path>,
+        inventory: &[PathBuf],
+    ) -> Result<Inventory, ConfigError> {
+        if !inventory.is_empty() {
+            return inventory::load(inventory);
+        }
+        let (path, base, raw) = Self::raw(explicit)?;
+        let sources = Self::sources(&path, &base, &raw, inventory)?;
+        inventory::load(&sources)
+    }
+
+    /// Cross-file checks: every role a service names exists (every
+    /// unknown one reported at once, with the closest group names);
+    /// per-service limits are within range.
     fn validate(&self) -> Result<(), ConfigError> {
+        let mut unknown = Vec::new();
         for (name, svc) in &self.services.services {
             if let Some((key, message)) = svc.limits.out_of_range() {
                 return Err(ConfigError::Invalid {
@@ -333,20 +391,29 @@ impl Config {
             }
             for (i, role) in svc.roles.iter().enumerate() {
                 if !self.inventory.groups.contains(role) {
-                    return Err(ConfigError::Invalid {
-                        path: self.services_path.clone(),
-                        at: format!("services.{name}.roles[{i}]"),
-                        message: format!(
-                            "role `{role}` is not a group in {}{}",
-                            self.inventory_path.display(),
-                            yaml::did_you_mean(
-                                role,
-                                self.inventory.groups.iter().map(String::as_str)
-                            )
-                        ),
-                    });
+                    let close = closest_groups(role, &self.inventory.groups);
+                    unknown.push(format!(
+                        "services.{name}.roles[{i}]: `{role}`{}",
+                        if close.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" (closest groups: {})", close.join(", "))
+                        }
+                    ));
                 }
             }
+        }
+        if !unknown.is_empty() {
+            return Err(ConfigError::Invalid {
+                path: self.services_path.clone(),
+                at: "services".into(),
+                message: format!(
+                    "{} role(s) are not groups of the inventory ({}):\n  {}\nuse the inventory's group names (`uphost inventory` lists them)",
+                    unknown.len(),
+                    self.inventory.label(),
+                    unknown.join("\n  ")
+                ),
+            });
         }
         Ok(())
     }
@@ -359,7 +426,10 @@ impl Config {
         self.inventory
             .nodes
             .iter()
-            .filter(|n| n.roles.iter().any(|r| svc.roles.contains(r)))
+            .filter(|n| {
+                svc.roles.iter().any(|r| r == "all")
+                    || n.roles.iter().any(|r| svc.roles.contains(r))
+            })
             .collect()
     }
 
@@ -371,6 +441,28 @@ impl Config {
             .cloned()
             .unwrap_or_default()
     }
+}
+
+/// Up to three group names closest to `role` (by edit distance, or
+/// containing it, or contained in it): `nova` finds `nova-compute`,
+/// `nova-api`.
+fn closest_groups(role: &str, groups: &std::collections::BTreeSet<String>) -> Vec<String> {
+    let mut scored: Vec<(usize, &String)> = groups
+        .iter()
+        .filter(|g| *g != "all" && *g != "ungrouped")
+        .filter_map(|g| {
+            let d = strsim::levenshtein(role, g);
+            let related = g.contains(role) || role.contains(g.as_str());
+            (related || d <= (role.len().max(g.len()) / 2).max(2))
+                .then_some((if related { d.min(1) } else { d }, g))
+        })
+        .collect();
+    scored.sort();
+    scored
+        .into_iter()
+        .take(3)
+        .map(|(_, g)| format!("`{g}`"))
+        .collect()
 }
 
 /// Settings from uphost.yaml's `ssh:` section.

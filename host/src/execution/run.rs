@@ -724,6 +724,7 @@ mod tests {
                     user: None,
                     key_file: None,
                     connection: Connection::DryRun,
+                    become_user: None,
                     roles: vec![name.to_string()],
                     node_root: None,
                 })

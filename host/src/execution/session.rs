@@ -293,7 +293,7 @@ impl Session {
                 let groups: Vec<&str> = inv.groups.iter().map(String::as_str).collect();
                 return Err(Error::Usage(format!(
                     "--limit {l}: neither a node nor a group of {}{}; its groups are: {}",
-                    self.cfg.inventory_path.display(),
+                    self.cfg.inventory.label(),
                     crate::config::yaml::did_you_mean(l, names),
                     groups.join(", ")
                 )));

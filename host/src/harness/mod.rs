@@ -105,6 +105,7 @@ fn scenario_nodes(sc: &Scenario) -> Vec<Arc<NodeSpec>> {
                 user: None,
                 key_file: None,
                 connection: Connection::DryRun,
+                become_user: None,
                 roles: roles.clone(),
                 node_root: None,
             })

@@ -325,6 +325,7 @@ mod tests {
             user: None,
             key_file: None,
             connection: Connection::DryRun,
+            become_user: None,
             roles: vec![],
             node_root: None,
         }

@@ -282,6 +282,7 @@ mod tests {
             user: None,
             key_file: None,
             connection: crate::config::Connection::Ssh,
+            become_user: None,
             roles: vec![],
             node_root: None,
         };
