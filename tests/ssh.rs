@@ -619,3 +619,108 @@ fn nodes_that_differ_only_in_key_get_a_master_each() {
     }
     ssh.close();
 }
+
+/// A login user for the become test: unlocked (sshd refuses a locked
+/// account without PAM), with a shell, and the given sudoers rule.
+fn become_user(name: &str, sudoers: &str) {
+    if !std::process::Command::new("id")
+        .arg(name)
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        let st = std::process::Command::new("useradd")
+            .args(["-m", "-s", "/bin/sh", name])
+            .status()
+            .expect("useradd");
+        assert!(st.success(), "useradd {name}");
+    }
+    let st = std::process::Command::new("usermod")
+        .args(["-p", "*", name])
+        .status()
+        .expect("usermod");
+    assert!(st.success());
+    std::fs::write(format!("/etc/sudoers.d/{name}"), format!("{sudoers}\n")).unwrap();
+}
+
+/// become through the real binary, over real sshd as a non-root user and
+/// locally: `ansible_become` runs every command (read-only in check,
+/// mutating in upgrade) through `sudo -n` as `ansible_become_user`; a
+/// login whose sudo wants a password fails at once, saying what to do.
+#[test]
+fn become_runs_commands_as_the_inventory_says() {
+    use std::os::unix::fs::PermissionsExt;
+    assert!(
+        uphost_tests::packages::present("sudo"),
+        "sudo is not installed: `cargo xtask test` installs Debian's sudo"
+    );
+    become_user("uphost-nopw", "uphost-nopw ALL=(ALL) NOPASSWD: ALL");
+    become_user("uphost-pw", "uphost-pw ALL=(ALL) ALL");
+    let sshds = Sshds::start(&[("n1", None), ("n2", None)]);
+    // The users read the shared authorized_keys.
+    let sd = sshds.dir.path();
+    std::fs::set_permissions(sd, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(
+        sd.join("authorized_keys"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path();
+    std::fs::create_dir_all(p.join("plugins")).unwrap();
+    std::fs::copy(
+        uphost_tests::wasm("fixture-whoami"),
+        p.join("plugins/whoami.wasm"),
+    )
+    .unwrap();
+    std::fs::write(
+        p.join("uphost.yaml"),
+        format!(
+            "plugins: plugins/\ninventory: hosts\nservices: services.yaml\nstate_dir: state/\nssh:\n  config: {}\n  connect_timeout_s: 5\n",
+            sshds.ssh_config().display()
+        ),
+    )
+    .unwrap();
+    let inventory = |n1_user: &str| {
+        format!(
+            "[g]\nn1 ansible_host={} ansible_port={} ansible_user={n1_user} ansible_become=true\nn2 ansible_host={} ansible_port={} ansible_user=uphost-nopw\nloc ansible_connection=local ansible_become=yes ansible_become_user=nobody\n",
+            sshds.address("n1"),
+            sshds.port("n1"),
+            sshds.address("n2"),
+            sshds.port("n2"),
+        )
+    };
+    std::fs::write(p.join("hosts"), inventory("uphost-nopw")).unwrap();
+    std::fs::write(
+        p.join("services.yaml"),
+        "services:\n  whoami:\n    roles: [g]\n    params:\n      user_n1: root\n      user_n2: uphost-nopw\n      user_loc: nobody\n",
+    )
+    .unwrap();
+    let r = uphost_tests::uphost_in(p, &["plugins", "approve", "--all", "--yes"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let r = uphost_tests::uphost_in(p, &["inventory"]);
+    assert!(r.stdout.contains("become root (sudo -n)"), "{}", r.all());
+    let r = uphost_tests::uphost_in(p, &["run", "--yes"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let log = serde_json::Value::from(uphost_tests::current_journal(p)).to_string();
+    for line in [
+        "n1 runs commands as root",
+        "n2 runs commands as uphost-nopw",
+        "loc runs commands as nobody",
+    ] {
+        assert!(log.contains(line), "`{line}` not in the journal");
+    }
+    // A login whose sudo needs a password: refused at once, not a hang.
+    std::fs::write(p.join("hosts"), inventory("uphost-pw")).unwrap();
+    let t = Instant::now();
+    let r = uphost_tests::uphost_in(p, &["run", "--yes"]);
+    assert_ne!(r.code, 0, "{}", r.all());
+    for n in [
+        "become root was refused",
+        "a password is required",
+        "NOPASSWD",
+        "n1",
+    ] {
+        assert!(r.all().contains(n), "`{n}` not in {}", r.all());
+    }
+    assert!(t.elapsed() < Duration::from_secs(60), "{:?}", t.elapsed());
+}

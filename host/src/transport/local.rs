@@ -52,19 +52,36 @@ impl Transport for Local {
                 .find(|(k, _)| k == "PATH")
                 .map_or(path, |(_, v)| v.clone());
             let program = resolve(&cmd.program, &path);
-            let mut c = super::record::command(node, cmd, &program)?;
-            c.args(&cmd.args)
+            let mut env: Vec<(String, String)> =
+                vec![("LANG".into(), "C".into()), ("PATH".into(), path.clone())];
+            if let Some(root) = &root {
+                env.push(("UPHOST_NODE_ROOT".into(), root.display().to_string()));
+                env.push(("UPHOST_NODE".into(), node.name.clone()));
+            }
+            env.extend(cmd.env.iter().cloned());
+            let Some(user) = &node.become_user else {
+                let mut c = super::record::command(node, cmd, &program)?;
+                c.args(&cmd.args).env_clear().envs(env);
+                return run_child(c, node, &cmd.program, cmd).await;
+            };
+            // become: sudo resets the environment, so `env` sets it for
+            // the command (which is resolved on the node's PATH first).
+            super::become_::check_program(node, &cmd.program)?;
+            let prefix = super::become_::sudo_prefix(user);
+            let mut c = super::record::command(node, cmd, resolve(prefix[0], BASE_PATH))?;
+            c.args(&prefix[1..])
+                .arg("env")
+                .args(env.iter().map(|(k, v)| format!("{k}={v}")))
+                .arg(&program)
+                .args(&cmd.args)
                 .env_clear()
                 .env("LANG", "C")
-                .env("PATH", &path);
-            if let Some(root) = &root {
-                c.env("UPHOST_NODE_ROOT", root)
-                    .env("UPHOST_NODE", &node.name);
+                .env("PATH", BASE_PATH);
+            let out = run_child(c, node, &cmd.program, cmd).await?;
+            match super::become_::refused(node, &out) {
+                Some(e) => Err(e),
+                None => Ok(out),
             }
-            for (k, v) in &cmd.env {
-                c.env(k, v);
-            }
-            run_child(c, node, &cmd.program, cmd).await
         })
     }
 }

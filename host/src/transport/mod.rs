@@ -1,6 +1,8 @@
 //! Transports: how a command reaches a node. One trait; `local` runs on this
 //! machine, `dry-run` runs nothing, `ssh` uses the system OpenSSH client.
 
+#[path = "become_.rs"]
+pub mod become_;
 pub mod dryrun;
 pub mod local;
 pub mod process;

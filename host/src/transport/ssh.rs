@@ -249,7 +249,26 @@ impl Transport for Ssh {
             let mut args = self.base_args(node);
             args.push(node.address.clone());
             args.push("--".into());
-            args.push(remote_command(&cmd.program, &cmd.args, &cmd.env));
+            let line = match &node.become_user {
+                None => remote_command(&cmd.program, &cmd.args, &cmd.env),
+                Some(user) => {
+                    super::become_::check_program(node, &cmd.program)?;
+                    let prefix: Vec<String> = super::become_::sudo_prefix(user)
+                        .iter()
+                        .map(|w| quote(w))
+                        .collect();
+                    // sudo resets the environment: `env` (always there,
+                    // even when empty) sets the granted variables after it.
+                    let mut argv = vec![cmd.program.clone()];
+                    argv.extend(cmd.args.iter().cloned());
+                    let env: Vec<String> =
+                        cmd.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                    let mut rest: Vec<String> = env;
+                    rest.extend(argv);
+                    format!("{} {}", prefix.join(" "), remote_command("env", &rest, &[]))
+                }
+            };
+            args.push(line);
             let mut c = super::record::command(node, cmd, "ssh")?;
             c.args(&args);
             let out = run_child(c, node, "ssh", cmd).await?;
@@ -262,6 +281,9 @@ impl Transport for Ssh {
                     return Ok(out);
                 }
                 return Err(Self::classify(node, &stderr));
+            }
+            if let Some(e) = super::become_::refused(node, &out) {
+                return Err(e);
             }
             Ok(out)
         })
