@@ -282,8 +282,8 @@ fn config_errors_have_file_line_and_column() {
     let r = d.uphost(&["plan"]);
     assert_eq!(r.code, 2);
     assert!(
-        r.stderr.contains("services.galera.roles[0]")
-            && r.stderr.contains("did you mean `controller`"),
+        r.stderr.contains("services.galera.roles[0]: `contoller`")
+            && r.stderr.contains("closest groups: `controller`"),
         "{}",
         r.stderr
     );
@@ -354,13 +354,26 @@ fn out_of_range_settings_and_misspelt_services_are_refused_before_anything_runs(
         "inventory: inventory.yaml",
         "inventory: plugins",
     );
+    // A directory is an inventory source (as in Ansible): each of its
+    // files is read, and one that is not an inventory is named.
+    assert_input_error(&d, &["plan"], &["plugins/galera.wasm", "not UTF-8"]);
+    d.edit(
+        "uphost.yaml",
+        "inventory: plugins",
+        "inventory: no-such-inventory",
+    );
     assert_input_error(
         &d,
         &["plan"],
         &[
-            "uphost.yaml: inventory: cannot read ./plugins",
-            "point `inventory:` at the Ansible YAML inventory file",
+            "uphost.yaml: inventory: cannot read ./no-such-inventory",
+            "point `inventory:` at the Ansible inventory",
         ],
+    );
+    d.edit(
+        "uphost.yaml",
+        "inventory: no-such-inventory",
+        "inventory: plugins",
     );
     d.edit(
         "uphost.yaml",
@@ -457,7 +470,12 @@ fn hostile_configuration_files_are_refused_by_name() {
     }
     reset();
     std::fs::create_dir(&inv).unwrap();
-    assert_input_error(&d, &["plan"], &["inventory.yaml", "it is a directory"]);
+    // A directory is a source, as in Ansible; an empty one is named.
+    assert_input_error(
+        &d,
+        &["plan"],
+        &["inventory.yaml", "holds no inventory file"],
+    );
     // Over the size cap: refused before it is parsed.
     reset();
     let mut big = kept.clone();

@@ -524,7 +524,7 @@ fn staged_run_with_limit_then_the_rest() {
                 .contains(&format!("--limit {typo}: neither a node nor a group"))
                 && r.stderr.contains(hint)
                 && r.stderr
-                    .contains("its groups are: compute, controller, storage"),
+                    .contains("its groups are: all, compute, controller, storage, ungrouped"),
             "{}",
             r.stderr
         );
@@ -1155,4 +1155,149 @@ fn a_journal_without_its_start_is_refused_alike_by_run_and_resume() {
         "no new run started: {}",
         r.all()
     );
+}
+
+/// The journal of the current run, as text, and its path.
+fn current_journal_text(d: &Demo) -> (std::path::PathBuf, String) {
+    let cur = std::fs::read_to_string(d.path().join("state/current")).unwrap();
+    let path = d
+        .path()
+        .join("state/runs")
+        .join(cur.trim())
+        .join("journal.jsonl");
+    let text = std::fs::read_to_string(&path).unwrap();
+    (path, text)
+}
+
+/// A journal damaged or edited the ways a tester damaged it is refused by
+/// `resume`, `status` and `run` alike, naming the line, and nothing runs;
+/// the intact journal then resumes to completion.
+#[test]
+fn a_damaged_or_edited_journal_is_refused_by_resume_status_and_run() {
+    let d = Demo::new(SEED_PLUGINS, true);
+    d.fault(
+        "cmp3",
+        &["systemctl", "start", "nova-compute"],
+        "Job for nova-compute.service failed",
+    );
+    assert_eq!(d.uphost(&["run", "--yes"]).code, 1);
+    d.heal("cmp3");
+    let (path, good) = current_journal_text(&d);
+    let lines: Vec<&str> = good.lines().collect();
+    let find = |pred: &dyn Fn(&str) -> bool| lines.iter().position(|l| pred(l)).unwrap();
+    let cmp1_start =
+        find(&|l| l.contains("\"event\":\"step-started\"") && l.contains("\"node\":\"cmp1\""));
+    let stop = find(&|l| {
+        l.contains("\"event\":\"command-finished\"")
+            && l.contains("\"mutating\":true")
+            && l.contains("\"phase\":\"upgrade\"")
+            && l.contains("ceph-mon")
+    });
+    let cmp3_failed = find(&|l| {
+        l.contains("\"event\":\"step-finished\"")
+            && l.contains("\"node\":\"cmp3\"")
+            && l.contains("\"failed\"")
+    });
+    let join = |v: Vec<String>| v.join("\n") + "\n";
+    let owned: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
+    // Without the chain (a journal written before it existed): order and
+    // membership still refuse the edits.
+    let unchained: Vec<String> = owned
+        .iter()
+        .map(|l| match l.rfind(",\"chain\":\"") {
+            Some(i) => format!("{}}}", &l[..i]),
+            None => l.clone(),
+        })
+        .collect();
+    let cases: Vec<(&str, String, &str)> = vec![
+        (
+            "a duplicated step-started of a completed step",
+            {
+                let mut v = owned.clone();
+                v.push(owned[cmp1_start].clone());
+                join(v)
+            },
+            "checksum",
+        ),
+        (
+            "the same, in a journal without checksums",
+            {
+                let mut v = unchained.clone();
+                v.push(unchained[cmp1_start].clone());
+                join(v)
+            },
+            "starts again after it finished ok",
+        ),
+        (
+            "a whole garbage last line",
+            format!("{good}garbage\n"),
+            "unreadable record",
+        ),
+        (
+            "a mutating command's result cut from the middle",
+            {
+                let mut v = owned.clone();
+                v.remove(stop);
+                join(v)
+            },
+            "checksum",
+        ),
+        (
+            "the same, without checksums",
+            {
+                let mut v = unchained.clone();
+                v.remove(stop);
+                join(v)
+            },
+            "has no result",
+        ),
+        (
+            "a forged step-finished ok",
+            {
+                let mut v = owned.clone();
+                v[cmp3_failed] = v[cmp3_failed].replace("\"failed\"", "\"ok\"");
+                join(v)
+            },
+            "checksum",
+        ),
+        (
+            "a record of a service the run did not plan",
+            join({
+                let mut v = unchained.clone();
+                v.push(r#"{"event":"state","service":"bogus","key":"k","value":"v"}"#.into());
+                v
+            }),
+            "service `bogus` is not one this run planned",
+        ),
+    ];
+    let ops: Vec<Vec<String>> = ["ctl1", "cmp1", "cmp3"].iter().map(|n| d.ops(n)).collect();
+    for (what, text, needle) in cases {
+        std::fs::write(&path, &text).unwrap();
+        for args in [
+            &["resume", "--yes"][..],
+            &["status"][..],
+            &["run", "--yes"][..],
+        ] {
+            let r = d.uphost(args);
+            assert_ne!(r.code, 0, "{what}: {args:?} accepted it: {}", r.all());
+            assert!(
+                r.stderr.contains(needle) && r.stderr.contains("journal.jsonl:"),
+                "{what}: {args:?}: `{needle}` and the line not in {}",
+                r.stderr
+            );
+            assert!(
+                r.stderr.contains("--abandon-unfinished"),
+                "{what}: {}",
+                r.stderr
+            );
+        }
+        let now: Vec<Vec<String>> = ["ctl1", "cmp1", "cmp3"].iter().map(|n| d.ops(n)).collect();
+        assert_eq!(now, ops, "{what}: something ran");
+    }
+    // The intact journal resumes to the end, without repeating a step.
+    std::fs::write(&path, &good).unwrap();
+    let r = d.uphost(&["resume", "--yes"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(complete(&d));
+    assert_eq!(d.ops("cmp1"), ops[1], "a completed node ran again");
 }

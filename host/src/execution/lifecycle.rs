@@ -87,7 +87,21 @@ pub fn unfinished(state_dir: &Path) -> Option<Unfinished> {
     {
         return None;
     }
-    let r = journal::replay_summary(&path).ok()?;
+    let r = match journal::replay_summary(&path) {
+        Ok(r) => r,
+        // A journal that cannot be accounted for is not a finished run: a
+        // new run is refused until the operator gives it up explicitly.
+        Err(
+            e
+            @ (journal::JournalError::Corrupt { .. } | journal::JournalError::Inconsistent { .. }),
+        ) => {
+            return Some(Unfinished {
+                run_id: id,
+                why: e.to_string(),
+            });
+        }
+        Err(_) => return None,
+    };
     match r.run_started() {
         Some(Event::RunStarted { options, .. }) if options.dry_run => return None,
         Some(_) => {}
@@ -727,8 +741,10 @@ mod tests {
     fn replayed(events: &[Event]) -> Replayed {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("j.jsonl");
-        let text: String = events
+        let start = (!events.is_empty()).then(|| journal::test_start(events));
+        let text: String = start
             .iter()
+            .chain(events)
             .map(|e| serde_json::to_string(e).unwrap() + "\n")
             .collect();
         std::fs::write(&p, text).unwrap();
@@ -782,6 +798,10 @@ mod tests {
             Event::RunResumed {
                 time: String::new(),
                 at_ms: 2,
+            },
+            Event::StepStarted {
+                step: StepKey::of("a", Phase::PreUpgrade),
+                at_ms: 3,
             },
             Event::StepFinished {
                 step: StepKey::of("a", Phase::PreUpgrade),

@@ -5,6 +5,7 @@
 //! as done is on disk. A torn last line (SIGKILL mid-write) is ignored and
 //! cut off when the run resumes. Plugin key/value state lives here too.
 
+pub mod integrity;
 pub mod lock;
 pub mod memory;
 
@@ -49,9 +50,22 @@ pub enum JournalError {
     BadRunId(String),
     /// A record in the middle is unreadable.
     #[error(
-        "journal {path}:{line}: unreadable record ({detail}); the journal was edited or damaged"
+        "journal {path}:{line}: unreadable record ({detail}); the journal was edited or damaged, so uphost will not resume it: check the cluster, then start over with `uphost run --abandon-unfinished`"
     )]
     Corrupt {
+        /// File.
+        path: PathBuf,
+        /// 1-based line.
+        line: usize,
+        /// Parser message.
+        detail: String,
+    },
+    /// A record the run cannot account for (out of order, of a service
+    /// the run did not plan, a broken checksum chain).
+    #[error(
+        "journal {path}:{line}: {detail}. The journal was damaged or edited, so what the run did is not known for sure: uphost will not resume it or replay its commands. Check the cluster, then start over with `uphost run --abandon-unfinished` (the journal stays as it is)"
+    )]
+    Inconsistent {
         /// File.
         path: PathBuf,
         /// 1-based line.
@@ -124,6 +138,9 @@ pub struct Replayed {
     pub rollback: Option<RollbackPlan>,
     /// The last timestamp seen.
     pub last_ms: u64,
+    /// The last link of the checksum chain (`None`: a journal written
+    /// before records were chained).
+    pub chain: Option<String>,
     /// Byte length of the complete records (a torn tail starts here).
     pub valid_len: u64,
 }
@@ -181,25 +198,24 @@ pub fn replay_summary(path: &Path) -> Result<Replayed, JournalError> {
 pub struct Records {
     path: PathBuf,
     reader: std::io::BufReader<File>,
-    total: u64,
     offset: u64,
     lineno: usize,
     line: Vec<u8>,
     done: bool,
+    checker: integrity::Checker,
 }
 
 /// Open a journal for streaming.
 pub fn records(path: &Path) -> Result<Records, JournalError> {
     let file = File::open(path).map_err(io_error(path))?;
-    let total = file.metadata().map(|m| m.len()).unwrap_or(0);
     Ok(Records {
         path: path.to_path_buf(),
         reader: std::io::BufReader::with_capacity(1 << 16, file),
-        total,
         offset: 0,
         lineno: 0,
         line: Vec::new(),
         done: false,
+        checker: integrity::Checker::default(),
     })
 }
 
@@ -207,6 +223,11 @@ impl Records {
     /// Bytes of complete records read so far.
     pub fn offset(&self) -> u64 {
         self.offset
+    }
+
+    /// The last link of the checksum chain read so far.
+    pub fn last_link(&self) -> Option<&str> {
+        self.checker.last_link()
     }
 }
 
@@ -231,16 +252,23 @@ impl Iterator for Records {
             return None;
         }
         self.lineno += 1;
+        // A whole line (it ends with its newline) must be a record: only
+        // an unterminated last line is a torn write.
         match serde_json::from_slice::<Event>(&self.line[..n - 1]) {
             Ok(ev) => {
+                if let Err(detail) = self.checker.check(&self.line[..n - 1], &ev) {
+                    self.done = true;
+                    return Some(Err(JournalError::Inconsistent {
+                        path: self.path.clone(),
+                        line: self.lineno,
+                        detail,
+                    }));
+                }
                 self.offset += n as u64;
                 Some(Ok(ev))
             }
             Err(e) => {
                 self.done = true;
-                if self.offset + n as u64 >= self.total {
-                    return None; // torn last record
-                }
                 Some(Err(JournalError::Corrupt {
                     path: self.path.clone(),
                     line: self.lineno,
@@ -263,8 +291,12 @@ pub fn for_each(path: &Path, mut f: impl FnMut(Event)) -> Result<u64, JournalErr
 
 fn replay_with(path: &Path, keep: bool) -> Result<Replayed, JournalError> {
     let mut r = Replayed::default();
-    let len = for_each(path, |ev| apply(&mut r, ev, keep))?;
-    r.valid_len = len;
+    let mut recs = records(path)?;
+    for ev in recs.by_ref() {
+        apply(&mut r, ev?, keep);
+    }
+    r.valid_len = recs.offset();
+    r.chain = recs.last_link().map(String::from);
     Ok(r)
 }
 
@@ -338,6 +370,63 @@ fn apply(r: &mut Replayed, ev: Event, keep: bool) {
     r.last = Some(ev);
 }
 
+/// A `run-started` whose plan names every service and node `events`
+/// mention: the first record a test journal needs to pass the checks.
+#[cfg(test)]
+pub(crate) fn test_start(events: &[Event]) -> Event {
+    let mut plan: Vec<crate::events::PlannedService> = Vec::new();
+    let mut add = |service: &str, node: Option<&str>| {
+        let i = match plan.iter().position(|p| p.name == service) {
+            Some(i) => i,
+            None => {
+                plan.push(crate::events::PlannedService {
+                    name: service.to_string(),
+                    level: 0,
+                    depends_on: vec![],
+                    nodes: vec![],
+                    rollout: "parallel".into(),
+                    reversible: true,
+                });
+                plan.len() - 1
+            }
+        };
+        if let Some(n) = node
+            && !plan[i].nodes.iter().any(|x| x == n)
+        {
+            plan[i].nodes.push(n.to_string());
+        }
+    };
+    for e in events {
+        match e {
+            Event::StepStarted { step, .. }
+            | Event::StepFinished { step, .. }
+            | Event::CommandStarted { step, .. }
+            | Event::CommandFinished { step, .. } => add(&step.service, step.node.as_deref()),
+            Event::State { service, .. } => add(service, None),
+            Event::RollbackStarted {
+                services,
+                irreversible,
+            } => services
+                .iter()
+                .chain(irreversible)
+                .for_each(|s| add(s, None)),
+            _ => {}
+        }
+    }
+    Event::RunStarted {
+        run_id: "test".into(),
+        time: String::new(),
+        plan,
+        plugins: vec![],
+        options: crate::events::RunOptionsRecord {
+            dry_run: false,
+            only: vec![],
+            limit: vec![],
+            rollback_on_failure: false,
+        },
+    }
+}
+
 /// Observers of events (progress display, JSON stream).
 pub type Observer = Box<dyn Fn(&Event) + Send + Sync>;
 
@@ -353,6 +442,8 @@ struct Inner {
     /// written (the journal ends at its last whole record) and the run
     /// stops: nothing may count as done that is not on disk.
     error: Option<String>,
+    /// The last link of the checksum chain written.
+    chain: String,
 }
 
 /// An open journal of one run, and the run's event sink.
@@ -516,6 +607,7 @@ impl Journal {
                 replay: HashMap::new(),
                 len: 0,
                 error: None,
+                chain: String::new(),
             }),
             sync_file,
             sync_lock: Mutex::new(()),
@@ -567,6 +659,7 @@ impl Journal {
                     replay: r.commands.clone(),
                     len: r.valid_len,
                     error: None,
+                    chain: r.chain.clone().unwrap_or_default(),
                 }),
                 sync_file,
                 sync_lock: Mutex::new(()),
@@ -706,8 +799,7 @@ impl Journal {
 
 impl Sink for Journal {
     fn emit(&self, ev: Event) {
-        let mut line = serde_json::to_vec(&ev).expect("events serialize");
-        line.push(b'\n');
+        let json = serde_json::to_vec(&ev).expect("events serialize");
         let mine = {
             let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
             if let Event::State {
@@ -724,9 +816,14 @@ impl Sink for Journal {
             if g.error.is_some() {
                 None
             } else {
+                // Each record is chained to the one before it (see
+                // `integrity`); the link advances only once it is written.
+                let (mut line, chain) = integrity::seal(&g.chain, json);
+                line.push(b'\n');
                 match g.file.write_all(&line) {
                     Ok(()) => {
                         g.len += line.len() as u64;
+                        g.chain = chain;
                         Some(g.len)
                     }
                     Err(e) => {
@@ -805,6 +902,10 @@ mod tests {
     fn torn_tail_is_tolerated_and_cut() {
         let dir = tempfile::tempdir().unwrap();
         let j = Journal::create(dir.path(), "r1", vec![]).unwrap();
+        j.emit(test_start(&["n1", "n2"].map(|n| Event::StepStarted {
+            step: step(Some(n)),
+            at_ms: 1,
+        })));
         j.emit(Event::StepStarted {
             step: step(Some("n1")),
             at_ms: 1,
@@ -891,6 +992,7 @@ mod tests {
         let j = Journal::create(dir.path(), "r1", vec![]).unwrap();
         let path = j.path.clone();
         assert!(last_record(&path).unwrap().is_none());
+        j.emit(test_start(&[]));
         for i in 0..2000 {
             j.emit(Event::StepStarted {
                 step: step(Some(&format!("n{i}"))),
@@ -915,7 +1017,7 @@ mod tests {
         }
         assert!(matches!(
             first_record(&path).unwrap(),
-            Some(Event::StepStarted { at_ms: 0, .. })
+            Some(Event::RunStarted { .. })
         ));
     }
 
@@ -956,6 +1058,10 @@ mod tests {
     fn unfinished_step_results_replay_and_finished_ones_do_not() {
         let dir = tempfile::tempdir().unwrap();
         let j = Journal::create(dir.path(), "r", vec![]).unwrap();
+        j.emit(test_start(&["a", "b"].map(|n| Event::StepStarted {
+            step: step(Some(n)),
+            at_ms: 0,
+        })));
         let rec = CommandRecord {
             status: Some(0),
             error: None,

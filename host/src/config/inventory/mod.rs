@@ -182,6 +182,10 @@ fn parse_source(path: &Path, data: &mut Data, depth: usize) -> Result<(), Config
         }
         return Ok(());
     }
+    if !meta.is_file() {
+        // A FIFO would hang, a device never ends: named as what it is.
+        yaml::read_text(path)?;
+    }
     let file = data.files.len();
     data.files.push(path.to_path_buf());
     if is_script(path, &meta) {
