@@ -1,6 +1,7 @@
 //! Mutated configuration files through the real binary: 300 mutants of
 //! each input file (uphost.yaml, a YAML and an INI inventory, the services
-//! file, uphost.lock) are given to `uphost plan`. None may panic, abort,
+//! file, uphost.lock) are given to `uphost plan`, and of a plugin's
+//! scenario file to `uphost test`. None may panic, abort,
 //! take more than 10 s or more than 512 MiB of memory: each is planned or
 //! refused with an input error (exit 0 or 2). Deterministic (seeded), so a
 //! failure names the mutant to reproduce it.
@@ -106,12 +107,12 @@ fn mutate(base: &[u8], rng: &mut Rng) -> Vec<u8> {
     b
 }
 
-/// Run `uphost plan` in `dir`: its exit code, stderr and peak memory (the
+/// Run `uphost ARGS` in `dir`: its exit code, stderr and peak memory (the
 /// high-water mark of its resident set, read until it exits), or a hang.
-fn plan(dir: &Path) -> Result<(i32, String, u64), String> {
+fn uphost(dir: &Path, args: &[&str]) -> Result<(i32, String, u64), String> {
     let mut child = Command::new(uphost_bin())
         .current_dir(dir)
-        .arg("plan")
+        .args(args)
         .env_remove("RUST_LOG")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -154,7 +155,13 @@ const MUTANTS: usize = 300;
 const MAX_RSS: u64 = 512 << 20;
 
 fn fuzz(d: &Demo, file: &str, seed: u64) {
-    let path = d.path().join(file);
+    fuzz_with(d.path(), file, &["plan"], &[0, 2], seed);
+}
+
+/// `MUTANTS` mutants of `dir/file`, each given to `uphost ARGS`: an exit
+/// code in `ok`, no panic, no hang, no more than `MAX_RSS`.
+fn fuzz_with(dir: &Path, file: &str, args: &[&str], ok: &[i32], seed: u64) {
+    let path = dir.join(file);
     let base = std::fs::read(&path).unwrap();
     let mut rng = Rng(seed);
     let mut refused = 0;
@@ -162,10 +169,10 @@ fn fuzz(d: &Demo, file: &str, seed: u64) {
         let m = mutate(&base, &mut rng);
         std::fs::write(&path, &m).unwrap();
         let what = format!("{file} mutant {i} (seed {seed})");
-        let (code, stderr, rss) = plan(d.path())
+        let (code, stderr, rss) = uphost(dir, args)
             .unwrap_or_else(|e| panic!("{what}: {e}:\n{}", String::from_utf8_lossy(&m)));
         assert!(
-            code == 0 || code == 2,
+            ok.contains(&code),
             "{what}: exit {code}: {stderr}\n--- the file:\n{}",
             String::from_utf8_lossy(&m)
         );
@@ -208,4 +215,21 @@ fn mutated_configuration_files_never_crash_hang_or_exhaust_the_host() {
     let r = d.uphost(&["plan"]);
     assert_eq!(r.code, 0, "{}", r.all());
     fuzz(&d, "hosts", 5);
+    // A plugin's scenario file, given to `uphost test` (a scenario that
+    // reads but fails is exit 1).
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        uphost_tests::root().join("plugins/haproxy/scenarios/happy.yaml"),
+        dir.path().join("scenario.yaml"),
+    )
+    .unwrap();
+    let wasm = uphost_tests::wasm("haproxy");
+    let wasm = wasm.to_str().unwrap();
+    fuzz_with(
+        dir.path(),
+        "scenario.yaml",
+        &["test", wasm, "--scenario", "scenario.yaml"],
+        &[0, 1, 2],
+        6,
+    );
 }

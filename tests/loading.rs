@@ -521,3 +521,72 @@ fn hostile_configuration_files_are_refused_by_name() {
         &["uphost.yaml", "limits.memory_mb", "0 is outside 1..=4096"],
     );
 }
+
+/// A YAML alias bomb and 100 000 levels of nesting in an inventory (a file
+/// under the size cap) are refused at once, naming the file, the line and
+/// the cap, in every YAML input the host reads.
+#[test]
+fn deep_nesting_and_alias_bombs_are_refused_at_once() {
+    let d = Demo::new(&["haproxy"], true);
+    let inv = d.path().join("inventory.yaml");
+    let kept = std::fs::read_to_string(&inv).unwrap();
+    let mut bomb =
+        String::from("all:\n  vars:\n    a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n");
+    for i in 1..9 {
+        bomb.push_str(&format!(
+            "    a{i}: &a{i} [{}]\n",
+            vec![format!("*a{}", i - 1); 9].join(", ")
+        ));
+    }
+    let deep = format!(
+        "all:\n  vars:\n    x: {}{}\n",
+        "[".repeat(100_000),
+        "]".repeat(100_000)
+    );
+    let deep_block: String = (0..300)
+        .map(|i| format!("{}k{i}:\n", " ".repeat(i * 2)))
+        .collect();
+    for (name, text, needles) in [
+        (
+            "alias bomb",
+            bomb,
+            vec!["inventory.yaml:", "repetition limit exceeded"],
+        ),
+        (
+            "flow nesting",
+            deep,
+            vec!["inventory.yaml:3:", "nests deeper than 64 levels"],
+        ),
+        (
+            "block nesting",
+            deep_block,
+            vec!["inventory.yaml:", "indentation nests deeper than 64 levels"],
+        ),
+    ] {
+        std::fs::write(&inv, &text).unwrap();
+        let t = std::time::Instant::now();
+        let r = d.uphost(&["plan"]);
+        assert_eq!(r.code, 2, "{name}: {}", r.all());
+        for n in needles {
+            assert!(r.stderr.contains(n), "{name}: `{n}` not in {}", r.stderr);
+        }
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(10),
+            "{name}: {:?}",
+            t.elapsed()
+        );
+    }
+    std::fs::write(&inv, kept).unwrap();
+    // The same caps in the services file.
+    d.edit(
+        "services.yaml",
+        "services:",
+        &format!("x: {}{}\nservices:", "{".repeat(70), "}".repeat(70)),
+    );
+    let r = d.uphost(&["plan"]);
+    assert!(
+        r.stderr.contains("services.yaml:") && r.stderr.contains("nests deeper"),
+        "{}",
+        r.all()
+    );
+}

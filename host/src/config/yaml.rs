@@ -49,8 +49,68 @@ pub enum ConfigError {
     },
 }
 
+/// Deepest nesting of YAML collections accepted: far above any real
+/// configuration, far below what makes the parser slow (100 000 levels took
+/// it minutes).
+pub const MAX_DEPTH: usize = 64;
+
+/// Refuse nesting deeper than [`MAX_DEPTH`] before the parser sees it:
+/// flow collections (`[`, `{` outside quotes and comments) and block
+/// indentation (a line indented more than 4 × [`MAX_DEPTH`] columns).
+pub fn check_nesting(path: &Path, text: &str) -> Result<(), ConfigError> {
+    let deep = |line: usize, column: usize, what: &str| ConfigError::Syntax {
+        path: path.to_path_buf(),
+        line,
+        column,
+        message: format!(
+            "{what} nests deeper than {MAX_DEPTH} levels, the cap on a configuration file's nesting"
+        ),
+    };
+    let mut depth = 0usize;
+    let mut quote: Option<char> = None;
+    for (i, line) in text.lines().enumerate() {
+        let indent = line.len() - line.trim_start_matches(' ').len();
+        if quote.is_none() && depth == 0 && indent > 4 * MAX_DEPTH {
+            return Err(deep(i + 1, indent + 1, "indentation"));
+        }
+        let mut prev = ' ';
+        let mut chars = line.char_indices().peekable();
+        while let Some((j, c)) = chars.next() {
+            match quote {
+                Some('\'') if c == '\'' => {
+                    if chars.peek().map(|(_, n)| *n) == Some('\'') {
+                        chars.next();
+                    } else {
+                        quote = None;
+                    }
+                }
+                Some('"') if c == '\\' => {
+                    chars.next();
+                }
+                Some('"') if c == '"' => quote = None,
+                Some(_) => {}
+                None => match c {
+                    '#' if prev.is_whitespace() => break,
+                    '\'' | '"' if prev.is_whitespace() || "[{,:".contains(prev) => quote = Some(c),
+                    '[' | '{' => {
+                        depth += 1;
+                        if depth > MAX_DEPTH {
+                            return Err(deep(i + 1, j + 1, "a flow collection"));
+                        }
+                    }
+                    ']' | '}' => depth = depth.saturating_sub(1),
+                    _ => {}
+                },
+            }
+            prev = c;
+        }
+    }
+    Ok(())
+}
+
 /// Parse `text` (read from `path`) as `T`.
 pub fn parse<T: DeserializeOwned>(path: &Path, text: &str) -> Result<T, ConfigError> {
+    check_nesting(path, text)?;
     serde_yaml_ng::from_str(text).map_err(|e| {
         let (line, column) = e
             .location()

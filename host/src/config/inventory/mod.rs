@@ -208,7 +208,9 @@ fn parse_source(path: &Path, data: &mut Data, depth: usize) -> Result<(), Config
         ));
     }
     if ["", ".yaml", ".yml", ".json"].contains(&ext.as_str()) {
-        match serde_yaml_ng::from_str::<serde_yaml_ng::Value>(&text) {
+        // No extension: YAML first, then INI, as Ansible tries them.
+        let parsed = yaml::parse::<serde_yaml_ng::Value>(path, &text);
+        match parsed {
             Ok(doc) => match structured::yaml_to_json(doc) {
                 Value::Object(doc) => {
                     let r = if doc.contains_key("plugin") {
@@ -235,23 +237,7 @@ fn parse_source(path: &Path, data: &mut Data, depth: usize) -> Result<(), Config
                 }
                 _ => {}
             },
-            Err(e) if !ext.is_empty() => {
-                let (line, column) = e
-                    .location()
-                    .map(|l| (l.line(), l.column()))
-                    .unwrap_or((1, 1));
-                let message = e.to_string();
-                let message = match message.find(" at line ") {
-                    Some(i) => message[..i].to_string(),
-                    None => message,
-                };
-                return Err(ConfigError::Syntax {
-                    path: path.to_path_buf(),
-                    line,
-                    column,
-                    message,
-                });
-            }
+            Err(e) if !ext.is_empty() => return Err(e),
             Err(_) => {}
         }
     }
