@@ -590,3 +590,78 @@ fn deep_nesting_and_alias_bombs_are_refused_at_once() {
         r.all()
     );
 }
+
+/// uphost.lock entries that no longer match (a plugin approved under
+/// another file name, an approval of a plugin that is gone), an empty
+/// `plugins:`, a symlink loop for uphost.yaml and a NUL byte are each
+/// named, with the fix; approving records the file and drops what is gone.
+#[test]
+fn stale_lock_entries_empty_plugins_symlink_loops_and_nul_bytes_are_named() {
+    let d = Demo::new(&["haproxy", "galera"], true);
+    let lock = d.path().join("plugins/uphost.lock");
+    let kept = std::fs::read_to_string(&lock).unwrap();
+    d.edit(
+        "plugins/uphost.lock",
+        "file: haproxy.wasm",
+        "file: other.wasm",
+    );
+    assert_input_error(
+        &d,
+        &["plan"],
+        &[
+            "was approved as file other.wasm, but is loaded from haproxy.wasm",
+            "plugins approve haproxy",
+        ],
+    );
+    let r = d.uphost(&["plugins", "approve", "--all", "--yes"]);
+    assert!(
+        r.stdout.contains("its file is now haproxy.wasm"),
+        "{}",
+        r.all()
+    );
+    assert_eq!(d.uphost(&["plan"]).code, 0);
+    std::fs::write(
+        &lock,
+        kept.replacen(
+            "plugins:\n",
+            &format!(
+                "plugins:\n  ghost:\n    file: ghost.wasm\n    version: 1.0.0\n    sha256: {}\n",
+                "0".repeat(64)
+            ),
+            1,
+        ),
+    )
+    .unwrap();
+    assert_input_error(
+        &d,
+        &["plan"],
+        &[
+            "uphost.lock approves `ghost` (ghost.wasm), which is not in the plugin directory",
+            "plugins approve --all",
+        ],
+    );
+    let r = d.uphost(&["plugins", "approve", "--all", "--yes"]);
+    assert!(r.stdout.contains("ghost: approval removed"), "{}", r.all());
+    assert_eq!(d.uphost(&["plan"]).code, 0);
+    d.edit("uphost.yaml", "plugins: plugins/", "plugins: ''");
+    assert_input_error(&d, &["plan"], &["uphost.yaml: plugins: is empty"]);
+    d.edit("uphost.yaml", "plugins: ''", "plugins: plugins/");
+    let services = d.path().join("services.yaml");
+    let text = std::fs::read_to_string(&services).unwrap();
+    let mut lines: Vec<&str> = text.lines().collect();
+    let third = format!("{}\0", lines[2]);
+    lines[2] = &third;
+    std::fs::write(&services, lines.join("\n")).unwrap();
+    assert_input_error(&d, &["plan"], &["services.yaml:3:", "a NUL byte"]);
+    std::fs::write(&services, text).unwrap();
+    // uphost.yaml a symlink to itself.
+    let dir = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink("uphost.yaml", dir.path().join("uphost.yaml")).unwrap();
+    let r = uphost_tests::uphost_in(dir.path(), &["plan"]);
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert!(
+        r.stderr.contains("uphost.yaml") && r.stderr.contains("symbolic links"),
+        "{}",
+        r.stderr
+    );
+}

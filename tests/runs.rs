@@ -1125,13 +1125,7 @@ fn a_journal_without_its_start_is_refused_alike_by_run_and_resume() {
     d.fault("ctl1", &["apt-get"], "E: Unable to fetch some archives");
     assert_eq!(d.uphost(&["run", "--yes"]).code, 1);
     d.heal("ctl1");
-    let cur = std::fs::read_to_string(d.path().join("state/current")).unwrap();
-    let path = d
-        .path()
-        .join("state/runs")
-        .join(cur.trim())
-        .join("journal.jsonl");
-    let text = std::fs::read_to_string(&path).unwrap();
+    let (path, text) = current_journal_text(&d);
     let (first, rest) = text.split_once('\n').unwrap();
     assert!(first.contains("run-started"));
     std::fs::write(&path, rest).unwrap();

@@ -41,10 +41,39 @@ pub fn approve(session: &Session, names: &[String], all: bool, yes: bool) -> Res
         ));
     }
     let mut changed = 0;
+    // Approvals of plugins no longer in the directory go.
+    let gone: Vec<String> = lock
+        .plugins
+        .keys()
+        .filter(|n| !session.plugins.contains_key(*n))
+        .cloned()
+        .collect();
+    for name in gone {
+        if let Some(a) = lock.plugins.remove(&name) {
+            outln!(
+                "{name}: approval removed ({} is no longer in the plugin directory)",
+                shown(&a.file)
+            );
+            changed += 1;
+        }
+    }
     for name in &chosen {
         let p = &session.plugins[name];
         let status = lock.verify(name, &p.sha256, &p.meta.capabilities);
         if status.is_ok() {
+            if let Some(a) = lock.plugins.get_mut(name)
+                && a.file != p.file_name()
+            {
+                // The same bytes under another name: the file is recorded.
+                outln!(
+                    "{name}: already approved ({}); its file is now {}",
+                    &p.sha256[..12],
+                    shown(&p.file_name())
+                );
+                a.file = p.file_name();
+                changed += 1;
+                continue;
+            }
             outln!("{name}: already approved ({})", &p.sha256[..12]);
             continue;
         }

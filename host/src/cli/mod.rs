@@ -348,6 +348,7 @@ pub async fn main(cli: Cli) -> Result<i32, Error> {
         Command::Plan { format } => {
             let session =
                 Session::open(Config::load(cli.config.as_deref(), &cli.inventory)?).await?;
+            session.require_plugins()?;
             session.grants()?;
             plan_view::show(&session, *format)
         }

@@ -323,15 +323,27 @@ impl Config {
             Some(p) => p.to_path_buf(),
             None => {
                 let p = PathBuf::from("uphost.yaml");
-                if !p.exists() {
-                    return Err(ConfigError::NotFound {
-                        dir: std::env::current_dir().unwrap_or_default(),
-                    });
+                if let Err(e) = std::fs::metadata(&p) {
+                    // Absent: not found; there but unreadable (a symlink
+                    // loop, a dangling link, no permission): said as such.
+                    if std::fs::symlink_metadata(&p).is_err() {
+                        return Err(ConfigError::NotFound {
+                            dir: std::env::current_dir().unwrap_or_default(),
+                        });
+                    }
+                    return Err(ConfigError::Read { path: p, source: e });
                 }
                 p
             }
         };
         let raw: RawConfig = yaml::read(&path)?;
+        if raw.plugins.as_os_str().is_empty() {
+            return Err(ConfigError::Invalid {
+                path: path.clone(),
+                at: "plugins".into(),
+                message: "is empty: name the directory that holds the service plugins (*.wasm), e.g. `plugins: plugins/`".into(),
+            });
+        }
         let base = path
             .parent()
             .filter(|p| !p.as_os_str().is_empty())

@@ -187,12 +187,23 @@ pub fn read_text(path: &Path) -> Result<String, ConfigError> {
             "over the {MAX_FILE_BYTES} byte cap on a configuration file (it grew while read)"
         )));
     }
-    String::from_utf8(bytes).map_err(|e| {
+    let text = String::from_utf8(bytes).map_err(|e| {
         invalid(format!(
             "not UTF-8 text (byte {} is not): save it as UTF-8",
             e.utf8_error().valid_up_to()
         ))
-    })
+    })?;
+    if let Some(at) = text.find('\0') {
+        let line = text[..at].matches('\n').count() + 1;
+        let column = at - text[..at].rfind('\n').map_or(0, |i| i + 1) + 1;
+        return Err(ConfigError::Syntax {
+            path: path.to_path_buf(),
+            line,
+            column,
+            message: "a NUL byte: a configuration file is text (was it saved by a binary tool, or truncated on a full disk?)".into(),
+        });
+    }
+    Ok(text)
 }
 
 /// Read and parse a YAML file.

@@ -178,6 +178,29 @@ impl Session {
                 }
                 Err(u) => problems.push((name.clone(), u.describe(name, &p.file_name()))),
             }
+            if let Some(a) = lock.plugins.get(name)
+                && a.file != p.file_name()
+            {
+                problems.push((
+                    name.clone(),
+                    format!(
+                        "plugin `{name}` was approved as file {}, but is loaded from {}: approve it again so that uphost.lock says which file it trusts",
+                        crate::untrusted::line(&a.file),
+                        p.file_name()
+                    ),
+                ));
+            }
+        }
+        for (name, a) in &lock.plugins {
+            if !self.plugins.contains_key(name) {
+                problems.push((
+                    name.clone(),
+                    format!(
+                        "uphost.lock approves `{name}` ({}), which is not in the plugin directory: approving removes the entries of plugins that are gone",
+                        crate::untrusted::line(&a.file)
+                    ),
+                ));
+            }
         }
         if problems.is_empty() {
             return Ok(grants);
@@ -191,7 +214,18 @@ impl Session {
         msg.push_str(&format!(
             "nothing was executed. Review what they request, then approve with:\n    uphost -c {} plugins approve {}",
             self.cfg.path.display(),
-            names.join(" ")
+            {
+                let loaded: Vec<&str> = names
+                    .iter()
+                    .copied()
+                    .filter(|n| self.plugins.contains_key(*n))
+                    .collect();
+                if loaded.is_empty() {
+                    "--all".to_string()
+                } else {
+                    loaded.join(" ")
+                }
+            }
         ));
         Err(Error::Unapproved {
             lock: self.cfg.plugins_dir.join(LOCK_FILE),
@@ -299,6 +333,11 @@ impl Session {
                 )));
             }
         }
+        self.require_plugins()
+    }
+
+    /// There are plugins at all (`plan`, `check` and `run` need them).
+    pub fn require_plugins(&self) -> Result<(), Error> {
         if self.plugins.is_empty() {
             return Err(Error::Usage(format!(
                 "no plugins (*.wasm) in {}: put the service plugins there, or fix `plugins:` in {}",

@@ -570,28 +570,7 @@ fn node(
         ),
     };
     if connection == Connection::Ssh {
-        for (names, why) in [
-            (
-                &[
-                    "ansible_password",
-                    "ansible_ssh_pass",
-                    "ansible_ssh_password",
-                ][..],
-                "uphost's ssh authenticates with keys only (the ssh agent, ansible_ssh_private_key_file, or an ssh_config given as `ssh.config:` in uphost.yaml): remove the password and install a key",
-            ),
-            (
-                &[
-                    "ansible_ssh_common_args",
-                    "ansible_ssh_extra_args",
-                    "ansible_ssh_args",
-                ][..],
-                "uphost does not pass extra ssh arguments: put these options (a ProxyJump, say) in an ssh_config file and point `ssh.config:` in uphost.yaml at it",
-            ),
-        ] {
-            if let Some((k, set)) = last(vars, names) {
-                return Err(bad(k, set, format!("is set, but {why}")));
-            }
-        }
+        refuse_any(vars, &bad, NOT_OVER_SSH)?;
     }
     let become_on = match last(vars, &["ansible_become"]) {
         None => false,
@@ -610,29 +589,7 @@ fn node(
                 ),
             ));
         }
-        for (names, why) in [
-            (
-                &[
-                    "ansible_become_password",
-                    "ansible_become_pass",
-                    "ansible_sudo_pass",
-                ][..],
-                "uphost runs sudo non-interactively (`sudo -n`) and never types a password: allow the user passwordless sudo (NOPASSWD) for the upgrade's commands, and remove the password",
-            ),
-            (
-                &[
-                    "ansible_become_exe",
-                    "ansible_sudo_exe",
-                    "ansible_become_flags",
-                    "ansible_sudo_flags",
-                ][..],
-                "uphost runs `sudo -n -u USER`, with no other executable or flags: remove it",
-            ),
-        ] {
-            if let Some((k, set)) = last(vars, names) {
-                return Err(bad(k, set, format!("is set, but {why}")));
-            }
-        }
+        refuse_any(vars, &bad, NOT_WITH_BECOME)?;
         Some(
             get(&["ansible_become_user", "ansible_sudo_user"])?
                 .map(|(u, _)| u)
@@ -664,6 +621,64 @@ fn node(
         roles,
         node_root: get(&["uphost_node_root"])?.map(|(p, _)| base.join(p)),
     })
+}
+
+/// Variables uphost cannot honour, each group with why: the first one set
+/// is the error.
+type Refused = &'static [(&'static [&'static str], &'static str)];
+
+/// What an ssh node may not set.
+const NOT_OVER_SSH: Refused = &[
+    (
+        &[
+            "ansible_password",
+            "ansible_ssh_pass",
+            "ansible_ssh_password",
+        ],
+        "uphost's ssh authenticates with keys only (the ssh agent, ansible_ssh_private_key_file, or an ssh_config given as `ssh.config:` in uphost.yaml): remove the password and install a key",
+    ),
+    (
+        &[
+            "ansible_ssh_common_args",
+            "ansible_ssh_extra_args",
+            "ansible_ssh_args",
+        ],
+        "uphost does not pass extra ssh arguments: put these options (a ProxyJump, say) in an ssh_config file and point `ssh.config:` in uphost.yaml at it",
+    ),
+];
+
+/// What a node with become may not set.
+const NOT_WITH_BECOME: Refused = &[
+    (
+        &[
+            "ansible_become_password",
+            "ansible_become_pass",
+            "ansible_sudo_pass",
+        ],
+        "uphost runs sudo non-interactively (`sudo -n`) and never types a password: allow the user passwordless sudo (NOPASSWD) for the upgrade's commands, and remove the password",
+    ),
+    (
+        &[
+            "ansible_become_exe",
+            "ansible_sudo_exe",
+            "ansible_become_flags",
+            "ansible_sudo_flags",
+        ],
+        "uphost runs `sudo -n -u USER`, with no other executable or flags: remove it",
+    ),
+];
+
+fn refuse_any(
+    vars: &IndexMap<String, Set<'_>>,
+    bad: &dyn Fn(&str, &Set<'_>, String) -> ConfigError,
+    refused: Refused,
+) -> Result<(), ConfigError> {
+    for (names, why) in refused {
+        if let Some((k, set)) = last(vars, names) {
+            return Err(bad(k, set, format!("is set, but {why}")));
+        }
+    }
+    Ok(())
 }
 
 /// Ansible's `boolean()`: yes/no, true/false, on/off, 1/0, y/n, t/f.
