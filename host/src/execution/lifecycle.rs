@@ -303,6 +303,11 @@ pub fn start(
     // The run becomes current once its start is on disk.
     let observers = observers(&journal::run_dir(&state_dir, &run_id));
     let journal = Journal::create(&state_dir, &run_id, observers)?;
+    let journal = if o.recorded.dry_run {
+        journal.volatile()
+    } else {
+        journal
+    };
     let plan = planned(&services, &session);
     journal.emit(Event::RunStarted {
         run_id: run_id.clone(),

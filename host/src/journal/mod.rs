@@ -462,6 +462,9 @@ pub struct Journal {
     start: Instant,
     base_ms: u64,
     observers: Vec<Observer>,
+    /// A dry run's journal: nothing it records changed a node, so no
+    /// record needs a durability barrier (no fsync).
+    volatile: bool,
 }
 
 /// The directory of a run.
@@ -615,7 +618,15 @@ impl Journal {
             start: Instant::now(),
             base_ms: 0,
             observers,
+            volatile: false,
         })
+    }
+
+    /// Make this a dry run's journal: records are written as they come,
+    /// without fsync (a dry run changes nothing a crash could lose).
+    pub fn volatile(mut self) -> Journal {
+        self.volatile = true;
+        self
     }
 
     /// Make this run the current one (once its first record is on disk).
@@ -667,6 +678,7 @@ impl Journal {
                 start: Instant::now(),
                 base_ms: r.last_ms + 1,
                 observers,
+                volatile: false,
             },
             r,
         ))
@@ -835,6 +847,7 @@ impl Sink for Journal {
         };
         if let Some(n) = mine
             && durable(&ev)
+            && !self.volatile
         {
             self.sync_upto(n);
         }
@@ -872,6 +885,9 @@ impl Sink for Journal {
     }
 
     fn barrier(&self) {
+        if self.volatile {
+            return;
+        }
         let len = self.inner.lock().unwrap_or_else(|p| p.into_inner()).len;
         self.sync_upto(len);
     }
