@@ -504,7 +504,7 @@ fn hostile_configuration_files_are_refused_by_name() {
         &["plan"],
         &[
             "inventory.yaml",
-            "adding group 'loop_a' as child to 'loop_b' creates a recursive dependency loop",
+            "the groups form a cycle: loop_a -> loop_b -> loop_a",
         ],
     );
     // Limits out of range name the file, the key, the value and the range.

@@ -159,14 +159,19 @@ impl Data {
         }
         if self.groups.contains_key(child) {
             if parent == child {
-                return Err(format!("group {child} cannot be a child of itself"));
+                return Err(format!(
+                    "the groups form a cycle: {child} -> {child}; group {child} cannot be a child of itself (Ansible refuses it too): remove this children entry"
+                ));
             }
             if self.groups[parent].children.iter().any(|c| c == child) {
                 return Ok(());
             }
             if self.ancestors(parent).iter().any(|a| a == child) {
+                let mut cycle = self.path_down(child, parent);
+                cycle.push(child.to_string());
                 return Err(format!(
-                    "adding group '{child}' as child to '{parent}' creates a recursive dependency loop"
+                    "the groups form a cycle: {}; adding group '{child}' as child to '{parent}' creates a recursive dependency loop (Ansible refuses it too): remove one of these children entries",
+                    cycle.join(" -> ")
                 ));
             }
             self.groups[parent].children.push(child.to_string());
@@ -177,6 +182,32 @@ impl Data {
         } else {
             Err(format!("{child} is not a known host nor group"))
         }
+    }
+
+    /// The groups from `from` down to `to` through `children`, both
+    /// included (breadth first: the shortest way).
+    fn path_down(&self, from: &str, to: &str) -> Vec<String> {
+        let mut came: IndexMap<&str, &str> = IndexMap::new();
+        let mut queue = std::collections::VecDeque::from([from]);
+        while let Some(g) = queue.pop_front() {
+            if g == to {
+                break;
+            }
+            for c in &self.groups[g].children {
+                if c != from && !came.contains_key(c.as_str()) {
+                    came.insert(c, g);
+                    queue.push_back(c);
+                }
+            }
+        }
+        let mut path = vec![to.to_string()];
+        let mut at = to;
+        while let Some(&p) = came.get(at) {
+            path.push(p.to_string());
+            at = p;
+        }
+        path.reverse();
+        path
     }
 
     /// Every group containing `group`, transitively.
@@ -303,8 +334,12 @@ mod tests {
         }
         d.add_child("a", "b").unwrap();
         d.add_child("b", "c").unwrap();
-        assert!(d.add_child("c", "a").unwrap_err().contains("loop"));
-        assert!(d.add_child("a", "a").unwrap_err().contains("itself"));
+        let e = d.add_child("c", "a").unwrap_err();
+        assert!(
+            e.contains("the groups form a cycle: a -> b -> c -> a"),
+            "{e}"
+        );
+        assert!(d.add_child("a", "a").unwrap_err().contains("a -> a"));
         d.add_child("a", "c").unwrap();
         d.reconcile();
         let depth = d.depths();

@@ -172,7 +172,7 @@ fn group_cycles_are_named() {
     let e = parse("all:\n  children:\n    a:\n      children:\n        b:\n    b:\n      children:\n        a:\n")
         .unwrap_err()
         .to_string();
-    assert!(e.contains("recursive dependency loop"), "{e}");
+    assert!(e.contains("the groups form a cycle: a -> b -> a"), "{e}");
     let e = parse("all:\n  children:\n    a:\n      children:\n        a:\n")
         .unwrap_err()
         .to_string();
