@@ -402,26 +402,15 @@ fn merged<'a>(
     for g in sorted_groups {
         group_inline(g, &mut m);
     }
-    for set in files.group_vars(&["all".to_string()]) {
-        m.insert(
-            set.0.clone(),
-            Set {
-                value: set.1,
-                file: set.2.clone(),
-                at: set.0.clone(),
-            },
-        );
-    }
-    for set in files.group_vars(sorted_groups) {
-        m.insert(
-            set.0.clone(),
-            Set {
-                value: set.1,
-                file: set.2.clone(),
-                at: set.0.clone(),
-            },
-        );
-    }
+    // A file's variable is named by its key in the file.
+    let from_files = |sets: Vec<vars_files::FileVar<'a>>, m: &mut IndexMap<String, Set<'a>>| {
+        for (key, value, file) in sets {
+            let at = key.clone();
+            m.insert(key, Set { value, file, at });
+        }
+    };
+    from_files(files.group_vars(&["all".to_string()]), &mut m);
+    from_files(files.group_vars(sorted_groups), &mut m);
     let h = &data.hosts[host];
     for (k, v) in &h.vars {
         m.insert(
@@ -433,16 +422,7 @@ fn merged<'a>(
             },
         );
     }
-    for set in files.host_vars(host) {
-        m.insert(
-            set.0.clone(),
-            Set {
-                value: set.1,
-                file: set.2.clone(),
-                at: set.0.clone(),
-            },
-        );
-    }
+    from_files(files.host_vars(host), &mut m);
     Ok(m)
 }
 
