@@ -118,10 +118,15 @@ pub fn parse<T: DeserializeOwned>(path: &Path, text: &str) -> Result<T, ConfigEr
             .unwrap_or((1, 1));
         let message = e.to_string();
         // serde_yaml_ng appends " at line L column C"; we put it in front.
-        let message = match message.find(" at line ") {
+        let mut message = match message.find(" at line ") {
             Some(i) => message[..i].to_string(),
             None => message,
         };
+        if message.contains("repetition limit exceeded") {
+            message.push_str(
+                ": its aliases (`*name`) expand to more nodes than the parser's cap on alias expansion (an alias bomb?); write the repeated values out, or nest fewer aliases",
+            );
+        }
         ConfigError::Syntax {
             path: path.to_path_buf(),
             line,
