@@ -22,8 +22,9 @@ pub struct Group {
     pub children: Vec<String>,
     /// Parent groups.
     pub parents: Vec<String>,
-    /// Hosts directly in it, in the order added.
-    pub hosts: Vec<String>,
+    /// Hosts directly in it, in the order added (a set: membership is
+    /// checked on every add, and an inventory may have 100 000 hosts).
+    pub hosts: indexmap::IndexSet<String>,
     /// `ansible_group_priority` (1 unless set).
     pub priority: i64,
 }
@@ -35,6 +36,8 @@ pub struct Host {
     pub vars: Vars,
     /// The file that set each of its variables (an index of `Data::files`).
     pub origin: IndexMap<String, usize>,
+    /// The groups it is directly in, in the order added.
+    pub groups: Vec<String>,
 }
 
 /// Every group and host of every source, merged by name.
@@ -105,8 +108,8 @@ impl Data {
                 .groups
                 .get_mut(g)
                 .ok_or_else(|| format!("could not find group {g} in inventory"))?;
-            if !grp.hosts.iter().any(|h| h == name) {
-                grp.hosts.push(name.to_string());
+            if grp.hosts.insert(name.to_string()) {
+                self.hosts[name].groups.push(g.to_string());
             }
         }
         Ok(())
@@ -239,31 +242,41 @@ impl Data {
             let _ = self.add_child("all", &g);
         }
         let names: Vec<String> = self.hosts.keys().cloned().collect();
+        let ancestors = self.all_ancestors();
         for h in names {
-            let groups = self.host_groups(&h);
+            let groups = self.host_groups(&h, &ancestors);
             let in_ungrouped = groups.iter().any(|g| g == "ungrouped");
             let others = groups.iter().any(|g| g != "all" && g != "ungrouped");
             if in_ungrouped && others {
-                self.groups["ungrouped"].hosts.retain(|x| x != &h);
+                self.groups["ungrouped"].hosts.shift_remove(&h);
+                self.hosts[&h].groups.retain(|g| g != "ungrouped");
             } else if !in_ungrouped && !others {
                 let _ = self.add_host(&h, Some("ungrouped"), None, 0);
             }
         }
     }
 
+    /// Every group's ancestors, computed once for all hosts.
+    pub fn all_ancestors(&self) -> IndexMap<String, Vec<String>> {
+        self.groups
+            .keys()
+            .map(|g| (g.clone(), self.ancestors(g)))
+            .collect()
+    }
+
     /// The groups a host is in, directly or through children (with their
-    /// ancestors, `all` included once reconciled).
-    pub fn host_groups(&self, host: &str) -> Vec<String> {
+    /// ancestors, `all` included once reconciled), from its own list of
+    /// groups: never a scan of every group's hosts.
+    pub fn host_groups(
+        &self,
+        host: &str,
+        ancestors: &IndexMap<String, Vec<String>>,
+    ) -> Vec<String> {
         let mut out: Vec<String> = Vec::new();
-        for (name, g) in &self.groups {
-            if g.hosts.iter().any(|h| h == host) {
+        for g in &self.hosts[host].groups {
+            for name in std::iter::once(g).chain(&ancestors[g.as_str()]) {
                 if !out.contains(name) {
                     out.push(name.clone());
-                }
-                for a in self.ancestors(name) {
-                    if !out.contains(&a) {
-                        out.push(a);
-                    }
                 }
             }
         }
@@ -354,7 +367,8 @@ mod tests {
         d.add_group("g");
         d.add_host("h2", Some("g"), Some(2222), 0).unwrap();
         d.reconcile();
-        assert_eq!(d.groups["ungrouped"].hosts, ["h1"]);
+        assert!(d.groups["ungrouped"].hosts.iter().eq(["h1"]));
+        assert_eq!(d.hosts["h2"].groups, ["g"]);
         // The port is set only when the host is first seen.
         assert!(!d.hosts["h2"].vars.contains_key("ansible_port"));
     }

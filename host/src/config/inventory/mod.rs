@@ -442,10 +442,11 @@ fn resolve(
             }
         })
         .unwrap_or_default();
+    let ancestors = data.all_ancestors();
     let mut nodes = Vec::with_capacity(data.hosts.len());
     for host in data.hosts.keys() {
         let groups: Vec<String> = data
-            .host_groups(host)
+            .host_groups(host, &ancestors)
             .into_iter()
             .filter(|g| g != "all")
             .collect();

@@ -202,7 +202,7 @@ pub fn parse_list(
     source: usize,
     mut host_vars: impl FnMut(&str) -> Result<Map<String, Value>, String>,
 ) -> Result<(), (String, String)> {
-    let mut hosts: Vec<String> = Vec::new();
+    let mut hosts: indexmap::IndexSet<String> = indexmap::IndexSet::new();
     let mut meta: Option<&Map<String, Value>> = None;
     for (name, gdata) in doc {
         if name == "_meta" {
@@ -252,9 +252,7 @@ pub fn parse_list(
                         format!("host `{h}` is not a string"),
                     )
                 })?;
-                if !hosts.iter().any(|x| x == h) {
-                    hosts.push(h.to_string());
-                }
+                hosts.insert(h.to_string());
                 data.add_host(h, Some(name), None, source)
                     .map_err(|m| (format!("{name}.hosts"), m))?;
             }
