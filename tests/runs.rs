@@ -39,7 +39,7 @@ fn the_demo_upgrade_completes_and_status_says_so() {
         &std::fs::read_to_string(d.path().join("nodes/ctl1/state.json")).unwrap(),
     )
     .unwrap();
-    assert_eq!(ctl1["packages"]["mariadb-server"], "10.3");
+    assert_eq!(ctl1["packages"]["mariadb-server"], "10.2");
     assert_eq!(ctl1["packages"]["nova-api"], "ocata");
     assert!(
         ctl1["conf"].as_object().unwrap().is_empty(),

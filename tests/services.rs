@@ -86,7 +86,7 @@ fn galera_haproxy_rabbitmq_upgrade_then_a_failed_run_rolls_every_row_back() {
         assert_eq!(c.status_var(n, "wsrep_cluster_size"), "3");
         assert_eq!(c.status_var(n, "wsrep_local_state_comment"), "Synced");
         for (pkg, v) in [
-            ("mariadb-server", "10.3"),
+            ("mariadb-server", "10.2"),
             ("haproxy", "1.8"),
             ("rabbitmq-server", "3.7"),
         ] {

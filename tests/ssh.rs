@@ -51,7 +51,7 @@ fn ssh_demo() -> (Demo, Sshds) {
     // Only the controller services; computes and storage are not in this cluster.
     std::fs::write(
         d.path().join("services.yaml"),
-        "mode: major-upgrade\nfrom_version: newton\nto_version: ocata\nservices:\n  galera:\n    roles: [controller]\n    from_version: \"10.1\"\n    to_version: \"10.3\"\n    params: {drain_wait_s: \"0\"}\n  rabbitmq:\n    roles: [controller]\n  haproxy:\n    roles: [controller]\n  keystone:\n    roles: [controller]\n  placement:\n    roles: [controller]\n  neutron:\n    roles: [controller]\n  ceph-mon:\n    roles: [controller]\n    to_version: jewel\n",
+        "mode: major-upgrade\nfrom_version: newton\nto_version: ocata\nservices:\n  galera:\n    roles: [controller]\n    from_version: \"10.1\"\n    to_version: \"10.2\"\n    params: {drain_wait_s: \"0\"}\n  rabbitmq:\n    roles: [controller]\n    from_version: \"3.6\"\n    to_version: \"3.7\"\n  haproxy:\n    roles: [controller]\n  keystone:\n    roles: [controller]\n  placement:\n    roles: [controller]\n  neutron:\n    roles: [controller]\n  ceph-mon:\n    roles: [controller]\n    from_version: hammer\n    to_version: jewel\n",
     )
     .unwrap();
     let r = d.uphost(&["plugins", "approve", "--all", "--yes"]);
@@ -68,7 +68,7 @@ fn the_demo_upgrade_runs_over_ssh() {
     for n in ["ctl1", "ctl2", "ctl3"] {
         assert!(
             d.ops(n)
-                .contains(&"apt-get install -y mariadb-server=10.3".to_string()),
+                .contains(&"apt-get install -y mariadb-server=10.2".to_string()),
             "{n}: {:?}",
             d.ops(n)
         );

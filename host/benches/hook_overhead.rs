@@ -61,6 +61,7 @@ fn main() {
             service: plugin.name.clone(),
             from_version: "1".into(),
             to_version: "2".into(),
+            hop: uphost::runtime::HopCtx::single("1", "2"),
             mode: types::Mode::MajorUpgrade,
             dry_run: false,
             params: vec![],
@@ -69,11 +70,7 @@ fn main() {
         for i in 0..iters + 500 {
             let env = CallEnv {
                 plugin: plugin.name.clone(),
-                step: StepKey {
-                    service: plugin.name.clone(),
-                    phase: Phase::Finalize,
-                    node: None,
-                },
+                step: StepKey::of(&plugin.name, Phase::Finalize),
                 grant: grant.clone(),
                 nodes: Arc::new(uphost::config::NodeSet::new(vec![])),
                 targets: Arc::new(uphost::config::NodeSet::new(vec![])),

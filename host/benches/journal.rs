@@ -12,6 +12,7 @@ use uphost::journal::Journal;
 
 fn step(i: usize, phase: Phase) -> StepKey {
     StepKey {
+        hop: None,
         service: format!("svc{i}"),
         phase,
         node: (phase == Phase::Upgrade).then(|| format!("node{i}")),

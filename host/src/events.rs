@@ -20,6 +20,11 @@ pub enum Phase {
     Finalize,
     /// Restore.
     Rollback,
+    /// A migrations-only hop of a release train (once per service).
+    Migrate,
+    /// The gate after a hop: a service's health check, or an operator's
+    /// command.
+    Verify,
 }
 
 impl Phase {
@@ -32,6 +37,8 @@ impl Phase {
             Phase::PostUpgrade => "post-upgrade",
             Phase::Finalize => "finalize",
             Phase::Rollback => "rollback",
+            Phase::Migrate => "migrate",
+            Phase::Verify => "verify",
         }
     }
 }
@@ -42,10 +49,17 @@ impl std::fmt::Display for Phase {
     }
 }
 
-/// One (service, phase, node) step.
+/// The service name of an operator's gate command in a step: no plugin
+/// can have it (a service name is a-z, 0-9, `-`, `_`).
+pub const GATE: &str = "(gate)";
+
+/// One (hop, service, phase, node) step.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct StepKey {
-    /// Service.
+    /// The hop of a release train (0-based); absent in a run of one hop.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hop: Option<u32>,
+    /// Service ([`GATE`] for an operator's gate command, named by `node`).
     pub service: String,
     /// Phase.
     pub phase: Phase,
@@ -59,6 +73,7 @@ impl StepKey {
     /// rollback): no node.
     pub fn of(service: &str, phase: Phase) -> StepKey {
         StepKey {
+            hop: None,
             service: service.to_string(),
             phase,
             node: None,
@@ -69,8 +84,13 @@ impl StepKey {
 impl std::fmt::Display for StepKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &self.node {
+            Some(n) if self.service == GATE => write!(f, "gate command `{n}`"),
             Some(n) => write!(f, "{} {} on {}", self.service, self.phase, n),
             None => write!(f, "{} {}", self.service, self.phase),
+        }?;
+        match self.hop {
+            Some(h) => write!(f, " (hop {})", h + 1),
+            None => Ok(()),
         }
     }
 }
@@ -123,6 +143,9 @@ pub enum Event {
         plugins: Vec<(String, String)>,
         /// The options the run was started with (resume reuses them).
         options: RunOptionsRecord,
+        /// The release train, when the run has more than one hop.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        train: Option<TrainRecord>,
     },
     /// A step began.
     StepStarted {
@@ -218,6 +241,10 @@ pub enum Event {
         services: Vec<String>,
         /// Completed services that cannot roll back.
         irreversible: Vec<String>,
+        /// In a release train, the rollback steps in order (a service's
+        /// hop in progress, and its earlier hops when all can be undone).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        steps: Vec<StepKey>,
     },
     /// The run resumed after an interruption.
     RunResumed {
@@ -366,6 +393,9 @@ pub struct RunOptionsRecord {
     /// Roll back on failure without asking.
     #[serde(default)]
     pub rollback_on_failure: bool,
+    /// Ask the operator before each hop of a release train after the first.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pause_between_hops: bool,
 }
 
 /// A service in the recorded plan.
@@ -383,6 +413,58 @@ pub struct PlannedService {
     pub rollout: String,
     /// Whether the plugin can roll back.
     pub reversible: bool,
+    /// Its hops, in a release train (empty in a run of one hop).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hops: Vec<Hop>,
+}
+
+/// What a hop of a release train does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HopKind {
+    /// Every hook, every node.
+    Full,
+    /// `migrate` only (a leapfrog's intermediate hop).
+    MigrationsOnly,
+}
+
+impl HopKind {
+    /// `full`, `migrations-only`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HopKind::Full => "full",
+            HopKind::MigrationsOnly => "migrations-only",
+        }
+    }
+}
+
+/// One hop of a service's release train.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hop {
+    /// The stage of the run it belongs to (0-based): every service's hops
+    /// of stage k end before any hop of stage k+1 starts.
+    #[serde(default)]
+    pub stage: u32,
+    /// The release it starts from.
+    pub from: String,
+    /// The release it lands on.
+    pub to: String,
+    /// Full, or migrations only.
+    pub kind: HopKind,
+}
+
+/// A release train as a run records it: present when a service has more
+/// than one hop.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct TrainRecord {
+    /// How many hops (the longest service's train).
+    pub hops: u32,
+    /// `in-sequence` or `leapfrog`.
+    pub style: String,
+    /// The operator's gate commands, by name, run after every hop but the
+    /// last.
+    #[serde(default)]
+    pub gates: Vec<String>,
 }
 
 /// Where events go (journal, stream, progress, test harness).

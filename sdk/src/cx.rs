@@ -33,6 +33,53 @@ impl Node {
     }
 }
 
+/// What one hop of a release train does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HopKind {
+    /// A complete upgrade: every hook, every node.
+    Full,
+    /// Only the release's database migrations ([`Plugin::migrate`](crate::Plugin::migrate)).
+    MigrationsOnly,
+}
+
+/// Where a hook runs in its service's release train.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hop {
+    /// 0-based position in the train.
+    pub index: u32,
+    /// How many hops the train has.
+    pub count: u32,
+    /// Full upgrade or migrations only.
+    pub kind: HopKind,
+    /// The release installed when the train started.
+    pub train_from: String,
+    /// The train's target.
+    pub train_to: String,
+}
+
+impl Hop {
+    /// A run of one hop from `from` to `to`.
+    pub fn single(from: &str, to: &str) -> Hop {
+        Hop {
+            index: 0,
+            count: 1,
+            kind: HopKind::Full,
+            train_from: from.to_string(),
+            train_to: to.to_string(),
+        }
+    }
+
+    /// Is this the train's last hop (the target release)?
+    pub fn is_last(&self) -> bool {
+        self.index + 1 >= self.count
+    }
+
+    /// Is this the train's first hop?
+    pub fn is_first(&self) -> bool {
+        self.index == 0
+    }
+}
+
 /// The run's context as a hook sees it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Context {
@@ -44,6 +91,9 @@ pub struct Context {
     pub from_version: String,
     /// Target version.
     pub to_version: String,
+    /// Which hop of the release train this hook runs in (`from_version`
+    /// and `to_version` are the hop's).
+    pub hop: Hop,
     /// Upgrade or update.
     pub mode: Mode,
     /// Nothing may change.

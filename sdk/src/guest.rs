@@ -2,7 +2,9 @@
 //! [`export_plugin!`](crate::export_plugin).
 
 use crate::bindings::uphost::plugin::{log, node_exec, state, types};
-use crate::cx::{Context, Cx, ExecError, ExecOutput, ExecRequest, Host, Level, Mode, Node};
+use crate::cx::{
+    Context, Cx, ExecError, ExecOutput, ExecRequest, Hop, HopKind, Host, Level, Mode, Node,
+};
 use crate::info::{Access, Info, Rollout};
 use crate::{Plugin, Result};
 
@@ -95,6 +97,16 @@ fn context(c: types::Context) -> (Context, types::NodeList, types::NodeList) {
         service: c.service,
         from_version: c.from_version,
         to_version: c.to_version,
+        hop: Hop {
+            index: c.hop.index,
+            count: c.hop.count,
+            kind: match c.hop.kind {
+                types::HopKind::Full => HopKind::Full,
+                types::HopKind::MigrationsOnly => HopKind::MigrationsOnly,
+            },
+            train_from: c.hop.train_from,
+            train_to: c.hop.train_to,
+        },
         mode: match c.mode {
             types::Mode::MajorUpgrade => Mode::MajorUpgrade,
             types::Mode::MinorUpdate => Mode::MinorUpdate,
@@ -152,5 +164,14 @@ pub fn describe<P: Plugin>() -> types::PluginInfo {
             Rollout::OneAtATime => types::Rollout::OneAtATime,
         },
         reversible: info.reversible,
+        releases: info.releases.map(|r| types::ReleasePath {
+            sequence: r.sequence,
+            jumps: r
+                .jumps
+                .into_iter()
+                .map(|(from, to)| types::Jump { from, to })
+                .collect(),
+            migrations_only: r.migrations_only,
+        }),
     }
 }

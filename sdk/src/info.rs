@@ -72,6 +72,18 @@ pub enum Rollout {
     OneAtATime,
 }
 
+/// The releases a plugin can upgrade between (a release train).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Releases {
+    /// Every release known, oldest first; a hop may go from one to the next.
+    pub sequence: Vec<String>,
+    /// Further direct jumps (from, to), e.g. SLURP pairs.
+    pub jumps: Vec<(String, String)>,
+    /// Whether an intermediate hop may run as migrations only
+    /// ([`Plugin::migrate`](crate::Plugin::migrate)), for a leapfrog.
+    pub migrations_only: bool,
+}
+
 /// The plugin's description.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Info {
@@ -89,6 +101,8 @@ pub struct Info {
     pub rollout: Rollout,
     /// Whether `rollback` restores the pre-upgrade state.
     pub reversible: bool,
+    /// The releases it knows, for release trains (`None`: one hop).
+    pub releases: Option<Releases>,
 }
 
 impl Info {
@@ -103,6 +117,7 @@ impl Info {
             capabilities: Vec::new(),
             rollout: Rollout::OneAtATime,
             reversible: false,
+            releases: None,
         }
     }
 
@@ -139,6 +154,41 @@ impl Info {
     /// Declare that `rollback` restores the pre-upgrade state.
     pub fn reversible(mut self, yes: bool) -> Self {
         self.reversible = yes;
+        self
+    }
+
+    /// The releases this plugin upgrades between, oldest first: the host
+    /// plans a train of hops, one release at a time.
+    pub fn releases(mut self, sequence: &[&str]) -> Self {
+        self.releases.get_or_insert_with(Releases::default).sequence =
+            sequence.iter().map(|s| s.to_string()).collect();
+        self
+    }
+
+    /// Allow a direct jump from `from` to `to` (releases not consecutive in
+    /// the sequence).
+    pub fn jump(mut self, from: &str, to: &str) -> Self {
+        self.releases
+            .get_or_insert_with(Releases::default)
+            .jumps
+            .push((from.to_string(), to.to_string()));
+        self
+    }
+
+    /// Allow each of these direct jumps (see [`Info::jump`]).
+    pub fn jumps(mut self, jumps: &[(&str, &str)]) -> Self {
+        for (from, to) in jumps {
+            self = self.jump(from, to);
+        }
+        self
+    }
+
+    /// Declare that an intermediate hop may run as migrations only
+    /// ([`Plugin::migrate`](crate::Plugin::migrate)): a leapfrog.
+    pub fn migrations_only(mut self, yes: bool) -> Self {
+        self.releases
+            .get_or_insert_with(Releases::default)
+            .migrations_only = yes;
         self
     }
 

@@ -35,13 +35,16 @@ pub use uphost_words::script;
 mod cx;
 mod error;
 mod info;
+pub mod releases;
 
 #[doc(hidden)]
 pub mod guest;
 
-pub use cx::{Command, Context, Cx, ExecError, ExecOutput, ExecRequest, Host, Level, Mode, Node};
+pub use cx::{
+    Command, Context, Cx, ExecError, ExecOutput, ExecRequest, Hop, HopKind, Host, Level, Mode, Node,
+};
 pub use error::{CommandFailed, Error, Result, ResultExt};
-pub use info::{Access, Capability, Info, Rollout};
+pub use info::{Access, Capability, Info, Releases, Rollout};
 
 /// The WIT version this SDK builds plugins against.
 pub const WIT_VERSION: &str = "0.2.0";
@@ -49,8 +52,8 @@ pub const WIT_VERSION: &str = "0.2.0";
 /// Everything a plugin usually needs.
 pub mod prelude {
     pub use crate::{
-        Access, Capability, Cx, Error, Info, Mode, Node, Plugin, Result, ResultExt, Rollout, bail,
-        export_plugin,
+        Access, Capability, Cx, Error, HopKind, Info, Mode, Node, Plugin, Result, ResultExt,
+        Rollout, bail, export_plugin,
     };
 }
 
@@ -99,11 +102,26 @@ pub trait Plugin {
         Ok(())
     }
 
-    /// Restore the pre-upgrade state.
+    /// Restore the pre-upgrade state (of the hop in `cx.ctx.hop`).
     fn rollback(_cx: &Cx) -> Result<()> {
         Err(Error::msg(
             "this plugin cannot roll back (describe() says reversible: false)",
         ))
+    }
+
+    /// A migrations-only hop of a leapfrog: run the database migrations of
+    /// `cx.ctx.to_version`, nothing else. Called once per service, only for
+    /// a plugin whose `describe` says `migrations_only(true)`.
+    fn migrate(_cx: &Cx) -> Result<()> {
+        Err(Error::msg(
+            "this plugin has no migrations-only hop (describe() does not say migrations_only)",
+        ))
+    }
+
+    /// The gate after a hop of a release train: is the service healthy at
+    /// `cx.ctx.to_version`? Read-only, like `check`.
+    fn verify(_cx: &Cx) -> Result<()> {
+        Ok(())
     }
 }
 
@@ -169,6 +187,18 @@ macro_rules! export_plugin {
                 ) -> ::core::result::Result<(), $crate::bindings::uphost::plugin::types::HookError>
                 {
                     $crate::guest::hook(ctx, |cx| <$plugin as $crate::Plugin>::rollback(cx))
+                }
+                fn migrate(
+                    ctx: $crate::bindings::uphost::plugin::types::Context,
+                ) -> ::core::result::Result<(), $crate::bindings::uphost::plugin::types::HookError>
+                {
+                    $crate::guest::hook(ctx, |cx| <$plugin as $crate::Plugin>::migrate(cx))
+                }
+                fn verify(
+                    ctx: $crate::bindings::uphost::plugin::types::Context,
+                ) -> ::core::result::Result<(), $crate::bindings::uphost::plugin::types::HookError>
+                {
+                    $crate::guest::hook(ctx, |cx| <$plugin as $crate::Plugin>::verify(cx))
                 }
             }
     $crate::bindings::__export_world!(UphostExport with_types_in $crate::bindings);

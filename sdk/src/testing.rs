@@ -27,6 +27,7 @@ pub fn context(service: &str, nodes: &[&str]) -> Context {
         service: service.to_string(),
         from_version: "1.0".to_string(),
         to_version: "2.0".to_string(),
+        hop: crate::cx::Hop::single("1.0", "2.0"),
         mode: Mode::MajorUpgrade,
         dry_run: false,
         nodes: nodes

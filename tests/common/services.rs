@@ -256,7 +256,7 @@ impl RealCluster {
             &e2e.join("services.yaml"),
             &format!(
                 "mode: major-upgrade\nfrom_version: newton\nto_version: ocata\nservices:\n\
-                 \x20 galera:\n    roles: [controller]\n    from_version: \"10.1\"\n    to_version: \"10.3\"\n\
+                 \x20 galera:\n    roles: [controller]\n    from_version: \"10.1\"\n    to_version: \"10.2\"\n\
                  \x20   params:\n      backup_dir: {}/backup\n      drain_wait_s: \"3\"\n      vip: 127.0.0.11\n\
                  \x20 haproxy:\n    roles: [controller]\n    from_version: \"1.5\"\n    to_version: \"1.8\"\n\
                  \x20 rabbitmq:\n    roles: [controller]\n    from_version: \"3.6\"\n    to_version: \"3.7\"\n\

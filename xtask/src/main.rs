@@ -126,26 +126,29 @@ pub(crate) fn build() -> Result<()> {
     ]))?;
     let plugins = crates_in(&root().join("plugins"))?;
     build_wasm(&plugins)?;
-    let demo = root().join("examples/demo");
-    let dst = demo.join("plugins");
-    std::fs::create_dir_all(&dst)?;
-    for old in std::fs::read_dir(&dst)? {
-        let p = old?.path();
-        if p.extension().is_some_and(|x| x == "wasm") {
-            std::fs::remove_file(p)?;
+    for (example, _) in SIM_EXAMPLES {
+        let dst = root().join("examples").join(example).join("plugins");
+        std::fs::create_dir_all(&dst)?;
+        for old in std::fs::read_dir(&dst)? {
+            let p = old?.path();
+            if p.extension().is_some_and(|x| x == "wasm") {
+                std::fs::remove_file(p)?;
+            }
         }
-    }
-    for p in &plugins {
-        std::fs::copy(wasm_out(p), dst.join(format!("{p}.wasm")))
-            .with_context(|| format!("copying the {p} plugin"))?;
+        for p in &plugins {
+            std::fs::copy(wasm_out(p), dst.join(format!("{p}.wasm")))
+                .with_context(|| format!("copying the {p} plugin"))?;
+        }
     }
     reset_demo()?;
     eprintln!(
-        "approving the freshly built demo plugins in examples/demo/plugins/uphost.lock: the demo's operator trusts its own builds (nothing else is ever approved implicitly)"
+        "approving the freshly built demo plugins in examples/{{demo,train,leapfrog}}/plugins/uphost.lock: the demo's operator trusts its own builds (nothing else is ever approved implicitly)"
     );
-    run(Command::new(uphost_bin())
-        .current_dir(&demo)
-        .args(["-q", "plugins", "approve", "--all", "--yes"]))?;
+    for (example, _) in SIM_EXAMPLES {
+        run(Command::new(uphost_bin())
+            .current_dir(root().join("examples").join(example))
+            .args(["-q", "plugins", "approve", "--all", "--yes"]))?;
+    }
     eprintln!("built: {}", uphost_bin().display());
     Ok(())
 }
@@ -154,13 +157,26 @@ pub(crate) fn uphost_bin() -> PathBuf {
     root().join("target/release/uphost")
 }
 
+/// The examples on the simulated demo cluster, each with the OpenStack
+/// release its nodes start at: the demo (one hop), a Liberty -> Ocata
+/// train, a Kilo -> Newton leapfrog.
+const SIM_EXAMPLES: [(&str, &str); 3] = [
+    ("demo", "newton"),
+    ("train", "liberty"),
+    ("leapfrog", "kilo"),
+];
+
 fn reset_demo() -> Result<()> {
-    let demo = root().join("examples/demo");
-    let _ = std::fs::remove_dir_all(demo.join("state"));
-    run(Command::new(root().join("target/release/uphost-demo-sim"))
-        .arg("init")
-        .arg(&demo)
-        .args(DEMO_NODES))
+    for (example, release) in SIM_EXAMPLES {
+        let dir = root().join("examples").join(example);
+        let _ = std::fs::remove_dir_all(dir.join("state"));
+        run(Command::new(root().join("target/release/uphost-demo-sim"))
+            .arg("init")
+            .arg(&dir)
+            .args(["--release", release])
+            .args(DEMO_NODES))?;
+    }
+    Ok(())
 }
 
 fn demo() -> Result<()> {
@@ -171,6 +187,16 @@ fn demo() -> Result<()> {
         .current_dir(&demo)
         .args(["run", "--yes"]))?;
     run(Command::new(uphost_bin()).current_dir(&demo).arg("status"))?;
+    // A release train (Liberty -> Ocata, a gate between hops) and a
+    // leapfrog (Kilo -> Newton: migrations of Liberty and Mitaka, one
+    // deploy), on the same simulated cluster.
+    for example in ["train", "leapfrog"] {
+        let dir = root().join("examples").join(example);
+        run(Command::new(uphost_bin()).current_dir(&dir).arg("plan"))?;
+        run(Command::new(uphost_bin())
+            .current_dir(&dir)
+            .args(["run", "--yes"]))?;
+    }
     Ok(())
 }
 

@@ -225,6 +225,10 @@ pub struct RunArgs {
     /// journal stays in the state directory) and can no longer be resumed.
     #[arg(long)]
     pub abandon_unfinished: bool,
+    /// In a release train, ask before each hop after the first (once its
+    /// gate passed): a point to look at the cluster before going on.
+    #[arg(long)]
+    pub pause_between_hops: bool,
 }
 
 /// `uphost new …`.

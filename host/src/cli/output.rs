@@ -269,6 +269,7 @@ fn human_line(ev: &Event, start: Instant, verbose: u8, done: &AtomicU64) -> Opti
         Event::RollbackStarted {
             services,
             irreversible,
+            ..
         } => Some(format!(
             "{t} ROLLBACK of {} (reverse dependency order){}",
             services.join(", "),

@@ -16,16 +16,24 @@ struct JsonService<'a> {
     nodes: Vec<&'a str>,
     rollout: String,
     reversible: bool,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    hops: Vec<crate::events::Hop>,
 }
 
 #[derive(Serialize)]
 struct JsonPlan<'a> {
     levels: usize,
     services: Vec<&'a JsonService<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    train: Option<crate::events::TrainRecord>,
 }
 
 /// What the views show of one planned service.
-fn view<'a>(session: &'a Session, s: &'a crate::planning::Planned) -> JsonService<'a> {
+fn view<'a>(
+    session: &'a Session,
+    s: &'a crate::planning::Planned,
+    hops: Vec<crate::events::Hop>,
+) -> JsonService<'a> {
     let p = &session.plugins[&s.name];
     let rollout = session
         .cfg
@@ -45,23 +53,118 @@ fn view<'a>(session: &'a Session, s: &'a crate::planning::Planned) -> JsonServic
             .collect(),
         rollout: rollout.to_string(),
         reversible: p.meta.reversible,
+        hops,
     }
+}
+
+/// The release train's lines of the text view: each hop with what it
+/// upgrades, the gates, and what a rollback can undo.
+fn train_lines(services: &[&JsonService], train: &crate::events::TrainRecord) -> Vec<String> {
+    use crate::events::HopKind;
+    let mut out = vec![format!(
+        "release train: {} hops ({}); every service's hop k ends before any hop k+1 starts",
+        train.hops, train.style
+    )];
+    for stage in 0..train.hops {
+        let parts: Vec<String> = services
+            .iter()
+            .filter_map(|s| {
+                let h = s.hops.iter().find(|h| h.stage == stage)?;
+                Some(format!(
+                    "{} {} -> {}{}",
+                    s.name,
+                    h.from,
+                    h.to,
+                    if h.kind == HopKind::MigrationsOnly {
+                        " (migrations only)"
+                    } else {
+                        ""
+                    }
+                ))
+            })
+            .collect();
+        out.push(format!("  hop {}: {}", stage + 1, parts.join(", ")));
+        if stage + 1 < train.hops {
+            out.push(format!(
+                "    gate: verify of every service deployed{}",
+                if train.gates.is_empty() {
+                    String::new()
+                } else {
+                    format!(", then {}", train.gates.join(", "))
+                }
+            ));
+        }
+    }
+    let one_way: Vec<&str> = services
+        .iter()
+        .filter(|s| {
+            !s.reversible && !s.hops.is_empty()
+                || s.hops.iter().any(|h| h.kind == HopKind::MigrationsOnly)
+        })
+        .map(|s| s.name)
+        .collect();
+    out.push(format!(
+        "rollback: a service's hop in progress is rolled back, and its completed hops too only when every one of them can be undone{}",
+        if one_way.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; one way (irreversible plugin or migrations-only hops): {}",
+                one_way.join(", ")
+            )
+        }
+    ));
+    out
 }
 
 /// Print the plan.
 pub fn show(session: &Session, format: PlanFormat) -> Result<i32, Error> {
+    // The release train (refused here when a path is impossible).
+    let names: Vec<&str> = session
+        .plan
+        .services
+        .iter()
+        .map(|s| s.name.as_str())
+        .collect();
+    let mut hops: std::collections::BTreeMap<&str, Vec<crate::events::Hop>> =
+        names.iter().copied().zip(session.train(&names)?).collect();
+    let stages = hops
+        .values()
+        .flatten()
+        .map(|h| h.stage + 1)
+        .max()
+        .unwrap_or(1);
+    let train = (stages > 1).then(|| {
+        let t = &session.cfg.services.train;
+        crate::events::TrainRecord {
+            hops: stages,
+            style: t.style.as_str().to_string(),
+            gates: t.gates.iter().map(|g| g.name.clone()).collect(),
+        }
+    });
+    if train.is_none() {
+        hops.clear();
+    }
     // The plan's levels, each service's view once.
     let by_level: Vec<Vec<JsonService>> = session
         .plan
         .levels()
         .into_iter()
-        .map(|l| l.into_iter().map(|s| view(session, s)).collect())
+        .map(|l| {
+            l.into_iter()
+                .map(|s| view(session, s, hops.remove(s.name.as_str()).unwrap_or_default()))
+                .collect()
+        })
         .collect();
     let levels = by_level.len();
     let services: Vec<&JsonService> = by_level.iter().flatten().collect();
     match format {
         PlanFormat::Json => {
-            let plan = JsonPlan { levels, services };
+            let plan = JsonPlan {
+                levels,
+                services,
+                train,
+            };
             outln!(
                 "{}",
                 serde_json::to_string_pretty(&plan).expect("plan serializes")
@@ -97,6 +200,11 @@ pub fn show(session: &Session, format: PlanFormat) -> Result<i32, Error> {
                             format!("  after {}", s.depends_on.join(", "))
                         }
                     );
+                }
+            }
+            if let Some(t) = &train {
+                for l in train_lines(&services, t) {
+                    outln!("{l}");
                 }
             }
         }

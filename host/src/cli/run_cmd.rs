@@ -86,6 +86,7 @@ pub async fn run(
             only: args.only.clone(),
             limit: args.limit.clone(),
             rollback_on_failure: args.rollback_on_failure,
+            pause_between_hops: args.pause_between_hops,
         },
         yes: args.yes,
         forks: args.forks,

@@ -46,6 +46,27 @@ pub fn show(
                     );
                 }
             }
+            for h in &view.hops {
+                outln!(
+                    "  hop {} of {}: {}{}",
+                    h.hop,
+                    view.hops.len(),
+                    h.status,
+                    match h.gate {
+                        Some("passed") => ", gate passed".to_string(),
+                        Some("failed") => format!(
+                            ", GATE FAILED: {}",
+                            h.gate_failed
+                                .iter()
+                                .map(|s| crate::untrusted::line(s).into_owned())
+                                .collect::<Vec<_>>()
+                                .join("; ")
+                        ),
+                        Some(g) => format!(", gate {g}"),
+                        None => String::new(),
+                    }
+                );
+            }
             for s in &view.services {
                 outln!(
                     "  {:<14} {:<9} {}/{}{}",
@@ -60,7 +81,8 @@ pub fn show(
                 );
                 for st in s.steps.iter().filter(|st| st.status != "done") {
                     outln!(
-                        "      {:<13} {:<10} {}",
+                        "      {}{:<13} {:<10} {}",
+                        st.hop.map(|h| format!("hop {h:<3}")).unwrap_or_default(),
                         st.phase,
                         st.node.as_deref().unwrap_or(""),
                         st.status

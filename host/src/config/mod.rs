@@ -13,7 +13,9 @@ use std::hash::BuildHasher as _;
 use std::sync::Arc;
 
 pub use inventory::{Connection, Inventory, NodeSpec};
-pub use services::{LimitsOverride, Mode, ServiceConfig, ServicesFile};
+pub use services::{
+    GateCommand, LimitsOverride, Mode, ServiceConfig, ServicesFile, TrainConfig, TrainStyle,
+};
 pub use yaml::ConfigError;
 
 /// A service's nodes in inventory order, indexed by name (an `exec` finds
@@ -392,6 +394,7 @@ impl Config {
     /// unknown one reported at once, with the closest group names);
     /// per-service limits are within range.
     fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_gates()?;
         let mut unknown = Vec::new();
         for (name, svc) in &self.services.services {
             if let Some((key, message)) = svc.limits.out_of_range() {
@@ -426,6 +429,64 @@ impl Config {
                     unknown.join("\n  ")
                 ),
             });
+        }
+        Ok(())
+    }
+
+    /// The train's gate commands: each named once, with a name the journal
+    /// can hold, a program, a timeout in range.
+    fn validate_gates(&self) -> Result<(), ConfigError> {
+        let invalid = |i: usize, key: &str, message: String| ConfigError::Invalid {
+            path: self.services_path.clone(),
+            at: format!("train.gates[{i}]{key}"),
+            message,
+        };
+        let gates = &self.services.train.gates;
+        for (i, g) in gates.iter().enumerate() {
+            let ok_name = !g.name.is_empty()
+                && g.name.len() <= 64
+                && g.name
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+            if !ok_name {
+                return Err(invalid(
+                    i,
+                    ".name",
+                    format!(
+                        "`{}` is not a gate name: use 1-64 of a-z, 0-9, `-`, `_`",
+                        g.name.escape_debug()
+                    ),
+                ));
+            }
+            if gates[..i].iter().any(|o| o.name == g.name) {
+                return Err(invalid(
+                    i,
+                    ".name",
+                    format!(
+                        "a second gate named `{}`: give each gate its own name",
+                        g.name
+                    ),
+                ));
+            }
+            if g.command.first().is_none_or(|p| p.is_empty()) {
+                return Err(invalid(
+                    i,
+                    ".command",
+                    "no program: write the program and its arguments as a list, e.g. [tempest, run, --smoke]".into(),
+                ));
+            }
+            if let Some(t) = g.timeout_s
+                && !(1..=7 * 86400).contains(&t)
+            {
+                return Err(invalid(
+                    i,
+                    ".timeout_s",
+                    format!(
+                        "{t} is outside 1..={} (seconds the gate may take)",
+                        7 * 86400
+                    ),
+                ));
+            }
         }
         Ok(())
     }

@@ -122,6 +122,61 @@ pub struct ServiceConfig {
     pub limits: LimitsOverride,
 }
 
+/// How the operator runs a release train of several hops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum TrainStyle {
+    /// Every hop a complete upgrade, one release at a time, every service's
+    /// hop k done before any service's hop k+1 (the Liberty→Ocata journey,
+    /// a fast-forward upgrade).
+    #[default]
+    InSequence,
+    /// Intermediate hops run only their database migrations, where the
+    /// plugin can; the target is deployed once, by the last hop (RPCO's
+    /// leapfrog). One-way: migrations-only hops do not roll back.
+    Leapfrog,
+}
+
+impl TrainStyle {
+    /// `in-sequence`, `leapfrog`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TrainStyle::InSequence => "in-sequence",
+            TrainStyle::Leapfrog => "leapfrog",
+        }
+    }
+}
+
+/// One of the operator's gate commands, run on the control host after
+/// every hop of a train but the last (a Tempest or Rally smoke run, a
+/// resource-survival script). It passes when it exits 0.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct GateCommand {
+    /// A name for the journal, `status` and the report (a-z, 0-9, `-`, `_`).
+    pub name: String,
+    /// The program and its arguments (no shell), run from the directory of
+    /// `uphost.yaml`, with `UPHOST_RUN_ID`, `UPHOST_HOP` (1-based, the hop
+    /// just done) and `UPHOST_HOPS` set.
+    pub command: Vec<String>,
+    /// Kill it after this many seconds (default 3600).
+    #[serde(default)]
+    pub timeout_s: Option<u64>,
+}
+
+/// The release train settings (`train:` in the services file).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    /// `in-sequence` (default) or `leapfrog`.
+    #[serde(default)]
+    pub style: TrainStyle,
+    /// Commands that must pass between hops, besides every service's own
+    /// `verify`.
+    #[serde(default)]
+    pub gates: Vec<GateCommand>,
+}
+
 /// The services file.
 #[derive(Debug, Clone, Deserialize, Serialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -138,6 +193,9 @@ pub struct ServicesFile {
     /// Services by name.
     #[serde(default)]
     pub services: IndexMap<String, ServiceConfig>,
+    /// The release train: style and gates.
+    #[serde(default)]
+    pub train: TrainConfig,
 }
 
 /// Read the services file.

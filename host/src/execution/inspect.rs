@@ -7,7 +7,7 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use super::run::steps_of;
+use super::run::{run_steps, steps_of};
 use crate::Error;
 use crate::events::{Event, Outcome};
 use crate::journal;
@@ -23,6 +23,9 @@ pub fn run_or_current(state_dir: &Path, run: Option<&str>) -> Result<String, Err
 /// One step of a service.
 #[derive(Serialize)]
 pub struct StepView {
+    /// Its hop of a release train, 1-based (absent in a run of one hop).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hop: Option<u32>,
     /// Its phase.
     pub phase: String,
     /// Its node, for `upgrade`.
@@ -63,6 +66,23 @@ pub struct RollbackView {
     pub complete: bool,
 }
 
+/// One hop of a release train: the stage of the run's timeline.
+#[derive(Serialize)]
+pub struct HopView {
+    /// 1-based.
+    pub hop: u32,
+    /// `done`, `failed`, `running`, `partial` or `remaining`: its steps.
+    pub status: &'static str,
+    /// Its gate (every deployed service's `verify`, the operator's
+    /// commands): `passed`, `failed`, `running`, `pending`; absent after
+    /// the last hop.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gate: Option<&'static str>,
+    /// The gate's failed checks, as steps.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub gate_failed: Vec<String>,
+}
+
 /// Where a run stands.
 #[derive(Serialize)]
 pub struct StatusView {
@@ -80,8 +100,66 @@ pub struct StatusView {
     /// Its rollback, once it began.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rollback: Option<RollbackView>,
+    /// The hops of a release train, in order (empty for a run of one hop).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub hops: Vec<HopView>,
     /// Per service, in plan order.
     pub services: Vec<ServiceView>,
+}
+
+/// The status word of a group of steps.
+fn group_status<'a>(statuses: impl Iterator<Item = &'a str>) -> &'static str {
+    let all: Vec<&str> = statuses.collect();
+    let done = all.iter().filter(|s| **s == "done").count();
+    if done == all.len() {
+        "done"
+    } else if all.contains(&"failed") {
+        "failed"
+    } else if all.contains(&"running") {
+        "running"
+    } else if done > 0 {
+        "partial"
+    } else {
+        "remaining"
+    }
+}
+
+/// The hops of a train as stages of one timeline.
+fn hop_views(
+    plan: &[crate::events::PlannedService],
+    train: Option<&crate::events::TrainRecord>,
+    r: &journal::Replayed,
+) -> Vec<HopView> {
+    let Some(t) = train else {
+        return Vec::new();
+    };
+    let steps = run_steps(plan, Some(t));
+    let word = |k: &crate::events::StepKey| r.steps.get(k).map_or("remaining", |s| s.as_str());
+    (0..t.hops)
+        .map(|h| {
+            let (gate, work): (Vec<&crate::events::StepKey>, Vec<&crate::events::StepKey>) = steps
+                .iter()
+                .filter(|k| k.hop == Some(h))
+                .partition(|k| k.phase == crate::events::Phase::Verify);
+            let gate_status =
+                (h + 1 < t.hops).then(|| match group_status(gate.iter().map(|k| word(k))) {
+                    "done" => "passed",
+                    "failed" => "failed",
+                    "running" => "running",
+                    _ => "pending",
+                });
+            HopView {
+                hop: h + 1,
+                status: group_status(work.iter().map(|k| word(k))),
+                gate: gate_status,
+                gate_failed: gate
+                    .iter()
+                    .filter(|k| word(k) == "failed")
+                    .map(|k| k.to_string())
+                    .collect(),
+            }
+        })
+        .collect()
 }
 
 /// The outcome of a run whose journal has none yet.
@@ -95,7 +173,13 @@ pub fn status(state_dir: &Path, run: Option<&str>) -> Result<StatusView, Error> 
     let run_id = run_or_current(state_dir, run)?;
     let path = journal::journal_of(state_dir, &run_id)?;
     let r = journal::replay_summary(&path)?;
-    let Some(Event::RunStarted { plan, options, .. }) = r.run_started() else {
+    let Some(Event::RunStarted {
+        plan,
+        options,
+        train,
+        ..
+    }) = r.run_started()
+    else {
         return Err(Error::Failed(format!(
             "{}: no run-started record",
             path.display()
@@ -115,29 +199,32 @@ pub fn status(state_dir: &Path, run: Option<&str>) -> Result<StatusView, Error> 
         let steps: Vec<StepView> = steps_of(s)
             .into_iter()
             .map(|k| StepView {
+                hop: k.hop.map(|h| h + 1),
                 phase: k.phase.to_string(),
                 status: r.steps.get(&k).map_or("remaining", |s| s.as_str()),
                 node: k.node,
             })
             .collect();
         let done = steps.iter().filter(|s| s.status == "done").count();
-        let status = if done == steps.len() {
-            "done"
-        } else if steps.iter().any(|s| s.status == "failed") {
-            "failed"
-        } else if steps.iter().any(|s| s.status == "running") {
-            "running"
-        } else if done > 0 {
-            "partial"
-        } else {
-            "remaining"
-        };
+        let status = group_status(steps.iter().map(|s| s.status));
         let rollback = r.rollback.as_ref().and_then(|rb| {
             if rb.irreversible.contains(&s.name) {
                 Some("irreversible")
             } else if rb.services.contains(&s.name) {
-                let key = crate::events::StepKey::of(&s.name, crate::events::Phase::Rollback);
-                Some(r.steps.get(&key).map_or("pending", |s| s.as_str()))
+                let keys: Vec<_> = rb
+                    .steps_in_order()
+                    .into_iter()
+                    .filter(|k| k.service == s.name)
+                    .collect();
+                Some(
+                    match group_status(
+                        keys.iter()
+                            .map(|k| r.steps.get(k).map_or("pending", |s| s.as_str())),
+                    ) {
+                        "remaining" => "pending",
+                        other => other,
+                    },
+                )
             } else {
                 None
             }
@@ -166,6 +253,7 @@ pub fn status(state_dir: &Path, run: Option<&str>) -> Result<StatusView, Error> 
         run_id,
         outcome,
         rollback,
+        hops: hop_views(plan, train.as_ref(), &r),
         services,
     })
 }

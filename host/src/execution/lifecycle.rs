@@ -9,11 +9,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::confirm::Confirm;
-use super::run::{Interrupt, Outcome, RunOptions, Runner, Sandbox, planned, steps_of};
+use super::run::{
+    Interrupt, Outcome, RunOptions, Runner, Sandbox, planned, run_steps, steps_of, train_record,
+};
 use super::session::{ServiceRun, Session};
 use crate::Error;
 use crate::capabilities::Grant;
-use crate::events::{Event, Phase, PlannedService, RunOptionsRecord, Sink, StepKey};
+use crate::events::{Event, Phase, PlannedService, RunOptionsRecord, Sink, StepKey, TrainRecord};
 use crate::journal::lock::RunLock;
 use crate::journal::memory::MemorySink;
 use crate::journal::{self, Journal, Observer, Replayed, RollbackPlan, StepStatus};
@@ -209,6 +211,19 @@ pub fn plan_diff(
     out
 }
 
+/// A train record as the operator reads it.
+fn describe_train(t: Option<&TrainRecord>) -> String {
+    match t {
+        None => "one hop".into(),
+        Some(t) => format!(
+            "{} hops, {}, gates [{}]",
+            t.hops,
+            t.style,
+            t.gates.join(", ")
+        ),
+    }
+}
+
 fn new_run_id() -> String {
     let now = time::OffsetDateTime::now_utc();
     let fmt = time::macros::format_description!("[year][month][day]T[hour][minute][second]Z");
@@ -263,6 +278,7 @@ pub struct Prepared {
     prior: BTreeMap<StepKey, StepStatus>,
     opts: RunOptions,
     plan: Vec<PlannedService>,
+    train: Option<TrainRecord>,
     /// A dry run kept beside this unfinished run, which stays current.
     pub aside_of: Option<String>,
     /// Commands a resumed run found started and not finished: they run
@@ -309,12 +325,14 @@ pub fn start(
         journal
     };
     let plan = planned(&services, &session);
+    let train = train_record(&services, &session);
     journal.emit(Event::RunStarted {
         run_id: run_id.clone(),
         time: crate::events::now_rfc3339(),
         plan: plan.clone(),
         plugins: plugin_hashes(&session),
         options: o.recorded.clone(),
+        train: train.clone(),
     });
     let started = match journal.write_error() {
         Some(e) => Err(e),
@@ -334,6 +352,7 @@ pub fn start(
         confirm: Confirm::from_flag(o.yes),
         continue_rollback: None,
         interrupt: o.interrupt,
+        gates: session.cfg.services.train.gates.clone(),
     };
     Ok(Prepared {
         session,
@@ -343,6 +362,7 @@ pub fn start(
         prior: BTreeMap::new(),
         opts,
         plan,
+        train,
         aside_of,
         in_doubt: Vec::new(),
         _lock: lock,
@@ -414,6 +434,7 @@ pub fn resume(
         plan: rec_plan,
         plugins: rec_plugins,
         options,
+        train: rec_train,
         ..
     }) = replayed.run_started().cloned()
     else {
@@ -421,7 +442,15 @@ pub fn resume(
     };
     let services = session.services(&options.only, &options.limit)?;
     let plan = planned(&services, &session);
-    let diff = plan_diff(&rec_plan, &plan, &rec_plugins, &plugin_hashes(&session));
+    let train = train_record(&services, &session);
+    let mut diff = plan_diff(&rec_plan, &plan, &rec_plugins, &plugin_hashes(&session));
+    if rec_train != train {
+        diff.push(format!(
+            "  ~ the release train changed: {} -> {}",
+            describe_train(rec_train.as_ref()),
+            describe_train(train.as_ref())
+        ));
+    }
     if !diff.is_empty() {
         return Err(Error::Usage(format!(
             "run {run_id} cannot be resumed: the plugins or the plan changed since it began:\n{}\nrestore what changed, or start a new run with `uphost run`",
@@ -444,6 +473,7 @@ pub fn resume(
             _ => None,
         },
         interrupt,
+        gates: session.cfg.services.train.gates.clone(),
     };
     Ok(Resume::Continue(Box::new(Prepared {
         session,
@@ -453,6 +483,7 @@ pub fn resume(
         prior: replayed.steps,
         opts,
         plan,
+        train,
         aside_of: None,
         in_doubt,
         _lock: lock,
@@ -546,6 +577,7 @@ pub async fn execute(
         prior,
         opts,
         plan,
+        train,
         aside_of,
         in_doubt: _,
         _lock,
@@ -579,7 +611,8 @@ pub async fn execute(
     drop(journal);
     let replayed = journal::replay_summary(&path)?;
     let failures = failed_steps(&failures, &path)?;
-    let left = (outcome != Outcome::Complete).then(|| left(&plan, &replayed, outcome));
+    let left =
+        (outcome != Outcome::Complete).then(|| left(&plan, train.as_ref(), &replayed, outcome));
     let summary = plan.iter().map(|s| summarize(s, &replayed)).collect();
     let report = crate::report::write(&state_dir, &run_id).map_err(|e| e.to_string());
     Ok(RunEnd {
@@ -644,7 +677,12 @@ fn failed_steps(failures: &[(StepKey, String)], path: &Path) -> Result<Vec<Faile
         .collect())
 }
 
-fn left(plan: &[PlannedService], r: &Replayed, outcome: Outcome) -> Left {
+fn left(
+    plan: &[PlannedService],
+    train: Option<&TrainRecord>,
+    r: &Replayed,
+    outcome: Outcome,
+) -> Left {
     if outcome == Outcome::RolledBack {
         return Left::RolledBack;
     }
@@ -652,8 +690,8 @@ fn left(plan: &[PlannedService], r: &Replayed, outcome: Outcome) -> Left {
         return Left::Rollback(rb.services.clone());
     }
     Left::Steps(
-        plan.iter()
-            .flat_map(steps_of)
+        run_steps(plan, train)
+            .into_iter()
             .filter_map(|k| match r.steps.get(&k) {
                 Some(StepStatus::Done) => None,
                 Some(StepStatus::Failed) => Some((k, "failed")),
@@ -677,10 +715,15 @@ fn summarize(s: &PlannedService, r: &Replayed) -> ServiceSummary {
         done: count(StepStatus::Done),
         failed: count(StepStatus::Failed),
         total: steps.len(),
-        rolled_back: r
-            .steps
-            .get(&StepKey::of(&s.name, Phase::Rollback))
-            .map(|st| *st == StepStatus::Done),
+        rolled_back: {
+            let rollbacks: Vec<&StepStatus> = r
+                .steps
+                .iter()
+                .filter(|(k, _)| k.service == s.name && k.phase == Phase::Rollback)
+                .map(|(_, st)| st)
+                .collect();
+            (!rollbacks.is_empty()).then(|| rollbacks.iter().all(|st| **st == StepStatus::Done))
+        },
     }
 }
 
@@ -719,7 +762,7 @@ pub async fn preflight(
             svc.limits.clone(),
             &io,
         );
-        let hctx = session.hook_ctx(&svc.name, "check", true);
+        let hctx = session.hook_ctxs(svc, "check", true).swap_remove(0);
         let p = &session.plugins[&svc.name];
         let result = call_hook(&session.rt, &p.pre, env, &hctx, Hook::Check)
             .await
@@ -778,6 +821,7 @@ mod tests {
         let rb = Event::RollbackStarted {
             services: vec!["galera".into()],
             irreversible: vec![],
+            steps: vec![],
         };
         // A rollback that began and did not end is continued, whatever
         // stopped it.
@@ -789,6 +833,7 @@ mod tests {
                 RunState::RollingBack(RollbackPlan {
                     services: vec!["galera".into()],
                     irreversible: vec![],
+                    steps: vec![],
                 }),
                 "{end:?}"
             );
@@ -825,6 +870,7 @@ mod tests {
             level: 0,
             depends_on: vec![],
             nodes: nodes.iter().map(|n| n.to_string()).collect(),
+            hops: vec![],
             rollout: "parallel".into(),
             reversible: true,
         }

@@ -1,6 +1,9 @@
 //! A run: pre-flight checks in dependency order, then per service (in
 //! dependency order, independent services concurrently) pre-upgrade →
 //! upgrade on each node following the rollout → post-upgrade, then finalize.
+//! A release train repeats this once per stage (hop), a migrations-only hop
+//! calling `migrate` instead, with a gate between stages: every service's
+//! `verify` and the operator's gate commands, then `--pause-between-hops`.
 //! Every step is journaled; a resumed run skips every completed step. A
 //! failure stops new work, lets in-flight steps finish, reports the failed
 //! step and what remains, and optionally rolls back.
@@ -16,8 +19,12 @@ use tokio::sync::Semaphore;
 use super::confirm::Confirm;
 use super::session::{ServiceRun, Session};
 use crate::capabilities::Grant;
+use crate::config::GateCommand;
 pub use crate::events::Outcome;
-use crate::events::{Event, Phase, PlannedService, RunOptionsRecord, Sink, StepKey, StepResult};
+use crate::events::{
+    CommandRecord, Event, GATE, HopKind, Phase, PlannedService, RunOptionsRecord, Sink, StepKey,
+    StepResult, TrainRecord,
+};
 use crate::journal::memory::MemorySink;
 use crate::journal::{Journal, RollbackPlan, StepStatus};
 use crate::planning::Plan;
@@ -64,6 +71,16 @@ pub trait Hooks: Send + Sync {
         hook: Hook,
         journal: Arc<dyn RunJournal>,
     ) -> BoxFuture<'a, Result<(), String>>;
+
+    /// Run the operator's gate command `gate` as the step `step` (after
+    /// the hop `step.hop` of `hops`); it passes when it exits 0.
+    fn gate<'a>(
+        &'a self,
+        gate: &'a GateCommand,
+        step: StepKey,
+        hops: u32,
+        journal: Arc<dyn RunJournal>,
+    ) -> BoxFuture<'a, Result<(), String>>;
 }
 
 /// The plugins of a session, called in the sandbox with their grants.
@@ -71,10 +88,15 @@ pub struct Sandbox {
     rt: Arc<Runtime>,
     plugins: BTreeMap<String, crate::runtime::bindings::PluginPre<crate::runtime::HostState>>,
     grants: BTreeMap<String, Arc<Grant>>,
-    ctxs: BTreeMap<String, HookCtx>,
+    /// Per service, its hooks' context per hop of its train.
+    ctxs: BTreeMap<String, Vec<HookCtx>>,
     transport: Arc<dyn Transport>,
     dry_run: bool,
     budget: Arc<crate::runtime::RunBudget>,
+    /// Where the operator's gate commands run (the directory of
+    /// `uphost.yaml`).
+    gate_dir: PathBuf,
+    run_id: String,
 }
 
 impl Sandbox {
@@ -95,12 +117,17 @@ impl Sandbox {
                 .collect(),
             ctxs: services
                 .iter()
-                .map(|s| (s.name.clone(), session.hook_ctx(&s.name, run_id, dry_run)))
+                .map(|s| (s.name.clone(), session.hook_ctxs(s, run_id, dry_run)))
                 .collect(),
             grants,
             transport,
             dry_run,
             budget: Arc::default(),
+            gate_dir: std::path::absolute(&session.cfg.path)
+                .ok()
+                .and_then(|p| p.parent().map(std::path::Path::to_path_buf))
+                .unwrap_or_else(|| PathBuf::from(".")),
+            run_id: run_id.to_string(),
         }
     }
 }
@@ -114,6 +141,7 @@ impl Hooks for Sandbox {
         journal: Arc<dyn RunJournal>,
     ) -> BoxFuture<'a, Result<(), String>> {
         Box::pin(async move {
+            let hop = svc.hop_at(step.hop.unwrap_or(0)).map_or(0, |(i, _)| i);
             let io = CallIo {
                 transport: self.transport.clone(),
                 record_dir: journal.record_dir(),
@@ -132,11 +160,136 @@ impl Hooks for Sandbox {
                 &self.rt,
                 &self.plugins[&svc.name],
                 env,
-                &self.ctxs[&svc.name],
+                &self.ctxs[&svc.name][hop],
                 hook,
             )
             .await
             .map_err(|e| e.to_string())
+        })
+    }
+
+    fn gate<'a>(
+        &'a self,
+        gate: &'a GateCommand,
+        step: StepKey,
+        hops: u32,
+        journal: Arc<dyn RunJournal>,
+    ) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move {
+            const WHERE: &str = "(control host)";
+            let argv = gate.command.clone();
+            journal.emit(Event::CommandStarted {
+                step: step.clone(),
+                seq: 0,
+                node: WHERE.into(),
+                argv: argv.clone(),
+            });
+            let t0 = Instant::now();
+            let timeout = std::time::Duration::from_secs(gate.timeout_s.unwrap_or(3600));
+            let spec = crate::transport::CommandSpec {
+                program: argv[0].clone(),
+                args: argv[1..].to_vec(),
+                stdin: None,
+                env: Vec::new(),
+                timeout,
+                output_cap: 64 << 10,
+                record: None,
+            };
+            let out = if self.dry_run {
+                None
+            } else {
+                let mut c = tokio::process::Command::new(&argv[0]);
+                c.args(&argv[1..])
+                    .current_dir(&self.gate_dir)
+                    .env("UPHOST_RUN_ID", &self.run_id)
+                    .env("UPHOST_HOP", (step.hop.unwrap_or(0) + 1).to_string())
+                    .env("UPHOST_HOPS", hops.to_string());
+                let node = crate::config::NodeSpec::simulated(WHERE, &[]);
+                Some(crate::transport::process::run_child(c, &node, &argv[0], &spec).await)
+            };
+            let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+            let (result, verdict) = match out {
+                None => (
+                    CommandRecord {
+                        status: Some(0),
+                        error: None,
+                        error_kind: None,
+                        stdout: String::new(),
+                        stderr: String::new(),
+                        truncated: false,
+                        skipped: true,
+                        mutating: false,
+                        duration_ms: 0,
+                    },
+                    Ok(()),
+                ),
+                Some(Ok(o)) => {
+                    let verdict = if o.status == 0 {
+                        Ok(())
+                    } else {
+                        let tail: Vec<&str> = std::str::from_utf8(&o.stderr)
+                            .unwrap_or("")
+                            .lines()
+                            .rev()
+                            .take(3)
+                            .collect();
+                        Err(format!(
+                            "gate command `{}` ({}) exited {}{}",
+                            gate.name,
+                            argv.join(" "),
+                            o.status,
+                            if tail.is_empty() {
+                                String::new()
+                            } else {
+                                format!(
+                                    ": {}",
+                                    tail.into_iter().rev().collect::<Vec<_>>().join(" / ")
+                                )
+                            }
+                        ))
+                    };
+                    (
+                        CommandRecord {
+                            status: Some(o.status),
+                            error: None,
+                            error_kind: None,
+                            stdout: text(&o.stdout),
+                            stderr: text(&o.stderr),
+                            truncated: o.truncated,
+                            skipped: false,
+                            mutating: false,
+                            duration_ms: t0.elapsed().as_millis() as u64,
+                        },
+                        verdict,
+                    )
+                }
+                Some(Err(e)) => (
+                    CommandRecord {
+                        status: None,
+                        error: Some(e.to_string()),
+                        error_kind: Some(e.kind()),
+                        stdout: String::new(),
+                        stderr: String::new(),
+                        truncated: false,
+                        skipped: false,
+                        mutating: false,
+                        duration_ms: t0.elapsed().as_millis() as u64,
+                    },
+                    Err(format!(
+                        "gate command `{}` ({}) did not run to its end: {e}",
+                        gate.name,
+                        argv.join(" ")
+                    )),
+                ),
+            };
+            journal.emit(Event::CommandFinished {
+                step,
+                seq: 0,
+                node: WHERE.into(),
+                argv,
+                result,
+            });
+            verdict
         })
     }
 }
@@ -155,6 +308,8 @@ pub struct RunOptions {
     pub continue_rollback: Option<RollbackPlan>,
     /// Set from outside (a signal) to stop the run as a first Ctrl-C does.
     pub interrupt: Arc<Interrupt>,
+    /// The operator's gate commands between the hops of a train.
+    pub gates: Vec<GateCommand>,
 }
 
 /// A request to stop a run after the steps in flight: the operator's
@@ -188,7 +343,10 @@ pub struct Runner {
     forks: Semaphore,
     opts: RunOptions,
     failures: Mutex<Vec<(StepKey, String)>>,
-    touched: Mutex<BTreeSet<String>>,
+    /// (service, stage) whose hop began changing things.
+    touched: Mutex<BTreeSet<(String, u32)>>,
+    /// Stages (hops) of the run: 1 unless it is a release train.
+    stages: u32,
 }
 
 /// The recorded plan of a run.
@@ -204,24 +362,119 @@ pub fn planned(services: &[ServiceRun], session: &Session) -> Vec<PlannedService
                 nodes: s.targets.iter().map(|n| n.name.clone()).collect(),
                 rollout: s.rollout.to_string(),
                 reversible: s.reversible,
+                hops: if is_train(services) {
+                    s.hops.clone()
+                } else {
+                    Vec::new()
+                },
             }
         })
         .collect()
 }
 
-/// Every step of a service, in order.
+/// Is this run a release train (a service with more than one hop, or
+/// hops in more than one stage)?
+pub fn is_train(services: &[ServiceRun]) -> bool {
+    services.iter().any(|s| s.hops.iter().any(|h| h.stage > 0))
+}
+
+/// The train record of a run's start, when it is a train.
+pub fn train_record(services: &[ServiceRun], session: &Session) -> Option<TrainRecord> {
+    is_train(services).then(|| {
+        let t = &session.cfg.services.train;
+        TrainRecord {
+            hops: stages_of(services),
+            style: t.style.as_str().to_string(),
+            gates: t.gates.iter().map(|g| g.name.clone()).collect(),
+        }
+    })
+}
+
+fn stages_of(services: &[ServiceRun]) -> u32 {
+    services
+        .iter()
+        .flat_map(|s| s.hops.iter().map(|h| h.stage + 1))
+        .max()
+        .unwrap_or(1)
+}
+
+/// Every step of a service, in order (of one stage of a train, with
+/// `stage`; its steps in a run of one hop, without).
 pub fn steps_of(s: &PlannedService) -> Vec<StepKey> {
+    if s.hops.is_empty() {
+        return hop_steps(s, None, HopKind::Full);
+    }
+    s.hops
+        .iter()
+        .flat_map(|h| hop_steps(s, Some(h.stage), h.kind))
+        .collect()
+}
+
+fn hop_steps(s: &PlannedService, hop: Option<u32>, kind: HopKind) -> Vec<StepKey> {
     use Phase::*;
     let k = |phase, node: Option<&String>| StepKey {
+        hop,
         service: s.name.clone(),
         phase,
         node: node.cloned(),
     };
+    if kind == HopKind::MigrationsOnly {
+        return vec![k(Check, None), k(Migrate, None)];
+    }
     let mut v = vec![k(Check, None), k(PreUpgrade, None)];
     v.extend(s.nodes.iter().map(|n| k(Upgrade, Some(n))));
     v.push(k(PostUpgrade, None));
     v.push(k(Finalize, None));
     v
+}
+
+/// Every step of a run in the order it runs them: per stage, each
+/// service's steps, then the gate (each service's `verify` after a full
+/// hop, then the operator's gate commands) but after the last stage.
+pub fn run_steps(plan: &[PlannedService], train: Option<&TrainRecord>) -> Vec<StepKey> {
+    let Some(train) = train else {
+        return plan.iter().flat_map(steps_of).collect();
+    };
+    let mut out = Vec::new();
+    for stage in 0..train.hops {
+        let here: Vec<(&PlannedService, HopKind)> = plan
+            .iter()
+            .filter_map(|s| {
+                s.hops
+                    .iter()
+                    .find(|h| h.stage == stage)
+                    .map(|h| (s, h.kind))
+            })
+            .collect();
+        for (s, kind) in &here {
+            out.extend(hop_steps(s, Some(stage), *kind));
+        }
+        if stage + 1 < train.hops {
+            out.extend(gate_steps(&here, &train.gates, stage));
+        }
+    }
+    out
+}
+
+fn gate_steps(here: &[(&PlannedService, HopKind)], gates: &[String], stage: u32) -> Vec<StepKey> {
+    here.iter()
+        .filter(|(_, kind)| *kind == HopKind::Full)
+        .map(|(s, _)| StepKey {
+            hop: Some(stage),
+            ..StepKey::of(&s.name, Phase::Verify)
+        })
+        .chain(gates.iter().map(|g| gate_key(g, stage)))
+        .collect()
+}
+
+/// The step of the operator's gate command `name` after stage `stage`.
+pub fn gate_key(name: &str, stage: u32) -> StepKey {
+    StepKey {
+        hop: Some(stage),
+        service: GATE.to_string(),
+        phase: Phase::Verify,
+        node: Some(name.to_string()),
+    }
 }
 
 impl Runner {
@@ -237,10 +490,11 @@ impl Runner {
     ) -> Arc<Runner> {
         let touched = prior
             .keys()
-            .filter(|k| k.phase == Phase::PreUpgrade)
-            .map(|k| k.service.clone())
+            .filter(|k| matches!(k.phase, Phase::PreUpgrade | Phase::Migrate))
+            .map(|k| (k.service.clone(), k.hop.unwrap_or(0)))
             .collect();
         Arc::new(Runner {
+            stages: stages_of(&services),
             forks: Semaphore::new(opts.forks.max(1)),
             plan,
             journal,
@@ -266,37 +520,67 @@ impl Runner {
         self.stop.load(Ordering::SeqCst) || self.opts.interrupt.requested()
     }
 
-    /// Run one step unless it is already done.
-    async fn step(&self, svc: &ServiceRun, hook: Hook) -> Result<(), String> {
+    /// The hop of a step key in stage `stage`: none in a run of one hop.
+    fn hop(&self, stage: u32) -> Option<u32> {
+        (self.stages > 1).then_some(stage)
+    }
+
+    /// Run one step of stage `stage` unless it is already done.
+    async fn step(&self, svc: &ServiceRun, stage: u32, hook: Hook) -> Result<(), String> {
         let phase = hook.phase();
         let node = match &hook {
             Hook::Upgrade(n) => Some(n.name.clone()),
             _ => None,
         };
         let key = StepKey {
+            hop: self.hop(stage),
             service: svc.name.clone(),
             phase,
             node,
         };
+        if matches!(phase, Phase::PreUpgrade | Phase::Migrate) {
+            self.touched
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert((svc.name.clone(), stage));
+        }
+        let hooks = self.hooks.clone();
+        let journal = self.journal.clone();
+        self.journaled(key.clone(), move || {
+            Box::pin(async move { hooks.call(svc, key, hook, journal).await })
+        })
+        .await
+    }
+
+    /// Run the operator's gate command `gate` after stage `stage`.
+    async fn gate_command(&self, gate: &GateCommand, stage: u32) -> Result<(), String> {
+        let key = gate_key(&gate.name, stage);
+        let hooks = self.hooks.clone();
+        let journal = self.journal.clone();
+        let stages = self.stages;
+        self.journaled(key.clone(), move || {
+            Box::pin(async move { hooks.gate(gate, key, stages, journal).await })
+        })
+        .await
+    }
+
+    /// A step between its `step-started` and `step-finished` records,
+    /// skipped when done already, bounded by `--forks`.
+    async fn journaled<'a>(
+        &'a self,
+        key: StepKey,
+        work: impl FnOnce() -> BoxFuture<'a, Result<(), String>>,
+    ) -> Result<(), String> {
         if self.prior.get(&key) == Some(&StepStatus::Done) {
             return Ok(());
         }
         let _permit = self.forks.acquire().await.expect("never closed");
-        if phase == Phase::PreUpgrade {
-            self.touched
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(svc.name.clone());
-        }
         let t0 = Instant::now();
         self.journal.emit(Event::StepStarted {
             step: key.clone(),
             at_ms: self.journal.now_ms(),
         });
-        let res = self
-            .hooks
-            .call(svc, key.clone(), hook, self.journal.clone())
-            .await;
+        let res = work().await;
         let res = match self.journal.write_error() {
             Some(e) => Err(format!(
                 "the journal could not be written ({e}); stopping so that nothing counts as done that is not on disk"
@@ -323,13 +607,20 @@ impl Runner {
         res
     }
 
-    /// Pre-upgrade, the rollout, post-upgrade of one service.
-    async fn service(self: Arc<Self>, i: usize) -> Result<(), ()> {
+    /// Stage `stage` of one service: pre-upgrade, the rollout,
+    /// post-upgrade; or `migrate`, for a migrations-only hop.
+    async fn service(self: Arc<Self>, i: usize, stage: u32) -> Result<(), ()> {
         let svc = &self.services[i];
         if self.stopping() {
             return Err(());
         }
-        self.step(svc, Hook::PreUpgrade).await.map_err(|_| ())?;
+        let kind = svc.hop_at(stage).map_or(HopKind::Full, |(_, h)| h.kind);
+        if kind == HopKind::MigrationsOnly {
+            return self.step(svc, stage, Hook::Migrate).await.map_err(|_| ());
+        }
+        self.step(svc, stage, Hook::PreUpgrade)
+            .await
+            .map_err(|_| ())?;
         let tolerated = svc.max_fail.tolerated(svc.targets.len());
         let batches = svc.rollout.batches(svc.targets.len());
         let mut failed = 0usize;
@@ -341,7 +632,7 @@ impl Runner {
             // nodes must not hold 100 000 futures.
             use futures::StreamExt;
             let results: Vec<Result<(), String>> = futures::stream::iter(batch.clone())
-                .map(|i| self.step(svc, Hook::Upgrade(wit_node(&svc.targets[i]))))
+                .map(|i| self.step(svc, stage, Hook::Upgrade(wit_node(&svc.targets[i]))))
                 .buffer_unordered(self.opts.forks.max(1))
                 .collect()
                 .await;
@@ -360,6 +651,7 @@ impl Runner {
             if bi == 0 && svc.canary && batches.len() > 1 && !self.opts.recorded.dry_run {
                 let done_already = svc.targets[batches[1].clone()].iter().all(|n| {
                     self.prior.get(&StepKey {
+                        hop: self.hop(stage),
                         service: svc.name.clone(),
                         phase: Phase::Upgrade,
                         node: Some(n.name.clone()),
@@ -386,7 +678,9 @@ impl Runner {
         if self.stopping() {
             return Err(());
         }
-        self.step(svc, Hook::PostUpgrade).await.map_err(|_| ())
+        self.step(svc, stage, Hook::PostUpgrade)
+            .await
+            .map_err(|_| ())
     }
 
     fn confirm(&self, prompt: &str) -> bool {
@@ -411,17 +705,38 @@ impl Runner {
             .collect()
     }
 
-    /// Pre-flight: every service's check, level by level.
-    async fn checks(self: &Arc<Self>) -> bool {
-        for level in self.plan.levels() {
+    /// This run's services in stage `stage` (--only may leave some out,
+    /// and a service's train may not reach every stage), level by level.
+    fn levels_of(&self, stage: u32) -> Vec<Vec<&ServiceRun>> {
+        self.plan
+            .levels()
+            .iter()
+            .map(|level| {
+                level
+                    .iter()
+                    .filter_map(|p| self.services.iter().find(|s| s.name == p.name))
+                    .filter(|s| s.hop_at(stage).is_some())
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// Pre-flight of stage `stage`: every service's check (or, with
+    /// `Hook::Verify`, the gate's health checks), level by level.
+    async fn checks(self: &Arc<Self>, stage: u32, hook: Hook) -> bool {
+        for level in self.levels_of(stage) {
             if self.stopping() {
                 return false;
             }
-            // This run's services of the level (--only may leave some out).
             let futs = level
-                .iter()
-                .filter_map(|p| self.services.iter().find(|s| s.name == p.name))
-                .map(|s| self.step(s, Hook::Check));
+                .into_iter()
+                .filter(|s| {
+                    // A gate verifies the services that were deployed.
+                    hook.phase() != Phase::Verify
+                        || s.hop_at(stage)
+                            .is_some_and(|(_, h)| h.kind == HopKind::Full)
+                })
+                .map(|s| self.step(s, stage, hook.clone()));
             let ok = futures::future::join_all(futs)
                 .await
                 .iter()
@@ -433,21 +748,105 @@ impl Runner {
         true
     }
 
+    /// The gate after stage `stage`: every deployed service's `verify`,
+    /// then the operator's gate commands in order; then, when asked, the
+    /// operator's go for the next hop.
+    async fn gate(self: &Arc<Self>, stage: u32) -> Result<(), Outcome> {
+        if !self.checks(stage, Hook::Verify).await {
+            return Err(self.stopped_at_gate().await);
+        }
+        for g in &self.opts.gates {
+            if self.stopping() {
+                return Err(self.stopped_at_gate().await);
+            }
+            if self.gate_command(g, stage).await.is_err() {
+                self.stop.store(true, Ordering::SeqCst);
+                return Err(self.stopped_at_gate().await);
+            }
+        }
+        let next_begun = self.prior.keys().any(|k| k.hop == Some(stage + 1));
+        if self.opts.recorded.pause_between_hops && !self.opts.recorded.dry_run && !next_begun {
+            let prompt = format!(
+                "hop {} of {} is done and its gate passed. Start hop {}{}?",
+                stage + 1,
+                self.stages,
+                stage + 2,
+                self.hop_label(stage + 1)
+            );
+            if !self.confirm(&prompt) {
+                self.interrupt();
+                return Err(self.finish(Outcome::Interrupted));
+            }
+        }
+        Ok(())
+    }
+
+    /// ` (keystone mitaka -> newton, ...)`: what stage `stage` upgrades.
+    fn hop_label(&self, stage: u32) -> String {
+        let parts: Vec<String> = self
+            .services
+            .iter()
+            .filter_map(|s| {
+                s.hop_at(stage).map(|(_, h)| {
+                    format!(
+                        "{} {} -> {}{}",
+                        s.name,
+                        h.from,
+                        h.to,
+                        if h.kind == HopKind::MigrationsOnly {
+                            " (migrations only)"
+                        } else {
+                            ""
+                        }
+                    )
+                })
+            })
+            .collect();
+        if parts.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", parts.join(", "))
+        }
+    }
+
+    async fn stopped_at_gate(self: &Arc<Self>) -> Outcome {
+        if self.opts.interrupt.requested() && self.failures().is_empty() {
+            return self.finish(Outcome::Interrupted);
+        }
+        self.finish_failed(true).await
+    }
+
     /// Run everything; returns the outcome (the journal has the details).
     pub async fn run(self: Arc<Self>) -> Outcome {
         if let Some(plan) = self.opts.continue_rollback.clone() {
             return self.continue_rollback(plan).await;
         }
-        if !self.checks().await {
+        for stage in 0..self.stages {
+            if let Err(outcome) = self.clone().stage(stage).await {
+                return outcome;
+            }
+        }
+        if self.opts.interrupt.requested() {
+            return self.finish(Outcome::Interrupted);
+        }
+        self.finish(Outcome::Complete)
+    }
+
+    /// One stage (the whole run, unless it is a release train): its
+    /// checks, the confirmation before the first, its services in
+    /// dependency order, finalize, and the gate before the next stage.
+    async fn stage(self: Arc<Self>, stage: u32) -> Result<(), Outcome> {
+        let last = stage + 1 == self.stages;
+        if !self.checks(stage, Hook::Check).await {
             // Interrupted during the pre-flight: nothing changed, resumable.
             if self.opts.interrupt.requested() && self.failures().is_empty() {
-                return self.finish(Outcome::Interrupted);
+                return Err(self.finish(Outcome::Interrupted));
             }
-            return self.finish_failed(false).await;
+            return Err(self.finish_failed(stage > 0).await);
         }
         let mutating = !self.opts.recorded.dry_run;
         let fresh = !self.prior.keys().any(|k| k.phase != Phase::Check);
-        if mutating && fresh {
+        if stage == 0 && mutating && fresh {
             let irreversible: Vec<&str> = self
                 .services
                 .iter()
@@ -463,6 +862,13 @@ impl Runner {
                     .collect::<BTreeSet<_>>()
                     .len()
             );
+            if self.stages > 1 {
+                prompt.push_str(&format!(
+                    "\n  release train of {} hops; hop 1{}",
+                    self.stages,
+                    self.hop_label(0)
+                ));
+            }
             if !irreversible.is_empty() {
                 prompt.push_str(&format!(
                     "\n  point of no return: {} cannot roll back",
@@ -471,12 +877,16 @@ impl Runner {
             }
             if !self.confirm(&prompt) {
                 self.interrupt();
-                return self.finish(Outcome::Interrupted);
+                return Err(self.finish(Outcome::Interrupted));
             }
         }
         // Services in dependency order; independent ones concurrently.
-        let mut pending: BTreeSet<usize> = (0..self.services.len()).collect();
-        let mut done: BTreeSet<usize> = BTreeSet::new();
+        let mut pending: BTreeSet<usize> = (0..self.services.len())
+            .filter(|i| self.services[*i].hop_at(stage).is_some())
+            .collect();
+        let mut done: BTreeSet<usize> = (0..self.services.len())
+            .filter(|i| !pending.contains(i))
+            .collect();
         let mut failed_any = false;
         let mut set = tokio::task::JoinSet::new();
         loop {
@@ -489,7 +899,7 @@ impl Runner {
                 for i in ready {
                     pending.remove(&i);
                     let me = self.clone();
-                    set.spawn(async move { (i, me.service(i).await) });
+                    set.spawn(async move { (i, me.service(i, stage).await) });
                 }
             }
             match set.join_next().await {
@@ -508,40 +918,53 @@ impl Runner {
                 }
             }
         }
-        let has_failures = !self
-            .failures
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_empty();
+        let has_failures = !self.failures().is_empty();
         if self.opts.interrupt.requested() && !has_failures {
-            return self.finish(Outcome::Interrupted);
+            return Err(self.finish(Outcome::Interrupted));
         }
         if failed_any || has_failures {
-            return self.finish_failed(true).await;
+            return Err(self.finish_failed(true).await);
         }
-        // Finalize: deployment-wide, once every service runs the new version.
-        let finalize_pending = self.services.iter().any(|s| {
-            self.prior.get(&StepKey::of(&s.name, Phase::Finalize)) != Some(&StepStatus::Done)
+        // Finalize: deployment-wide, once every service of the stage runs
+        // its new version (in a train, before the next hop: an RPC pin must
+        // not outlive its release).
+        let full: Vec<&ServiceRun> = self
+            .services
+            .iter()
+            .filter(|s| {
+                s.hop_at(stage)
+                    .is_some_and(|(_, h)| h.kind == HopKind::Full)
+            })
+            .collect();
+        let finalize_pending = full.iter().any(|s| {
+            self.prior.get(&StepKey {
+                hop: self.hop(stage),
+                ..StepKey::of(&s.name, Phase::Finalize)
+            }) != Some(&StepStatus::Done)
         });
-        if mutating
+        if last
+            && mutating
             && finalize_pending
             && !self.confirm("every service is upgraded. Run the finalize steps (RPC unpin, deployment-wide work)?")
         {
             self.interrupt();
-            return self.finish(Outcome::Interrupted);
+            return Err(self.finish(Outcome::Interrupted));
         }
-        for s in &self.services {
+        for s in full {
             if self.stopping() {
                 break;
             }
-            if self.step(s, Hook::Finalize).await.is_err() {
-                return self.finish_failed(true).await;
+            if self.step(s, stage, Hook::Finalize).await.is_err() {
+                return Err(self.finish_failed(true).await);
             }
         }
         if self.opts.interrupt.requested() {
-            return self.finish(Outcome::Interrupted);
+            return Err(self.finish(Outcome::Interrupted));
         }
-        self.finish(Outcome::Complete)
+        if !last {
+            self.gate(stage).await?;
+        }
+        Ok(())
     }
 
     fn finish(&self, outcome: Outcome) -> Outcome {
@@ -561,7 +984,7 @@ impl Runner {
     }
 
     async fn finish_failed(self: &Arc<Self>, may_roll_back: bool) -> Outcome {
-        let touched: BTreeSet<String> = self
+        let touched: BTreeSet<(String, u32)> = self
             .touched
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -569,50 +992,80 @@ impl Runner {
         if !may_roll_back || touched.is_empty() {
             return self.finish(Outcome::Failed);
         }
+        let names: BTreeSet<&str> = touched.iter().map(|(s, _)| s.as_str()).collect();
         let rollback = self.opts.recorded.rollback_on_failure
             || (self.opts.confirm.asks_a_person()
                 && self.opts.confirm.can_ask()
                 && self.confirm(&format!(
                     "the run failed. Roll back the reversible services among {}?",
-                    touched.iter().cloned().collect::<Vec<_>>().join(", ")
+                    names.iter().copied().collect::<Vec<_>>().join(", ")
                 )));
         if !rollback {
             return self.finish(Outcome::Failed);
         }
-        // Reverse dependency order.
-        let order: Vec<&ServiceRun> = self
-            .services
-            .iter()
-            .rev()
-            .filter(|s| touched.contains(&s.name))
-            .collect();
-        let (rev, irrev): (Vec<&ServiceRun>, Vec<&ServiceRun>) =
-            order.into_iter().partition(|s| s.reversible);
-        self.roll_back(RollbackPlan {
-            services: rev.iter().map(|s| s.name.clone()).collect(),
-            irreversible: irrev.iter().map(|s| s.name.clone()).collect(),
-        })
-        .await
+        self.roll_back(self.rollback_plan(&touched)).await
     }
 
-    /// Roll back the plan's services in its order (a service whose rollback
-    /// is already done is skipped: a resumed rollback picks up where it
-    /// stopped). A failed rollback does not stop the others; Ctrl-C stops
-    /// after the rollback in flight, and `uphost resume` goes on with it.
+    /// What a rollback undoes: in reverse dependency order, each touched
+    /// service's hop in progress (its latest), and its earlier hops too
+    /// when every hop it went through can be undone; a migrations-only hop
+    /// (a leapfrog's) or an irreversible plugin cannot.
+    fn rollback_plan(&self, touched: &BTreeSet<(String, u32)>) -> RollbackPlan {
+        let mut plan = RollbackPlan::default();
+        for s in self.services.iter().rev() {
+            let mut stages: Vec<u32> = touched
+                .iter()
+                .filter(|(n, _)| *n == s.name)
+                .map(|(_, st)| *st)
+                .collect();
+            if stages.is_empty() {
+                continue;
+            }
+            stages.sort_unstable_by(|a, b| b.cmp(a));
+            let undoable = |st: &u32| {
+                s.reversible && s.hop_at(*st).is_none_or(|(_, h)| h.kind == HopKind::Full)
+            };
+            if !undoable(&stages[0]) {
+                plan.irreversible.push(s.name.clone());
+                continue;
+            }
+            if !stages.iter().all(undoable) {
+                stages.truncate(1);
+            }
+            plan.services.push(s.name.clone());
+            if self.stages > 1 {
+                plan.steps.extend(stages.iter().map(|st| StepKey {
+                    hop: Some(*st),
+                    ..StepKey::of(&s.name, Phase::Rollback)
+                }));
+            }
+        }
+        plan
+    }
+
+    /// Roll back the plan's steps in its order (a rollback already done is
+    /// skipped: a resumed rollback picks up where it stopped). A failed
+    /// rollback does not stop the others; Ctrl-C stops after the rollback
+    /// in flight, and `uphost resume` goes on with it.
     async fn roll_back(&self, plan: RollbackPlan) -> Outcome {
         self.journal.emit(Event::RollbackStarted {
             services: plan.services.clone(),
-            irreversible: plan.irreversible,
+            irreversible: plan.irreversible.clone(),
+            steps: plan.steps.clone(),
         });
         let mut all_ok = true;
-        for name in &plan.services {
+        for key in plan.steps_in_order() {
             if self.opts.interrupt.requested() {
                 return self.finish(Outcome::Interrupted);
             }
-            let Some(s) = self.services.iter().find(|s| &s.name == name) else {
+            let Some(s) = self.services.iter().find(|s| s.name == key.service) else {
                 continue;
             };
-            if self.step(s, Hook::Rollback).await.is_err() {
+            if self
+                .step(s, key.hop.unwrap_or(0), Hook::Rollback)
+                .await
+                .is_err()
+            {
                 all_ok = false;
             }
         }
@@ -626,11 +1079,14 @@ impl Runner {
     /// A resumed run that was rolling back: after confirmation, the rollback
     /// goes on (failed rollbacks are retried); the upgrade never does.
     async fn continue_rollback(&self, plan: RollbackPlan) -> Outcome {
-        let left: Vec<&str> = plan
-            .services
-            .iter()
-            .map(String::as_str)
-            .filter(|n| self.prior.get(&StepKey::of(n, Phase::Rollback)) != Some(&StepStatus::Done))
+        let left: Vec<String> = plan
+            .steps_in_order()
+            .into_iter()
+            .filter(|k| self.prior.get(k) != Some(&StepStatus::Done))
+            .map(|k| match k.hop {
+                Some(h) => format!("{} (hop {})", k.service, h + 1),
+                None => k.service,
+            })
             .collect();
         let prompt = format!(
             "this run was rolling back when it stopped. Go on rolling back {}?",
@@ -649,7 +1105,7 @@ mod tests {
     use super::*;
     use crate::config::rollout::MaxFail;
     use crate::config::rollout::Rollout;
-    use crate::config::{Connection, Limits, NodeSet, NodeSpec};
+    use crate::config::{Limits, NodeSet, NodeSpec};
 
     /// One thing the runner did, in order.
     #[derive(Debug, Clone, PartialEq)]
@@ -672,6 +1128,23 @@ mod tests {
             _hook: Hook,
             _journal: Arc<dyn RunJournal>,
         ) -> BoxFuture<'a, Result<(), String>> {
+            self.scripted(step)
+        }
+
+        fn gate<'a>(
+            &'a self,
+            _gate: &'a GateCommand,
+            step: StepKey,
+            _hops: u32,
+            _journal: Arc<dyn RunJournal>,
+        ) -> BoxFuture<'a, Result<(), String>> {
+            self.scripted(step)
+        }
+    }
+
+    impl Script {
+        /// Log the step; fail it when scripted to.
+        fn scripted<'a>(&'a self, step: StepKey) -> BoxFuture<'a, Result<(), String>> {
             Box::pin(async move {
                 self.log.lock().unwrap().push(Did::Call(step.clone()));
                 tokio::task::yield_now().await;
@@ -716,19 +1189,7 @@ mod tests {
 
     fn service(name: &str, nodes: usize, rollout: Rollout) -> ServiceRun {
         let nodes: Vec<Arc<NodeSpec>> = (1..=nodes)
-            .map(|i| {
-                Arc::new(NodeSpec {
-                    name: format!("{name}{i}"),
-                    address: format!("{name}{i}"),
-                    port: None,
-                    user: None,
-                    key_file: None,
-                    connection: Connection::DryRun,
-                    become_user: None,
-                    roles: vec![name.to_string()],
-                    node_root: None,
-                })
-            })
+            .map(|i| Arc::new(NodeSpec::simulated(&format!("{name}{i}"), &[name])))
             .collect();
         ServiceRun {
             name: name.to_string(),
@@ -739,6 +1200,24 @@ mod tests {
             canary: false,
             reversible: true,
             limits: Limits::default(),
+            hops: vec![hop(0, HopKind::Full)],
+        }
+    }
+
+    fn hop(stage: u32, kind: HopKind) -> crate::events::Hop {
+        crate::events::Hop {
+            stage,
+            from: format!("r{stage}"),
+            to: format!("r{}", stage + 1),
+            kind,
+        }
+    }
+
+    /// `name` on `nodes` nodes, with hops in stages `stages`.
+    fn train_service(name: &str, nodes: usize, stages: &[(u32, HopKind)]) -> ServiceRun {
+        ServiceRun {
+            hops: stages.iter().map(|(s, k)| hop(*s, *k)).collect(),
+            ..service(name, nodes, Rollout::Parallel)
         }
     }
 
@@ -751,6 +1230,7 @@ mod tests {
         rollback_on_failure: bool,
         continue_rollback: Option<RollbackPlan>,
         interrupt: Arc<Interrupt>,
+        gates: Vec<GateCommand>,
     }
 
     impl Case {
@@ -764,6 +1244,7 @@ mod tests {
                 rollback_on_failure: false,
                 continue_rollback: None,
                 interrupt: Arc::default(),
+                gates: Vec::new(),
             }
         }
 
@@ -805,6 +1286,7 @@ mod tests {
                     confirm: self.confirm,
                     continue_rollback: self.continue_rollback,
                     interrupt: self.interrupt.clone(),
+                    gates: self.gates,
                 },
             );
             let rt = tokio::runtime::Builder::new_current_thread()
@@ -818,6 +1300,7 @@ mod tests {
 
     fn k(service: &str, phase: Phase, node: Option<&str>) -> StepKey {
         StepKey {
+            hop: None,
             service: service.into(),
             phase,
             node: node.map(String::from),
@@ -1097,9 +1580,178 @@ mod tests {
         c.continue_rollback = Some(RollbackPlan {
             services: vec!["mq".into(), "db".into()],
             irreversible: vec![],
+            steps: vec![],
         });
         let (outcome, did, _) = c.run();
         assert_eq!(outcome, Outcome::RolledBack);
         assert_eq!(calls(&did), [k("db", Phase::Rollback, None)]);
+    }
+
+    fn hk(hop: u32, service: &str, phase: Phase, node: Option<&str>) -> StepKey {
+        StepKey {
+            hop: Some(hop),
+            ..k(service, phase, node)
+        }
+    }
+
+    fn gate(name: &str) -> GateCommand {
+        GateCommand {
+            name: name.into(),
+            command: vec!["true".into()],
+            timeout_s: None,
+        }
+    }
+
+    /// Three services; `mq` has two hops of its own chain, `db` and `api`
+    /// three, `new` joins in the last.
+    fn train() -> Case {
+        use HopKind::Full;
+        let mut c = Case::new(vec![
+            train_service("db", 1, &[(0, Full), (1, Full), (2, Full)]),
+            train_service("mq", 1, &[(0, Full), (1, Full)]),
+            train_service("api", 2, &[(0, Full), (1, Full), (2, Full)]),
+            train_service("new", 1, &[(2, Full)]),
+        ]);
+        c.deps = vec![("api", "db"), ("api", "mq"), ("new", "api")];
+        c.gates = vec![gate("smoke")];
+        c
+    }
+
+    #[test]
+    fn a_train_finishes_each_hop_and_its_gate_before_the_next() {
+        let (outcome, did, _) = train().run();
+        assert_eq!(outcome, Outcome::Complete);
+        let calls = calls(&did);
+        let hop_of = |k: &StepKey| k.hop.expect("every step of a train has its hop");
+        // Stage by stage: the hops never go back.
+        let hops: Vec<u32> = calls.iter().map(hop_of).collect();
+        assert!(hops.windows(2).all(|w| w[0] <= w[1]), "{calls:?}");
+        // Within a hop, dependencies first; the gate last, after finalize.
+        for h in 0..2 {
+            assert!(
+                pos(&did, &hk(h, "db", Phase::PostUpgrade, None))
+                    < pos(&did, &hk(h, "api", Phase::PreUpgrade, None))
+            );
+            let smoke = pos(&did, &gate_key("smoke", h));
+            assert!(pos(&did, &hk(h, "api", Phase::Finalize, None)) < smoke);
+            assert!(pos(&did, &hk(h, "db", Phase::Verify, None)) < smoke);
+        }
+        // No gate after the last hop; `new` only in it; `mq` only in two.
+        assert!(!calls.contains(&gate_key("smoke", 2)));
+        assert!(!calls.iter().any(|k| k.service == "new" && k.hop != Some(2)));
+        assert!(!calls.iter().any(|k| k.service == "mq" && k.hop == Some(2)));
+        assert_eq!(
+            calls
+                .iter()
+                .filter(|k| k.phase == Phase::Upgrade && k.service == "api")
+                .count(),
+            6
+        );
+    }
+
+    #[test]
+    fn a_failed_gate_stops_the_train_before_the_next_hop() {
+        let mut c = train();
+        c.fail = vec![gate_key("smoke", 1)];
+        let (outcome, did, _) = c.run();
+        assert_eq!(outcome, Outcome::Failed);
+        assert!(!calls(&did).iter().any(|k| k.hop == Some(2)), "{did:?}");
+        // Resumed with hops 1 and 2 done but the failed gate: only the gate
+        // and hop 3 run.
+        let mut c = train();
+        c.prior = run_steps(
+            &planned_of(&c.services),
+            Some(&TrainRecord {
+                hops: 3,
+                style: "in-sequence".into(),
+                gates: vec!["smoke".into()],
+            }),
+        )
+        .into_iter()
+        .filter(|k| k.hop < Some(2) && *k != gate_key("smoke", 1))
+        .collect();
+        let (outcome, did, _) = c.run();
+        assert_eq!(outcome, Outcome::Complete);
+        let calls = calls(&did);
+        assert_eq!(calls[0], gate_key("smoke", 1));
+        assert!(calls[1..].iter().all(|k| k.hop == Some(2)), "{calls:?}");
+    }
+
+    #[test]
+    fn a_leapfrog_migrates_and_deploys_once() {
+        use HopKind::{Full, MigrationsOnly};
+        let c = Case::new(vec![train_service(
+            "api",
+            2,
+            &[(0, MigrationsOnly), (1, MigrationsOnly), (2, Full)],
+        )]);
+        let (outcome, did, _) = c.run();
+        assert_eq!(outcome, Outcome::Complete);
+        let calls = calls(&did);
+        let migrations: Vec<&StepKey> =
+            calls.iter().filter(|k| k.phase == Phase::Migrate).collect();
+        assert_eq!(
+            migrations,
+            [
+                &hk(0, "api", Phase::Migrate, None),
+                &hk(1, "api", Phase::Migrate, None)
+            ]
+        );
+        let deploys: Vec<&StepKey> = calls.iter().filter(|k| k.phase == Phase::Upgrade).collect();
+        assert!(
+            deploys.iter().all(|k| k.hop == Some(2)) && deploys.len() == 2,
+            "{calls:?}"
+        );
+        // Migrations-only hops have no health gate of their own.
+        assert!(!calls.iter().any(|k| k.phase == Phase::Verify));
+    }
+
+    #[test]
+    fn a_train_rolls_back_the_hop_in_progress_and_earlier_ones_only_if_all_can_be_undone() {
+        use HopKind::{Full, MigrationsOnly};
+        let mut c = Case::new(vec![
+            train_service("db", 1, &[(0, Full), (1, Full)]),
+            train_service("api", 1, &[(0, MigrationsOnly), (1, Full)]),
+        ]);
+        c.deps = vec![("api", "db")];
+        c.fail = vec![hk(1, "api", Phase::PostUpgrade, None)];
+        c.rollback_on_failure = true;
+        let (outcome, did, events) = c.run();
+        assert_eq!(outcome, Outcome::RolledBack);
+        let rollbacks: Vec<StepKey> = calls(&did)
+            .into_iter()
+            .filter(|k| k.phase == Phase::Rollback)
+            .collect();
+        // api: only hop 2 (its hop 1 was migrations only); db: both hops,
+        // newest first, after api.
+        assert_eq!(
+            rollbacks,
+            [
+                hk(1, "api", Phase::Rollback, None),
+                hk(1, "db", Phase::Rollback, None),
+                hk(0, "db", Phase::Rollback, None),
+            ]
+        );
+        assert!(
+            events
+                .iter()
+                .any(|e| matches!(e, Event::RollbackStarted { steps, .. } if steps.len() == 3))
+        );
+    }
+
+    /// The recorded plan of these services (as `planned` makes it).
+    fn planned_of(services: &[ServiceRun]) -> Vec<PlannedService> {
+        services
+            .iter()
+            .map(|s| PlannedService {
+                name: s.name.clone(),
+                level: 0,
+                depends_on: vec![],
+                nodes: s.targets.iter().map(|n| n.name.clone()).collect(),
+                rollout: s.rollout.to_string(),
+                reversible: s.reversible,
+                hops: s.hops.clone(),
+            })
+            .collect()
     }
 }

@@ -46,9 +46,17 @@ pub struct ServiceRun {
     pub reversible: bool,
     /// Limits for its hook calls (global ones with its overrides).
     pub limits: crate::config::Limits,
+    /// Its hops, each in its stage of the run: one hop in stage 0 unless
+    /// the run is a release train.
+    pub hops: Vec<crate::events::Hop>,
 }
 
 impl ServiceRun {
+    /// Its hop in stage `stage` of the run, with its index in its train.
+    pub fn hop_at(&self, stage: u32) -> Option<(usize, &crate::events::Hop)> {
+        self.hops.iter().enumerate().find(|(_, h)| h.stage == stage)
+    }
+
     /// Its nodes as a hook call sees them: every one, and the targets.
     pub fn scope(&self) -> crate::runtime::ServiceNodes {
         crate::runtime::ServiceNodes {
@@ -68,23 +76,98 @@ pub fn user_cache_dir() -> PathBuf {
 }
 
 impl Session {
-    /// The context of `service`'s hooks in run `run_id`.
-    pub fn hook_ctx(&self, service: &str, run_id: &str, dry_run: bool) -> crate::runtime::HookCtx {
-        use crate::runtime::bindings::uphost::plugin::types;
+    /// The installed and target versions of `service` (its own in the
+    /// services file, else the file's), and whether they are the file's.
+    fn versions(&self, service: &str) -> (String, String, bool) {
         let conf = self.cfg.service(service);
         let sf = &self.cfg.services;
-        crate::runtime::HookCtx {
-            run_id: run_id.to_string(),
-            service: service.to_string(),
-            from_version: conf.from_version.unwrap_or_else(|| sf.from_version.clone()),
-            to_version: conf.to_version.unwrap_or_else(|| sf.to_version.clone()),
-            mode: match sf.mode {
-                crate::config::Mode::MajorUpgrade => types::Mode::MajorUpgrade,
-                crate::config::Mode::MinorUpdate => types::Mode::MinorUpdate,
-            },
-            dry_run,
-            params: conf.params.into_iter().collect(),
+        let wide = conf.from_version.is_none() && conf.to_version.is_none();
+        (
+            conf.from_version.unwrap_or_else(|| sf.from_version.clone()),
+            conf.to_version.unwrap_or_else(|| sf.to_version.clone()),
+            wide,
+        )
+    }
+
+    /// The contexts of `svc`'s hooks in run `run_id`, one per hop of its
+    /// train, in order.
+    pub fn hook_ctxs(
+        &self,
+        svc: &ServiceRun,
+        run_id: &str,
+        dry_run: bool,
+    ) -> Vec<crate::runtime::HookCtx> {
+        use crate::runtime::bindings::uphost::plugin::types;
+        let conf = self.cfg.service(&svc.name);
+        let (from, to, _) = self.versions(&svc.name);
+        let params: Vec<(String, String)> = conf.params.into_iter().collect();
+        svc.hops
+            .iter()
+            .enumerate()
+            .map(|(i, h)| crate::runtime::HookCtx {
+                run_id: run_id.to_string(),
+                service: svc.name.clone(),
+                from_version: h.from.clone(),
+                to_version: h.to.clone(),
+                hop: crate::runtime::HopCtx {
+                    index: i as u32,
+                    count: svc.hops.len() as u32,
+                    kind: h.kind,
+                    train_from: from.clone(),
+                    train_to: to.clone(),
+                },
+                mode: match self.cfg.services.mode {
+                    crate::config::Mode::MajorUpgrade => types::Mode::MajorUpgrade,
+                    crate::config::Mode::MinorUpdate => types::Mode::MinorUpdate,
+                },
+                dry_run,
+                params: params.clone(),
+            })
+            .collect()
+    }
+
+    /// Place every service's hops in the stages of the run (a release
+    /// train when a plugin knows releases and the versions are several
+    /// apart); an impossible path is the error, naming the plugin's path.
+    fn place_hops(&self, services: &mut [ServiceRun]) -> Result<(), Error> {
+        let names: Vec<&str> = services.iter().map(|s| s.name.as_str()).collect();
+        let hops = self.train(&names)?;
+        for (s, h) in services.iter_mut().zip(hops) {
+            s.hops = h;
         }
+        Ok(())
+    }
+
+    /// The hops of the services `names` (planned ones), each placed in its
+    /// stage: one hop in stage 0 each unless the run is a release train.
+    pub fn train(&self, names: &[&str]) -> Result<Vec<Vec<crate::events::Hop>>, Error> {
+        use crate::planning::train::{TrainInput, plan_train};
+        let versions: Vec<(String, String, bool)> =
+            names.iter().map(|s| self.versions(s)).collect();
+        let minor = self.cfg.services.mode == crate::config::Mode::MinorUpdate;
+        let inputs: Vec<TrainInput<'_>> = names
+            .iter()
+            .zip(&versions)
+            .map(|(s, (from, to, wide))| TrainInput {
+                service: s,
+                path: if minor {
+                    None
+                } else {
+                    self.plugins[*s].meta.releases.as_ref()
+                },
+                from,
+                to,
+                deployment_wide: *wide,
+            })
+            .collect();
+        let (_, hops) = plan_train(&inputs, self.cfg.services.train.style).map_err(|errors| {
+            Error::Usage(format!(
+                "the release train cannot be planned ({}):\n  {}\nnothing was executed",
+                self.cfg.services_path.display(),
+                errors.join("\n  ")
+            ))
+        })?;
+        Ok(hops)
     }
 
     /// Load the plugins of `cfg` and plan: any plugin that fails to load is
@@ -291,6 +374,7 @@ impl Session {
                 canary: svc.canary,
                 reversible: p.meta.reversible,
                 limits: self.cfg.limits.with(&svc.limits),
+                hops: Vec::new(),
             });
         }
         if !unmapped.is_empty() {
@@ -302,6 +386,7 @@ impl Session {
                 partial_v0_1.join(", ")
             )));
         }
+        self.place_hops(&mut out)?;
         Ok(out)
     }
 

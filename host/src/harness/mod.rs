@@ -80,6 +80,10 @@ fn hook_ctx(sc: &Scenario, service: &str) -> HookCtx {
         service: service.into(),
         from_version: sc.context.from_version.clone(),
         to_version: sc.context.to_version.clone(),
+        hop: sc
+            .context
+            .hop
+            .to_ctx(&sc.context.from_version, &sc.context.to_version),
         mode: match sc.context.mode {
             Mode::MajorUpgrade => types::Mode::MajorUpgrade,
             Mode::MinorUpdate => types::Mode::MinorUpdate,
@@ -160,6 +164,8 @@ fn hook_calls(sc: &Scenario, nodes: &[Arc<NodeSpec>]) -> Vec<(String, Hook)> {
             "post-upgrade" => calls.push(("post-upgrade".into(), Hook::PostUpgrade)),
             "finalize" => calls.push(("finalize".into(), Hook::Finalize)),
             "rollback" => calls.push(("rollback".into(), Hook::Rollback)),
+            "migrate" => calls.push(("migrate".into(), Hook::Migrate)),
+            "verify" => calls.push(("verify".into(), Hook::Verify)),
             _ => {
                 for n in nodes {
                     calls.push((format!("upgrade {}", n.name), Hook::Upgrade(wit_node(n))));
@@ -205,6 +211,7 @@ pub async fn run(rt: &Runtime, plugin: &LoadedPlugin, sc: &Scenario) -> Report {
     for (label, hook) in calls {
         let phase = hook.phase();
         let step = StepKey {
+            hop: None,
             service: service.clone(),
             phase,
             node: match &hook {

@@ -136,6 +136,43 @@ pub struct ScenarioContext {
     /// Plugin parameters.
     #[serde(default)]
     pub params: BTreeMap<String, String>,
+    /// Where the hooks run in a release train (default: hop 1 of 1).
+    #[serde(default)]
+    pub hop: ScenarioHop,
+}
+
+/// A scenario's hop of a release train.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ScenarioHop {
+    /// 0-based position in the train.
+    #[serde(default)]
+    pub index: u32,
+    /// Hops in the train (default: index + 1).
+    #[serde(default)]
+    pub count: Option<u32>,
+    /// `full` (default) or `migrations-only`.
+    #[serde(default)]
+    pub kind: Option<crate::events::HopKind>,
+    /// The release installed when the train started (default: from_version).
+    #[serde(default)]
+    pub train_from: Option<String>,
+    /// The train's target (default: to_version).
+    #[serde(default)]
+    pub train_to: Option<String>,
+}
+
+impl ScenarioHop {
+    /// The hook context's hop.
+    pub fn to_ctx(&self, from: &str, to: &str) -> crate::runtime::HopCtx {
+        crate::runtime::HopCtx {
+            index: self.index,
+            count: self.count.unwrap_or(self.index + 1).max(self.index + 1),
+            kind: self.kind.unwrap_or(crate::events::HopKind::Full),
+            train_from: self.train_from.clone().unwrap_or_else(|| from.to_string()),
+            train_to: self.train_to.clone().unwrap_or_else(|| to.to_string()),
+        }
+    }
 }
 
 fn from_v() -> String {
@@ -153,6 +190,7 @@ impl Default for ScenarioContext {
             mode: Mode::default(),
             dry_run: false,
             params: BTreeMap::new(),
+            hop: ScenarioHop::default(),
         }
     }
 }
@@ -198,6 +236,8 @@ pub fn load(path: &Path) -> Result<Scenario, ConfigError> {
         "post-upgrade",
         "finalize",
         "rollback",
+        "migrate",
+        "verify",
     ];
     for h in s.hooks.iter().flatten() {
         if !hooks.contains(&h.as_str()) {

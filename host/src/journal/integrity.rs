@@ -78,6 +78,11 @@ pub struct Checker {
     chain: Option<String>,
     started: bool,
     services: HashMap<String, HashSet<String>>,
+    /// Per service, the stages of its hops (empty: a run of one hop).
+    hops: HashMap<String, HashSet<u32>>,
+    /// The operator's gate commands of a train, and its stages.
+    gates: HashSet<String>,
+    stages: u32,
     steps: HashMap<StepKey, Attempt>,
 }
 
@@ -118,7 +123,7 @@ impl Checker {
 
     fn order(&mut self, ev: &Event) -> Result<(), String> {
         if !self.started {
-            let Event::RunStarted { plan, .. } = ev else {
+            let Event::RunStarted { plan, train, .. } = ev else {
                 return Err(
                     "the journal has no start record (`run-started`) on its first line: what the run planned is unknown".into(),
                 );
@@ -128,6 +133,14 @@ impl Checker {
                 .iter()
                 .map(|s| (s.name.clone(), s.nodes.iter().cloned().collect()))
                 .collect();
+            self.hops = plan
+                .iter()
+                .map(|s| (s.name.clone(), s.hops.iter().map(|h| h.stage).collect()))
+                .collect();
+            if let Some(t) = train {
+                self.gates = t.gates.iter().cloned().collect();
+                self.stages = t.hops;
+            }
             return Ok(());
         }
         match ev {
@@ -135,7 +148,7 @@ impl Checker {
             Event::StepStarted { step, .. } => {
                 self.member(step)?;
                 let a = self.steps.entry(step.clone()).or_default();
-                if a.done && step.phase != Phase::Check {
+                if a.done && !matches!(step.phase, Phase::Check | Phase::Verify) {
                     return Err(format!(
                         "step {step} starts again after it finished ok: a finished step is never run twice"
                     ));
@@ -196,10 +209,14 @@ impl Checker {
             Event::RollbackStarted {
                 services,
                 irreversible,
-            } => services
-                .iter()
-                .chain(irreversible)
-                .try_for_each(|s| self.service(s)),
+                steps,
+            } => {
+                services
+                    .iter()
+                    .chain(irreversible)
+                    .try_for_each(|s| self.service(s))?;
+                steps.iter().try_for_each(|s| self.member(s))
+            }
             Event::RunResumed { .. } => {
                 // Attempts cut short by the stop end here; the resumed
                 // run starts them again.
@@ -222,7 +239,25 @@ impl Checker {
     }
 
     fn member(&self, step: &StepKey) -> Result<(), String> {
+        if step.service == crate::events::GATE {
+            let known = step.node.as_ref().is_some_and(|n| self.gates.contains(n));
+            return match step.hop {
+                Some(h) if known && h + 1 < self.stages => Ok(()),
+                _ => Err(format!("step {step} is not a gate this run planned")),
+            };
+        }
         self.service(&step.service)?;
+        let stages = &self.hops[&step.service];
+        let planned_hop = match step.hop {
+            None => stages.is_empty(),
+            Some(h) => stages.contains(&h),
+        };
+        if !planned_hop {
+            return Err(format!(
+                "step {step} is of a hop this run did not plan for service `{}`",
+                step.service
+            ));
+        }
         if let Some(n) = &step.node
             && !self.services[&step.service].contains(n)
         {

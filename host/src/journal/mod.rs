@@ -106,6 +106,23 @@ pub struct RollbackPlan {
     pub services: Vec<String>,
     /// Touched services that cannot roll back.
     pub irreversible: Vec<String>,
+    /// In a release train, the rollback steps in order (empty: one per
+    /// service of `services`).
+    pub steps: Vec<StepKey>,
+}
+
+impl RollbackPlan {
+    /// The rollback steps, in the order they run.
+    pub fn steps_in_order(&self) -> Vec<StepKey> {
+        if self.steps.is_empty() {
+            self.services
+                .iter()
+                .map(|s| StepKey::of(s, crate::events::Phase::Rollback))
+                .collect()
+        } else {
+            self.steps.clone()
+        }
+    }
 }
 
 /// `JournalError::Io` for errors on `path`.
@@ -353,10 +370,12 @@ fn apply(r: &mut Replayed, ev: Event, keep: bool) {
         Event::RollbackStarted {
             services,
             irreversible,
+            steps,
         } if r.rollback.is_none() => {
             r.rollback = Some(RollbackPlan {
                 services: services.clone(),
                 irreversible: irreversible.clone(),
+                steps: steps.clone(),
             });
         }
         Event::RunStarted { .. } if r.started.is_none() => {
@@ -386,6 +405,7 @@ pub(crate) fn test_start(events: &[Event]) -> Event {
                     nodes: vec![],
                     rollout: "parallel".into(),
                     reversible: true,
+                    hops: vec![],
                 });
                 plan.len() - 1
             }
@@ -406,6 +426,7 @@ pub(crate) fn test_start(events: &[Event]) -> Event {
             Event::RollbackStarted {
                 services,
                 irreversible,
+                ..
             } => services
                 .iter()
                 .chain(irreversible)
@@ -418,12 +439,8 @@ pub(crate) fn test_start(events: &[Event]) -> Event {
         time: String::new(),
         plan,
         plugins: vec![],
-        options: crate::events::RunOptionsRecord {
-            dry_run: false,
-            only: vec![],
-            limit: vec![],
-            rollback_on_failure: false,
-        },
+        options: crate::events::RunOptionsRecord::default(),
+        train: None,
     }
 }
 
@@ -908,6 +925,7 @@ mod tests {
 
     fn step(node: Option<&str>) -> StepKey {
         StepKey {
+            hop: None,
             service: "galera".into(),
             phase: Phase::Upgrade,
             node: node.map(String::from),

@@ -5,6 +5,7 @@ use serde::Serialize;
 
 use crate::capabilities::{Access, CommandCap};
 use crate::config::rollout::Rollout;
+use crate::planning::train::ReleasePath;
 use crate::runtime::bindings::uphost::plugin::types;
 
 /// A plugin's description.
@@ -24,6 +25,9 @@ pub struct PluginMeta {
     pub rollout: Rollout,
     /// Can roll back.
     pub reversible: bool,
+    /// The releases it knows, for release trains (`None`: one hop).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub releases: Option<ReleasePath>,
 }
 
 /// Most capabilities a plugin may request (each is reviewed by a person).
@@ -38,6 +42,46 @@ pub const MAX_ENV: usize = 32;
 pub const MAX_TEXT: usize = 512;
 /// Longest version.
 pub const MAX_VERSION: usize = 64;
+/// Most releases (and jumps) of a release path.
+pub const MAX_RELEASES: usize = 256;
+
+/// A release path as the host keeps it: every release a version string an
+/// operator can type (it is compared with the services file's versions,
+/// never escaped), the path well formed.
+fn release_path(r: types::ReleasePath) -> Result<ReleasePath, String> {
+    if r.sequence.len() > MAX_RELEASES || r.jumps.len() > MAX_RELEASES {
+        return Err(format!(
+            "its release path has {} releases and {} jumps; at most {MAX_RELEASES} of each",
+            r.sequence.len(),
+            r.jumps.len()
+        ));
+    }
+    let release = |v: &String| {
+        if v.is_empty()
+            || v.len() > MAX_VERSION
+            || !v
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-+~:".contains(c))
+        {
+            Err(format!(
+                "release `{}` in its release path is not a version (1-{MAX_VERSION} of a-z, A-Z, 0-9, `.`, `_`, `-`, `+`, `~`, `:`)",
+                crate::untrusted::line_max(v, MAX_VERSION)
+            ))
+        } else {
+            Ok(())
+        }
+    };
+    for v in &r.sequence {
+        release(v)?;
+    }
+    let path = ReleasePath {
+        sequence: r.sequence,
+        jumps: r.jumps.into_iter().map(|j| (j.from, j.to)).collect(),
+        migrations_only: r.migrations_only,
+    };
+    path.validate()?;
+    Ok(path)
+}
 
 /// A plugin's text as the operator is shown it, and as the lock records
 /// it: control characters made visible, length capped. What is approved
@@ -148,6 +192,7 @@ impl PluginMeta {
             capabilities: caps,
             rollout,
             reversible: i.reversible,
+            releases: i.releases.map(release_path).transpose()?,
         })
     }
 }

@@ -5,6 +5,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+pub mod train;
+
 use crate::config::yaml::did_you_mean;
 
 /// A planning problem.

@@ -403,6 +403,7 @@ mod tests {
 
     fn step(service: &str, phase: Phase, node: Option<&str>) -> StepKey {
         StepKey {
+            hop: None,
             service: service.into(),
             phase,
             node: node.map(String::from),
@@ -424,9 +425,11 @@ mod tests {
                     nodes: vec!["ctl1".into()],
                     rollout: "one-at-a-time".into(),
                     reversible: true,
+                    hops: vec![],
                 }],
                 plugins: vec![],
                 options: RunOptionsRecord::default(),
+                train: None,
             },
             Event::StepStarted {
                 step: pre.clone(),

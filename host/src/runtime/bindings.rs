@@ -145,6 +145,7 @@ pub fn plugin_info_from_v0_1(i: v0_1::uphost::plugin::types::PluginInfo) -> type
             old::Rollout::OneAtATime => types::Rollout::OneAtATime,
         },
         reversible: i.reversible,
+        releases: None,
     }
 }
 

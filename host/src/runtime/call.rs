@@ -123,8 +123,8 @@ pub struct CallIo {
 
 impl CallEnv {
     /// The environment of the hook call that is `step`. Whether mutating
-    /// commands run is decided here and only here: never in `check`, never
-    /// in a dry run.
+    /// commands run is decided here and only here: never in `check` or a
+    /// gate's `verify`, never in a dry run.
     pub fn new(
         step: StepKey,
         dry_run: bool,
@@ -135,7 +135,11 @@ impl CallEnv {
     ) -> CallEnv {
         CallEnv {
             plugin: step.service.clone(),
-            read_only: dry_run || step.phase == crate::events::Phase::Check,
+            read_only: dry_run
+                || matches!(
+                    step.phase,
+                    crate::events::Phase::Check | crate::events::Phase::Verify
+                ),
             step,
             grant,
             nodes: nodes.all.clone(),

@@ -165,6 +165,10 @@ pub enum Hook {
     Finalize,
     /// Restore.
     Rollback,
+    /// A migrations-only hop.
+    Migrate,
+    /// The gate after a hop.
+    Verify,
 }
 
 impl Hook {
@@ -177,6 +181,8 @@ impl Hook {
             Hook::PostUpgrade => Phase::PostUpgrade,
             Hook::Finalize => Phase::Finalize,
             Hook::Rollback => Phase::Rollback,
+            Hook::Migrate => Phase::Migrate,
+            Hook::Verify => Phase::Verify,
         }
     }
 }
@@ -325,12 +331,42 @@ pub struct HookCtx {
     pub from_version: String,
     /// Target version.
     pub to_version: String,
+    /// Where the hook is in its service's release train.
+    pub hop: HopCtx,
     /// Upgrade or update.
     pub mode: bindings::uphost::plugin::types::Mode,
     /// Nothing may change.
     pub dry_run: bool,
     /// Operator parameters.
     pub params: Vec<(String, String)>,
+}
+
+/// The hop of a hook's context (the contract's `hop`).
+#[derive(Debug, Clone)]
+pub struct HopCtx {
+    /// 0-based position in the service's train.
+    pub index: u32,
+    /// Hops in the train.
+    pub count: u32,
+    /// Full or migrations only.
+    pub kind: crate::events::HopKind,
+    /// Installed when the train started.
+    pub train_from: String,
+    /// The train's target.
+    pub train_to: String,
+}
+
+impl HopCtx {
+    /// A run of one hop.
+    pub fn single(from: &str, to: &str) -> HopCtx {
+        HopCtx {
+            index: 0,
+            count: 1,
+            kind: crate::events::HopKind::Full,
+            train_from: from.to_string(),
+            train_to: to.to_string(),
+        }
+    }
 }
 
 /// Call one hook of a plugin in a fresh instance.
@@ -365,6 +401,20 @@ pub async fn call_hook(
                     service: hctx.service.clone(),
                     from_version: hctx.from_version.clone(),
                     to_version: hctx.to_version.clone(),
+                    hop: bindings::uphost::plugin::types::Hop {
+                        index: hctx.hop.index,
+                        count: hctx.hop.count,
+                        kind: match hctx.hop.kind {
+                            crate::events::HopKind::Full => {
+                                bindings::uphost::plugin::types::HopKind::Full
+                            }
+                            crate::events::HopKind::MigrationsOnly => {
+                                bindings::uphost::plugin::types::HopKind::MigrationsOnly
+                            }
+                        },
+                        train_from: hctx.hop.train_from.clone(),
+                        train_to: hctx.hop.train_to.clone(),
+                    },
                     mode: hctx.mode,
                     dry_run: hctx.dry_run,
                     nodes: store.data_mut().node_list(nodes)?,
@@ -380,6 +430,8 @@ pub async fn call_hook(
                     Hook::PostUpgrade => p.call_post_upgrade(&mut store, &ctx).await,
                     Hook::Finalize => p.call_finalize(&mut store, &ctx).await,
                     Hook::Rollback => p.call_rollback(&mut store, &ctx).await,
+                    Hook::Migrate => p.call_migrate(&mut store, &ctx).await,
+                    Hook::Verify => p.call_verify(&mut store, &ctx).await,
                 }
                 .map(|r| r.map_err(|e| e.message))
             }
@@ -415,6 +467,15 @@ pub async fn call_hook(
                     Hook::PostUpgrade => p.call_post_upgrade(&mut store, &ctx).await,
                     Hook::Finalize => p.call_finalize(&mut store, &ctx).await,
                     Hook::Rollback => p.call_rollback(&mut store, &ctx).await,
+                    // A 0.1 plugin knows no releases, so it never has a
+                    // migrations-only hop, and has no health check of its
+                    // own for a gate: it passes.
+                    Hook::Migrate => Ok(Err(v0_1::uphost::plugin::types::HookError {
+                        message:
+                            "a plugin built against uphost:plugin@0.1 has no migrations-only hop"
+                                .into(),
+                    })),
+                    Hook::Verify => Ok(Ok(())),
                 }
                 .map(|r| r.map_err(|e| e.message))
             }

@@ -12,6 +12,22 @@
 
 use uphost_sdk::prelude::*;
 
+/// Ceph's major releases, oldest first.
+const CEPH_RELEASES: &[&str] = &[
+    "hammer", "jewel", "kraken", "luminous", "mimic", "nautilus", "octopus", "pacific", "quincy",
+    "reef", "squid",
+];
+/// Upgrades that skip one release (Ceph allows N-2).
+const CEPH_JUMPS: &[(&str, &str)] = &[
+    ("jewel", "luminous"),
+    ("luminous", "nautilus"),
+    ("mimic", "octopus"),
+    ("nautilus", "pacific"),
+    ("octopus", "quincy"),
+    ("pacific", "reef"),
+    ("quincy", "squid"),
+];
+
 /// The plugin.
 pub struct CephOsd;
 
@@ -30,6 +46,9 @@ impl Plugin for CephOsd {
         .depends_on(&["ceph-mon"])
         .rollout(Rollout::OneAtATime)
         .reversible(false)
+        // Ceph upgrades at most two major releases at a time.
+        .releases(CEPH_RELEASES)
+        .jumps(CEPH_JUMPS)
         .capabilities([
             Capability::read_only("ceph", &["health"]).reason("cluster health"),
             Capability::mutating("ceph", &["osd", "set|unset", "noout"])
@@ -50,6 +69,10 @@ impl Plugin for CephOsd {
             .reason("Jewel daemons run as the ceph user"),
             Capability::mutating("apt-get", &["install", "-y", "ceph-osd=*"]).reason("install"),
         ])
+    }
+
+    fn verify(cx: &Cx) -> Result<()> {
+        Self::check(cx)
     }
 
     fn check(cx: &Cx) -> Result<()> {

@@ -200,6 +200,10 @@ impl Plugin for Galera {
         .depends_on(&["haproxy"])
         .rollout(Rollout::OneAtATime)
         .reversible(true)
+        // MariaDB upgrades one major release at a time.
+        .releases(&[
+            "5.5", "10.0", "10.1", "10.2", "10.3", "10.4", "10.5", "10.6", "10.11", "11.4",
+        ])
         .capabilities([
             Capability::read_only("mysql", &["-N", "-B", "-e", "SHOW STATUS LIKE 'wsrep%'|SELECT 1"])
                 .reason("cluster state (Synced, size) and a query once bootstrapped"),
@@ -222,6 +226,10 @@ impl Plugin for Galera {
                 .reason("rollback: restore the backup"),
         ])
         .capabilities(caps_files())
+    }
+
+    fn verify(cx: &Cx) -> Result<()> {
+        verify(cx)
     }
 
     fn check(cx: &Cx) -> Result<()> {

@@ -47,6 +47,10 @@ impl Plugin for Haproxy {
         ])
     }
 
+    fn verify(cx: &Cx) -> Result<()> {
+        Self::check(cx)
+    }
+
     fn check(cx: &Cx) -> Result<()> {
         let cfg = cx.param_or("config", "/etc/haproxy/haproxy.cfg");
         for n in cx.nodes() {

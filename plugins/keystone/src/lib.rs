@@ -4,9 +4,20 @@
 //! restart, no db_sync. Rollback reinstalls the previous version (the
 //! database itself is restored by galera's rollback, which runs after).
 //!
+//! In a release train it upgrades along OpenStack's releases (SLURP jumps
+//! allowed). A leapfrog's migrations-only hop (`migrate`) stops keystone
+//! everywhere and runs that release's `db_sync` with that release's code,
+//! installed on the first node only; the target is deployed by the last
+//! hop. `verify` (the gate between hops): active everywhere, endpoints
+//! listed.
+//!
 //! Parameters: `unit` (`keystone`), `package` (`keystone`).
 
 use uphost_sdk::prelude::*;
+use uphost_sdk::releases;
+
+/// State key: the service is stopped for a leapfrog's migrations.
+const STOPPED: &str = "stopped_for_migrations";
 
 /// The plugin.
 pub struct Keystone;
@@ -58,6 +69,9 @@ impl Plugin for Keystone {
         .depends_on(&["galera", "rabbitmq", "haproxy"])
         .rollout(Rollout::Parallel)
         .reversible(true)
+        .releases(releases::OPENSTACK)
+        .jumps(releases::OPENSTACK_SLURP)
+        .migrations_only(true)
         .capabilities([
             Capability::read_only("systemctl", &["is-active", "keystone|apache2|httpd"])
                 .reason("pre-flight"),
@@ -80,10 +94,32 @@ impl Plugin for Keystone {
                 "stops keystone on every node for the database migration (a minor update is node by node and may be limited)",
             )?;
         }
+        if cx.state_get(STOPPED).is_some() {
+            // Stopped by the leapfrog's migrations until the target deploy.
+            return Ok(());
+        }
+        Self::verify(cx)
+    }
+
+    fn verify(cx: &Cx) -> Result<()> {
         for n in cx.nodes() {
             cx.run(&n.name, "systemctl", &["is-active", unit(cx)])?;
         }
         endpoints(cx)
+    }
+
+    fn migrate(cx: &Cx) -> Result<()> {
+        if cx.state_get(STOPPED).is_none() {
+            for n in cx.nodes() {
+                cx.run(&n.name, "systemctl", &["stop", unit(cx)])?;
+            }
+            cx.state_set(STOPPED, &cx.ctx.from_version);
+            cx.progress("service-down");
+        }
+        let primary = cx.primary()?.name.clone();
+        install(cx, &primary, &cx.ctx.to_version)?;
+        cx.run(&primary, "keystone-manage", &["db_sync"])?;
+        Ok(())
     }
 
     fn pre_upgrade(cx: &Cx) -> Result<()> {
@@ -111,6 +147,7 @@ impl Plugin for Keystone {
             for n in cx.nodes() {
                 cx.run(&n.name, "systemctl", &["start", unit(cx)])?;
             }
+            cx.state_delete(STOPPED);
         }
         endpoints(cx)?;
         cx.progress("service-up");

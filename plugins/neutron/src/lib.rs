@@ -4,8 +4,17 @@
 //! controller, install the new server, `neutron-db-manage upgrade heads`
 //! once, start the servers. Upgrade (one node at a time): install the new
 //! agents, restart them on that node only, verify they report alive.
+//!
+//! In a release train: OpenStack's releases (SLURP jumps allowed); a
+//! leapfrog's migrations-only hop stops the server everywhere and runs that
+//! release's `neutron-db-manage upgrade heads` with its server installed
+//! on the first node. `verify`: the server active everywhere.
 
 use uphost_sdk::prelude::*;
+use uphost_sdk::releases;
+
+/// State key: the server is stopped for a leapfrog's migrations.
+const STOPPED: &str = "stopped_for_migrations";
 
 /// The plugin.
 pub struct Neutron;
@@ -33,6 +42,9 @@ impl Plugin for Neutron {
         .depends_on(&["keystone", "rabbitmq", "galera"])
         .rollout(Rollout::OneAtATime)
         .reversible(false)
+        .releases(releases::OPENSTACK)
+        .jumps(releases::OPENSTACK_SLURP)
+        .migrations_only(true)
         .capabilities([
             Capability::mutating("systemctl", &["start|stop", "neutron-server"])
                 .reason("server restart"),
@@ -71,9 +83,38 @@ impl Plugin for Neutron {
         cx.require_every_node(
             "stops neutron-server on every node and migrates the database once before any agent is upgraded",
         )?;
+        if cx.state_get(STOPPED).is_some() {
+            return Ok(());
+        }
+        Self::verify(cx)
+    }
+
+    fn verify(cx: &Cx) -> Result<()> {
         for n in cx.nodes() {
             cx.run(&n.name, "systemctl", &["is-active", "neutron-server"])?;
         }
+        Ok(())
+    }
+
+    fn migrate(cx: &Cx) -> Result<()> {
+        if cx.state_get(STOPPED).is_none() {
+            for n in cx.nodes() {
+                cx.run(&n.name, "systemctl", &["stop", "neutron-server"])?;
+            }
+            cx.state_set(STOPPED, &cx.ctx.from_version);
+            cx.progress("service-down");
+        }
+        let p = cx.primary()?.name.clone();
+        cx.run(
+            &p,
+            "apt-get",
+            &[
+                "install",
+                "-y",
+                &format!("neutron-server={}", cx.ctx.to_version),
+            ],
+        )?;
+        cx.run(&p, "neutron-db-manage", &["upgrade", "heads"])?;
         Ok(())
     }
 
@@ -98,6 +139,7 @@ impl Plugin for Neutron {
         for n in cx.nodes() {
             cx.run(&n.name, "systemctl", &["start", "neutron-server"])?;
         }
+        cx.state_delete(STOPPED);
         cx.progress("service-up");
         Ok(())
     }

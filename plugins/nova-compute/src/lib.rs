@@ -1,8 +1,14 @@
 //! Nova compute: rolling, in serial batches by default (computes have no
 //! database access and stay RPC-pinned until nova's finalize): stop,
 //! install, start, verify. Rollback reinstalls the previous version.
+//!
+//! In a release train: OpenStack's releases, every hop a rolling upgrade
+//! (computes follow the control plane one release at a time, RPC allows
+//! N-1 only). In a leapfrog the intermediate hops do nothing here (computes
+//! have no database): the last hop deploys the target once.
 
 use uphost_sdk::prelude::*;
+use uphost_sdk::releases;
 
 /// The plugin.
 pub struct NovaCompute;
@@ -30,12 +36,27 @@ impl Plugin for NovaCompute {
         .depends_on(&["nova"])
         .rollout(Rollout::Serial(2))
         .reversible(true)
+        .releases(releases::OPENSTACK)
+        .jumps(releases::OPENSTACK_SLURP)
+        .migrations_only(true)
         .capabilities([
             Capability::mutating("systemctl", &["start|stop", "nova-compute"])
                 .reason("restart around the install"),
             Capability::read_only("systemctl", &["is-active", "nova-compute"]).reason("verify"),
             Capability::mutating("apt-get", &["install", "-y", "nova-compute=*"]).reason("install"),
         ])
+    }
+
+    fn verify(cx: &Cx) -> Result<()> {
+        Self::check(cx)
+    }
+
+    fn migrate(cx: &Cx) -> Result<()> {
+        cx.info(format!(
+            "{}: computes have no database; the last hop deploys {}",
+            cx.ctx.to_version, cx.ctx.hop.train_to
+        ));
+        Ok(())
     }
 
     fn check(cx: &Cx) -> Result<()> {

@@ -7,9 +7,19 @@
 //! restart. Rollback reinstalls the previous version and unpins (the
 //! database is restored by galera's rollback).
 //!
+//! In a release train: OpenStack's releases (SLURP jumps allowed), cells v2
+//! only from Ocata (where it became mandatory); a leapfrog's
+//! migrations-only hop stops the services everywhere and runs that
+//! release's `api_db sync` and `db sync` with its code on the first node.
+//! `verify`: every unit active.
+//!
 //! Parameters: `rpc_pin` (`auto`).
 
 use uphost_sdk::prelude::*;
+use uphost_sdk::releases;
+
+/// State key: the services are stopped for a leapfrog's migrations.
+const STOPPED: &str = "stopped_for_migrations";
 
 /// The plugin.
 pub struct Nova;
@@ -40,6 +50,28 @@ fn install(cx: &Cx, node: &str, v: &str) -> Result<()> {
     Ok(())
 }
 
+/// Cells v2 (cell0 mapped, cell1 created once): mandatory from Ocata, so
+/// done on a hop to Ocata or later only.
+fn cells_v2(cx: &Cx, p: &str) -> Result<()> {
+    if !releases::at_least(releases::OPENSTACK, &cx.ctx.to_version, "ocata") {
+        return Ok(());
+    }
+    cx.run(p, "nova-manage", &["cell_v2", "map_cell0"])?;
+    let cells = cx.run(p, "nova-manage", &["cell_v2", "list_cells"])?;
+    if !cells
+        .stdout_text()
+        .lines()
+        .any(|l| l.trim() == "cell1" || l.contains("| cell1 "))
+    {
+        cx.run(
+            p,
+            "nova-manage",
+            &["cell_v2", "create_cell", "--name=cell1"],
+        )?;
+    }
+    Ok(())
+}
+
 impl Plugin for Nova {
     fn describe() -> Info {
         Info::new(
@@ -50,6 +82,9 @@ impl Plugin for Nova {
         .depends_on(&["keystone", "placement", "rabbitmq", "galera"])
         .rollout(Rollout::Parallel)
         .reversible(true)
+        .releases(releases::OPENSTACK)
+        .jumps(releases::OPENSTACK_SLURP)
+        .migrations_only(true)
         .capabilities([
             Capability::mutating(
                 "crudini",
@@ -96,11 +131,34 @@ impl Plugin for Nova {
         cx.require_every_node(
             "stops the nova control services on every controller and migrates the database once, with RPC pinned until finalize",
         )?;
+        if cx.state_get(STOPPED).is_some() {
+            return Ok(());
+        }
+        Self::verify(cx)
+    }
+
+    fn verify(cx: &Cx) -> Result<()> {
         for n in cx.nodes() {
             for u in UNITS {
                 cx.run(&n.name, "systemctl", &["is-active", u])?;
             }
         }
+        Ok(())
+    }
+
+    fn migrate(cx: &Cx) -> Result<()> {
+        if cx.state_get(STOPPED).is_none() {
+            for n in cx.nodes() {
+                each_unit(cx, &n.name, "stop")?;
+            }
+            cx.state_set(STOPPED, &cx.ctx.from_version);
+            cx.progress("service-down");
+        }
+        let p = cx.primary()?.name.clone();
+        install(cx, &p, &cx.ctx.to_version)?;
+        cx.run(&p, "nova-manage", &["api_db", "sync"])?;
+        cells_v2(cx, &p)?;
+        cx.run(&p, "nova-manage", &["db", "sync"])?;
         Ok(())
     }
 
@@ -128,30 +186,21 @@ impl Plugin for Nova {
     fn post_upgrade(cx: &Cx) -> Result<()> {
         let p = cx.primary()?.name.clone();
         cx.run(&p, "nova-manage", &["api_db", "sync"])?;
-        cx.run(&p, "nova-manage", &["cell_v2", "map_cell0"])?;
-        let cells = cx.run(&p, "nova-manage", &["cell_v2", "list_cells"])?;
-        if !cells
-            .stdout_text()
-            .lines()
-            .any(|l| l.trim() == "cell1" || l.contains("| cell1 "))
-        {
-            cx.run(
-                &p,
-                "nova-manage",
-                &["cell_v2", "create_cell", "--name=cell1"],
-            )?;
-        }
+        cells_v2(cx, &p)?;
         cx.run(&p, "nova-manage", &["db", "sync"])?;
         for n in cx.nodes() {
             each_unit(cx, &n.name, "start")?;
         }
+        cx.state_delete(STOPPED);
         cx.progress("service-up");
         Ok(())
     }
 
     fn finalize(cx: &Cx) -> Result<()> {
         let p = cx.primary()?.name.clone();
-        cx.run(&p, "nova-manage", &["cell_v2", "discover_hosts"])?;
+        if releases::at_least(releases::OPENSTACK, &cx.ctx.to_version, "ocata") {
+            cx.run(&p, "nova-manage", &["cell_v2", "discover_hosts"])?;
+        }
         for n in cx.nodes() {
             cx.run(
                 &n.name,

@@ -5,6 +5,7 @@
 //! Parameters: `url` (`http://vip:8778`), `region` (`RegionOne`).
 
 use uphost_sdk::prelude::*;
+use uphost_sdk::releases;
 
 /// The plugin.
 pub struct Placement;
@@ -31,6 +32,10 @@ impl Plugin for Placement {
         .depends_on(&["keystone"])
         .rollout(Rollout::Parallel)
         .reversible(false)
+        // Its API appeared in Newton (within nova) and became mandatory in
+        // Ocata: no release before Newton.
+        .releases(&releases::OPENSTACK[3..])
+        .jumps(releases::OPENSTACK_SLURP)
         .capabilities([
             Capability::mutating(
                 "openstack",
@@ -84,6 +89,15 @@ impl Plugin for Placement {
                 .reason("start the API"),
             Capability::read_only("systemctl", &["is-active", "placement-api"]).reason("verify"),
         ])
+    }
+
+    fn verify(cx: &Cx) -> Result<()> {
+        let p = cx.primary()?.name.clone();
+        let have = cx.run(&p, "openstack", &ENDPOINT_LIST)?;
+        if have.stdout_text().trim().is_empty() {
+            bail!("placement answers no endpoints after the upgrade; run the hop again");
+        }
+        Ok(())
     }
 
     fn check(cx: &Cx) -> Result<()> {

@@ -133,6 +133,10 @@ impl Plugin for Rabbitmq {
         .version(env!("CARGO_PKG_VERSION"))
         .rollout(Rollout::Parallel)
         .reversible(false)
+        // Every minor release of RabbitMQ must be passed (3.11 -> 3.12 -> 3.13).
+        .releases(&[
+            "3.5", "3.6", "3.7", "3.8", "3.9", "3.10", "3.11", "3.12", "3.13", "4.0", "4.1",
+        ])
         .capabilities([
             Capability::read_only("rabbitmqctl", &["cluster_status"])
                 .reason("verify members running and no partitions"),
@@ -151,6 +155,10 @@ impl Plugin for Rabbitmq {
             Capability::mutating("apt-get", &["install", "-y", "rabbitmq-server=*"])
                 .reason("install the new version"),
         ])
+    }
+
+    fn verify(cx: &Cx) -> Result<()> {
+        verify(cx)
     }
 
     fn check(cx: &Cx) -> Result<()> {

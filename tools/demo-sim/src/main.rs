@@ -14,7 +14,9 @@
 //!   `delay_s` sleeps first; `status` 0 then runs the command as usual: a
 //!   slow command rather than a failing one).
 //!
-//! `uphost-demo-sim init DIR NODE...` creates the nodes of a demo cluster.
+//! `uphost-demo-sim init DIR [--release R] NODE...` creates the nodes of a
+//! demo cluster, its OpenStack packages and schemas at release R (Newton by
+//! default).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -741,7 +743,7 @@ impl Sim {
     }
 }
 
-fn init(dir: &Path, nodes: &[String]) {
+fn init(dir: &Path, release: &str, nodes: &[String]) {
     let nodes_dir = dir.join("nodes");
     let _ = fs::remove_dir_all(&nodes_dir);
     let exe = std::env::current_exe().expect("current exe");
@@ -777,8 +779,8 @@ fn init(dir: &Path, nodes: &[String]) {
         "nova.instances".into(),
         (1..=5).map(|i| format!("vm-{i}")).collect(),
     );
-    cluster.schema.insert("keystone".into(), "newton".into());
-    cluster.schema.insert("nova".into(), "newton".into());
+    cluster.schema.insert("keystone".into(), release.into());
+    cluster.schema.insert("nova".into(), release.into());
     cluster.services.insert("keystone".into());
     cluster.users.insert("admin".into());
     cluster.endpoints = vec![
@@ -836,7 +838,7 @@ fn init(dir: &Path, nodes: &[String]) {
                 _ => (&[], &[]),
             };
             for p in pkgs {
-                st.packages.insert((*p).into(), "newton".into());
+                st.packages.insert((*p).into(), release.into());
             }
             for u in units {
                 st.units.insert((*u).into(), "active".into());
@@ -864,9 +866,12 @@ fn main() {
         .unwrap_or_default();
     if prog == "uphost-demo-sim" {
         match args.get(1).map(String::as_str) {
-            Some("init") if args.len() >= 4 => init(Path::new(&args[2]), &args[3..]),
+            Some("init") if args.len() >= 6 && args[3] == "--release" => {
+                init(Path::new(&args[2]), &args[4], &args[5..])
+            }
+            Some("init") if args.len() >= 4 => init(Path::new(&args[2]), "newton", &args[3..]),
             _ => {
-                eprintln!("usage: uphost-demo-sim init DIR NAME:role[,role]...");
+                eprintln!("usage: uphost-demo-sim init DIR [--release R] NAME:role[,role]...");
                 std::process::exit(2);
             }
         }
