@@ -151,3 +151,34 @@ fn a_plugin_that_ignores_the_limit_is_refused_outside_it() {
         "{ran:?}"
     );
 }
+
+/// In a release train a 0.1 plugin, which knows no releases, is one hop
+/// from its versions to the target: here the hop that lands on the train's
+/// target. It runs there, unchanged, and the train completes.
+#[test]
+fn a_plugin_built_against_0_1_is_one_hop_of_a_train() {
+    let mut plugins = vec!["fixture-contract-v0_1"];
+    plugins.extend_from_slice(uphost_tests::SEED_PLUGINS);
+    let d = Demo::of("train", "liberty", &plugins, true);
+    let services = d.path().join("services.yaml");
+    let mut text = std::fs::read_to_string(&services).unwrap();
+    text.push_str("  legacy:\n    roles: [controller]\n");
+    std::fs::write(&services, text).unwrap();
+    let r = d.uphost(&["run", "--yes"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let j = d.journal();
+    let legacy: Vec<&serde_json::Value> = j
+        .iter()
+        .filter(|e| e["event"] == "step-finished" && e["step"]["service"] == "legacy")
+        .collect();
+    assert!(!legacy.is_empty());
+    assert!(
+        legacy
+            .iter()
+            .all(|e| e["step"]["hop"] == 2 && e["status"] == "ok"),
+        "{legacy:?}"
+    );
+    assert!(finished_ok(&j, "legacy", "finalize"));
+    // It has no `verify` of its own and is not asked for one.
+    assert!(!legacy.iter().any(|e| e["step"]["phase"] == "verify"));
+}

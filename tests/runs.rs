@@ -563,10 +563,31 @@ fn staged_run_with_limit_then_the_rest() {
 /// state equals an uninterrupted run's and every mutating command ran once.
 #[test]
 fn sigkill_anywhere_then_resume_equals_an_uninterrupted_run() {
-    let reference = Demo::new(SEED_PLUGINS, true);
+    sigkill_and_resume(
+        || Demo::new(SEED_PLUGINS, true),
+        &[15, 40, 70, 25, 90, 55, 120, 35, 160, 10, 200, 60],
+    );
+}
+
+/// The same across a release train (Liberty -> Ocata, three hops, gates
+/// between): killed in any hop or gate, resumed until done, it ends as an
+/// uninterrupted train, every mutating command run once.
+#[test]
+fn sigkill_anywhere_in_a_train_then_resume_equals_an_uninterrupted_train() {
+    sigkill_and_resume(
+        || Demo::of("train", "liberty", SEED_PLUGINS, true),
+        &[
+            25, 80, 140, 45, 230, 110, 330, 60, 420, 20, 520, 170, 610, 95,
+        ],
+    );
+}
+
+/// Kill runs of demos made by `mk` after each delay in turn (cycled),
+/// resume until complete, and compare with an uninterrupted run.
+fn sigkill_and_resume(mk: impl Fn() -> Demo, delays_ms: &[u64]) {
+    let reference = mk();
     assert_eq!(reference.uphost(&["run", "--yes"]).code, 0);
-    let d = Demo::new(SEED_PLUGINS, true);
-    let delays_ms = [15u64, 40, 70, 25, 90, 55, 120, 35, 160, 10, 200, 60];
+    let d = mk();
     let mut kills = 0;
     let mut first = true;
     for delay in delays_ms.iter().cycle().take(60) {

@@ -119,10 +119,25 @@ impl Demo {
     /// Copy examples/demo's configuration, the given plugins, and create its
     /// simulated nodes. Approves the plugins when `approve`.
     pub fn new(plugins: &[&str], approve: bool) -> Demo {
+        Demo::of("demo", "newton", plugins, approve)
+    }
+
+    /// Copy the configuration of `examples/<example>` (a release train's
+    /// gate scripts with it), the given plugins, and create the simulated
+    /// nodes at OpenStack `release`. Approves the plugins when `approve`.
+    pub fn of(example: &str, release: &str, plugins: &[&str], approve: bool) -> Demo {
         let dir = tempfile::tempdir().expect("tempdir");
-        let src = root().join("examples/demo");
+        let src = root().join("examples").join(example);
         for f in ["uphost.yaml", "inventory.yaml", "services.yaml"] {
             std::fs::copy(src.join(f), dir.path().join(f)).expect("copy demo config");
+        }
+        if let Ok(gates) = std::fs::read_dir(src.join("gates")) {
+            std::fs::create_dir_all(dir.path().join("gates")).expect("mkdir");
+            for g in gates {
+                let g = g.expect("gate script").path();
+                std::fs::copy(&g, dir.path().join("gates").join(g.file_name().unwrap()))
+                    .expect("copy gate script");
+            }
         }
         std::fs::create_dir_all(dir.path().join("plugins")).expect("mkdir");
         for p in plugins {
@@ -136,6 +151,7 @@ impl Demo {
         let st = Command::new(sim_bin())
             .arg("init")
             .arg(d.path())
+            .args(["--release", release])
             .args(DEMO_NODES)
             .output()
             .expect("sim init");

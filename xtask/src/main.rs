@@ -398,10 +398,11 @@ fn dispatch() -> Result<()> {
         "test" => test(),
         "man" => man(),
         "e2e" => e2e(),
+        "fixtures" => build_fixtures(),
         "bench" => bench::bench(&std::env::args().skip(2).collect::<Vec<_>>()),
         _ => {
             eprintln!(
-                "usage: cargo xtask build|demo|test|man|bench [load|hook|journal|ansible|scale]"
+                "usage: cargo xtask build|demo|test|e2e|fixtures|man|bench [load|hook|journal|ansible|scale]"
             );
             std::process::exit(2);
         }

@@ -190,6 +190,16 @@ fn show_left(left: &Left) {
             services.join(", ")
         ),
         Left::Steps(steps) if steps.is_empty() => {}
+        Left::Steps(steps) if steps.iter().any(|(k, _)| k.hop.is_some()) => {
+            errln!(
+                "\nsteps not done ({}), every one of every remaining hop:",
+                steps.len()
+            );
+            for line in train_left(steps) {
+                errln!("{line}");
+            }
+            errln!("fix the cause, then continue with `uphost resume`");
+        }
         Left::Steps(steps) => {
             errln!("\nsteps not done ({}):", steps.len());
             for (k, st) in steps.iter().take(40) {
@@ -201,6 +211,83 @@ fn show_left(left: &Left) {
             errln!("fix the cause, then continue with `uphost resume`");
         }
     }
+}
+
+/// What is left of a release train, hop by hop and service by service,
+/// each service's steps on one line (its node steps as one entry).
+fn train_left(steps: &[(crate::events::StepKey, &'static str)]) -> Vec<String> {
+    use crate::events::Phase;
+    let mut out: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < steps.len() {
+        let (k, _) = &steps[i];
+        let hop = k.hop.unwrap_or(0);
+        if i == 0 || steps[i - 1].0.hop != k.hop {
+            out.push(format!("  hop {}:", hop + 1));
+        }
+        if k.phase == Phase::Verify && k.service != crate::events::GATE {
+            // The gate's health checks, one line.
+            let mut names = Vec::new();
+            while i < steps.len()
+                && steps[i].0.phase == Phase::Verify
+                && steps[i].0.service != crate::events::GATE
+                && steps[i].0.hop == k.hop
+            {
+                let (s, st) = &steps[i];
+                names.push(if *st == "remaining" {
+                    s.service.clone()
+                } else {
+                    format!("{} ({st})", s.service)
+                });
+                i += 1;
+            }
+            out.push(format!("    gate, verify of: {}", names.join(", ")));
+            continue;
+        }
+        let who = k.service.clone();
+        let mut parts: Vec<String> = Vec::new();
+        while i < steps.len() && steps[i].0.service == who && steps[i].0.hop == k.hop {
+            let (s, st) = &steps[i];
+            let mark = |st: &str| {
+                if st == "remaining" {
+                    String::new()
+                } else {
+                    format!(" ({st})")
+                }
+            };
+            if s.phase == Phase::Upgrade {
+                let mut nodes = Vec::new();
+                while i < steps.len()
+                    && steps[i].0.phase == Phase::Upgrade
+                    && steps[i].0.service == who
+                    && steps[i].0.hop == k.hop
+                {
+                    let (n, st) = &steps[i];
+                    nodes.push(format!("{}{}", n.node.as_deref().unwrap_or("?"), mark(st)));
+                    i += 1;
+                }
+                let shown = nodes.len().min(10);
+                let mut list = nodes[..shown].join(", ");
+                if nodes.len() > shown {
+                    list.push_str(&format!(" and {} more", nodes.len() - shown));
+                }
+                parts.push(format!("upgrade on {list}"));
+                continue;
+            }
+            parts.push(match s.node.as_deref() {
+                Some(n) if s.service == crate::events::GATE => format!("`{n}`{}", mark(st)),
+                _ => format!("{}{}", s.phase, mark(st)),
+            });
+            i += 1;
+        }
+        let label = if who == crate::events::GATE {
+            "gate commands".to_string()
+        } else {
+            who
+        };
+        out.push(format!("    {label}: {}", parts.join(", ")));
+    }
+    out
 }
 
 fn show_summary(end: &RunEnd) {

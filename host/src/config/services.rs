@@ -107,6 +107,10 @@ pub struct ServiceConfig {
     pub from_version: Option<String>,
     /// Target version (default: the file's `to_version`).
     pub to_version: Option<String>,
+    /// In a release train, the releases to land on before the target, in
+    /// order (default: the plugin's path, its direct jumps where it has
+    /// them); each hop must be one the plugin allows.
+    pub via: Option<Vec<String>>,
     /// Override of the plugin's rollout.
     pub rollout: Option<Rollout>,
     /// How many node failures are tolerated before the service fails.
@@ -175,6 +179,9 @@ pub struct TrainConfig {
     /// `verify`.
     #[serde(default)]
     pub gates: Vec<GateCommand>,
+    /// The releases the deployment-wide train lands on before the target
+    /// (for services without versions of their own; see a service's `via`).
+    pub via: Option<Vec<String>>,
 }
 
 /// The services file.

@@ -71,7 +71,8 @@ pub struct RollbackView {
 pub struct HopView {
     /// 1-based.
     pub hop: u32,
-    /// `done`, `failed`, `running`, `partial` or `remaining`: its steps.
+    /// `done`, `failed`, `running`, `partial` or `remaining`: its steps
+    /// (`failed` too when its gate failed).
     pub status: &'static str,
     /// Its gate (every deployed service's `verify`, the operator's
     /// commands): `passed`, `failed`, `running`, `pending`; absent after
@@ -150,7 +151,11 @@ fn hop_views(
                 });
             HopView {
                 hop: h + 1,
-                status: group_status(work.iter().map(|k| word(k))),
+                // A hop whose gate failed failed: the next one cannot start.
+                status: match gate_status {
+                    Some("failed") => "failed",
+                    _ => group_status(work.iter().map(|k| word(k))),
+                },
                 gate: gate_status,
                 gate_failed: gate
                     .iter()

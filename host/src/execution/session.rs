@@ -144,11 +144,26 @@ impl Session {
         use crate::planning::train::{TrainInput, plan_train};
         let versions: Vec<(String, String, bool)> =
             names.iter().map(|s| self.versions(s)).collect();
+        let train = &self.cfg.services.train;
+        let via: Vec<Option<&[String]>> = names
+            .iter()
+            .zip(&versions)
+            .map(|(s, (_, _, wide))| {
+                let own = self
+                    .cfg
+                    .services
+                    .services
+                    .get(*s)
+                    .and_then(|c| c.via.as_deref());
+                own.or(if *wide { train.via.as_deref() } else { None })
+            })
+            .collect();
         let minor = self.cfg.services.mode == crate::config::Mode::MinorUpdate;
         let inputs: Vec<TrainInput<'_>> = names
             .iter()
             .zip(&versions)
-            .map(|(s, (from, to, wide))| TrainInput {
+            .zip(via)
+            .map(|((s, (from, to, wide)), via)| TrainInput {
                 service: s,
                 path: if minor {
                     None
@@ -158,6 +173,7 @@ impl Session {
                 from,
                 to,
                 deployment_wide: *wide,
+                via,
             })
             .collect();
         let (_, hops) = plan_train(&inputs, self.cfg.services.train.style).map_err(|errors| {

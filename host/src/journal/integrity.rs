@@ -362,6 +362,30 @@ mod tests {
     }
 
     #[test]
+    fn a_trains_steps_name_a_planned_hop_or_gate() {
+        const TRAIN: &str = r#"{"event":"run-started","run_id":"r","time":"t","plan":[{"name":"svc","level":0,"depends_on":[],"nodes":["n1"],"rollout":"parallel","reversible":true,"hops":[{"stage":0,"from":"a","to":"b","kind":"full"},{"stage":1,"from":"b","to":"c","kind":"full"}]}],"plugins":[],"options":{"dry_run":false,"only":[],"limit":[],"rollback_on_failure":false},"train":{"hops":2,"style":"in-sequence","gates":["smoke"]}}"#;
+        let lines = |step: &str| vec![TRAIN.to_string(), started(step), finished(step, "ok")];
+        let hop =
+            |h: &str| format!(r#"{{"hop":{h},"service":"svc","phase":"upgrade","node":"n1"}}"#);
+        let gate = |h: u32, name: &str| {
+            format!(r#"{{"hop":{h},"service":"(gate)","phase":"verify","node":"{name}"}}"#)
+        };
+        check(&lines(&hop("1")), true).unwrap();
+        check(&lines(&gate(0, "smoke")), true).unwrap();
+        let e = check(&lines(&hop("2")), true).unwrap_err().1;
+        assert!(e.contains("of a hop this run did not plan"), "{e}");
+        // A train's step without its hop is not one it planned either.
+        let e = check(&lines(&step("upgrade", Some("n1"))), true)
+            .unwrap_err()
+            .1;
+        assert!(e.contains("of a hop this run did not plan"), "{e}");
+        for bad in [gate(0, "other"), gate(1, "smoke")] {
+            let e = check(&lines(&bad), true).unwrap_err().1;
+            assert!(e.contains("is not a gate this run planned"), "{e}");
+        }
+    }
+
+    #[test]
     fn order_and_membership_are_checked() {
         let s = step("upgrade", Some("n1"));
         let mut again = good();

@@ -75,7 +75,7 @@ pub use crate::events::{Hop, HopKind};
 pub enum TrainError {
     /// A release the plugin does not know.
     #[error(
-        "service `{service}`: its plugin does not know release `{release}` (the {which} version); it upgrades along {path}; fix the services file's {which}_version{hint}"
+        "service `{service}`: its plugin does not know release `{release}` (in {which}); it upgrades along {path}; fix the services file{hint}"
     )]
     Unknown {
         /// The service.
@@ -88,6 +88,26 @@ pub enum TrainError {
         path: String,
         /// " (did you mean `x`?)" or empty.
         hint: String,
+    },
+    /// The operator asked for a hop the plugin cannot do.
+    #[error(
+        "service `{service}`: its plugin cannot upgrade {from} -> {to} in one hop (it allows one release at a time{jumps}); its path from {start} to {target} is {allowed}; fix `via` in the services file or leave it out"
+    )]
+    NotAllowed {
+        /// The service.
+        service: String,
+        /// The hop asked for.
+        from: String,
+        /// The hop asked for.
+        to: String,
+        /// The direct jumps it allows, as ", and a, b" or empty.
+        jumps: String,
+        /// The train's start.
+        start: String,
+        /// The train's target.
+        target: String,
+        /// The hops it would take.
+        allowed: String,
     },
     /// The target is not after the installed release.
     #[error(
@@ -119,6 +139,20 @@ pub fn hops(
     to: &str,
     style: TrainStyle,
 ) -> Result<Vec<Hop>, TrainError> {
+    hops_via(service, path, from, to, None, style)
+}
+
+/// [`hops`], landing on the releases `via` (the operator's choice, in
+/// order) before the target: each of those hops must be one the plugin
+/// allows, or the error names the path it would take.
+pub fn hops_via(
+    service: &str,
+    path: Option<&ReleasePath>,
+    from: &str,
+    to: &str,
+    via: Option<&[String]>,
+    style: TrainStyle,
+) -> Result<Vec<Hop>, TrainError> {
     let single = || {
         vec![Hop {
             stage: 0,
@@ -144,7 +178,7 @@ pub fn hops(
             ),
         })
     };
-    let (a, b) = (find(from, "from")?, find(to, "to")?);
+    let (a, b) = (find(from, "from_version")?, find(to, "to_version")?);
     if a == b {
         // Nothing between them: a run within one release (a minor update).
         return Ok(single());
@@ -176,6 +210,52 @@ pub fn hops(
         });
         at = next;
     }
+    if let Some(via) = via {
+        let allowed = std::iter::once(from.to_string())
+            .chain(out.iter().map(|h| h.to.clone()))
+            .collect::<Vec<_>>()
+            .join(" -> ");
+        let mut chosen = Vec::new();
+        let mut at = a;
+        for r in via.iter().map(String::as_str).chain([to]) {
+            let next = find(r, "via")?;
+            let allowed_hop = next == at + 1
+                || path
+                    .jumps
+                    .iter()
+                    .any(|(f, t)| path.index(f) == Some(at) && path.index(t) == Some(next));
+            if next <= at || !allowed_hop {
+                return Err(TrainError::NotAllowed {
+                    service: service.to_string(),
+                    from: path.sequence[at].clone(),
+                    to: r.to_string(),
+                    jumps: if path.jumps.is_empty() {
+                        String::new()
+                    } else {
+                        format!(
+                            ", and {}",
+                            path.jumps
+                                .iter()
+                                .map(|(f, t)| format!("{f} -> {t}"))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        )
+                    },
+                    start: from.to_string(),
+                    target: to.to_string(),
+                    allowed,
+                });
+            }
+            chosen.push(Hop {
+                stage: chosen.len() as u32,
+                from: path.sequence[at].clone(),
+                to: r.to_string(),
+                kind: HopKind::Full,
+            });
+            at = next;
+        }
+        out = chosen;
+    }
     if style == TrainStyle::Leapfrog && path.migrations_only {
         let last = out.len() - 1;
         for h in &mut out[..last] {
@@ -199,6 +279,8 @@ pub struct TrainInput<'a> {
     /// Its versions are the services file's deployment-wide ones (no
     /// per-service override).
     pub deployment_wide: bool,
+    /// The releases the operator wants it to land on before the target.
+    pub via: Option<&'a [String]>,
 }
 
 /// Every service's hops, placed in stages, and how many stages.
@@ -217,7 +299,7 @@ pub fn plan_train(
     let mut errors = Vec::new();
     let mut all: Vec<Vec<Hop>> = Vec::new();
     for i in inputs {
-        match hops(i.service, i.path, i.from, i.to, style) {
+        match hops_via(i.service, i.path, i.from, i.to, i.via, style) {
             Ok(h) => all.push(h),
             Err(e) => {
                 errors.push(e.to_string());
@@ -370,7 +452,7 @@ mod tests {
         )
         .unwrap_err()
         .to_string();
-        assert!(e.contains("release `pike` (the to version)"), "{e}");
+        assert!(e.contains("release `pike` (in to_version)"), "{e}");
         assert!(
             e.contains("kilo -> liberty -> mitaka -> newton -> ocata"),
             "{e}"
@@ -431,6 +513,7 @@ mod tests {
             from,
             to,
             deployment_wide,
+            via: None,
         };
         let inputs = [
             input("rabbitmq", Some(&rabbit), "3.5", "3.7", false),
@@ -457,6 +540,64 @@ mod tests {
         ];
         let e = plan_train(&inputs, TrainStyle::InSequence).unwrap_err();
         assert!(e[0].contains("take different hops"), "{e:?}");
+    }
+
+    #[test]
+    fn the_operator_may_choose_the_hops_the_plugin_allows() {
+        let mut p = openstack();
+        p.jumps.push(("liberty".into(), "newton".into()));
+        let via = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        // The default takes the jump; `via` may go one release at a time.
+        let h = hops("nova", Some(&p), "liberty", "ocata", TrainStyle::InSequence).unwrap();
+        assert_eq!(names(&h), ["liberty->newton:full", "newton->ocata:full"]);
+        let v = via(&["mitaka", "newton"]);
+        let h = hops_via(
+            "nova",
+            Some(&p),
+            "liberty",
+            "ocata",
+            Some(&v),
+            TrainStyle::InSequence,
+        )
+        .unwrap();
+        assert_eq!(
+            names(&h),
+            [
+                "liberty->mitaka:full",
+                "mitaka->newton:full",
+                "newton->ocata:full"
+            ]
+        );
+        // A jump it does not allow is refused with the path it would take.
+        let v = via(&["mitaka"]);
+        let e = hops_via(
+            "nova",
+            Some(&p),
+            "liberty",
+            "ocata",
+            Some(&v),
+            TrainStyle::InSequence,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("cannot upgrade mitaka -> ocata in one hop"),
+            "{e}"
+        );
+        assert!(e.contains("and liberty -> newton"), "{e}");
+        assert!(e.contains("liberty -> newton -> ocata"), "{e}");
+        let v = via(&["pike"]);
+        let e = hops_via(
+            "nova",
+            Some(&p),
+            "liberty",
+            "ocata",
+            Some(&v),
+            TrainStyle::InSequence,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("does not know release `pike` (in via)"), "{e}");
     }
 
     #[test]

@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 
 #[cfg(test)]
 use crate::events::Outcome;
-use crate::events::{CommandRecord, Event, LogLevel, PlannedService, StepKey, StepResult};
+use crate::events::{
+    CommandRecord, Event, LogLevel, Phase, PlannedService, StepKey, StepResult, TrainRecord,
+};
 use crate::journal::{self, JournalError};
 
 /// One bar of the timeline.
@@ -42,6 +44,7 @@ pub fn render(events: impl IntoIterator<Item = Event>) -> String {
     let mut h = String::new();
     header(&mut h, &g, total);
     plan_table(&mut h, &g);
+    train_table(&mut h, &g);
     timeline(&mut h, &g, total);
     denied(&mut h, &g);
     steps(&mut h, &g);
@@ -72,6 +75,20 @@ struct Gathered {
     down: BTreeMap<String, (u64, Option<u64>)>,
     denials: Vec<String>,
     steps_seen: usize,
+    /// The release train, when the run has several hops.
+    train: Option<TrainRecord>,
+    /// Per hop: first start, last end, a failed step, a failed gate step.
+    hops: BTreeMap<u32, HopSpan>,
+}
+
+/// What the report shows of one hop of a train.
+#[derive(Default)]
+struct HopSpan {
+    start: u64,
+    end: u64,
+    failed: bool,
+    gate_failed: bool,
+    gate_passed: usize,
 }
 
 impl Gathered {
@@ -88,17 +105,50 @@ impl Gathered {
         let mut down: BTreeMap<String, (u64, Option<u64>)> = BTreeMap::new();
         let mut denials: Vec<String> = Vec::new();
         let mut steps_seen = 0usize;
+        let mut train = None;
+        let mut hops: BTreeMap<u32, HopSpan> = BTreeMap::new();
         for ev in events {
+            match &ev {
+                Event::StepStarted {
+                    step: StepKey { hop: Some(h), .. },
+                    at_ms,
+                } => {
+                    let span = hops.entry(*h).or_insert(HopSpan {
+                        start: *at_ms,
+                        ..HopSpan::default()
+                    });
+                    span.start = span.start.min(*at_ms);
+                }
+                Event::StepFinished {
+                    step: step @ StepKey { hop: Some(h), .. },
+                    at_ms,
+                    status,
+                    ..
+                } => {
+                    let span = hops.entry(*h).or_default();
+                    span.end = span.end.max(*at_ms);
+                    let failed = *status != StepResult::Ok;
+                    if step.phase == Phase::Verify {
+                        span.gate_failed |= failed;
+                        span.gate_passed += usize::from(!failed);
+                    } else {
+                        span.failed |= failed;
+                    }
+                }
+                _ => {}
+            }
             match &ev {
                 Event::RunStarted {
                     run_id: r,
                     time,
                     plan: p,
+                    train: t,
                     ..
                 } => {
                     run_id = r.clone();
                     started = time.clone();
                     plan = p.clone();
+                    train = t.clone();
                 }
                 Event::StepStarted { step, at_ms } => {
                     steps_seen += 1;
@@ -199,8 +249,77 @@ impl Gathered {
             down,
             denials,
             steps_seen,
+            train,
+            hops,
         }
     }
+}
+
+/// A release train's hops as stages of one timeline: what each upgrades,
+/// its outcome and its gate.
+fn train_table(h: &mut String, g: &Gathered) {
+    let Some(t) = &g.train else {
+        return;
+    };
+    let _ = write!(
+        *h,
+        "<h2>Release train</h2><p>{} hops, {}; a gate after each hop but the last (every deployed service's verify{})</p><table id=\"train\"><tr><th>hop</th><th>upgrades</th><th>steps</th><th>gate</th><th>time</th></tr>",
+        t.hops,
+        esc(&t.style),
+        if t.gates.is_empty() {
+            String::new()
+        } else {
+            format!(", then {}", esc(&t.gates.join(", ")))
+        }
+    );
+    for stage in 0..t.hops {
+        let what: Vec<String> = g
+            .plan
+            .iter()
+            .filter_map(|s| {
+                let hop = s.hops.iter().find(|x| x.stage == stage)?;
+                Some(format!(
+                    "{} {} → {}{}",
+                    s.name,
+                    hop.from,
+                    hop.to,
+                    if hop.kind == crate::events::HopKind::MigrationsOnly {
+                        " (migrations only)"
+                    } else {
+                        ""
+                    }
+                ))
+            })
+            .collect();
+        let span = g.hops.get(&stage);
+        let steps = match span {
+            None => "not started",
+            Some(s) if s.failed => "failed",
+            Some(_) => "ran",
+        };
+        let gate = match span {
+            _ if stage + 1 == t.hops => "—",
+            Some(s) if s.gate_failed => "FAILED",
+            Some(s) if s.gate_passed > 0 => "passed",
+            _ => "not run",
+        };
+        let time = span.map_or("—".to_string(), |s| {
+            format!("{} → {} ms", s.start, s.end.max(s.start))
+        });
+        let _ = write!(
+            *h,
+            "<tr class=\"{}\"><td>{}</td><td>{}</td><td>{steps}</td><td>{gate}</td><td>{}</td></tr>",
+            if steps == "failed" || gate == "FAILED" {
+                "fail"
+            } else {
+                ""
+            },
+            stage + 1,
+            esc(&what.join(", ")),
+            esc(&time)
+        );
+    }
+    h.push_str("</table>");
 }
 
 /// The title, outcome and duration.
@@ -302,6 +421,18 @@ fn timeline(h: &mut String, g: &Gathered, total: u64) {
                 .as_ref()
                 .map(|e| format!(": {}", esc(e)))
                 .unwrap_or_default()
+        );
+    }
+    // Each hop of a train begins where a dashed line is drawn.
+    for (stage, span) in &g.hops {
+        let _ = write!(
+            *h,
+            r##"<line class="hop" x1="{x:.1}" x2="{x:.1}" y1="0" y2="{}" stroke="#555" stroke-dasharray="4 3"/><text x="{:.1}" y="{}" fill="#555">hop {}</text>"##,
+            height - 16,
+            x(span.start) + 2.0,
+            height - 18,
+            stage + 1,
+            x = x(span.start)
         );
     }
     let _ = write!(
