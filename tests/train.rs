@@ -410,3 +410,80 @@ fn plan_refuses_an_impossible_path_with_the_plugins_own() {
         r.stderr
     );
 }
+
+/// A train's JSON stream, with a gate failing in hop 2 and the rollback
+/// that follows, validates against docs/events.schema.json; the rollback
+/// undoes the hop in progress of every touched service, and the earlier
+/// hops of those whose every hop can be undone, newest first.
+#[test]
+fn a_trains_events_validate_and_its_rollback_goes_back_hop_by_hop() {
+    let d = train();
+    d.edit(
+        "services.yaml",
+        "command: [sh, gates/instances-alive.sh]",
+        "command: [sh, -c, 'test \"$UPHOST_HOP\" != 2']",
+    );
+    let r = d.uphost(&["--output", "json", "run", "--yes", "--rollback-on-failure"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let schema: Value = serde_json::from_str(
+        &std::fs::read_to_string(uphost_tests::root().join("docs/events.schema.json")).unwrap(),
+    )
+    .unwrap();
+    let validator = jsonschema::validator_for(&schema).expect("the schema compiles");
+    let events: Vec<Value> = r
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    for (i, v) in events.iter().enumerate() {
+        let errors: Vec<String> = validator.iter_errors(v).map(|e| e.to_string()).collect();
+        assert!(
+            errors.is_empty(),
+            "event {}: {v}\n{}",
+            i + 1,
+            errors.join("\n")
+        );
+    }
+    let start = &events[0];
+    assert_eq!(start["train"]["hops"], 3);
+    assert_eq!(
+        start["train"]["gates"],
+        serde_json::json!(["instances-alive"])
+    );
+    let rb = events
+        .iter()
+        .find(|e| e["event"] == "rollback-started")
+        .expect("a rollback");
+    let steps: Vec<(String, i64)> = rb["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["service"].as_str().unwrap().to_string(),
+                s["hop"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    // Reversible services touched in both hops: hop 2, then hop 1.
+    for svc in ["keystone", "galera", "nova"] {
+        let mine: Vec<i64> = steps
+            .iter()
+            .filter(|(s, _)| s == svc)
+            .map(|(_, h)| *h)
+            .collect();
+        assert_eq!(mine, [1, 0], "{svc}: {steps:?}");
+    }
+    // haproxy had one hop (hop 1); irreversible ones are named as such.
+    assert!(steps.contains(&("haproxy".to_string(), 0)), "{steps:?}");
+    let irreversible = rb["irreversible"].as_array().unwrap();
+    assert!(irreversible.iter().any(|s| s == "rabbitmq"), "{rb}");
+    assert!(
+        events.last().unwrap()["outcome"] == "rolled-back",
+        "{:?}",
+        events.last()
+    );
+    // Keystone went back to Liberty, through Newton's and Mitaka's
+    // rollbacks, on every node.
+    assert_eq!(packages(&d, "ctl3")["keystone"], "liberty");
+}

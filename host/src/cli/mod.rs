@@ -462,6 +462,18 @@ fn plugins_inspect(session: &Session, name: &str) -> Result<i32, Error> {
     outln!("depends on:  {}", m.depends_on.join(", "));
     outln!("rollout:     {}", m.rollout);
     outln!("reversible:  {}", m.reversible);
+    match &m.releases {
+        Some(r) => outln!(
+            "releases:    {}{}",
+            r.describe(),
+            if r.migrations_only {
+                "; an intermediate hop may be migrations only (leapfrog)"
+            } else {
+                ""
+            }
+        ),
+        None => outln!("releases:    (none declared: every run is one hop)"),
+    }
     outln!("capabilities:");
     for c in &m.capabilities {
         outln!("  {}", c.display());
