@@ -91,22 +91,16 @@ pub enum TrainError {
     },
     /// The operator asked for a hop the plugin cannot do.
     #[error(
-        "service `{service}`: its plugin cannot upgrade {from} -> {to} in one hop (it allows one release at a time{jumps}); its path from {start} to {target} is {allowed}; fix `via` in the services file or leave it out"
+        "service `{service}`: its plugin cannot upgrade {hop} in one hop (it allows one release at a time{jumps}); its path {allowed}; fix `via` in the services file or leave it out"
     )]
     NotAllowed {
         /// The service.
         service: String,
-        /// The hop asked for.
-        from: String,
-        /// The hop asked for.
-        to: String,
-        /// The direct jumps it allows, as ", and a, b" or empty.
+        /// The hop asked for: `a -> b`.
+        hop: String,
+        /// The direct jumps it allows, as ", and a -> b, …" or empty.
         jumps: String,
-        /// The train's start.
-        start: String,
-        /// The train's target.
-        target: String,
-        /// The hops it would take.
+        /// The path it would take: `from A to B is A -> … -> B`.
         allowed: String,
     },
     /// The target is not after the installed release.
@@ -227,8 +221,7 @@ pub fn hops_via(
             if next <= at || !allowed_hop {
                 return Err(TrainError::NotAllowed {
                     service: service.to_string(),
-                    from: path.sequence[at].clone(),
-                    to: r.to_string(),
+                    hop: format!("{} -> {r}", path.sequence[at]),
                     jumps: if path.jumps.is_empty() {
                         String::new()
                     } else {
@@ -241,9 +234,7 @@ pub fn hops_via(
                                 .join(", ")
                         )
                     },
-                    start: from.to_string(),
-                    target: to.to_string(),
-                    allowed,
+                    allowed: format!("from {from} to {to} is {allowed}"),
                 });
             }
             chosen.push(Hop {
