@@ -246,6 +246,14 @@ pub enum Event {
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         steps: Vec<StepKey>,
     },
+    /// The run was paused: no new step starts, the steps in flight
+    /// finish, and it ends interrupted, for `uphost resume` to continue.
+    Paused {
+        /// Who asked (`uphost pause`) or why (the maintenance window).
+        reason: String,
+        /// Milliseconds since the run started.
+        at_ms: u64,
+    },
     /// The run resumed after an interruption.
     RunResumed {
         /// RFC 3339 time.

@@ -160,6 +160,16 @@ pub enum Command {
         #[arg(long)]
         state_dir: Option<PathBuf>,
     },
+    /// Pause a running run from any terminal: the steps in flight finish,
+    /// nothing new starts, and the run ends interrupted; `uphost resume`
+    /// continues it.
+    Pause {
+        /// Run id (default: the current one).
+        run: Option<String>,
+        /// State directory (default: from uphost.yaml).
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+    },
     /// Run a plugin against simulated nodes: scenario files with scripted
     /// command responses and expectations. PATH is a .wasm (with
     /// --scenario), a plugin crate directory (its scenarios/*.yaml), or a
@@ -321,6 +331,14 @@ pub async fn main(cli: Cli) -> Result<i32, Error> {
         Command::Watch { run, state_dir } => {
             let dir = state_dir_of(&cli, state_dir.as_ref())?;
             output::watch(&dir, run.as_deref(), cli.verbose)
+        }
+        Command::Pause { run, state_dir } => {
+            let dir = state_dir_of(&cli, state_dir.as_ref())?;
+            let id = crate::execution::lifecycle::request_pause(&dir, run.as_deref())?;
+            outln!(
+                "asked run {id} to pause: the steps in flight finish and nothing new starts; `uphost resume` continues it"
+            );
+            Ok(exit::OK)
         }
         Command::Status {
             run,

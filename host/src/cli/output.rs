@@ -279,6 +279,7 @@ fn human_line(ev: &Event, start: Instant, verbose: u8, done: &AtomicU64) -> Opti
                 format!("; cannot roll back: {}", irreversible.join(", "))
             }
         )),
+        Event::Paused { reason, .. } => Some(format!("{t} PAUSED: {}", shown(reason))),
         Event::RunFinished { outcome, .. } => Some(format!("{t} run {outcome}")),
         _ => None,
     }

@@ -133,6 +133,12 @@ pub async fn resume(
 /// Print how a run ended; its exit code.
 fn show_end(end: &RunEnd, cli: &Cli) -> i32 {
     show_failures(end);
+    if let Some(why) = &end.paused {
+        errln!(
+            "\nrun {} {why}; the steps in flight finished, nothing else started: `uphost resume` continues it",
+            end.run_id
+        );
+    }
     if let Some(left) = &end.left {
         show_left(left);
     }

@@ -24,6 +24,10 @@ pub fn show(
                 if view.dry_run { " (dry run)" } else { "" },
                 match (&view.running, view.outcome.as_str()) {
                     (Some(h), _) => format!("running ({h})"),
+                    (None, "interrupted") if view.paused.is_some() => format!(
+                        "{} (`uphost resume` continues it)",
+                        crate::untrusted::line(view.paused.as_deref().unwrap_or(""))
+                    ),
                     (None, "interrupted") =>
                         "interrupted (stopped before it finished; `uphost resume` continues it)"
                             .to_string(),

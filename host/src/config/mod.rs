@@ -3,6 +3,7 @@
 pub mod inventory;
 pub mod rollout;
 pub mod services;
+pub mod window;
 pub mod yaml;
 
 use std::path::{Path, PathBuf};
@@ -136,6 +137,8 @@ struct RawConfig {
     plugin_max_mb: Option<u64>,
     #[serde(default)]
     plugin_compile_s: Option<u64>,
+    #[serde(default)]
+    window: Option<window::RawWindow>,
 }
 
 /// `inventory:` is one source or a list of them (merged in order, as
@@ -211,6 +214,8 @@ pub struct Config {
     pub plugin_max_bytes: u64,
     /// How long compiling one plugin may take (`plugin_compile_s:`).
     pub plugin_compile: std::time::Duration,
+    /// The maintenance window (`window:`): none, always open.
+    pub window: Option<window::Window>,
 }
 
 impl Config {
@@ -287,6 +292,13 @@ impl Config {
                 config: raw.ssh.config.map(|p| base.join(p)),
                 ..raw.ssh
             },
+            window: raw.window.as_ref().map(|w| w.check()).transpose().map_err(
+                |(key, message)| ConfigError::Invalid {
+                    path: path.clone(),
+                    at: format!("window.{key}"),
+                    message,
+                },
+            )?,
             plugin_max_bytes: match raw.plugin_max_mb {
                 None => DEFAULT_PLUGIN_MAX_BYTES,
                 Some(mb) if (1..=4096).contains(&mb) => mb << 20,

@@ -96,6 +96,10 @@ pub struct StatusView {
     /// The uphost running it, while `outcome` is `running`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub running: Option<String>,
+    /// Why it was paused (`uphost pause`, the maintenance window), when it
+    /// stopped paused and has not resumed since.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub paused: Option<String>,
     /// Its outcome is `complete`.
     pub complete: bool,
     /// Its rollback, once it began.
@@ -255,6 +259,7 @@ pub fn status(state_dir: &Path, run: Option<&str>) -> Result<StatusView, Error> 
         complete: outcome == Outcome::Complete.as_str(),
         dry_run: options.dry_run,
         running: holder.map(|h| h.to_string()),
+        paused: r.paused.clone(),
         run_id,
         outcome,
         rollback,

@@ -304,6 +304,7 @@ pub fn start(
     let grants = session.grants()?;
     let services = session.services(&o.recorded.only, &o.recorded.limit)?;
     need_terminal(o.yes, o.recorded.dry_run)?;
+    require_window(&session, o.recorded.dry_run)?;
     let state_dir = session.cfg.state_dir.clone();
     let lock = journal::lock::acquire(&state_dir, "run")?;
     tell_taken_over(&lock);
@@ -459,6 +460,9 @@ pub fn resume(
     }
     let grants = session.grants()?;
     need_terminal(yes, options.dry_run)?;
+    require_window(&session, options.dry_run)?;
+    // A pause asked for earlier is over: this resume is the go.
+    let _ = std::fs::remove_file(journal::run_dir(&state_dir, &run_id).join(PAUSE_REQUEST));
     let in_doubt = journal.resolve_in_doubt(&replayed);
     journal.emit(Event::RunResumed {
         time: crate::events::now_rfc3339(),
@@ -549,6 +553,8 @@ pub struct RunEnd {
     pub run_id: String,
     /// How it ended.
     pub outcome: Outcome,
+    /// Why it was paused (`uphost pause`, the maintenance window), if it was.
+    pub paused: Option<String>,
     /// Failed steps with their last commands.
     pub failures: Vec<FailedStep>,
     /// What is left (nothing when complete).
@@ -585,6 +591,7 @@ pub async fn execute(
     let run_id = journal.run_id.clone();
     let path = journal.path.clone();
     let state_dir = session.cfg.state_dir.clone();
+    let dry_run = opts.recorded.dry_run;
     let transports = Arc::new(Transports::new(session.cfg.ssh.clone()));
     let sandbox = Sandbox::new(
         &session,
@@ -603,7 +610,18 @@ pub async fn execute(
         opts,
     );
     on_start(&runner, &transports);
+    let watcher = tokio::spawn(watch_for_pause(
+        runner.clone(),
+        journal::run_dir(&state_dir, &run_id).join(PAUSE_REQUEST),
+        if dry_run {
+            None
+        } else {
+            session.cfg.window.clone()
+        },
+    ));
     let outcome = runner.clone().run().await;
+    watcher.abort();
+    let paused = runner.paused();
     let failures = runner.failures();
     drop(runner);
     // The process exits without running drops: close ssh masters now.
@@ -618,6 +636,7 @@ pub async fn execute(
     Ok(RunEnd {
         run_id,
         outcome,
+        paused,
         failures,
         left,
         summary,
@@ -625,6 +644,82 @@ pub async fn execute(
         report,
         aside_of,
     })
+}
+
+/// The file `uphost pause` writes in a run's directory: who asked.
+pub const PAUSE_REQUEST: &str = "pause-request";
+
+/// Pause `runner` when `uphost pause` asks (its request in `request`) or
+/// when the maintenance window closes; looked at every 200 ms, so a run
+/// pauses at the first step boundary after.
+async fn watch_for_pause(
+    runner: Arc<Runner>,
+    request: PathBuf,
+    window: Option<crate::config::window::Window>,
+) {
+    loop {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        if let Ok(who) = std::fs::read_to_string(&request) {
+            runner.pause(format!(
+                "paused by `uphost pause` ({})",
+                crate::untrusted::line_max(who.trim(), 200)
+            ));
+            return;
+        }
+        if let Some(why) = window
+            .as_ref()
+            .and_then(|w| w.closed_at(time::OffsetDateTime::now_utc()))
+        {
+            runner.pause(format!("paused: {why}"));
+            return;
+        }
+    }
+}
+
+/// A run that would change the cluster may not start outside the
+/// maintenance window: the error says when it opens.
+fn require_window(session: &Session, dry_run: bool) -> Result<(), Error> {
+    if dry_run {
+        return Ok(());
+    }
+    match session
+        .cfg
+        .window
+        .as_ref()
+        .and_then(|w| w.closed_at(time::OffsetDateTime::now_utc()))
+    {
+        Some(why) => Err(Error::Usage(format!(
+            "{why}: nothing was run. Run it then, or change `window:` in {}",
+            session.cfg.path.display()
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// Ask the running run (`run`, or the current one) to pause: its uphost
+/// lets the steps in flight finish, starts nothing new and ends the run
+/// interrupted, for `uphost resume`. The run's id.
+pub fn request_pause(state_dir: &Path, run: Option<&str>) -> Result<String, Error> {
+    let run_id = super::inspect::run_or_current(state_dir, run)?;
+    if journal::lock::running(state_dir, &run_id).is_none() {
+        return Err(Error::Usage(format!(
+            "run {run_id} is not running: there is nothing to pause (`uphost status` shows where it stands)"
+        )));
+    }
+    let who = format!(
+        "{}, pid {}, at {}",
+        std::env::var("USER").unwrap_or_else(|_| "someone".into()),
+        std::process::id(),
+        crate::events::now_rfc3339()
+    );
+    let path = journal::run_dir(state_dir, &run_id).join(PAUSE_REQUEST);
+    std::fs::write(&path, who).map_err(|e| {
+        Error::Failed(format!(
+            "cannot write the pause request {}: {e}",
+            path.display()
+        ))
+    })?;
+    Ok(run_id)
 }
 
 fn failed_steps(failures: &[(StepKey, String)], path: &Path) -> Result<Vec<FailedStep>, Error> {

@@ -345,6 +345,8 @@ pub struct Runner {
     failures: Mutex<Vec<(StepKey, String)>>,
     /// (service, stage) whose hop began changing things.
     touched: Mutex<BTreeSet<(String, u32)>>,
+    /// Why the run was paused, once it was.
+    paused: Mutex<Option<String>>,
     /// Stages (hops) of the run: 1 unless it is a release train.
     stages: u32,
 }
@@ -505,6 +507,7 @@ impl Runner {
             opts,
             failures: Mutex::new(Vec::new()),
             touched: Mutex::new(touched),
+            paused: Mutex::new(None),
         })
     }
 
@@ -512,6 +515,31 @@ impl Runner {
     pub fn interrupt(&self) {
         self.opts.interrupt.request();
         self.stop.store(true, Ordering::SeqCst);
+    }
+
+    /// Pause the run (`uphost pause`, the end of the maintenance window):
+    /// recorded once, then no new step starts, as after a first Ctrl-C; the
+    /// run ends interrupted and `resume` continues it. Nothing happens once
+    /// the run is stopping anyway.
+    pub fn pause(&self, reason: String) {
+        let mut p = self.paused.lock().unwrap_or_else(|p| p.into_inner());
+        if p.is_some() || self.stopping() {
+            return;
+        }
+        self.journal.emit(Event::Paused {
+            reason: reason.clone(),
+            at_ms: self.journal.now_ms(),
+        });
+        *p = Some(reason);
+        self.interrupt();
+    }
+
+    /// Why it was paused, if it was.
+    pub fn paused(&self) -> Option<String> {
+        self.paused
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// No new work starts: a failure stopped the run, or it was
@@ -968,6 +996,9 @@ impl Runner {
     }
 
     fn finish(&self, outcome: Outcome) -> Outcome {
+        // A pause asked for now comes too late: nothing follows the end.
+        let _no_pause = self.paused.lock().unwrap_or_else(|p| p.into_inner());
+        self.stop.store(true, Ordering::SeqCst);
         self.journal.emit(Event::RunFinished {
             outcome,
             at_ms: self.journal.now_ms(),
@@ -1753,5 +1784,50 @@ mod tests {
                 hops: s.hops.clone(),
             })
             .collect()
+    }
+
+    #[test]
+    fn a_pause_is_recorded_once_and_stops_new_work() {
+        let c = Case::new(vec![service("s", 3, Rollout::OneAtATime)]);
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let journal = Arc::new(Mem {
+            sink: MemorySink::new(None),
+            log: log.clone(),
+        });
+        let deps: BTreeMap<String, Vec<String>> = [("s".to_string(), vec![])].into();
+        let runner = Runner::new(
+            crate::planning::plan(&deps).unwrap(),
+            c.services,
+            BTreeMap::new(),
+            journal.clone(),
+            Arc::new(Script {
+                fail: BTreeSet::new(),
+                log: log.clone(),
+            }),
+            RunOptions {
+                recorded: RunOptionsRecord::default(),
+                forks: 1,
+                confirm: Confirm::Yes,
+                continue_rollback: None,
+                interrupt: Arc::default(),
+                gates: vec![],
+            },
+        );
+        runner.pause("paused by a test".into());
+        runner.pause("a second request".into());
+        let outcome = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(runner.clone().run());
+        assert_eq!(outcome, Outcome::Interrupted);
+        assert!(calls(&log.lock().unwrap()).is_empty());
+        let paused: Vec<Event> = journal
+            .sink
+            .events()
+            .into_iter()
+            .filter(|e| matches!(e, Event::Paused { .. }))
+            .collect();
+        assert_eq!(paused.len(), 1);
+        assert_eq!(runner.paused().as_deref(), Some("paused by a test"));
     }
 }

@@ -160,6 +160,8 @@ pub struct Replayed {
     pub chain: Option<String>,
     /// Byte length of the complete records (a torn tail starts here).
     pub valid_len: u64,
+    /// Why the run was paused, when it was and has not resumed since.
+    pub paused: Option<String>,
 }
 
 impl Replayed {
@@ -364,9 +366,17 @@ fn apply(r: &mut Replayed, ev: Event, keep: bool) {
                 r.state.remove(&(service.clone(), key.clone()));
             }
         },
-        Event::Log { at_ms, .. }
-        | Event::RunFinished { at_ms, .. }
-        | Event::RunResumed { at_ms, .. } => r.last_ms = r.last_ms.max(*at_ms),
+        Event::Log { at_ms, .. } | Event::RunFinished { at_ms, .. } => {
+            r.last_ms = r.last_ms.max(*at_ms)
+        }
+        Event::RunResumed { at_ms, .. } => {
+            r.last_ms = r.last_ms.max(*at_ms);
+            r.paused = None;
+        }
+        Event::Paused { reason, at_ms } => {
+            r.last_ms = r.last_ms.max(*at_ms);
+            r.paused = Some(reason.clone());
+        }
         Event::RollbackStarted {
             services,
             irreversible,

@@ -79,6 +79,8 @@ struct Gathered {
     train: Option<TrainRecord>,
     /// Per hop: first start, last end, a failed step, a failed gate step.
     hops: BTreeMap<u32, HopSpan>,
+    /// When the run was paused, and why.
+    pauses: Vec<(u64, String)>,
 }
 
 /// What the report shows of one hop of a train.
@@ -106,6 +108,7 @@ impl Gathered {
         let mut denials: Vec<String> = Vec::new();
         let mut steps_seen = 0usize;
         let mut train = None;
+        let mut pauses: Vec<(u64, String)> = Vec::new();
         let mut hops: BTreeMap<u32, HopSpan> = BTreeMap::new();
         for ev in events {
             match &ev {
@@ -232,6 +235,10 @@ impl Gathered {
                         e.1 = Some(e.1.unwrap_or(0).max(*at_ms));
                     }
                 }
+                Event::Paused { reason, at_ms } => {
+                    pauses.push((*at_ms, reason.clone()));
+                    end_ms = end_ms.max(*at_ms);
+                }
                 Event::RunFinished { outcome: o, at_ms } => {
                     outcome = o.to_string();
                     end_ms = end_ms.max(*at_ms);
@@ -251,6 +258,7 @@ impl Gathered {
             steps_seen,
             train,
             hops,
+            pauses,
         }
     }
 }
@@ -352,8 +360,16 @@ code{{font-size:12px}} details{{margin:2px 0}} .fail{{color:#d33}}
     );
 }
 
-/// The plan, with each service's unavailability window.
+/// The plan, with each service's unavailability window (and before it,
+/// when the run was paused).
 fn plan_table(h: &mut String, g: &Gathered) {
+    if !g.pauses.is_empty() {
+        h.push_str("<h2>Pauses</h2><ul id=\"pauses\">");
+        for (at, why) in &g.pauses {
+            let _ = write!(*h, "<li>at {:.1} s: {}</li>", *at as f64 / 1000.0, esc(why));
+        }
+        h.push_str("</ul>");
+    }
     h.push_str("<h2>Plan</h2><table><tr><th>level</th><th>service</th><th>after</th><th>rollout</th><th>nodes</th><th>rollback</th><th>unavailable</th></tr>");
     for s in &g.plan {
         let window = match g.down.get(&s.name) {
