@@ -254,6 +254,37 @@ pub enum Event {
         /// Milliseconds since the run started.
         at_ms: u64,
     },
+    /// A probe changed state (its first sample too).
+    Probe {
+        /// The probe.
+        name: String,
+        /// Whether it answers as expected.
+        up: bool,
+        /// What the sample saw (why it is down).
+        detail: String,
+        /// Milliseconds since the run started.
+        at_ms: u64,
+    },
+    /// A probe's figures for this run (or this part of a resumed run), at
+    /// its end.
+    ProbeSummary {
+        /// The probe.
+        name: String,
+        /// The service it measures, if the operator said.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        service: Option<String>,
+        /// Samples taken.
+        samples: u64,
+        /// How many times it went down.
+        outages: u64,
+        /// Milliseconds down in all.
+        down_ms: u64,
+        /// The longest outage, milliseconds.
+        longest_ms: u64,
+        /// Its budget (milliseconds down allowed), if it has one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        budget_ms: Option<u64>,
+    },
     /// The run resumed after an interruption.
     RunResumed {
         /// RFC 3339 time.
@@ -384,6 +415,99 @@ impl ErrorKind {
     /// A failure to reach the node (as opposed to one of the command).
     pub fn is_connection(self) -> bool {
         !matches!(self, ErrorKind::Timeout | ErrorKind::SpawnFailed)
+    }
+}
+
+/// A probe's outages, folded from its state changes (the probe as it
+/// runs, and the journal's readers, count alike).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ProbeTally {
+    /// Its last state.
+    pub up: Option<bool>,
+    /// Why it is down, when it is.
+    pub detail: String,
+    /// How many times it went down.
+    pub outages: u64,
+    /// Milliseconds down, outages that ended.
+    pub down_ms: u64,
+    /// The longest outage that ended.
+    pub longest_ms: u64,
+    /// When the outage in progress began.
+    pub down_since: Option<u64>,
+}
+
+impl ProbeTally {
+    /// A state change at `at_ms`.
+    pub fn observe(&mut self, up: bool, detail: &str, at_ms: u64) {
+        if self.up == Some(up) {
+            return;
+        }
+        if up {
+            if let Some(s) = self.down_since.take() {
+                let d = at_ms.saturating_sub(s);
+                self.down_ms += d;
+                self.longest_ms = self.longest_ms.max(d);
+            }
+            self.detail.clear();
+        } else {
+            self.outages += 1;
+            self.down_since = Some(at_ms);
+            self.detail = detail.to_string();
+        }
+        self.up = Some(up);
+    }
+
+    /// Milliseconds down as of `now_ms` (an outage in progress counts).
+    pub fn down_at(&self, now_ms: u64) -> u64 {
+        self.down_ms + self.down_since.map_or(0, |s| now_ms.saturating_sub(s))
+    }
+
+    /// The longest outage as of `now_ms`.
+    pub fn longest_at(&self, now_ms: u64) -> u64 {
+        self.longest_ms
+            .max(self.down_since.map_or(0, |s| now_ms.saturating_sub(s)))
+    }
+}
+
+/// A probe's figures over a run (every attempt of a resumed run added up).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ProbeFigures {
+    /// The service it measures, if the operator said.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+    /// Samples taken.
+    pub samples: u64,
+    /// Outages.
+    pub outages: u64,
+    /// Milliseconds down in all.
+    pub down_ms: u64,
+    /// The longest outage.
+    pub longest_ms: u64,
+    /// Its budget, if it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub budget_ms: Option<u64>,
+}
+
+impl ProbeFigures {
+    /// Add the figures of a `probe-summary` (one attempt of the run).
+    pub fn absorb(&mut self, e: &Event) {
+        if let Event::ProbeSummary {
+            service,
+            samples,
+            outages,
+            down_ms,
+            longest_ms,
+            budget_ms,
+            ..
+        } = e
+        {
+            self.service = service.clone();
+            self.samples += samples;
+            self.outages += outages;
+            self.down_ms += down_ms;
+            self.longest_ms = self.longest_ms.max(*longest_ms);
+            self.budget_ms = *budget_ms;
+        }
     }
 }
 

@@ -1,4 +1,4 @@
-//! `cargo xtask bench [load|hook|journal|ansible|scale]...`: every benchmark
+//! `cargo xtask bench [load|hook|journal|ansible|ssh|probes|scale]...`: every benchmark
 //! of BENCHMARKS.md, reproducible with one command, with a summary table.
 
 use std::path::{Path, PathBuf};
@@ -371,6 +371,54 @@ fn ssh_overhead(rows: &mut Vec<Row>) -> Result<()> {
 }
 
 /// Run the benchmarks named in `which` (all when empty).
+/// The demo run's wall time without probes and with three probes sampling
+/// every 20 ms (two TCP probes on ports nobody listens on, one command
+/// probe through the local transport), median of 9 runs each, alternated.
+fn probes(rows: &mut Vec<Row>) -> Result<()> {
+    let demo = root().join("examples/demo");
+    let dir = bench_dir("probes");
+    for f in ["uphost.yaml", "inventory.yaml"] {
+        std::fs::copy(demo.join(f), dir.join(f))?;
+    }
+    for p in std::fs::read_dir(demo.join("plugins"))? {
+        let p = p?.path();
+        std::fs::copy(&p, dir.join("plugins").join(p.file_name().unwrap()))?;
+    }
+    let plain = std::fs::read_to_string(demo.join("services.yaml"))?;
+    let probed = format!(
+        "{plain}probes:\n  - {{name: a, tcp: \"127.0.0.1:9\", interval_ms: 20, timeout_ms: 100}}\n  - {{name: b, tcp: \"127.0.0.1:7\", interval_ms: 20, timeout_ms: 100}}\n  - {{name: c, command: {{node: ctl1, argv: [systemctl, is-active, keystone]}}, interval_ms: 20}}\n"
+    );
+    let mut times = [Vec::new(), Vec::new()];
+    for i in 0..18 {
+        let with = i % 2;
+        std::fs::write(
+            dir.join("services.yaml"),
+            if with == 1 { &probed } else { &plain },
+        )?;
+        let _ = std::fs::remove_dir_all(dir.join("state"));
+        run(Command::new(root().join("target/release/uphost-demo-sim"))
+            .arg("init")
+            .arg(&dir)
+            .args(super::DEMO_NODES)
+            .stdout(Stdio::null()))?;
+        times[with].push(time_cmd(
+            Command::new(uphost_bin())
+                .current_dir(&dir)
+                .args(["-q", "run", "--yes"]),
+        )?);
+    }
+    let (a, b) = (median(times[0].clone()), median(times[1].clone()));
+    rows.push(Row(
+        "demo run, no probes / 3 probes every 20 ms".into(),
+        format!("{a:.2?} / {b:.2?}"),
+        format!(
+            "{:+.1} % with probes (median of 9 runs each, alternated)",
+            (b.as_secs_f64() / a.as_secs_f64() - 1.0) * 100.0
+        ),
+    ));
+    Ok(())
+}
+
 pub fn bench(which: &[String]) -> Result<()> {
     super::build()?;
     super::build_fixtures()?;
@@ -392,6 +440,9 @@ pub fn bench(which: &[String]) -> Result<()> {
     }
     if want("ssh") {
         ssh_overhead(&mut rows)?;
+    }
+    if want("probes") {
+        probes(&mut rows)?;
     }
     if want("scale") {
         let sizes: Vec<usize> = std::env::var("UPHOST_SCALE_SIZES")

@@ -25,7 +25,7 @@ mod bench;
 mod packages;
 
 /// The demo's nodes and roles (must match examples/demo/inventory.yaml).
-const DEMO_NODES: &[&str] = &[
+pub(crate) const DEMO_NODES: &[&str] = &[
     "ctl1:controller",
     "ctl2:controller",
     "ctl3:controller",
@@ -402,7 +402,7 @@ fn dispatch() -> Result<()> {
         "bench" => bench::bench(&std::env::args().skip(2).collect::<Vec<_>>()),
         _ => {
             eprintln!(
-                "usage: cargo xtask build|demo|test|e2e|fixtures|man|bench [load|hook|journal|ansible|scale]"
+                "usage: cargo xtask build|demo|test|e2e|fixtures|man|bench [load|hook|journal|ansible|ssh|probes|scale]"
             );
             std::process::exit(2);
         }

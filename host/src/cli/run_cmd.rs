@@ -133,6 +133,9 @@ pub async fn resume(
 /// Print how a run ended; its exit code.
 fn show_end(end: &RunEnd, cli: &Cli) -> i32 {
     show_failures(end);
+    if let Some(why) = &end.halted {
+        errln!("\nFAILED: {}", shown(why));
+    }
     if let Some(why) = &end.paused {
         errln!(
             "\nrun {} {why}; the steps in flight finished, nothing else started: `uphost resume` continues it",

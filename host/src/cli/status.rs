@@ -50,6 +50,25 @@ pub fn show(
                     );
                 }
             }
+            for (name, f) in &view.probes {
+                outln!(
+                    "  probe {name}{}: down {:.1} s in {} outage(s), longest {:.1} s, {} samples{}",
+                    f.service
+                        .as_deref()
+                        .map(|s| format!(" ({s})"))
+                        .unwrap_or_default(),
+                    f.down_ms as f64 / 1000.0,
+                    f.outages,
+                    f.longest_ms as f64 / 1000.0,
+                    f.samples,
+                    match f.budget_ms {
+                        Some(b) if f.down_ms > b =>
+                            format!(", OVER its budget of {:.1} s", b as f64 / 1000.0),
+                        Some(b) => format!(", budget {:.1} s", b as f64 / 1000.0),
+                        None => String::new(),
+                    }
+                );
+            }
             for h in &view.hops {
                 outln!(
                     "  hop {} of {}: {}{}",

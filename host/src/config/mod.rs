@@ -15,7 +15,8 @@ use std::sync::Arc;
 
 pub use inventory::{Connection, Inventory, NodeSpec};
 pub use services::{
-    GateCommand, LimitsOverride, Mode, ServiceConfig, ServicesFile, TrainConfig, TrainStyle,
+    GateCommand, LimitsOverride, Mode, OnBudget, ProbeCommand, ProbeConfig, ServiceConfig,
+    ServicesFile, TrainConfig, TrainStyle,
 };
 pub use yaml::ConfigError;
 
@@ -159,6 +160,23 @@ fn default_state() -> PathBuf {
 /// compiling a larger file could take minutes and gigabytes before anyone
 /// approved it.
 pub const DEFAULT_PLUGIN_MAX_BYTES: u64 = 64 << 20;
+
+/// An `http://HOST[:PORT]/PATH` URL as (host, port, path).
+pub fn probe_url(u: &str) -> Option<(String, u16, String)> {
+    let rest = u.strip_prefix("http://")?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((h, p)) => (h, p.parse().ok()?),
+        None => (authority, 80),
+    };
+    if host.is_empty() || path.chars().any(|c| c.is_control() || c == ' ') {
+        return None;
+    }
+    Some((host.to_string(), port, path.to_string()))
+}
 
 /// The largest parallelism bound accepted (`forks:` or `--forks`).
 pub const MAX_FORKS: usize = 10_000;
@@ -407,6 +425,7 @@ impl Config {
     /// per-service limits are within range.
     fn validate(&self) -> Result<(), ConfigError> {
         self.validate_gates()?;
+        self.validate_probes()?;
         let mut unknown = Vec::new();
         for (name, svc) in &self.services.services {
             if let Some((key, message)) = svc.limits.out_of_range() {
@@ -497,6 +516,123 @@ impl Config {
                         "{t} is outside 1..={} (seconds the gate may take)",
                         7 * 86400
                     ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Every probe: a name of its own, one target of a form it can sample,
+    /// its node and service known, its timings in range.
+    fn validate_probes(&self) -> Result<(), ConfigError> {
+        let invalid = |i: usize, key: &str, message: String| ConfigError::Invalid {
+            path: self.services_path.clone(),
+            at: format!("probes[{i}]{key}"),
+            message,
+        };
+        let probes = &self.services.probes;
+        for (i, p) in probes.iter().enumerate() {
+            let ok_name = !p.name.is_empty()
+                && p.name.len() <= 64
+                && p.name
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+            if !ok_name {
+                return Err(invalid(
+                    i,
+                    ".name",
+                    format!(
+                        "`{}` is not a probe name: use 1-64 of a-z, 0-9, `-`, `_`",
+                        p.name.escape_debug()
+                    ),
+                ));
+            }
+            if probes[..i].iter().any(|o| o.name == p.name) {
+                return Err(invalid(
+                    i,
+                    ".name",
+                    format!("a second probe named `{}`", p.name),
+                ));
+            }
+            let kinds = [p.tcp.is_some(), p.http.is_some(), p.command.is_some()];
+            if kinds.iter().filter(|k| **k).count() != 1 {
+                return Err(invalid(
+                    i,
+                    "",
+                    "a probe has exactly one of `tcp: HOST:PORT`, `http: http://HOST:PORT/PATH`, `command: {node, argv}`".into(),
+                ));
+            }
+            if let Some(t) = &p.tcp
+                && t.rsplit_once(':')
+                    .is_none_or(|(h, port)| h.is_empty() || port.parse::<u16>().is_err())
+            {
+                return Err(invalid(i, ".tcp", format!("`{t}` is not HOST:PORT")));
+            }
+            if let Some(u) = &p.http {
+                if u.starts_with("https://") {
+                    return Err(invalid(
+                        i,
+                        ".http",
+                        "uphost probes plain HTTP only: for HTTPS use a command probe, e.g. `command: {node: ctl1, argv: [curl, -fsS, URL]}`".into(),
+                    ));
+                }
+                if crate::config::probe_url(u).is_none() {
+                    return Err(invalid(
+                        i,
+                        ".http",
+                        format!("`{u}` is not http://HOST[:PORT]/PATH"),
+                    ));
+                }
+            }
+            if let Some(c) = &p.command {
+                if self.inventory.node(&c.node).is_none() {
+                    return Err(invalid(
+                        i,
+                        ".command.node",
+                        format!("`{}` is not a node of {}", c.node, self.inventory.label()),
+                    ));
+                }
+                if c.argv.first().is_none_or(|p| p.is_empty()) {
+                    return Err(invalid(
+                        i,
+                        ".command.argv",
+                        "no program: write [program, args…]".into(),
+                    ));
+                }
+            }
+            if let Some(s) = &p.service
+                && !self.services.services.contains_key(s)
+            {
+                return Err(invalid(
+                    i,
+                    ".service",
+                    format!(
+                        "`{s}` is not a service of this file{}",
+                        yaml::did_you_mean(s, self.services.services.keys().map(String::as_str))
+                    ),
+                ));
+            }
+            if p.interval_ms
+                .is_some_and(|v| !(10..=3_600_000).contains(&v))
+            {
+                return Err(invalid(
+                    i,
+                    ".interval_ms",
+                    "outside 10..=3600000 (milliseconds between samples)".into(),
+                ));
+            }
+            if p.timeout_ms.is_some_and(|v| !(10..=600_000).contains(&v)) {
+                return Err(invalid(
+                    i,
+                    ".timeout_ms",
+                    "outside 10..=600000 (milliseconds a sample may take)".into(),
+                ));
+            }
+            if p.budget_s.is_some_and(|b| !(b.is_finite() && b >= 0.0)) {
+                return Err(invalid(
+                    i,
+                    ".budget_s",
+                    "not a number of seconds (0 or more)".into(),
                 ));
             }
         }

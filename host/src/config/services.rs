@@ -184,6 +184,67 @@ pub struct TrainConfig {
     pub via: Option<Vec<String>>,
 }
 
+/// What a probe does when its outage passes its budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnBudget {
+    /// Fail the run at the next step boundary (the default).
+    #[default]
+    Fail,
+    /// Say so and go on.
+    Warn,
+}
+
+/// A read-only command on a node, as a probe.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ProbeCommand {
+    /// The inventory node it runs on.
+    pub node: String,
+    /// The program and its arguments (no shell).
+    pub argv: Vec<String>,
+    /// Text its standard output must contain (besides exit status 0).
+    #[serde(default)]
+    pub expect: Option<String>,
+}
+
+/// A probe the operator declares: sampled from the start of the run to its
+/// end, beside it, its state changes journaled and its unavailability
+/// measured. Exactly one of `tcp`, `http`, `command`.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ProbeConfig {
+    /// Its name (a-z, 0-9, `-`, `_`).
+    pub name: String,
+    /// The service it measures (for the report), if any.
+    #[serde(default)]
+    pub service: Option<String>,
+    /// `HOST:PORT` that must accept a TCP connection.
+    #[serde(default)]
+    pub tcp: Option<String>,
+    /// `http://HOST[:PORT]/PATH` that must answer (plain HTTP).
+    #[serde(default)]
+    pub http: Option<String>,
+    /// The HTTP status it must answer (default: any 2xx or 3xx).
+    #[serde(default)]
+    pub expect_status: Option<u16>,
+    /// A read-only command on a node that must succeed.
+    #[serde(default)]
+    pub command: Option<ProbeCommand>,
+    /// Milliseconds between samples (default 500, at least 10).
+    #[serde(default)]
+    pub interval_ms: Option<u64>,
+    /// Milliseconds one sample may take (default 1000).
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+    /// Seconds of outage allowed in total over the run.
+    #[serde(default)]
+    pub budget_s: Option<f64>,
+    /// Past the budget: `fail` the run (default) or `warn`.
+    #[serde(default)]
+    pub on_budget: OnBudget,
+}
+
 /// The services file.
 #[derive(Debug, Clone, Deserialize, Serialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -203,6 +264,9 @@ pub struct ServicesFile {
     /// The release train: style and gates.
     #[serde(default)]
     pub train: TrainConfig,
+    /// Probes sampled beside the run, their outages measured.
+    #[serde(default)]
+    pub probes: Vec<ProbeConfig>,
 }
 
 /// Read the services file.

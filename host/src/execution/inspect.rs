@@ -105,6 +105,9 @@ pub struct StatusView {
     /// Its rollback, once it began.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rollback: Option<RollbackView>,
+    /// Each probe's measured unavailability (every attempt of the run).
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub probes: std::collections::BTreeMap<String, crate::events::ProbeFigures>,
     /// The hops of a release train, in order (empty for a run of one hop).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub hops: Vec<HopView>,
@@ -260,6 +263,7 @@ pub fn status(state_dir: &Path, run: Option<&str>) -> Result<StatusView, Error> 
         dry_run: options.dry_run,
         running: holder.map(|h| h.to_string()),
         paused: r.paused.clone(),
+        probes: r.probes.clone(),
         run_id,
         outcome,
         rollback,

@@ -555,6 +555,8 @@ pub struct RunEnd {
     pub outcome: Outcome,
     /// Why it was paused (`uphost pause`, the maintenance window), if it was.
     pub paused: Option<String>,
+    /// Why it was halted (a probe past its budget), if it was.
+    pub halted: Option<String>,
     /// Failed steps with their last commands.
     pub failures: Vec<FailedStep>,
     /// What is left (nothing when complete).
@@ -619,9 +621,22 @@ pub async fn execute(
             session.cfg.window.clone()
         },
     ));
+    let probes = (!dry_run).then(|| {
+        super::probes::Probes::start(
+            &session.cfg.services.probes,
+            &session.cfg.inventory,
+            transports.clone(),
+            journal.clone(),
+            runner.clone(),
+        )
+    });
     let outcome = runner.clone().run().await;
     watcher.abort();
+    if let Some(p) = probes {
+        p.stop().await;
+    }
     let paused = runner.paused();
+    let halted = runner.halted();
     let failures = runner.failures();
     drop(runner);
     // The process exits without running drops: close ssh masters now.
@@ -637,6 +652,7 @@ pub async fn execute(
         run_id,
         outcome,
         paused,
+        halted,
         failures,
         left,
         summary,

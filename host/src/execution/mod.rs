@@ -5,5 +5,6 @@
 pub mod confirm;
 pub mod inspect;
 pub mod lifecycle;
+pub mod probes;
 pub mod run;
 pub mod session;

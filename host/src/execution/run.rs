@@ -347,6 +347,11 @@ pub struct Runner {
     touched: Mutex<BTreeSet<(String, u32)>>,
     /// Why the run was paused, once it was.
     paused: Mutex<Option<String>>,
+    /// Why it was halted (a probe past its budget), once it was.
+    halted: Mutex<Option<String>>,
+    /// Called once, just before the run's end is recorded (the probes'
+    /// figures).
+    before_end: Mutex<Option<Box<dyn FnOnce() + Send>>>,
     /// Stages (hops) of the run: 1 unless it is a release train.
     stages: u32,
 }
@@ -508,6 +513,8 @@ impl Runner {
             failures: Mutex::new(Vec::new()),
             touched: Mutex::new(touched),
             paused: Mutex::new(None),
+            halted: Mutex::new(None),
+            before_end: Mutex::new(None),
         })
     }
 
@@ -532,6 +539,31 @@ impl Runner {
         });
         *p = Some(reason);
         self.interrupt();
+    }
+
+    /// Halt the run: no new step starts, the steps in flight finish, and it
+    /// fails (rolling back as a failure would) with `reason`.
+    pub fn halt(&self, reason: String) {
+        let mut h = self.halted.lock().unwrap_or_else(|p| p.into_inner());
+        if h.is_some() || self.stopping() {
+            return;
+        }
+        tracing::error!("{reason}; stopping the run");
+        *h = Some(reason);
+        self.stop.store(true, Ordering::SeqCst);
+    }
+
+    /// Why it was halted, if it was.
+    pub fn halted(&self) -> Option<String> {
+        self.halted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Call `f` once, just before the run's end is recorded.
+    pub fn before_end(&self, f: Box<dyn FnOnce() + Send>) {
+        *self.before_end.lock().unwrap_or_else(|p| p.into_inner()) = Some(f);
     }
 
     /// Why it was paused, if it was.
@@ -854,6 +886,9 @@ impl Runner {
                 return outcome;
             }
         }
+        if self.halted().is_some() {
+            return self.finish_failed(true).await;
+        }
         if self.opts.interrupt.requested() {
             return self.finish(Outcome::Interrupted);
         }
@@ -999,6 +1034,14 @@ impl Runner {
         // A pause asked for now comes too late: nothing follows the end.
         let _no_pause = self.paused.lock().unwrap_or_else(|p| p.into_inner());
         self.stop.store(true, Ordering::SeqCst);
+        let before = self
+            .before_end
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(f) = before {
+            f();
+        }
         self.journal.emit(Event::RunFinished {
             outcome,
             at_ms: self.journal.now_ms(),

@@ -162,6 +162,8 @@ pub struct Replayed {
     pub valid_len: u64,
     /// Why the run was paused, when it was and has not resumed since.
     pub paused: Option<String>,
+    /// Each probe's figures, from the ends of the run's attempts.
+    pub probes: BTreeMap<String, crate::events::ProbeFigures>,
 }
 
 impl Replayed {
@@ -373,6 +375,10 @@ fn apply(r: &mut Replayed, ev: Event, keep: bool) {
             r.last_ms = r.last_ms.max(*at_ms);
             r.paused = None;
         }
+        Event::ProbeSummary { name, .. } => {
+            r.probes.entry(name.clone()).or_default().absorb(&ev);
+        }
+        Event::Probe { at_ms, .. } => r.last_ms = r.last_ms.max(*at_ms),
         Event::Paused { reason, at_ms } => {
             r.last_ms = r.last_ms.max(*at_ms);
             r.paused = Some(reason.clone());

@@ -45,6 +45,7 @@ pub fn render(events: impl IntoIterator<Item = Event>) -> String {
     header(&mut h, &g, total);
     plan_table(&mut h, &g);
     train_table(&mut h, &g);
+    probe_table(&mut h, &g);
     timeline(&mut h, &g, total);
     denied(&mut h, &g);
     steps(&mut h, &g);
@@ -81,7 +82,12 @@ struct Gathered {
     hops: BTreeMap<u32, HopSpan>,
     /// When the run was paused, and why.
     pauses: Vec<(u64, String)>,
+    /// Per probe: its outages and figures.
+    probes: BTreeMap<String, Measured>,
 }
+
+/// A probe's outages (start, end if it came back) and figures.
+type Measured = (Vec<(u64, Option<u64>)>, crate::events::ProbeFigures);
 
 /// What the report shows of one hop of a train.
 #[derive(Default)]
@@ -109,6 +115,7 @@ impl Gathered {
         let mut steps_seen = 0usize;
         let mut train = None;
         let mut pauses: Vec<(u64, String)> = Vec::new();
+        let mut probes: BTreeMap<String, Measured> = BTreeMap::new();
         let mut hops: BTreeMap<u32, HopSpan> = BTreeMap::new();
         for ev in events {
             match &ev {
@@ -239,6 +246,21 @@ impl Gathered {
                     pauses.push((*at_ms, reason.clone()));
                     end_ms = end_ms.max(*at_ms);
                 }
+                Event::Probe {
+                    name, up, at_ms, ..
+                } => {
+                    let outages = &mut probes.entry(name.clone()).or_default().0;
+                    match (up, outages.last_mut()) {
+                        (false, Some((_, None))) => {}
+                        (false, _) => outages.push((*at_ms, None)),
+                        (true, Some((_, end @ None))) => *end = Some(*at_ms),
+                        (true, _) => {}
+                    }
+                    end_ms = end_ms.max(*at_ms);
+                }
+                Event::ProbeSummary { name, .. } => {
+                    probes.entry(name.clone()).or_default().1.absorb(&ev);
+                }
                 Event::RunFinished { outcome: o, at_ms } => {
                     outcome = o.to_string();
                     end_ms = end_ms.max(*at_ms);
@@ -259,8 +281,43 @@ impl Gathered {
             train,
             hops,
             pauses,
+            probes,
         }
     }
+}
+
+/// Measured beside declared: each probe's outages, and the declared
+/// window of the service it measures.
+fn probe_table(h: &mut String, g: &Gathered) {
+    if g.probes.is_empty() {
+        return;
+    }
+    h.push_str("<h2>Measured downtime</h2><table id=\"probes\"><tr><th>probe</th><th>service</th><th>outages</th><th>down</th><th>longest</th><th>budget</th><th>declared window of the service</th></tr>");
+    for (name, (_, f)) in &g.probes {
+        let declared = match f.service.as_ref().and_then(|s| g.down.get(s)) {
+            Some((d, Some(u))) => format!("{:.1} s", (u - d) as f64 / 1000.0),
+            Some((_, None)) => "not back up".into(),
+            None => "—".into(),
+        };
+        let _ = write!(
+            *h,
+            "<tr class=\"{}\"><td>{}</td><td>{}</td><td>{}</td><td>{:.1} s</td><td>{:.1} s</td><td>{}</td><td>{}</td></tr>",
+            if f.budget_ms.is_some_and(|b| f.down_ms > b) {
+                "fail"
+            } else {
+                ""
+            },
+            esc(name),
+            esc(f.service.as_deref().unwrap_or("—")),
+            f.outages,
+            f.down_ms as f64 / 1000.0,
+            f.longest_ms as f64 / 1000.0,
+            f.budget_ms
+                .map_or("—".to_string(), |b| format!("{:.1} s", b as f64 / 1000.0)),
+            esc(&declared)
+        );
+    }
+    h.push_str("</table>");
 }
 
 /// A release train's hops as stages of one timeline: what each upgrades,
@@ -397,7 +454,7 @@ fn timeline(h: &mut String, g: &Gathered, total: u64) {
     let row_h = 16;
     let label_w = 260;
     let width = 1000;
-    let height = g.bars.len() as i64 * row_h + 30;
+    let height = (g.bars.len() + g.probes.len()) as i64 * row_h + 30;
     let x = |ms: u64| label_w as f64 + (ms as f64 / total as f64) * (width - label_w - 10) as f64;
     let _ = write!(
         *h,
@@ -438,6 +495,29 @@ fn timeline(h: &mut String, g: &Gathered, total: u64) {
                 .map(|e| format!(": {}", esc(e)))
                 .unwrap_or_default()
         );
+    }
+    // A row per probe: its outages in red.
+    for (i, (name, (outages, _))) in g.probes.iter().enumerate() {
+        let y = (g.bars.len() + i) as i64 * row_h + 4;
+        let _ = write!(
+            *h,
+            r#"<text x="2" y="{}">probe {}</text>"#,
+            y + 12,
+            esc(name)
+        );
+        for (s, e) in outages {
+            let e = e.unwrap_or(total);
+            let _ = write!(
+                *h,
+                r#"<rect class="failed outage" x="{:.1}" y="{}" width="{:.1}" height="{}"><title>probe {} down {} ms</title></rect>"#,
+                x(*s),
+                y + 2,
+                (x(e) - x(*s)).max(1.5),
+                row_h - 4,
+                esc(name),
+                e.saturating_sub(*s)
+            );
+        }
     }
     // Each hop of a train begins where a dashed line is drawn.
     for (stage, span) in &g.hops {

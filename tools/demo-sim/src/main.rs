@@ -187,6 +187,7 @@ impl Sim {
                     let _ = pkg_needed;
                     self.node.units.insert(unit.clone(), "active".into());
                     self.mutated = true;
+                    self.listen(unit);
                 }
                 "stop" => {
                     if unit == "mariadb" && self.unit("mariadb") == "active" {
@@ -215,6 +216,7 @@ impl Sim {
                     }
                     self.node.units.insert(unit.clone(), "inactive".into());
                     self.mutated = true;
+                    self.unlisten(unit);
                 }
                 "enable" => {
                     self.node.enabled.insert(unit.clone());
@@ -407,6 +409,58 @@ impl Sim {
         }
         self.mutated = true;
         Ok(())
+    }
+
+    /// The port `unit` listens on while active, from `<node>/ports.json`
+    /// (`{"keystone": 15001}`): a listener of this simulator, so that a
+    /// probe sees the service go away and come back.
+    fn port_of(&self, unit: &str) -> Option<u16> {
+        let text = fs::read_to_string(self.root.join("ports.json")).ok()?;
+        let ports: BTreeMap<String, u16> = serde_json::from_str(&text).ok()?;
+        ports.get(unit).copied()
+    }
+
+    fn pid_file(&self, unit: &str) -> PathBuf {
+        self.root.join(format!("listen-{unit}.pid"))
+    }
+
+    /// Stop `unit`'s listener, if it has one.
+    fn unlisten(&self, unit: &str) {
+        if let Some(pid) = fs::read_to_string(self.pid_file(unit))
+            .ok()
+            .and_then(|p| p.trim().parse::<i32>().ok())
+            .and_then(rustix::process::Pid::from_raw)
+        {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+            let _ = fs::remove_file(self.pid_file(unit));
+        }
+    }
+
+    /// (Re)start `unit`'s listener when it has a port; back once it accepts.
+    fn listen(&self, unit: &str) {
+        let Some(port) = self.port_of(unit) else {
+            return;
+        };
+        self.unlisten(unit);
+        use std::os::unix::process::CommandExt;
+        let Ok(child) = std::process::Command::new(std::env::current_exe().expect("exe"))
+            .arg0("uphost-demo-sim")
+            .args(["__listen", &port.to_string()])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .process_group(0)
+            .spawn()
+        else {
+            return;
+        };
+        let _ = fs::write(self.pid_file(unit), child.id().to_string());
+        for _ in 0..200 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
     }
 
     fn version_of(&self, pkg: &str) -> String {
@@ -866,6 +920,14 @@ fn main() {
         .unwrap_or_default();
     if prog == "uphost-demo-sim" {
         match args.get(1).map(String::as_str) {
+            Some("__listen") if args.len() == 3 => {
+                // A simulated service's port: accept and close, until killed.
+                let port: u16 = args[2].parse().expect("port");
+                let l = std::net::TcpListener::bind(("127.0.0.1", port)).expect("bind");
+                for c in l.incoming() {
+                    drop(c);
+                }
+            }
             Some("init") if args.len() >= 6 && args[3] == "--release" => {
                 init(Path::new(&args[2]), &args[4], &args[5..])
             }

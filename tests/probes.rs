@@ -1,0 +1,214 @@
+//! Probes through the real binary: a TCP probe on the port a simulated
+//! keystone listens on while it runs (the demo simulator closes it when
+//! keystone stops) measures the outage inside keystone's steps; a command
+//! probe beside it; a probe past its budget halts the run.
+
+use std::process::Command;
+
+use serde_json::Value;
+use uphost_tests::{Demo, SEED_PLUGINS};
+
+/// Keystone on ctl1 listens on a free port while active; killed on drop.
+struct Listening<'a> {
+    d: &'a Demo,
+    port: u16,
+}
+
+impl<'a> Listening<'a> {
+    fn keystone(d: &'a Demo) -> Listening<'a> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let root = d.path().join("nodes/ctl1");
+        std::fs::write(root.join("ports.json"), format!("{{\"keystone\": {port}}}")).unwrap();
+        let st = Command::new(root.join("bin/systemctl"))
+            .args(["start", "keystone"])
+            .env("UPHOST_NODE_ROOT", &root)
+            .env("UPHOST_NODE", "ctl1")
+            .status()
+            .unwrap();
+        assert!(st.success());
+        assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+        Listening { d, port }
+    }
+}
+
+impl Drop for Listening<'_> {
+    fn drop(&mut self) {
+        let pidf = self.d.path().join("nodes/ctl1/listen-keystone.pid");
+        if let Some(pid) = std::fs::read_to_string(pidf)
+            .ok()
+            .and_then(|p| p.trim().parse::<i32>().ok())
+        {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+        }
+    }
+}
+
+fn add_probes(d: &Demo, yaml: &str) {
+    let services = d.path().join("services.yaml");
+    let mut text = std::fs::read_to_string(&services).unwrap();
+    text.push_str(yaml);
+    std::fs::write(&services, text).unwrap();
+}
+
+fn at(j: &[Value], event: &str, service: &str, phase: &str) -> u64 {
+    j.iter()
+        .find(|e| {
+            e["event"] == event && e["step"]["service"] == service && e["step"]["phase"] == phase
+        })
+        .and_then(|e| e["at_ms"].as_u64())
+        .unwrap_or_else(|| panic!("no {event} of {service} {phase}"))
+}
+
+#[test]
+fn a_probe_measures_the_outage_inside_the_service_steps() {
+    let d = Demo::new(SEED_PLUGINS, true);
+    let l = Listening::keystone(&d);
+    add_probes(
+        &d,
+        &format!(
+            "probes:\n  - name: keystone-api\n    service: keystone\n    tcp: \"127.0.0.1:{}\"\n    interval_ms: 20\n    budget_s: 60\n  - name: keystone-unit\n    command: {{node: ctl2, argv: [systemctl, is-active, keystone], expect: active}}\n    interval_ms: 50\n",
+            l.port
+        ),
+    );
+    let r = d.uphost(&["run", "--yes"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let j = d.journal();
+    let changes: Vec<(bool, u64)> = j
+        .iter()
+        .filter(|e| e["event"] == "probe" && e["name"] == "keystone-api")
+        .map(|e| (e["up"].as_bool().unwrap(), e["at_ms"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(
+        changes.iter().map(|c| c.0).collect::<Vec<_>>(),
+        [true, false, true],
+        "up, one outage, up again: {changes:?}"
+    );
+    let (down, up) = (changes[1].1, changes[2].1);
+    let pre = at(&j, "step-started", "keystone", "pre-upgrade");
+    let post = at(&j, "step-finished", "keystone", "post-upgrade");
+    assert!(
+        pre <= down && down <= post,
+        "outage began at {down} ms, keystone ran {pre}..{post}"
+    );
+    assert!(
+        up > down && up <= post + 1000,
+        "back at {up} ms, post-upgrade ended at {post}"
+    );
+    let summary = j
+        .iter()
+        .find(|e| e["event"] == "probe-summary" && e["name"] == "keystone-api")
+        .expect("its figures at the end");
+    assert_eq!(summary["outages"], 1);
+    assert_eq!(summary["down_ms"], up - down);
+    assert_eq!(summary["longest_ms"], up - down);
+    assert!(summary["samples"].as_u64().unwrap() >= 3);
+    // The run-finished record is the last: the figures come before it.
+    assert_eq!(j.last().unwrap()["event"], "run-finished");
+    // The command probe saw keystone stopped on ctl2 as well.
+    let unit = j
+        .iter()
+        .find(|e| e["event"] == "probe-summary" && e["name"] == "keystone-unit")
+        .unwrap();
+    assert_eq!(unit["outages"], 1, "{unit}");
+    // status and the report carry the same figures.
+    let st = d.status();
+    assert_eq!(st["probes"]["keystone-api"]["down_ms"], up - down);
+    assert_eq!(st["probes"]["keystone-api"]["service"], "keystone");
+    let text = d.uphost(&["status"]);
+    assert!(
+        text.stdout.contains("probe keystone-api (keystone): down"),
+        "{}",
+        text.stdout
+    );
+    let report = std::fs::read_to_string(
+        d.path()
+            .join("state/runs")
+            .join(st["run_id"].as_str().unwrap())
+            .join("report.html"),
+    )
+    .unwrap();
+    assert!(report.contains("<h2>Measured downtime</h2>"));
+    assert_eq!(
+        report.matches("class=\"failed outage\"").count(),
+        2,
+        "one outage per probe on the timeline"
+    );
+}
+
+#[test]
+fn a_probe_past_its_budget_halts_the_run() {
+    let d = Demo::new(SEED_PLUGINS, true);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    add_probes(
+        &d,
+        &format!(
+            "probes:\n  - name: vip\n    tcp: \"127.0.0.1:{port}\"\n    interval_ms: 50\n    budget_s: 0.2\n"
+        ),
+    );
+    d.slow("ctl1", &["mysqldump"], 1.0);
+    let r = d.uphost(&["run", "--yes"]);
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(
+        r.stderr.contains("FAILED: probe `vip` has been down")
+            && r.stderr.contains("over its budget of 0.2 s"),
+        "{}",
+        r.stderr
+    );
+    let st = d.status();
+    assert_eq!(st["outcome"], "failed");
+    assert!(
+        st["probes"]["vip"]["down_ms"].as_u64().unwrap() > 200,
+        "{st}"
+    );
+    // A warning instead goes on.
+    let d = Demo::new(SEED_PLUGINS, true);
+    add_probes(
+        &d,
+        &format!(
+            "probes:\n  - name: vip\n    tcp: \"127.0.0.1:{port}\"\n    interval_ms: 50\n    budget_s: 0.2\n    on_budget: warn\n"
+        ),
+    );
+    let r = d.uphost(&["run", "--yes"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+}
+
+#[test]
+fn bad_probes_are_refused_before_anything_runs() {
+    let d = Demo::new(SEED_PLUGINS, true);
+    for (yaml, want) in [
+        ("probes:\n  - name: a\n    tcp: nowhere\n", "probes[0].tcp"),
+        (
+            "probes:\n  - name: a\n    http: https://vip/\n",
+            "plain HTTP only",
+        ),
+        (
+            "probes:\n  - name: a\n    tcp: \"h:1\"\n    http: http://h/\n",
+            "exactly one of",
+        ),
+        (
+            "probes:\n  - name: a\n    command: {node: ctl9, argv: [true]}\n",
+            "`ctl9` is not a node",
+        ),
+        (
+            "probes:\n  - name: a\n    tcp: \"h:1\"\n    service: keystne\n",
+            "did you mean `keystone`",
+        ),
+    ] {
+        let services = d.path().join("services.yaml");
+        let base = std::fs::read_to_string(&services).unwrap();
+        std::fs::write(&services, format!("{base}{yaml}")).unwrap();
+        let r = d.uphost(&["run", "--yes"]);
+        assert_eq!(r.code, 2, "{yaml}: {}", r.all());
+        assert!(r.stderr.contains(want), "{yaml}: {}", r.stderr);
+        std::fs::write(&services, base).unwrap();
+    }
+    assert!(!d.path().join("state/current").exists());
+}
