@@ -67,6 +67,8 @@ fn at(j: &[Value], event: &str, service: &str, phase: &str) -> u64 {
 fn a_probe_measures_the_outage_inside_the_service_steps() {
     let d = Demo::new(SEED_PLUGINS, true);
     let l = Listening::keystone(&d);
+    // Keystone stays down while its database migrates: half a second.
+    d.slow("ctl1", &["keystone-manage"], 0.5);
     add_probes(
         &d,
         &format!(
@@ -103,6 +105,7 @@ fn a_probe_measures_the_outage_inside_the_service_steps() {
         .find(|e| e["event"] == "probe-summary" && e["name"] == "keystone-api")
         .expect("its figures at the end");
     assert_eq!(summary["outages"], 1);
+    assert!(up - down >= 500, "the migration alone took 0.5 s: {changes:?}");
     assert_eq!(summary["down_ms"], up - down);
     assert_eq!(summary["longest_ms"], up - down);
     assert!(summary["samples"].as_u64().unwrap() >= 3);
@@ -211,4 +214,69 @@ fn bad_probes_are_refused_before_anything_runs() {
         std::fs::write(&services, base).unwrap();
     }
     assert!(!d.path().join("state/current").exists());
+}
+
+#[test]
+fn a_gate_that_never_becomes_healthy_stops_the_run_and_resume_continues_once_it_is() {
+    let d = Demo::new(SEED_PLUGINS, true);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    add_probes(
+        &d,
+        &format!("probes:\n  - name: api\n    tcp: \"127.0.0.1:{port}\"\n    interval_ms: 20\n"),
+    );
+    d.edit(
+        "services.yaml",
+        "    rollout: {serial: 2}",
+        "    rollout: {serial: 2}\n    gate: {probes: [api], samples: 2, deadline_s: 1}",
+    );
+    let r = d.uphost(&["run", "--yes"]);
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(
+        r.stderr.contains("gate before batch 1 of nova-compute: probe `api` was not healthy for 2 consecutive samples within 1 s; last: connect 127.0.0.1:"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains("refused"),
+        "the probe's last result: {}",
+        r.stderr
+    );
+    assert!(d.ops("cmp1").is_empty(), "no compute touched");
+    // The service it guards becomes reachable: resume waits for the gate
+    // again, which passes, and completes.
+    let l = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    std::thread::spawn(move || for _ in l.incoming() {});
+    let r = d.uphost(&["resume", "--yes"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let j = d.journal();
+    let gates: Vec<(u64, bool)> = j
+        .iter()
+        .filter(|e| e["event"] == "gate-checked")
+        .map(|e| (e["batch"].as_u64().unwrap(), e["passed"].as_bool().unwrap()))
+        .collect();
+    assert_eq!(gates, [(0, false), (0, true), (1, true)], "{gates:?}");
+    assert_eq!(d.status()["complete"], true);
+    // `on_timeout: pause` pauses instead, for `resume`.
+    let d = Demo::new(SEED_PLUGINS, true);
+    add_probes(
+        &d,
+        "probes:\n  - name: api\n    tcp: \"127.0.0.1:9\"\n    interval_ms: 20\n",
+    );
+    d.edit(
+        "services.yaml",
+        "    rollout: {serial: 2}",
+        "    rollout: {serial: 2}\n    gate: {probes: [api], samples: 2, deadline_s: 1, on_timeout: pause}",
+    );
+    let r = d.uphost(&["run", "--yes"]);
+    assert_eq!(r.code, 130, "{}", r.all());
+    assert!(
+        d.status()["paused"]
+            .as_str()
+            .unwrap()
+            .contains("gate before batch 1 of nova-compute")
+    );
 }

@@ -265,6 +265,19 @@ pub enum Event {
         /// Milliseconds since the run started.
         at_ms: u64,
     },
+    /// A gate before a batch of a service's rollout was passed, or not.
+    GateChecked {
+        /// The service.
+        service: String,
+        /// The batch (0-based) it guards.
+        batch: u32,
+        /// Whether the probes were healthy in time.
+        passed: bool,
+        /// How long it waited, or why it did not pass.
+        detail: String,
+        /// Milliseconds since the run started.
+        at_ms: u64,
+    },
     /// A probe's figures for this run (or this part of a resumed run), at
     /// its end.
     ProbeSummary {

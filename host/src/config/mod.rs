@@ -15,8 +15,8 @@ use std::sync::Arc;
 
 pub use inventory::{Connection, Inventory, NodeSpec};
 pub use services::{
-    GateCommand, LimitsOverride, Mode, OnBudget, ProbeCommand, ProbeConfig, ServiceConfig,
-    ServicesFile, TrainConfig, TrainStyle,
+    BatchGate, GateCommand, LimitsOverride, Mode, OnBudget, OnTimeout, ProbeCommand, ProbeConfig,
+    ServiceConfig, ServicesFile, TrainConfig, TrainStyle,
 };
 pub use yaml::ConfigError;
 
@@ -633,6 +633,41 @@ impl Config {
                     i,
                     ".budget_s",
                     "not a number of seconds (0 or more)".into(),
+                ));
+            }
+        }
+        for (name, svc) in &self.services.services {
+            let Some(g) = &svc.gate else { continue };
+            let at = format!("services.{name}.gate");
+            let invalid = |key: &str, message: String| ConfigError::Invalid {
+                path: self.services_path.clone(),
+                at: format!("{at}{key}"),
+                message,
+            };
+            if g.probes.is_empty() {
+                return Err(invalid(
+                    ".probes",
+                    "name the probes that must be healthy".into(),
+                ));
+            }
+            for p in &g.probes {
+                if !probes.iter().any(|x| &x.name == p) {
+                    return Err(invalid(
+                        ".probes",
+                        format!(
+                            "`{p}` is not a probe of this file{}",
+                            yaml::did_you_mean(p, probes.iter().map(|x| x.name.as_str()))
+                        ),
+                    ));
+                }
+            }
+            if g.samples.is_some_and(|n| !(1..=10_000).contains(&n)) {
+                return Err(invalid(".samples", "outside 1..=10000".into()));
+            }
+            if g.deadline_s.is_some_and(|d| !(1..=7 * 86400).contains(&d)) {
+                return Err(invalid(
+                    ".deadline_s",
+                    "outside 1..=604800 (seconds)".into(),
                 ));
             }
         }

@@ -124,6 +124,39 @@ pub struct ServiceConfig {
     /// Per-plugin limits.
     #[serde(default)]
     pub limits: LimitsOverride,
+    /// Probes that must be healthy before each batch of its rollout.
+    #[serde(default)]
+    pub gate: Option<BatchGate>,
+}
+
+/// What to do when a gate does not pass within its deadline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnTimeout {
+    /// Fail the run (the default).
+    #[default]
+    Stop,
+    /// Pause it: `uphost resume` waits for the gate again.
+    Pause,
+}
+
+/// A gate before each batch of a service's rollout: the named probes
+/// healthy for `samples` consecutive samples taken since the gate began,
+/// within `deadline_s`.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct BatchGate {
+    /// Probes of the services file.
+    pub probes: Vec<String>,
+    /// Consecutive healthy samples (default 3).
+    #[serde(default)]
+    pub samples: Option<u64>,
+    /// Seconds to wait (default 300).
+    #[serde(default)]
+    pub deadline_s: Option<u64>,
+    /// `stop` (default) or `pause`.
+    #[serde(default)]
+    pub on_timeout: OnTimeout,
 }
 
 /// How the operator runs a release train of several hops.

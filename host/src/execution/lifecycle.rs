@@ -595,6 +595,7 @@ pub async fn execute(
     let state_dir = session.cfg.state_dir.clone();
     let dry_run = opts.recorded.dry_run;
     let transports = Arc::new(Transports::new(session.cfg.ssh.clone()));
+    let board = Arc::new(super::probes::ProbeBoard::default());
     let sandbox = Sandbox::new(
         &session,
         &services,
@@ -602,6 +603,7 @@ pub async fn execute(
         transports.clone(),
         &run_id,
         opts.recorded.dry_run,
+        board.clone(),
     );
     let runner = Runner::new(
         session.plan.clone(),
@@ -628,6 +630,7 @@ pub async fn execute(
             transports.clone(),
             journal.clone(),
             runner.clone(),
+            board,
         )
     });
     let outcome = runner.clone().run().await;

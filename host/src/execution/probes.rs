@@ -15,6 +15,85 @@ use crate::config::{Inventory, OnBudget, ProbeConfig};
 use crate::events::{Event, ProbeTally};
 use crate::transport::{CommandSpec, Transport};
 
+/// What every probe saw last, for the gates before batches: how many
+/// samples it took and how many of the last ones in a row were healthy.
+#[derive(Default)]
+pub struct ProbeBoard {
+    seen: std::sync::Mutex<std::collections::BTreeMap<String, Seen>>,
+}
+
+#[derive(Default, Clone)]
+struct Seen {
+    samples: u64,
+    streak: u64,
+    last: String,
+}
+
+impl ProbeBoard {
+    fn saw(&self, name: &str, res: &Result<(), String>) {
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        let s = seen.entry(name.to_string()).or_default();
+        s.samples += 1;
+        match res {
+            Ok(()) => {
+                s.streak += 1;
+                s.last = "up".into();
+            }
+            Err(e) => {
+                s.streak = 0;
+                s.last = e.clone();
+            }
+        }
+    }
+
+    fn get(&self, name: &str) -> Seen {
+        self.seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Wait until each of `gate`'s probes was healthy for its number of
+    /// consecutive samples, all taken since the wait began; `Err` names
+    /// the probe that was not, and what it saw last, at the deadline.
+    pub async fn wait_healthy(&self, gate: &crate::config::BatchGate) -> Result<String, String> {
+        let need = gate.samples.unwrap_or(3);
+        let deadline = Duration::from_secs(gate.deadline_s.unwrap_or(300));
+        let t0 = std::time::Instant::now();
+        let start: Vec<u64> = gate.probes.iter().map(|p| self.get(p).samples).collect();
+        loop {
+            let lacking = gate.probes.iter().zip(&start).find_map(|(p, s0)| {
+                let s = self.get(p);
+                let fresh = s.samples.saturating_sub(*s0);
+                (s.streak.min(fresh) < need).then(|| (p.clone(), s))
+            });
+            match lacking {
+                None => {
+                    return Ok(format!(
+                        "{} healthy for {need} samples after {:.1} s",
+                        gate.probes.join(", "),
+                        t0.elapsed().as_secs_f64()
+                    ));
+                }
+                Some((p, s)) if t0.elapsed() >= deadline => {
+                    return Err(format!(
+                        "probe `{p}` was not healthy for {need} consecutive samples within {} s; last: {}",
+                        deadline.as_secs(),
+                        if s.samples == 0 {
+                            "no sample yet"
+                        } else {
+                            s.last.as_str()
+                        }
+                    ));
+                }
+                Some(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+            }
+        }
+    }
+}
+
 /// The probes of a run, sampling until [`Probes::stop`].
 pub struct Probes {
     stop: Arc<AtomicBool>,
@@ -143,6 +222,7 @@ impl Probes {
         transport: Arc<dyn Transport>,
         journal: Arc<dyn RunJournal>,
         runner: Arc<Runner>,
+        board: Arc<ProbeBoard>,
     ) -> Probes {
         let stop = Arc::new(AtomicBool::new(false));
         let wake = Arc::new(tokio::sync::Notify::new());
@@ -184,7 +264,8 @@ impl Probes {
                 sh.figures.len() - 1
             };
             let p = p.clone();
-            let (stop, wake, shared) = (stop.clone(), wake.clone(), shared.clone());
+            let (stop, wake, shared, board) =
+                (stop.clone(), wake.clone(), shared.clone(), board.clone());
             let (transport, journal, runner) = (transport.clone(), journal.clone(), runner.clone());
             tasks.push(tokio::spawn(async move {
                 let interval = Duration::from_millis(p.interval_ms.unwrap_or(500));
@@ -192,6 +273,7 @@ impl Probes {
                 let mut over = false;
                 while !stop.load(Ordering::SeqCst) {
                     let res = sample(&target, timeout, transport.as_ref()).await;
+                    board.saw(&p.name, &res);
                     let over_budget = {
                         let mut sh = shared.lock().unwrap_or_else(|e| e.into_inner());
                         if sh.ended {

@@ -72,6 +72,16 @@ pub trait Hooks: Send + Sync {
         journal: Arc<dyn RunJournal>,
     ) -> BoxFuture<'a, Result<(), String>>;
 
+    /// Wait for `svc`'s gate before its batch `batch` (its probes healthy):
+    /// `Err` says which probe was not, and what it saw last.
+    fn batch_gate<'a>(
+        &'a self,
+        _svc: &'a ServiceRun,
+        _gate: &'a crate::config::BatchGate,
+    ) -> BoxFuture<'a, Result<String, String>> {
+        Box::pin(async { Ok(String::new()) })
+    }
+
     /// Run the operator's gate command `gate` as the step `step` (after
     /// the hop `step.hop` of `hops`); it passes when it exits 0.
     fn gate<'a>(
@@ -97,6 +107,8 @@ pub struct Sandbox {
     /// `uphost.yaml`).
     gate_dir: PathBuf,
     run_id: String,
+    /// What the probes see, for the gates before batches.
+    board: Arc<super::probes::ProbeBoard>,
 }
 
 impl Sandbox {
@@ -108,6 +120,7 @@ impl Sandbox {
         transport: Arc<dyn Transport>,
         run_id: &str,
         dry_run: bool,
+        board: Arc<super::probes::ProbeBoard>,
     ) -> Sandbox {
         Sandbox {
             rt: session.rt.clone(),
@@ -128,6 +141,7 @@ impl Sandbox {
                 .and_then(|p| p.parent().map(std::path::Path::to_path_buf))
                 .unwrap_or_else(|| PathBuf::from(".")),
             run_id: run_id.to_string(),
+            board,
         }
     }
 }
@@ -166,6 +180,14 @@ impl Hooks for Sandbox {
             .await
             .map_err(|e| e.to_string())
         })
+    }
+
+    fn batch_gate<'a>(
+        &'a self,
+        _svc: &'a ServiceRun,
+        gate: &'a crate::config::BatchGate,
+    ) -> BoxFuture<'a, Result<String, String>> {
+        Box::pin(self.board.wait_healthy(gate))
     }
 
     fn gate<'a>(
@@ -688,6 +710,12 @@ impl Runner {
             if self.stopping() {
                 return Err(());
             }
+            if let Some(gate) = &svc.gate
+                && !self.opts.recorded.dry_run
+                && !self.batch_gate(svc, gate, bi).await
+            {
+                return Err(());
+            }
             // At most `forks` node steps alive at once: a batch of 100 000
             // nodes must not hold 100 000 futures.
             use futures::StreamExt;
@@ -741,6 +769,37 @@ impl Runner {
         self.step(svc, stage, Hook::PostUpgrade)
             .await
             .map_err(|_| ())
+    }
+
+    /// The gate before batch `bi` of `svc`: journaled either way; on
+    /// timeout the run stops (fails) or pauses, as the gate says.
+    async fn batch_gate(
+        &self,
+        svc: &ServiceRun,
+        gate: &crate::config::BatchGate,
+        bi: usize,
+    ) -> bool {
+        let res = self.hooks.batch_gate(svc, gate).await;
+        self.journal.emit(Event::GateChecked {
+            service: svc.name.clone(),
+            batch: bi as u32,
+            passed: res.is_ok(),
+            detail: match &res {
+                Ok(d) | Err(d) => d.clone(),
+            },
+            at_ms: self.journal.now_ms(),
+        });
+        match res {
+            Ok(_) => true,
+            Err(why) => {
+                let why = format!("gate before batch {} of {}: {why}", bi + 1, svc.name);
+                match gate.on_timeout {
+                    crate::config::OnTimeout::Stop => self.halt(why),
+                    crate::config::OnTimeout::Pause => self.pause(format!("paused: {why}")),
+                }
+                false
+            }
+        }
     }
 
     fn confirm(&self, prompt: &str) -> bool {
@@ -1275,6 +1334,7 @@ mod tests {
             reversible: true,
             limits: Limits::default(),
             hops: vec![hop(0, HopKind::Full)],
+            gate: None,
         }
     }
 

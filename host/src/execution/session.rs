@@ -49,6 +49,8 @@ pub struct ServiceRun {
     /// Its hops, each in its stage of the run: one hop in stage 0 unless
     /// the run is a release train.
     pub hops: Vec<crate::events::Hop>,
+    /// The probes that must be healthy before each batch.
+    pub gate: Option<crate::config::BatchGate>,
 }
 
 impl ServiceRun {
@@ -391,6 +393,7 @@ impl Session {
                 reversible: p.meta.reversible,
                 limits: self.cfg.limits.with(&svc.limits),
                 hops: Vec::new(),
+                gate: svc.gate.clone(),
             });
         }
         if !unmapped.is_empty() {

@@ -84,6 +84,8 @@ struct Gathered {
     pauses: Vec<(u64, String)>,
     /// Per probe: its outages and figures.
     probes: BTreeMap<String, Measured>,
+    /// The gates before batches, as lines.
+    gates: Vec<String>,
 }
 
 /// A probe's outages (start, end if it came back) and figures.
@@ -115,6 +117,7 @@ impl Gathered {
         let mut steps_seen = 0usize;
         let mut train = None;
         let mut pauses: Vec<(u64, String)> = Vec::new();
+        let mut gates: Vec<String> = Vec::new();
         let mut probes: BTreeMap<String, Measured> = BTreeMap::new();
         let mut hops: BTreeMap<u32, HopSpan> = BTreeMap::new();
         for ev in events {
@@ -246,6 +249,21 @@ impl Gathered {
                     pauses.push((*at_ms, reason.clone()));
                     end_ms = end_ms.max(*at_ms);
                 }
+                Event::GateChecked {
+                    service,
+                    batch,
+                    passed,
+                    detail,
+                    at_ms,
+                } => {
+                    gates.push(format!(
+                        "at {:.1} s, {service} before batch {}: {} ({detail})",
+                        *at_ms as f64 / 1000.0,
+                        batch + 1,
+                        if *passed { "passed" } else { "NOT PASSED" }
+                    ));
+                    end_ms = end_ms.max(*at_ms);
+                }
                 Event::Probe {
                     name, up, at_ms, ..
                 } => {
@@ -282,6 +300,7 @@ impl Gathered {
             hops,
             pauses,
             probes,
+            gates,
         }
     }
 }
@@ -318,6 +337,13 @@ fn probe_table(h: &mut String, g: &Gathered) {
         );
     }
     h.push_str("</table>");
+    if !g.gates.is_empty() {
+        h.push_str("<h2>Gates before batches</h2><ul id=\"gates\">");
+        for l in &g.gates {
+            let _ = write!(*h, "<li>{}</li>", esc(l));
+        }
+        h.push_str("</ul>");
+    }
 }
 
 /// A release train's hops as stages of one timeline: what each upgrades,
