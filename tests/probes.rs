@@ -105,7 +105,10 @@ fn a_probe_measures_the_outage_inside_the_service_steps() {
         .find(|e| e["event"] == "probe-summary" && e["name"] == "keystone-api")
         .expect("its figures at the end");
     assert_eq!(summary["outages"], 1);
-    assert!(up - down >= 500, "the migration alone took 0.5 s: {changes:?}");
+    assert!(
+        up - down >= 500,
+        "the migration alone took 0.5 s: {changes:?}"
+    );
     assert_eq!(summary["down_ms"], up - down);
     assert_eq!(summary["longest_ms"], up - down);
     assert!(summary["samples"].as_u64().unwrap() >= 3);
