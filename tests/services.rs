@@ -20,6 +20,64 @@ const ROWS: &str = "CREATE DATABASE shop; USE shop; \
     INSERT INTO orders (customer_id, amount, note) SELECT seq % 500 + 1, seq * 0.5, REPEAT('x', seq % 50) FROM seq_1_to_5000; \
     INSERT INTO audit SELECT seq, CONCAT('event ', seq) FROM seq_1_to_100;";
 
+/// The probes' figures of a run, checked against its journal: each probe
+/// went down at least once, after the first step that changes anything
+/// began, and was back before the run's end; its figures add up.
+fn measured_downtime(j: &[serde_json::Value]) -> Vec<String> {
+    let first_change = j
+        .iter()
+        .find(|e| e["event"] == "step-started" && e["step"]["phase"] != "check")
+        .and_then(|e| e["at_ms"].as_u64())
+        .expect("a step that changes something");
+    let end = j.last().and_then(|e| e["at_ms"].as_u64()).unwrap();
+    let mut lines = Vec::new();
+    for (name, service) in [("vip-sql", "galera"), ("amqp", "rabbitmq")] {
+        let s = j
+            .iter()
+            .find(|e| e["event"] == "probe-summary" && e["name"] == name)
+            .unwrap_or_else(|| panic!("no figures for {name}"));
+        let changes: Vec<(bool, u64)> = j
+            .iter()
+            .filter(|e| e["event"] == "probe" && e["name"] == name)
+            .map(|e| (e["up"].as_bool().unwrap(), e["at_ms"].as_u64().unwrap()))
+            .collect();
+        assert_eq!(
+            changes.first().map(|c| c.0),
+            Some(true),
+            "{name} up at the start: {changes:?}"
+        );
+        assert_eq!(
+            changes.last().map(|c| c.0),
+            Some(true),
+            "{name} up at the end: {changes:?}"
+        );
+        let downs: Vec<u64> = changes.iter().filter(|c| !c.0).map(|c| c.1).collect();
+        assert!(!downs.is_empty(), "{name} never went down: {changes:?}");
+        assert!(
+            downs[0] >= first_change,
+            "{name} down at {} ms, before anything changed ({first_change} ms)",
+            downs[0]
+        );
+        assert!(changes.last().unwrap().1 <= end);
+        let total: u64 = changes
+            .windows(2)
+            .filter(|w| !w[0].0 && w[1].0)
+            .map(|w| w[1].1 - w[0].1)
+            .sum();
+        assert_eq!(s["down_ms"].as_u64(), Some(total), "{name}: {s}");
+        assert_eq!(s["outages"].as_u64(), Some(downs.len() as u64));
+        assert_eq!(s["service"], service);
+        lines.push(format!(
+            "{name} ({service}): down {:.1} s in {} outage(s), longest {:.1} s, {} samples",
+            total as f64 / 1000.0,
+            downs.len(),
+            s["longest_ms"].as_u64().unwrap() as f64 / 1000.0,
+            s["samples"]
+        ));
+    }
+    lines
+}
+
 fn show(title: &str, lines: &[String]) {
     println!("{title}:");
     for l in lines {
@@ -43,7 +101,10 @@ fn galera_haproxy_rabbitmq_upgrade_then_a_failed_run_rolls_every_row_back() {
     let r = c.uphost(&["run", "--yes", "--only", "galera", "haproxy", "rabbitmq"]);
     let most_down = watch.finish();
     assert_eq!(r.code, 0, "the upgrade failed:\n{}", r.all());
-    let ran = commands_run(&current_journal(c.path()));
+    let journal = current_journal(c.path());
+    let ran = commands_run(&journal);
+    let measured = measured_downtime(&journal);
+    show("measured downtime (probes every 200 ms)", &measured);
     for (n, _) in NODES {
         for want in [
             format!("{n}: touch /var/tmp/clustercheck.disabled"),

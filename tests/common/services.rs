@@ -261,7 +261,11 @@ impl RealCluster {
                  \x20 haproxy:\n    roles: [controller]\n    from_version: \"1.5\"\n    to_version: \"1.8\"\n\
                  \x20 rabbitmq:\n    roles: [controller]\n    from_version: \"3.6\"\n    to_version: \"3.7\"\n\
                  \x20   params:\n      node_name: \"rabbit-{{node}}@localhost\"\n\
-                 \x20 keystone:\n    roles: [controller]\n",
+                 \x20 keystone:\n    roles: [controller]\n\
+                 probes:\n\
+                 \x20 - name: vip-sql\n    service: galera\n    interval_ms: 200\n\
+                 \x20   command: {{node: ctl1, argv: [mysql, -h, 127.0.0.11, -P, \"3306\", -N, -B, -e, SELECT 1], expect: \"1\"}}\n\
+                 \x20 - name: amqp\n    service: rabbitmq\n    interval_ms: 200\n    tcp: \"127.0.0.11:5672\"\n",
                 e2e.display()
             ),
         );

@@ -624,14 +624,17 @@ pub async fn execute(
         },
     ));
     let probes = (!dry_run).then(|| {
-        super::probes::Probes::start(
+        let r = runner.clone();
+        let (probes, end) = super::probes::Probes::start(
             &session.cfg.services.probes,
             &session.cfg.inventory,
             transports.clone(),
             journal.clone(),
-            runner.clone(),
+            Arc::new(move |why| r.halt(why)),
             board,
-        )
+        );
+        runner.before_end(end);
+        probes
     });
     let outcome = runner.clone().run().await;
     watcher.abort();

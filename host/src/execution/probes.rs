@@ -10,9 +10,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use super::run::{RunJournal, Runner};
 use crate::config::{Inventory, OnBudget, ProbeConfig};
-use crate::events::{Event, ProbeTally};
+use crate::events::{Event, ProbeTally, Sink};
 use crate::transport::{CommandSpec, Transport};
 
 /// What every probe saw last, for the gates before batches: how many
@@ -214,16 +213,17 @@ struct Figure {
 }
 
 impl Probes {
-    /// Start sampling `probes` for `runner`'s run, journaling to `journal`;
-    /// their figures are recorded when the run ends (`Runner::before_end`).
+    /// Start sampling `probes`, journaling to `journal`; a probe past a
+    /// `fail` budget calls `halt`. Also returns what records their figures,
+    /// to be called just before the run's end (`Runner::before_end`).
     pub fn start(
         probes: &[ProbeConfig],
         inventory: &Inventory,
         transport: Arc<dyn Transport>,
-        journal: Arc<dyn RunJournal>,
-        runner: Arc<Runner>,
+        journal: Arc<dyn Sink>,
+        halt: Arc<dyn Fn(String) + Send + Sync>,
         board: Arc<ProbeBoard>,
-    ) -> Probes {
+    ) -> (Probes, Box<dyn FnOnce() + Send>) {
         let stop = Arc::new(AtomicBool::new(false));
         let wake = Arc::new(tokio::sync::Notify::new());
         let shared = Arc::new(std::sync::Mutex::new(Shared::default()));
@@ -266,7 +266,7 @@ impl Probes {
             let p = p.clone();
             let (stop, wake, shared, board) =
                 (stop.clone(), wake.clone(), shared.clone(), board.clone());
-            let (transport, journal, runner) = (transport.clone(), journal.clone(), runner.clone());
+            let (transport, journal, halt) = (transport.clone(), journal.clone(), halt.clone());
             tasks.push(tokio::spawn(async move {
                 let interval = Duration::from_millis(p.interval_ms.unwrap_or(500));
                 let timeout = Duration::from_millis(p.timeout_ms.unwrap_or(1000));
@@ -307,7 +307,7 @@ impl Probes {
                         over = true;
                         match p.on_budget {
                             OnBudget::Warn => tracing::warn!("{why}"),
-                            OnBudget::Fail => runner.halt(why),
+                            OnBudget::Fail => halt(why),
                         }
                     }
                     tokio::select! {
@@ -340,8 +340,7 @@ impl Probes {
                 }
             }
         };
-        runner.before_end(Box::new(end));
-        Probes { stop, wake, tasks }
+        (Probes { stop, wake, tasks }, Box::new(end))
     }
 
     /// Stop sampling (the run has ended: its figures are recorded).
