@@ -487,3 +487,52 @@ fn a_trains_events_validate_and_its_rollback_goes_back_hop_by_hop() {
     // rollbacks, on every node.
     assert_eq!(packages(&d, "ctl3")["keystone"], "liberty");
 }
+
+/// Probes named by `train.probes` must be healthy between hops: a probe
+/// that never is stops the train after hop 1, naming it and what it saw;
+/// resume waits again and goes on once it is.
+#[test]
+fn probes_gate_the_next_hop() {
+    let d = train();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    d.edit(
+        "services.yaml",
+        "train:\n  style: in-sequence\n",
+        "train:\n  style: in-sequence\n  probes: {probes: [api], samples: 2, deadline_s: 1}\n",
+    );
+    let services = d.path().join("services.yaml");
+    let text = std::fs::read_to_string(&services).unwrap();
+    std::fs::write(
+        &services,
+        format!("{text}probes:\n  - {{name: api, tcp: \"127.0.0.1:{port}\", interval_ms: 20}}\n"),
+    )
+    .unwrap();
+    let r = d.uphost(&["run", "--yes"]);
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(
+        r.stderr.contains(
+            "gate after hop 1: probe `api` was not healthy for 2 consecutive samples within 1 s"
+        ),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        !started(&d.journal()).iter().any(|s| s.0 > 0),
+        "hop 2 began"
+    );
+    let l = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    std::thread::spawn(move || for _ in l.incoming() {});
+    let r = d.uphost(&["resume", "--yes"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let passed: Vec<u64> = d
+        .journal()
+        .iter()
+        .filter(|e| e["event"] == "gate-checked" && e["passed"] == true)
+        .map(|e| e["batch"].as_u64().unwrap())
+        .collect();
+    assert_eq!(passed, [0, 1], "the gates after hops 1 and 2 passed");
+}

@@ -636,9 +636,23 @@ impl Config {
                 ));
             }
         }
-        for (name, svc) in &self.services.services {
-            let Some(g) = &svc.gate else { continue };
-            let at = format!("services.{name}.gate");
+        let gates = self
+            .services
+            .services
+            .iter()
+            .filter_map(|(name, svc)| {
+                svc.gate
+                    .as_ref()
+                    .map(|g| (format!("services.{name}.gate"), g))
+            })
+            .chain(
+                self.services
+                    .train
+                    .probes
+                    .as_ref()
+                    .map(|g| ("train.probes".to_string(), g)),
+            );
+        for (at, g) in gates {
             let invalid = |key: &str, message: String| ConfigError::Invalid {
                 path: self.services_path.clone(),
                 at: format!("{at}{key}"),

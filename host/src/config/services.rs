@@ -215,6 +215,10 @@ pub struct TrainConfig {
     /// The releases the deployment-wide train lands on before the target
     /// (for services without versions of their own; see a service's `via`).
     pub via: Option<Vec<String>>,
+    /// Probes that must be healthy after each hop's gate commands, before
+    /// the next hop.
+    #[serde(default)]
+    pub probes: Option<BatchGate>,
 }
 
 /// What a probe does when its outage passes its budget.

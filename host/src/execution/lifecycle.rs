@@ -354,6 +354,7 @@ pub fn start(
         continue_rollback: None,
         interrupt: o.interrupt,
         gates: session.cfg.services.train.gates.clone(),
+        hop_probes: session.cfg.services.train.probes.clone(),
     };
     Ok(Prepared {
         session,
@@ -478,6 +479,7 @@ pub fn resume(
         },
         interrupt,
         gates: session.cfg.services.train.gates.clone(),
+        hop_probes: session.cfg.services.train.probes.clone(),
     };
     Ok(Resume::Continue(Box::new(Prepared {
         session,

@@ -72,11 +72,10 @@ pub trait Hooks: Send + Sync {
         journal: Arc<dyn RunJournal>,
     ) -> BoxFuture<'a, Result<(), String>>;
 
-    /// Wait for `svc`'s gate before its batch `batch` (its probes healthy):
-    /// `Err` says which probe was not, and what it saw last.
-    fn batch_gate<'a>(
+    /// Wait until `gate`'s probes are healthy (before a batch, between
+    /// hops): `Err` says which probe was not, and what it saw last.
+    fn probe_gate<'a>(
         &'a self,
-        _svc: &'a ServiceRun,
         _gate: &'a crate::config::BatchGate,
     ) -> BoxFuture<'a, Result<String, String>> {
         Box::pin(async { Ok(String::new()) })
@@ -182,9 +181,8 @@ impl Hooks for Sandbox {
         })
     }
 
-    fn batch_gate<'a>(
+    fn probe_gate<'a>(
         &'a self,
-        _svc: &'a ServiceRun,
         gate: &'a crate::config::BatchGate,
     ) -> BoxFuture<'a, Result<String, String>> {
         Box::pin(self.board.wait_healthy(gate))
@@ -332,6 +330,8 @@ pub struct RunOptions {
     pub interrupt: Arc<Interrupt>,
     /// The operator's gate commands between the hops of a train.
     pub gates: Vec<GateCommand>,
+    /// Probes that must be healthy between hops (after the commands).
+    pub hop_probes: Option<crate::config::BatchGate>,
 }
 
 /// A request to stop a run after the steps in flight: the operator's
@@ -712,7 +712,7 @@ impl Runner {
             }
             if let Some(gate) = &svc.gate
                 && !self.opts.recorded.dry_run
-                && !self.batch_gate(svc, gate, bi).await
+                && !self.probe_gate(gate, &svc.name, bi as u32).await
             {
                 return Err(());
             }
@@ -771,18 +771,14 @@ impl Runner {
             .map_err(|_| ())
     }
 
-    /// The gate before batch `bi` of `svc`: journaled either way; on
-    /// timeout the run stops (fails) or pauses, as the gate says.
-    async fn batch_gate(
-        &self,
-        svc: &ServiceRun,
-        gate: &crate::config::BatchGate,
-        bi: usize,
-    ) -> bool {
-        let res = self.hooks.batch_gate(svc, gate).await;
+    /// A gate of probes: before batch `at` of `service`, or (`service`
+    /// [`GATE`]) after hop `at`. Journaled either way; on timeout the run
+    /// stops (fails) or pauses, as the gate says.
+    async fn probe_gate(&self, gate: &crate::config::BatchGate, service: &str, at: u32) -> bool {
+        let res = self.hooks.probe_gate(gate).await;
         self.journal.emit(Event::GateChecked {
-            service: svc.name.clone(),
-            batch: bi as u32,
+            service: service.to_string(),
+            batch: at,
             passed: res.is_ok(),
             detail: match &res {
                 Ok(d) | Err(d) => d.clone(),
@@ -792,7 +788,11 @@ impl Runner {
         match res {
             Ok(_) => true,
             Err(why) => {
-                let why = format!("gate before batch {} of {}: {why}", bi + 1, svc.name);
+                let why = if service == GATE {
+                    format!("gate after hop {}: {why}", at + 1)
+                } else {
+                    format!("gate before batch {} of {service}: {why}", at + 1)
+                };
                 match gate.on_timeout {
                     crate::config::OnTimeout::Stop => self.halt(why),
                     crate::config::OnTimeout::Pause => self.pause(format!("paused: {why}")),
@@ -882,6 +882,12 @@ impl Runner {
                 self.stop.store(true, Ordering::SeqCst);
                 return Err(self.stopped_at_gate().await);
             }
+        }
+        if let Some(g) = &self.opts.hop_probes
+            && !self.opts.recorded.dry_run
+            && !self.probe_gate(g, GATE, stage).await
+        {
+            return Err(self.stopped_at_gate().await);
         }
         let next_begun = self.prior.keys().any(|k| k.hop == Some(stage + 1));
         if self.opts.recorded.pause_between_hops && !self.opts.recorded.dry_run && !next_begun {
@@ -1421,6 +1427,7 @@ mod tests {
                     continue_rollback: self.continue_rollback,
                     interrupt: self.interrupt.clone(),
                     gates: self.gates,
+                    hop_probes: None,
                 },
             );
             let rt = tokio::runtime::Builder::new_current_thread()
@@ -1914,6 +1921,7 @@ mod tests {
                 continue_rollback: None,
                 interrupt: Arc::default(),
                 gates: vec![],
+                hop_probes: None,
             },
         );
         runner.pause("paused by a test".into());

@@ -256,10 +256,14 @@ impl Gathered {
                     detail,
                     at_ms,
                 } => {
+                    let place = if service == crate::events::GATE {
+                        format!("after hop {}", batch + 1)
+                    } else {
+                        format!("{service} before batch {}", batch + 1)
+                    };
                     gates.push(format!(
-                        "at {:.1} s, {service} before batch {}: {} ({detail})",
+                        "at {:.1} s, {place}: {} ({detail})",
                         *at_ms as f64 / 1000.0,
-                        batch + 1,
                         if *passed { "passed" } else { "NOT PASSED" }
                     ));
                     end_ms = end_ms.max(*at_ms);
@@ -338,7 +342,7 @@ fn probe_table(h: &mut String, g: &Gathered) {
     }
     h.push_str("</table>");
     if !g.gates.is_empty() {
-        h.push_str("<h2>Gates before batches</h2><ul id=\"gates\">");
+        h.push_str("<h2>Gates of probes</h2><ul id=\"gates\">");
         for l in &g.gates {
             let _ = write!(*h, "<li>{}</li>", esc(l));
         }
