@@ -75,13 +75,7 @@ fn uphost_pause_from_another_process_stops_between_steps_and_resume_completes() 
     assert_eq!(st["complete"], true);
     assert!(st.get("paused").is_none(), "{st}");
     assert_eq!(reference.cluster_state(), d.cluster_state());
-    let report = std::fs::read_to_string(
-        d.path()
-            .join("state/runs")
-            .join(st["run_id"].as_str().unwrap())
-            .join("report.html"),
-    )
-    .unwrap();
+    let report = d.report();
     assert!(
         report.contains("<ul id=\"pauses\">"),
         "the report shows the pause"

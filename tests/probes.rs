@@ -16,11 +16,7 @@ struct Listening<'a> {
 
 impl<'a> Listening<'a> {
     fn keystone(d: &'a Demo) -> Listening<'a> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = uphost_tests::free_port();
         let root = d.path().join("nodes/ctl1");
         std::fs::write(root.join("ports.json"), format!("{{\"keystone\": {port}}}")).unwrap();
         let st = Command::new(root.join("bin/systemctl"))
@@ -130,13 +126,7 @@ fn a_probe_measures_the_outage_inside_the_service_steps() {
         "{}",
         text.stdout
     );
-    let report = std::fs::read_to_string(
-        d.path()
-            .join("state/runs")
-            .join(st["run_id"].as_str().unwrap())
-            .join("report.html"),
-    )
-    .unwrap();
+    let report = d.report();
     assert!(report.contains("<h2>Measured downtime</h2>"));
     assert_eq!(
         report.matches("class=\"failed outage\"").count(),
@@ -148,11 +138,7 @@ fn a_probe_measures_the_outage_inside_the_service_steps() {
 #[test]
 fn a_probe_past_its_budget_halts_the_run() {
     let d = Demo::new(SEED_PLUGINS, true);
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = uphost_tests::free_port();
     add_probes(
         &d,
         &format!(
@@ -222,11 +208,7 @@ fn bad_probes_are_refused_before_anything_runs() {
 #[test]
 fn a_gate_that_never_becomes_healthy_stops_the_run_and_resume_continues_once_it_is() {
     let d = Demo::new(SEED_PLUGINS, true);
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = uphost_tests::free_port();
     add_probes(
         &d,
         &format!("probes:\n  - name: api\n    tcp: \"127.0.0.1:{port}\"\n    interval_ms: 20\n"),

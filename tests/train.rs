@@ -155,13 +155,7 @@ fn an_in_sequence_train_runs_hop_by_hop_through_its_gates() {
     assert!(hops.iter().all(|h| h["status"] == "done"), "{st}");
     assert_eq!(hops[0]["gate"], "passed");
     assert_eq!(hops[1]["gate"], "passed");
-    let report = std::fs::read_to_string(
-        d.path()
-            .join("state/runs")
-            .join(st["run_id"].as_str().unwrap())
-            .join("report.html"),
-    )
-    .unwrap();
+    let report = d.report();
     assert!(report.contains("<h2>Release train</h2>"), "report");
     assert_eq!(report.matches("class=\"hop\"").count(), 3, "a line per hop");
 }
@@ -286,13 +280,7 @@ fn a_failed_gate_in_hop_2_stops_the_run_and_resume_goes_on_from_there() {
         "{}",
         text.stdout
     );
-    let report = std::fs::read_to_string(
-        d.path()
-            .join("state/runs")
-            .join(st["run_id"].as_str().unwrap())
-            .join("report.html"),
-    )
-    .unwrap();
+    let report = d.report();
     assert!(
         report.contains("<td>2</td>") && report.contains("<td>FAILED</td>"),
         "report"
@@ -494,11 +482,7 @@ fn a_trains_events_validate_and_its_rollback_goes_back_hop_by_hop() {
 #[test]
 fn probes_gate_the_next_hop() {
     let d = train();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = uphost_tests::free_port();
     d.edit(
         "services.yaml",
         "train:\n  style: in-sequence\n",

@@ -13,6 +13,24 @@ pub const OPENSTACK: &[&str] = &[
 /// consecutive SLURP releases.
 pub const OPENSTACK_SLURP: &[(&str, &str)] = &[("2023.1", "2024.1"), ("2024.1", "2025.1")];
 
+/// Ceph's major releases, oldest first.
+pub const CEPH: &[&str] = &[
+    "hammer", "jewel", "kraken", "luminous", "mimic", "nautilus", "octopus", "pacific", "quincy",
+    "reef", "squid",
+];
+
+/// Ceph's upgrades that skip one release (it allows N-2; Kraken was not a
+/// long-term release).
+pub const CEPH_JUMPS: &[(&str, &str)] = &[
+    ("jewel", "luminous"),
+    ("luminous", "nautilus"),
+    ("mimic", "octopus"),
+    ("nautilus", "pacific"),
+    ("octopus", "quincy"),
+    ("pacific", "reef"),
+    ("quincy", "squid"),
+];
+
 /// Is `version` at or after `release` in `sequence`? False when either is
 /// not in it.
 pub fn at_least(sequence: &[&str], version: &str, release: &str) -> bool {

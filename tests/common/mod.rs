@@ -261,10 +261,30 @@ impl Demo {
         serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("{e}: {}", r.all()))
     }
 
+    /// The HTML report of the current run.
+    pub fn report(&self) -> String {
+        let st = self.status();
+        std::fs::read_to_string(
+            self.path()
+                .join("state/runs")
+                .join(st["run_id"].as_str().expect("a run"))
+                .join("report.html"),
+        )
+        .expect("the run's report")
+    }
+
     /// The latest run's journal events.
     pub fn journal(&self) -> Vec<serde_json::Value> {
         current_journal(self.path())
     }
+}
+
+/// A TCP port on 127.0.0.1 nothing listens on (at the time of asking).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
 }
 
 /// Run the built uphost in `dir` (its `uphost.yaml`), without RUST_LOG.

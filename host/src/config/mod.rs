@@ -161,6 +161,15 @@ fn default_state() -> PathBuf {
 /// approved it.
 pub const DEFAULT_PLUGIN_MAX_BYTES: u64 = 64 << 20;
 
+/// A name the journal keeps for a gate or a probe: 1-64 of a-z, 0-9, `-`,
+/// `_` (so it never looks like a service's `(gate)`).
+fn journal_name(n: &str) -> bool {
+    !n.is_empty()
+        && n.len() <= 64
+        && n.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+}
+
 /// An `http://HOST[:PORT]/PATH` URL as (host, port, path).
 pub fn probe_url(u: &str) -> Option<(String, u16, String)> {
     let rest = u.strip_prefix("http://")?;
@@ -474,12 +483,7 @@ impl Config {
         };
         let gates = &self.services.train.gates;
         for (i, g) in gates.iter().enumerate() {
-            let ok_name = !g.name.is_empty()
-                && g.name.len() <= 64
-                && g.name
-                    .chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
-            if !ok_name {
+            if !journal_name(&g.name) {
                 return Err(invalid(
                     i,
                     ".name",
@@ -532,12 +536,7 @@ impl Config {
         };
         let probes = &self.services.probes;
         for (i, p) in probes.iter().enumerate() {
-            let ok_name = !p.name.is_empty()
-                && p.name.len() <= 64
-                && p.name
-                    .chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
-            if !ok_name {
+            if !journal_name(&p.name) {
                 return Err(invalid(
                     i,
                     ".name",

@@ -228,79 +228,50 @@ impl Hooks for Sandbox {
                 Some(crate::transport::process::run_child(c, &node, &argv[0], &spec).await)
             };
             let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-            let (result, verdict) = match out {
-                None => (
-                    CommandRecord {
-                        status: Some(0),
-                        error: None,
-                        error_kind: None,
-                        stdout: String::new(),
-                        stderr: String::new(),
-                        truncated: false,
-                        skipped: true,
-                        mutating: false,
-                        duration_ms: 0,
-                    },
-                    Ok(()),
-                ),
-                Some(Ok(o)) => {
-                    let verdict = if o.status == 0 {
-                        Ok(())
-                    } else {
-                        let tail: Vec<&str> = std::str::from_utf8(&o.stderr)
-                            .unwrap_or("")
-                            .lines()
-                            .rev()
-                            .take(3)
-                            .collect();
-                        Err(format!(
-                            "gate command `{}` ({}) exited {}{}",
-                            gate.name,
-                            argv.join(" "),
-                            o.status,
-                            if tail.is_empty() {
-                                String::new()
-                            } else {
-                                format!(
-                                    ": {}",
-                                    tail.into_iter().rev().collect::<Vec<_>>().join(" / ")
-                                )
-                            }
-                        ))
-                    };
-                    (
-                        CommandRecord {
-                            status: Some(o.status),
-                            error: None,
-                            error_kind: None,
-                            stdout: text(&o.stdout),
-                            stderr: text(&o.stderr),
-                            truncated: o.truncated,
-                            skipped: false,
-                            mutating: false,
-                            duration_ms: t0.elapsed().as_millis() as u64,
-                        },
-                        verdict,
-                    )
+            let mut result = CommandRecord {
+                status: None,
+                error: None,
+                error_kind: None,
+                stdout: String::new(),
+                stderr: String::new(),
+                truncated: false,
+                skipped: false,
+                mutating: false,
+                duration_ms: t0.elapsed().as_millis() as u64,
+            };
+            let shown = || format!("gate command `{}` ({})", gate.name, argv.join(" "));
+            let verdict = match out {
+                None => {
+                    result.status = Some(0);
+                    result.skipped = true;
+                    Ok(())
                 }
-                Some(Err(e)) => (
-                    CommandRecord {
-                        status: None,
-                        error: Some(e.to_string()),
-                        error_kind: Some(e.kind()),
-                        stdout: String::new(),
-                        stderr: String::new(),
-                        truncated: false,
-                        skipped: false,
-                        mutating: false,
-                        duration_ms: t0.elapsed().as_millis() as u64,
-                    },
-                    Err(format!(
-                        "gate command `{}` ({}) did not run to its end: {e}",
-                        gate.name,
-                        argv.join(" ")
-                    )),
-                ),
+                Some(Ok(o)) => {
+                    let tail: Vec<&str> = std::str::from_utf8(&o.stderr)
+                        .unwrap_or("")
+                        .lines()
+                        .rev()
+                        .take(3)
+                        .collect();
+                    result.status = Some(o.status);
+                    result.stdout = text(&o.stdout);
+                    result.stderr = text(&o.stderr);
+                    result.truncated = o.truncated;
+                    match o.status {
+                        0 => Ok(()),
+                        s if tail.is_empty() => Err(format!("{} exited {s}", shown())),
+                        s => Err(format!(
+                            "{} exited {s}: {}",
+                            shown(),
+                            tail.into_iter().rev().collect::<Vec<_>>().join(" / ")
+                        )),
+                    }
+                }
+                Some(Err(e)) => {
+                    result.error = Some(e.to_string());
+                    result.error_kind = Some(e.kind());
+                    Err(format!("{} did not run to its end: {e}", shown()))
+                }
             };
             journal.emit(Event::CommandFinished {
                 step,

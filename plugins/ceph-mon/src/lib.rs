@@ -5,21 +5,7 @@
 
 use uphost_sdk::prelude::*;
 
-/// Ceph's major releases, oldest first.
-const CEPH_RELEASES: &[&str] = &[
-    "hammer", "jewel", "kraken", "luminous", "mimic", "nautilus", "octopus", "pacific", "quincy",
-    "reef", "squid",
-];
-/// Upgrades that skip one release (Ceph allows N-2).
-const CEPH_JUMPS: &[(&str, &str)] = &[
-    ("jewel", "luminous"),
-    ("luminous", "nautilus"),
-    ("mimic", "octopus"),
-    ("nautilus", "pacific"),
-    ("octopus", "quincy"),
-    ("pacific", "reef"),
-    ("quincy", "squid"),
-];
+use uphost_sdk::releases::{CEPH as CEPH_RELEASES, CEPH_JUMPS};
 
 /// The plugin.
 pub struct CephMon;
