@@ -598,6 +598,23 @@ pub struct Hop {
     pub kind: HopKind,
 }
 
+impl Hop {
+    /// `keystone mitaka -> newton (migrations only)`: the hop of `service`
+    /// as the plan and the prompts show it.
+    pub fn label(&self, service: &str) -> String {
+        format!(
+            "{service} {} -> {}{}",
+            self.from,
+            self.to,
+            if self.kind == HopKind::MigrationsOnly {
+                " (migrations only)"
+            } else {
+                ""
+            }
+        )
+    }
+}
+
 /// A release train as a run records it: present when a service has more
 /// than one hop.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]

@@ -69,18 +69,10 @@ fn train_lines(services: &[&JsonService], train: &crate::events::TrainRecord) ->
         let parts: Vec<String> = services
             .iter()
             .filter_map(|s| {
-                let h = s.hops.iter().find(|h| h.stage == stage)?;
-                Some(format!(
-                    "{} {} -> {}{}",
-                    s.name,
-                    h.from,
-                    h.to,
-                    if h.kind == HopKind::MigrationsOnly {
-                        " (migrations only)"
-                    } else {
-                        ""
-                    }
-                ))
+                s.hops
+                    .iter()
+                    .find(|h| h.stage == stage)
+                    .map(|h| h.label(s.name))
             })
             .collect();
         out.push(format!("  hop {}: {}", stage + 1, parts.join(", ")));

@@ -882,21 +882,7 @@ impl Runner {
         let parts: Vec<String> = self
             .services
             .iter()
-            .filter_map(|s| {
-                s.hop_at(stage).map(|(_, h)| {
-                    format!(
-                        "{} {} -> {}{}",
-                        s.name,
-                        h.from,
-                        h.to,
-                        if h.kind == HopKind::MigrationsOnly {
-                            " (migrations only)"
-                        } else {
-                            ""
-                        }
-                    )
-                })
-            })
+            .filter_map(|s| s.hop_at(stage).map(|(_, h)| h.label(&s.name)))
             .collect();
         if parts.is_empty() {
             String::new()
