@@ -1174,12 +1174,7 @@ fn a_journal_without_its_start_is_refused_alike_by_run_and_resume() {
 
 /// The journal of the current run, as text, and its path.
 fn current_journal_text(d: &Demo) -> (std::path::PathBuf, String) {
-    let cur = std::fs::read_to_string(d.path().join("state/current")).unwrap();
-    let path = d
-        .path()
-        .join("state/runs")
-        .join(cur.trim())
-        .join("journal.jsonl");
+    let path = uphost_tests::current_journal_path(d.path());
     let text = std::fs::read_to_string(&path).unwrap();
     (path, text)
 }

@@ -298,15 +298,17 @@ pub fn uphost_in(dir: &Path, args: &[&str]) -> Ran {
         .into()
 }
 
+/// The path of the current run's journal under `dir/state`.
+pub fn current_journal_path(dir: &Path) -> PathBuf {
+    let cur = std::fs::read_to_string(dir.join("state/current")).expect("current run");
+    dir.join("state/runs")
+        .join(cur.trim())
+        .join("journal.jsonl")
+}
+
 /// The records of the current run's journal under `dir/state`.
 pub fn current_journal(dir: &Path) -> Vec<serde_json::Value> {
-    let cur = std::fs::read_to_string(dir.join("state/current")).expect("current run");
-    let text = std::fs::read_to_string(
-        dir.join("state/runs")
-            .join(cur.trim())
-            .join("journal.jsonl"),
-    )
-    .expect("journal");
+    let text = std::fs::read_to_string(current_journal_path(dir)).expect("journal");
     text.lines()
         .filter_map(|l| serde_json::from_str(l).ok())
         .collect()

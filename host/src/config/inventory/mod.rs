@@ -383,7 +383,7 @@ fn merged<'a>(
     files: &'a vars_files::VarsFiles,
     host: &str,
     sorted_groups: &[String],
-) -> Result<IndexMap<String, Set<'a>>, ConfigError> {
+) -> IndexMap<String, Set<'a>> {
     let mut m: IndexMap<String, Set<'a>> = IndexMap::new();
     let group_inline = |g: &str, m: &mut IndexMap<String, Set<'a>>| {
         let grp = &data.groups[g];
@@ -423,7 +423,7 @@ fn merged<'a>(
         );
     }
     from_files(files.host_vars(host), &mut m);
-    Ok(m)
+    m
 }
 
 fn resolve(
@@ -451,7 +451,7 @@ fn resolve(
             .filter(|g| g != "all")
             .collect();
         let sorted = data.sorted(&groups, &depths);
-        let vars = merged(data, files, host, &sorted)?;
+        let vars = merged(data, files, host, &sorted);
         nodes.push(Arc::new(node(host, &vars, groups, &base)?));
     }
     Ok(Inventory {
