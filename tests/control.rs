@@ -158,3 +158,55 @@ fn a_maintenance_window_that_closes_mid_run_pauses_it() {
     assert_eq!(r.code, 0, "{}", r.all());
     assert_eq!(d.status()["complete"], true);
 }
+
+/// Resource survival: the operator's resource is created once before the
+/// first change and checked at the end; a check that fails fails the run,
+/// naming it, and `resume` after the fix checks again without creating it
+/// twice.
+#[test]
+fn a_resource_that_does_not_survive_fails_the_run_and_resume_checks_again() {
+    let d = Demo::new(SEED_PLUGINS, true);
+    d.edit(
+        "services.yaml",
+        "  nova:\n    roles: [controller]\n",
+        "  nova:\n    roles: [controller]\n    survival:\n      - name: vm\n        create: [sh, -c, 'echo alive >> survivor']\n        check: [sh, -c, 'grep -q alive survivor && test ! -e lost || { echo the vm is gone >&2; exit 4; }']\n",
+    );
+    std::fs::write(d.path().join("lost"), "").unwrap();
+    let r = d.uphost(&["run", "--yes"]);
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(
+        r.stderr
+            .contains("FAILED: survival `vm` of nova: its check failed:")
+            && r.stderr.contains("exited 4: the vm is gone"),
+        "{}",
+        r.stderr
+    );
+    std::fs::remove_file(d.path().join("lost")).unwrap();
+    let r = d.uphost(&["resume", "--yes"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert_eq!(
+        std::fs::read_to_string(d.path().join("survivor")).unwrap(),
+        "alive\n",
+        "created once"
+    );
+    let survival: Vec<(String, bool)> = d
+        .journal()
+        .iter()
+        .filter(|e| e["event"] == "survival")
+        .map(|e| {
+            (
+                e["what"].as_str().unwrap().to_string(),
+                e["passed"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        survival,
+        [
+            ("create".into(), true),
+            ("check".into(), false),
+            ("check".into(), true)
+        ]
+    );
+    assert!(d.report().contains("survival `vm` of nova: check passed"));
+}

@@ -278,6 +278,25 @@ pub enum Event {
         /// Milliseconds since the run started.
         at_ms: u64,
     },
+    /// A resource-survival command ran (`create` before the first change,
+    /// `check` after a hop or at the end).
+    Survival {
+        /// The service it belongs to.
+        service: String,
+        /// The check's name.
+        name: String,
+        /// `create` or `check`.
+        what: String,
+        /// After which hop (a train's check between hops); absent otherwise.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        hop: Option<u32>,
+        /// Whether it exited 0.
+        passed: bool,
+        /// The last lines it printed, or why it failed.
+        detail: String,
+        /// Milliseconds since the run started.
+        at_ms: u64,
+    },
     /// A probe's figures for this run (or this part of a resumed run), at
     /// its end.
     ProbeSummary {

@@ -16,7 +16,7 @@ use std::sync::Arc;
 pub use inventory::{Connection, Inventory, NodeSpec};
 pub use services::{
     BatchGate, GateCommand, LimitsOverride, Mode, OnBudget, OnTimeout, ProbeCommand, ProbeConfig,
-    ServiceConfig, ServicesFile, TrainConfig, TrainStyle,
+    ServiceConfig, ServicesFile, Survival, TrainConfig, TrainStyle,
 };
 pub use yaml::ConfigError;
 
@@ -435,6 +435,7 @@ impl Config {
     fn validate(&self) -> Result<(), ConfigError> {
         self.validate_gates()?;
         self.validate_probes()?;
+        self.validate_survival()?;
         let mut unknown = Vec::new();
         for (name, svc) in &self.services.services {
             if let Some((key, message)) = svc.limits.out_of_range() {
@@ -682,6 +683,42 @@ impl Config {
                     ".deadline_s",
                     "outside 1..=604800 (seconds)".into(),
                 ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Every survival check: named once per service, with programs.
+    fn validate_survival(&self) -> Result<(), ConfigError> {
+        for (name, svc) in &self.services.services {
+            for (i, s) in svc.survival.iter().enumerate() {
+                let invalid = |key: &str, message: String| ConfigError::Invalid {
+                    path: self.services_path.clone(),
+                    at: format!("services.{name}.survival[{i}]{key}"),
+                    message,
+                };
+                if !journal_name(&s.name) {
+                    return Err(invalid(
+                        ".name",
+                        format!(
+                            "`{}` is not a name: use 1-64 of a-z, 0-9, `-`, `_`",
+                            s.name.escape_debug()
+                        ),
+                    ));
+                }
+                if svc.survival[..i].iter().any(|o| o.name == s.name) {
+                    return Err(invalid(
+                        ".name",
+                        format!("a second survival check named `{}`", s.name),
+                    ));
+                }
+                let empty = |c: &[String]| c.first().is_none_or(|p| p.is_empty());
+                if empty(&s.check) || s.create.as_deref().is_some_and(empty) {
+                    return Err(invalid("", "`create` and `check` are a program and its arguments, e.g. [sh, survival/check-vm.sh]".into()));
+                }
+                if s.timeout_s.is_some_and(|t| !(1..=86400).contains(&t)) {
+                    return Err(invalid(".timeout_s", "outside 1..=86400 (seconds)".into()));
+                }
             }
         }
         Ok(())

@@ -127,6 +127,29 @@ pub struct ServiceConfig {
     /// Probes that must be healthy before each batch of its rollout.
     #[serde(default)]
     pub gate: Option<BatchGate>,
+    /// Resource survival: what the operator creates before the upgrade and
+    /// checks between hops and at the end.
+    #[serde(default)]
+    pub survival: Vec<Survival>,
+}
+
+/// A resource that must survive the upgrade (Javelin's idea): `create`
+/// runs once before the first change, `check` after each hop of a train
+/// and at the end; both on the control host, from the directory of
+/// `uphost.yaml`, and pass when they exit 0.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Survival {
+    /// Its name (a-z, 0-9, `-`, `_`).
+    pub name: String,
+    /// Creates the resource (optional: it may exist already).
+    #[serde(default)]
+    pub create: Option<Vec<String>>,
+    /// Checks it is still there and usable.
+    pub check: Vec<String>,
+    /// Seconds each may take (default 600).
+    #[serde(default)]
+    pub timeout_s: Option<u64>,
 }
 
 /// What to do when a gate does not pass within its deadline.

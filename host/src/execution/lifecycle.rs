@@ -355,6 +355,7 @@ pub fn start(
         interrupt: o.interrupt,
         gates: session.cfg.services.train.gates.clone(),
         hop_probes: session.cfg.services.train.probes.clone(),
+        created: Default::default(),
     };
     Ok(Prepared {
         session,
@@ -480,6 +481,7 @@ pub fn resume(
         interrupt,
         gates: session.cfg.services.train.gates.clone(),
         hop_probes: session.cfg.services.train.probes.clone(),
+        created: replayed.created.clone(),
     };
     Ok(Resume::Continue(Box::new(Prepared {
         session,

@@ -81,6 +81,16 @@ pub trait Hooks: Send + Sync {
         Box::pin(async { Ok(String::new()) })
     }
 
+    /// Run a resource-survival command (`create` or `check`) on the control
+    /// host: `Ok` with what it printed last, `Err` with why it failed.
+    fn survival<'a>(
+        &'a self,
+        _argv: &'a [String],
+        _timeout: std::time::Duration,
+    ) -> BoxFuture<'a, Result<String, String>> {
+        Box::pin(async { Ok(String::new()) })
+    }
+
     /// Run the operator's gate command `gate` as the step `step` (after
     /// the hop `step.hop` of `hops`); it passes when it exits 0.
     fn gate<'a>(
@@ -145,6 +155,50 @@ impl Sandbox {
     }
 }
 
+/// Where the operator's own commands run, as the journal names it.
+const CONTROL_HOST: &str = "(control host)";
+
+impl Sandbox {
+    /// Run an operator's command on the control host from the directory
+    /// of `uphost.yaml` (nothing in a dry run): its output, or why it did
+    /// not finish.
+    async fn on_control_host(
+        &self,
+        argv: &[String],
+        timeout: std::time::Duration,
+        hop: u32,
+        hops: u32,
+    ) -> Option<Result<crate::transport::CommandOutput, crate::transport::TransportError>> {
+        if self.dry_run {
+            return None;
+        }
+        let spec = crate::transport::CommandSpec {
+            program: argv[0].clone(),
+            args: argv[1..].to_vec(),
+            stdin: None,
+            env: Vec::new(),
+            timeout,
+            output_cap: 64 << 10,
+            record: None,
+        };
+        let mut c = tokio::process::Command::new(&argv[0]);
+        c.args(&argv[1..])
+            .current_dir(&self.gate_dir)
+            .env("UPHOST_RUN_ID", &self.run_id)
+            .env("UPHOST_HOP", hop.to_string())
+            .env("UPHOST_HOPS", hops.to_string());
+        let node = crate::config::NodeSpec::simulated(CONTROL_HOST, &[]);
+        Some(crate::transport::process::run_child(c, &node, &argv[0], &spec).await)
+    }
+}
+
+/// The last three lines of `bytes`, joined, as a one-line summary.
+fn last_lines(bytes: &[u8]) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    let tail: Vec<&str> = text.lines().rev().take(3).collect();
+    tail.into_iter().rev().collect::<Vec<_>>().join(" / ")
+}
+
 impl Hooks for Sandbox {
     fn call<'a>(
         &'a self,
@@ -188,6 +242,26 @@ impl Hooks for Sandbox {
         Box::pin(self.board.wait_healthy(gate))
     }
 
+    fn survival<'a>(
+        &'a self,
+        argv: &'a [String],
+        timeout: std::time::Duration,
+    ) -> BoxFuture<'a, Result<String, String>> {
+        Box::pin(async move {
+            match self.on_control_host(argv, timeout, 0, 0).await {
+                None => Ok("not run: a dry run".into()),
+                Some(Ok(o)) if o.status == 0 => Ok(last_lines(&o.stdout)),
+                Some(Ok(o)) => Err(format!(
+                    "`{}` exited {}: {}",
+                    argv.join(" "),
+                    o.status,
+                    last_lines(&o.stderr)
+                )),
+                Some(Err(e)) => Err(format!("`{}` did not run to its end: {e}", argv.join(" "))),
+            }
+        })
+    }
+
     fn gate<'a>(
         &'a self,
         gate: &'a GateCommand,
@@ -196,7 +270,7 @@ impl Hooks for Sandbox {
         journal: Arc<dyn RunJournal>,
     ) -> BoxFuture<'a, Result<(), String>> {
         Box::pin(async move {
-            const WHERE: &str = "(control host)";
+            const WHERE: &str = CONTROL_HOST;
             let argv = gate.command.clone();
             journal.emit(Event::CommandStarted {
                 step: step.clone(),
@@ -206,27 +280,9 @@ impl Hooks for Sandbox {
             });
             let t0 = Instant::now();
             let timeout = std::time::Duration::from_secs(gate.timeout_s.unwrap_or(3600));
-            let spec = crate::transport::CommandSpec {
-                program: argv[0].clone(),
-                args: argv[1..].to_vec(),
-                stdin: None,
-                env: Vec::new(),
-                timeout,
-                output_cap: 64 << 10,
-                record: None,
-            };
-            let out = if self.dry_run {
-                None
-            } else {
-                let mut c = tokio::process::Command::new(&argv[0]);
-                c.args(&argv[1..])
-                    .current_dir(&self.gate_dir)
-                    .env("UPHOST_RUN_ID", &self.run_id)
-                    .env("UPHOST_HOP", (step.hop.unwrap_or(0) + 1).to_string())
-                    .env("UPHOST_HOPS", hops.to_string());
-                let node = crate::config::NodeSpec::simulated(WHERE, &[]);
-                Some(crate::transport::process::run_child(c, &node, &argv[0], &spec).await)
-            };
+            let out = self
+                .on_control_host(&argv, timeout, step.hop.unwrap_or(0) + 1, hops)
+                .await;
             let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
             let mut result = CommandRecord {
                 status: None,
@@ -247,12 +303,7 @@ impl Hooks for Sandbox {
                     Ok(())
                 }
                 Some(Ok(o)) => {
-                    let tail: Vec<&str> = std::str::from_utf8(&o.stderr)
-                        .unwrap_or("")
-                        .lines()
-                        .rev()
-                        .take(3)
-                        .collect();
+                    let tail = last_lines(&o.stderr);
                     result.status = Some(o.status);
                     result.stdout = text(&o.stdout);
                     result.stderr = text(&o.stderr);
@@ -260,11 +311,7 @@ impl Hooks for Sandbox {
                     match o.status {
                         0 => Ok(()),
                         s if tail.is_empty() => Err(format!("{} exited {s}", shown())),
-                        s => Err(format!(
-                            "{} exited {s}: {}",
-                            shown(),
-                            tail.into_iter().rev().collect::<Vec<_>>().join(" / ")
-                        )),
+                        s => Err(format!("{} exited {s}: {tail}", shown())),
                     }
                 }
                 Some(Err(e)) => {
@@ -303,6 +350,8 @@ pub struct RunOptions {
     pub gates: Vec<GateCommand>,
     /// Probes that must be healthy between hops (after the commands).
     pub hop_probes: Option<crate::config::BatchGate>,
+    /// The survival resources already created: (service, name).
+    pub created: BTreeSet<(String, String)>,
 }
 
 /// A request to stop a run after the steps in flight: the operator's
@@ -742,6 +791,55 @@ impl Runner {
             .map_err(|_| ())
     }
 
+    /// The services' resource-survival commands: `create` (those not yet
+    /// created) or `check` (after hop `hop`, or at the end). Journaled; the
+    /// first that fails halts the run, naming it.
+    async fn survive(&self, what: &str, hop: Option<u32>) -> bool {
+        if self.opts.recorded.dry_run {
+            return true;
+        }
+        for svc in &self.services {
+            for s in &svc.survival {
+                let argv = match (what, &s.create) {
+                    ("check", _) => &s.check,
+                    (_, Some(c))
+                        if !self
+                            .opts
+                            .created
+                            .contains(&(svc.name.clone(), s.name.clone())) =>
+                    {
+                        c
+                    }
+                    _ => continue,
+                };
+                let timeout = std::time::Duration::from_secs(s.timeout_s.unwrap_or(600));
+                let res = self.hooks.survival(argv, timeout).await;
+                self.journal.emit(Event::Survival {
+                    service: svc.name.clone(),
+                    name: s.name.clone(),
+                    what: what.to_string(),
+                    hop,
+                    passed: res.is_ok(),
+                    detail: match &res {
+                        Ok(d) | Err(d) => crate::untrusted::line_max(d, 400).into_owned(),
+                    },
+                    at_ms: self.journal.now_ms(),
+                });
+                if let Err(why) = res {
+                    self.halt(format!(
+                        "survival `{}` of {}: its {what}{} failed: {why}",
+                        s.name,
+                        svc.name,
+                        hop.map(|h| format!(" after hop {}", h + 1))
+                            .unwrap_or_default()
+                    ));
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
     /// A gate of probes: before batch `at` of `service`, or (`service`
     /// [`GATE`]) after hop `at`. Journaled either way; on timeout the run
     /// stops (fails) or pauses, as the gate says.
@@ -854,6 +952,9 @@ impl Runner {
                 return Err(self.stopped_at_gate().await);
             }
         }
+        if !self.survive("check", Some(stage)).await {
+            return Err(self.stopped_at_gate().await);
+        }
         if let Some(g) = &self.opts.hop_probes
             && !self.opts.recorded.dry_run
             && !self.probe_gate(g, GATE, stage).await
@@ -907,6 +1008,10 @@ impl Runner {
             if let Err(outcome) = self.clone().stage(stage).await {
                 return outcome;
             }
+        }
+        if self.halted().is_none() && !self.opts.interrupt.requested() {
+            // ... and after it.
+            self.survive("check", None).await;
         }
         if self.halted().is_some() {
             return self.finish_failed(true).await;
@@ -964,6 +1069,10 @@ impl Runner {
                 self.interrupt();
                 return Err(self.finish(Outcome::Interrupted));
             }
+        }
+        // What must survive the upgrade exists before anything changes.
+        if stage == 0 && !self.survive("create", None).await {
+            return Err(self.finish_failed(false).await);
         }
         // Services in dependency order; independent ones concurrently.
         let mut pending: BTreeSet<usize> = (0..self.services.len())
@@ -1298,6 +1407,7 @@ mod tests {
             limits: Limits::default(),
             hops: vec![hop(0, HopKind::Full)],
             gate: None,
+            survival: vec![],
         }
     }
 
@@ -1385,6 +1495,7 @@ mod tests {
                     interrupt: self.interrupt.clone(),
                     gates: self.gates,
                     hop_probes: None,
+                    created: BTreeSet::new(),
                 },
             );
             let rt = tokio::runtime::Builder::new_current_thread()
@@ -1879,6 +1990,7 @@ mod tests {
                 interrupt: Arc::default(),
                 gates: vec![],
                 hop_probes: None,
+                created: BTreeSet::new(),
             },
         );
         runner.pause("paused by a test".into());

@@ -51,6 +51,8 @@ pub struct ServiceRun {
     pub hops: Vec<crate::events::Hop>,
     /// The probes that must be healthy before each batch.
     pub gate: Option<crate::config::BatchGate>,
+    /// Its resource-survival checks.
+    pub survival: Vec<crate::config::Survival>,
 }
 
 impl ServiceRun {
@@ -394,6 +396,7 @@ impl Session {
                 limits: self.cfg.limits.with(&svc.limits),
                 hops: Vec::new(),
                 gate: svc.gate.clone(),
+                survival: svc.survival.clone(),
             });
         }
         if !unmapped.is_empty() {

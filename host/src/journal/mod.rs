@@ -164,6 +164,8 @@ pub struct Replayed {
     pub paused: Option<String>,
     /// Each probe's figures, from the ends of the run's attempts.
     pub probes: BTreeMap<String, crate::events::ProbeFigures>,
+    /// The survival resources created: (service, name).
+    pub created: BTreeSet<(String, String)>,
 }
 
 impl Replayed {
@@ -374,6 +376,15 @@ fn apply(r: &mut Replayed, ev: Event, keep: bool) {
         Event::RunResumed { at_ms, .. } => {
             r.last_ms = r.last_ms.max(*at_ms);
             r.paused = None;
+        }
+        Event::Survival {
+            service,
+            name,
+            what,
+            passed: true,
+            ..
+        } if what == "create" => {
+            r.created.insert((service.clone(), name.clone()));
         }
         Event::ProbeSummary { name, .. } => {
             r.probes.entry(name.clone()).or_default().absorb(&ev);

@@ -46,6 +46,7 @@ pub fn render(events: impl IntoIterator<Item = Event>) -> String {
     plan_table(&mut h, &g);
     train_table(&mut h, &g);
     probe_table(&mut h, &g);
+    gate_list(&mut h, &g);
     timeline(&mut h, &g, total);
     denied(&mut h, &g);
     steps(&mut h, &g);
@@ -280,6 +281,23 @@ impl Gathered {
                     }
                     end_ms = end_ms.max(*at_ms);
                 }
+                Event::Survival {
+                    service,
+                    name,
+                    what,
+                    hop,
+                    passed,
+                    detail,
+                    at_ms,
+                } => {
+                    gates.push(format!(
+                        "at {:.1} s, survival `{name}` of {service}: {what}{} {} ({detail})",
+                        *at_ms as f64 / 1000.0,
+                        hop.map(|h| format!(" after hop {}", h + 1))
+                            .unwrap_or_default(),
+                        if *passed { "passed" } else { "FAILED" }
+                    ));
+                }
                 Event::ProbeSummary { name, .. } => {
                     probes.entry(name.clone()).or_default().1.absorb(&ev);
                 }
@@ -341,8 +359,12 @@ fn probe_table(h: &mut String, g: &Gathered) {
         );
     }
     h.push_str("</table>");
+}
+
+/// The gates of probes and the survival checks, in order.
+fn gate_list(h: &mut String, g: &Gathered) {
     if !g.gates.is_empty() {
-        h.push_str("<h2>Gates of probes</h2><ul id=\"gates\">");
+        h.push_str("<h2>Gates and survival checks</h2><ul id=\"gates\">");
         for l in &g.gates {
             let _ = write!(*h, "<li>{}</li>", esc(l));
         }
