@@ -171,15 +171,7 @@ async fn sample(t: &Target, timeout: Duration, transport: &dyn Transport) -> Res
                 .unwrap_or_else(|_| Err(format!("no answer within {} ms", timeout.as_millis())))
         }
         Target::Command { node, argv, expect } => {
-            let spec = CommandSpec {
-                program: argv[0].clone(),
-                args: argv[1..].to_vec(),
-                stdin: None,
-                env: Vec::new(),
-                timeout,
-                output_cap: 64 << 10,
-                record: None,
-            };
+            let spec = CommandSpec::operator(argv, timeout);
             match transport.exec(node, &spec).await {
                 Ok(o) if o.status != 0 => Err(format!("{} exited {}", argv[0], o.status)),
                 Ok(o) => match expect {

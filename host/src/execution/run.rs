@@ -172,15 +172,7 @@ impl Sandbox {
         if self.dry_run {
             return None;
         }
-        let spec = crate::transport::CommandSpec {
-            program: argv[0].clone(),
-            args: argv[1..].to_vec(),
-            stdin: None,
-            env: Vec::new(),
-            timeout,
-            output_cap: 64 << 10,
-            record: None,
-        };
+        let spec = crate::transport::CommandSpec::operator(argv, timeout);
         let mut c = tokio::process::Command::new(&argv[0]);
         c.args(&argv[1..])
             .current_dir(&self.gate_dir)

@@ -37,6 +37,22 @@ pub struct CommandSpec {
     pub record: Option<std::path::PathBuf>,
 }
 
+impl CommandSpec {
+    /// `argv` as a command of the operator's own (a probe, a gate): no
+    /// stdin, no environment of its own, no recorder, 64 KiB of output kept.
+    pub fn operator(argv: &[String], timeout: Duration) -> CommandSpec {
+        CommandSpec {
+            program: argv[0].clone(),
+            args: argv[1..].to_vec(),
+            stdin: None,
+            env: Vec::new(),
+            timeout,
+            output_cap: 64 << 10,
+            record: None,
+        }
+    }
+}
+
 /// What a finished command produced.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct CommandOutput {
