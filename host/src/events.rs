@@ -4,6 +4,14 @@
 
 use serde::{Deserialize, Serialize};
 
+/// The program name a reboot is journaled under (`uphost:reboot KIND
+/// boot-id=ID`): the host's own operation, never a command a plugin can
+/// name (`:` is not allowed in a program).
+pub const REBOOT: &str = "uphost:reboot";
+
+/// What the stdout of a deferred reboot's record starts with.
+pub const REBOOT_DEFERRED: &str = "deferred to the end of the run";
+
 /// A plugin hook.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -25,6 +33,13 @@ pub enum Phase {
     /// The gate after a hop: a service's health check, or an operator's
     /// command.
     Verify,
+    /// A node-major run: a node guard takes the node out of its cluster.
+    Leave,
+    /// A node-major run: a node guard brings the node back and checks the
+    /// cluster.
+    Rejoin,
+    /// A reboot deferred to the end of the run.
+    Reboot,
 }
 
 impl Phase {
@@ -39,6 +54,9 @@ impl Phase {
             Phase::Rollback => "rollback",
             Phase::Migrate => "migrate",
             Phase::Verify => "verify",
+            Phase::Leave => "leave",
+            Phase::Rejoin => "rejoin",
+            Phase::Reboot => "reboot",
         }
     }
 }
@@ -125,6 +143,53 @@ pub struct CommandRecord {
     pub mutating: bool,
     /// Wall time.
     pub duration_ms: u64,
+}
+
+impl CommandRecord {
+    /// A command that ran to its exit status.
+    pub fn exited(status: i32, stdout: String, stderr: String, mutating: bool, ms: u64) -> Self {
+        CommandRecord {
+            status: Some(status),
+            error: None,
+            error_kind: None,
+            stdout,
+            stderr,
+            truncated: false,
+            skipped: false,
+            mutating,
+            duration_ms: ms,
+        }
+    }
+
+    /// A command that produced no exit status, and why.
+    pub fn failed(error: String, kind: Option<ErrorKind>, mutating: bool, ms: u64) -> Self {
+        CommandRecord {
+            status: None,
+            error: Some(error),
+            error_kind: kind,
+            stdout: String::new(),
+            stderr: String::new(),
+            truncated: false,
+            skipped: false,
+            mutating,
+            duration_ms: ms,
+        }
+    }
+
+    /// A mutating command recorded, not run (check, verify, a dry run).
+    pub fn skipped() -> Self {
+        CommandRecord {
+            status: None,
+            error: None,
+            error_kind: None,
+            stdout: String::new(),
+            stderr: String::new(),
+            truncated: false,
+            skipped: true,
+            mutating: true,
+            duration_ms: 0,
+        }
+    }
 }
 
 /// A run event.
@@ -251,6 +316,17 @@ pub enum Event {
     Paused {
         /// Who asked (`uphost pause`) or why (the maintenance window).
         reason: String,
+        /// Milliseconds since the run started.
+        at_ms: u64,
+    },
+    /// The run stamped a node with its update identifier (the file
+    /// `update_identifier.path` holds `RUN-ID running`): from now on each of
+    /// its steps on the node checks the stamp is still this run's.
+    NodeStamped {
+        /// The node.
+        node: String,
+        /// The identifier (the run's id).
+        id: String,
         /// Milliseconds since the run started.
         at_ms: u64,
     },
@@ -560,6 +636,9 @@ pub struct RunOptionsRecord {
     /// Ask the operator before each hop of a release train after the first.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub pause_between_hops: bool,
+    /// A node-major run: each node (batch) with every service it hosts.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub node_major: bool,
 }
 
 /// A service in the recorded plan.
@@ -580,6 +659,9 @@ pub struct PlannedService {
     /// Its hops, in a release train (empty in a run of one hop).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hops: Vec<Hop>,
+    /// Its plugin guards its nodes (`leave`/`rejoin` in a node-major run).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub guard: bool,
 }
 
 /// What a hop of a release train does.
@@ -657,6 +739,12 @@ pub trait Sink: Send + Sync {
     /// A command result recorded by an earlier attempt of the same step, to
     /// replay instead of executing again after a crash.
     fn replay(&self, _step: &StepKey, _seq: u32) -> Option<CommandRecord> {
+        None
+    }
+
+    /// A reboot of this step that an earlier attempt issued and did not
+    /// see through: its journaled argv (with the boot identity before).
+    fn reboot_in_doubt(&self, _step: &StepKey, _seq: u32) -> Option<Vec<String>> {
         None
     }
 

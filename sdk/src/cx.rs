@@ -208,6 +208,12 @@ pub trait Host {
     fn state_set(&self, key: &str, value: &str);
     /// Delete persisted state.
     fn state_delete(&self, key: &str);
+    /// Reboot a node (`kexec`: straight into the new kernel) and wait until
+    /// it is back; the error says why not.
+    fn reboot(&self, node: &str, kexec: bool) -> Result<(), String> {
+        let _ = (node, kexec);
+        Err("this host cannot reboot nodes".to_string())
+    }
     /// The service's nodes, when the host provides them lazily (`None`:
     /// use the context's list).
     fn nodes(&self) -> Option<Vec<Node>> {
@@ -377,6 +383,22 @@ impl<'a> Cx<'a> {
     /// program, args, status and stderr.
     pub fn run(&self, node: &str, program: &str, args: &[&str]) -> Result<ExecOutput> {
         self.cmd(node, program).args(args).run()
+    }
+
+    /// Reboot `node` through the host and wait until it is back (a new
+    /// boot, reachable again). Needs [`Info::reboots`](crate::Info::reboots).
+    /// The host journals it: a resumed run waits for a reboot in progress,
+    /// never reboots twice; with the operator's delayed reboots it returns
+    /// at once and the node reboots at the end of the run. Check the
+    /// service's health yourself afterwards.
+    pub fn reboot(&self, node: &str) -> Result<()> {
+        self.host.reboot(node, false).map_err(Error::msg)
+    }
+
+    /// [`Cx::reboot`] by `kexec`: the new kernel without the hardware's
+    /// power-on self test.
+    pub fn reboot_kexec(&self, node: &str) -> Result<()> {
+        self.host.reboot(node, true).map_err(Error::msg)
     }
 
     /// Run and return the output whatever the status.

@@ -1,7 +1,7 @@
 //! Glue between the generated bindings and [`Plugin`](crate::Plugin); used by
 //! [`export_plugin!`](crate::export_plugin).
 
-use crate::bindings::uphost::plugin::{log, node_exec, state, types};
+use crate::bindings::uphost::plugin::{log, node_control, node_exec, state, types};
 use crate::cx::{
     Context, Cx, ExecError, ExecOutput, ExecRequest, Hop, HopKind, Host, Level, Mode, Node,
 };
@@ -67,6 +67,17 @@ impl Host for WasmHost {
 
     fn state_delete(&self, key: &str) {
         state::delete(key);
+    }
+
+    fn reboot(&self, node: &str, kexec: bool) -> Result<(), String> {
+        node_control::reboot(
+            node,
+            if kexec {
+                types::RebootKind::Kexec
+            } else {
+                types::RebootKind::Normal
+            },
+        )
     }
 
     fn nodes(&self) -> Option<Vec<Node>> {
@@ -173,5 +184,7 @@ pub fn describe<P: Plugin>() -> types::PluginInfo {
                 .collect(),
             migrations_only: r.migrations_only,
         }),
+        node_guard: info.node_guard,
+        reboots: info.reboots,
     }
 }

@@ -103,6 +103,11 @@ pub struct Info {
     pub reversible: bool,
     /// The releases it knows, for release trains (`None`: one hop).
     pub releases: Option<Releases>,
+    /// It guards its nodes' cluster membership: `leave`/`rejoin` around
+    /// each node's steps in a node-major run.
+    pub node_guard: bool,
+    /// It may ask the host to reboot its nodes ([`Cx::reboot`](crate::Cx::reboot)).
+    pub reboots: bool,
 }
 
 impl Info {
@@ -118,7 +123,25 @@ impl Info {
             rollout: Rollout::OneAtATime,
             reversible: false,
             releases: None,
+            node_guard: false,
+            reboots: false,
         }
+    }
+
+    /// Declare that this plugin guards its nodes' cluster membership
+    /// (Pacemaker): in a node-major run the host calls
+    /// [`Plugin::leave`](crate::Plugin::leave) before a node's steps and
+    /// [`Plugin::rejoin`](crate::Plugin::rejoin) after them.
+    pub fn node_guard(mut self, yes: bool) -> Self {
+        self.node_guard = yes;
+        self
+    }
+
+    /// Ask for the host's reboot operation ([`Cx::reboot`](crate::Cx::reboot));
+    /// the operator approves it with the commands.
+    pub fn reboots(mut self, yes: bool) -> Self {
+        self.reboots = yes;
+        self
     }
 
     /// Set the plugin's version (usually `env!("CARGO_PKG_VERSION")`).

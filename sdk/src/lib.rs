@@ -123,6 +123,20 @@ pub trait Plugin {
     fn verify(_cx: &Cx) -> Result<()> {
         Ok(())
     }
+
+    /// A node-major run, for a plugin that declares
+    /// [`Info::node_guard`]: take `node` out of the cluster before its
+    /// steps.
+    fn leave(_cx: &Cx, _node: &Node) -> Result<()> {
+        Ok(())
+    }
+
+    /// A node-major run: bring `node` back into the cluster after its
+    /// steps and verify the cluster (an error stops the run before the
+    /// next node).
+    fn rejoin(_cx: &Cx, _node: &Node) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// Return early with an [`Error`] built from a format string.
@@ -199,6 +213,22 @@ macro_rules! export_plugin {
                 ) -> ::core::result::Result<(), $crate::bindings::uphost::plugin::types::HookError>
                 {
                     $crate::guest::hook(ctx, |cx| <$plugin as $crate::Plugin>::verify(cx))
+                }
+                fn leave(
+                    ctx: $crate::bindings::uphost::plugin::types::Context,
+                    node: $crate::bindings::uphost::plugin::types::Node,
+                ) -> ::core::result::Result<(), $crate::bindings::uphost::plugin::types::HookError>
+                {
+                    let node = $crate::guest::node(node);
+                    $crate::guest::hook(ctx, |cx| <$plugin as $crate::Plugin>::leave(cx, &node))
+                }
+                fn rejoin(
+                    ctx: $crate::bindings::uphost::plugin::types::Context,
+                    node: $crate::bindings::uphost::plugin::types::Node,
+                ) -> ::core::result::Result<(), $crate::bindings::uphost::plugin::types::HookError>
+                {
+                    let node = $crate::guest::node(node);
+                    $crate::guest::hook(ctx, |cx| <$plugin as $crate::Plugin>::rejoin(cx, &node))
                 }
             }
     $crate::bindings::__export_world!(UphostExport with_types_in $crate::bindings);

@@ -216,6 +216,24 @@ impl Host for MockHost {
         }
     }
 
+    /// Recorded as the call `uphost:reboot normal|kexec` on the node; the
+    /// node is "back" at once. Refused, as the host refuses it, when the
+    /// plugin's description does not ask for reboots.
+    fn reboot(&self, node: &str, kexec: bool) -> Result<(), String> {
+        if self.info.as_ref().is_some_and(|i| !i.reboots) {
+            return Err("the plugin's description does not ask for reboots (Info::reboots)".into());
+        }
+        self.calls.borrow_mut().push(Call {
+            node: node.to_string(),
+            argv: vec![
+                "uphost:reboot".to_string(),
+                if kexec { "kexec" } else { "normal" }.to_string(),
+            ],
+            skipped: self.read_only,
+        });
+        Ok(())
+    }
+
     fn log(&self, level: Level, message: &str) {
         self.logs.borrow_mut().push((level, message.to_string()));
     }

@@ -126,7 +126,7 @@ pub(crate) fn build() -> Result<()> {
     ]))?;
     let plugins = crates_in(&root().join("plugins"))?;
     build_wasm(&plugins)?;
-    for (example, _) in SIM_EXAMPLES {
+    for (example, _, only) in SIM_EXAMPLES {
         let dst = root().join("examples").join(example).join("plugins");
         std::fs::create_dir_all(&dst)?;
         for old in std::fs::read_dir(&dst)? {
@@ -135,16 +135,20 @@ pub(crate) fn build() -> Result<()> {
                 std::fs::remove_file(p)?;
             }
         }
-        for p in &plugins {
+        for p in plugins.iter().filter(|p| {
+            only.map_or(!NODE_STAGE.contains(&p.as_str()), |o| {
+                o.contains(&p.as_str())
+            })
+        }) {
             std::fs::copy(wasm_out(p), dst.join(format!("{p}.wasm")))
                 .with_context(|| format!("copying the {p} plugin"))?;
         }
     }
     reset_demo()?;
     eprintln!(
-        "approving the freshly built demo plugins in examples/{{demo,train,leapfrog}}/plugins/uphost.lock: the demo's operator trusts its own builds (nothing else is ever approved implicitly)"
+        "approving the freshly built demo plugins in examples/{{demo,train,leapfrog,minor}}/plugins/uphost.lock: the demo's operator trusts its own builds (nothing else is ever approved implicitly)"
     );
-    for (example, _) in SIM_EXAMPLES {
+    for (example, _, _) in SIM_EXAMPLES {
         run(Command::new(uphost_bin())
             .current_dir(root().join("examples").join(example))
             .args(["-q", "plugins", "approve", "--all", "--yes"]))?;
@@ -158,16 +162,25 @@ pub(crate) fn uphost_bin() -> PathBuf {
 }
 
 /// The examples on the simulated demo cluster, each with the OpenStack
-/// release its nodes start at: the demo (one hop), a Liberty -> Ocata
-/// train, a Kilo -> Newton leapfrog.
-const SIM_EXAMPLES: [(&str, &str); 3] = [
-    ("demo", "newton"),
-    ("train", "liberty"),
-    ("leapfrog", "kilo"),
+/// release its nodes start at and its plugins (`None`: the OpenStack
+/// services'): the demo (one hop), a Liberty -> Ocata train, a Kilo ->
+/// Newton leapfrog, a node-by-node minor update.
+const SIM_EXAMPLES: [(&str, &str, Option<&[&str]>); 4] = [
+    ("demo", "newton", None),
+    ("train", "liberty", None),
+    ("leapfrog", "kilo", None),
+    (
+        "minor",
+        "newton",
+        Some(&["pacemaker", "haproxy", "host-os"]),
+    ),
 ];
 
+/// The plugins of the node-by-node stage, not in the OpenStack examples.
+const NODE_STAGE: [&str; 2] = ["pacemaker", "host-os"];
+
 fn reset_demo() -> Result<()> {
-    for (example, release) in SIM_EXAMPLES {
+    for (example, release, _) in SIM_EXAMPLES {
         let dir = root().join("examples").join(example);
         let _ = std::fs::remove_dir_all(dir.join("state"));
         run(Command::new(root().join("target/release/uphost-demo-sim"))
@@ -190,7 +203,9 @@ fn demo() -> Result<()> {
     // A release train (Liberty -> Ocata, a gate between hops) and a
     // leapfrog (Kilo -> Newton: migrations of Liberty and Mitaka, one
     // deploy), on the same simulated cluster.
-    for example in ["train", "leapfrog"] {
+    // A node-by-node minor update: each controller out of the Pacemaker
+    // cluster and back, each compute rebooted (kexec) and waited for.
+    for example in ["train", "leapfrog", "minor"] {
         let dir = root().join("examples").join(example);
         run(Command::new(uphost_bin()).current_dir(&dir).arg("plan"))?;
         run(Command::new(uphost_bin())

@@ -230,6 +230,24 @@ const INTERPRETERS: &[&str] = &[
     "systemd-run",
 ];
 
+/// The capability a plugin's `plugin-info.reboots` stands for: the host's
+/// own reboot operation (`node-control.reboot`), approved like a command.
+/// A plugin cannot request it as a command: `:` is not allowed in a
+/// program name ([`check_program`]).
+pub use crate::events::REBOOT;
+
+/// The capability for [`REBOOT`], as the approval screen shows it.
+pub fn reboot_capability() -> CommandCap {
+    CommandCap {
+        program: REBOOT.to_string(),
+        args: vec!["normal|kexec".to_string()],
+        access: Access::Mutating,
+        env: Vec::new(),
+        reason: "reboot its nodes through the host (normal or kexec); the host waits for each to come back"
+            .to_string(),
+    }
+}
+
 /// The effective grant of one plugin: requested ∩ granted.
 #[derive(Debug, Clone, Default)]
 pub struct Grant {

@@ -239,6 +239,20 @@ pub struct RunArgs {
     /// gate passed): a point to look at the cluster before going on.
     #[arg(long)]
     pub pause_between_hops: bool,
+    /// The unit of the rollout: `service-major` (each service across its
+    /// nodes) or `node-major` (each node with all its services, between
+    /// its node guards' leave and rejoin); default: the services file's
+    /// `order:`.
+    #[arg(long, value_parser = parse_order)]
+    pub order: Option<crate::config::Order>,
+}
+
+fn parse_order(s: &str) -> Result<crate::config::Order, String> {
+    match s {
+        "service-major" => Ok(crate::config::Order::ServiceMajor),
+        "node-major" => Ok(crate::config::Order::NodeMajor),
+        _ => Err("expected `service-major` or `node-major`".into()),
+    }
 }
 
 /// `uphost new …`.

@@ -87,6 +87,8 @@ pub async fn run(
             limit: args.limit.clone(),
             rollback_on_failure: args.rollback_on_failure,
             pause_between_hops: args.pause_between_hops,
+            node_major: args.order.unwrap_or(session.cfg.services.order)
+                == crate::config::Order::NodeMajor,
         },
         yes: args.yes,
         forks: args.forks,

@@ -15,8 +15,9 @@ use std::sync::Arc;
 
 pub use inventory::{Connection, Inventory, NodeSpec};
 pub use services::{
-    BatchGate, GateCommand, LimitsOverride, Mode, OnBudget, OnTimeout, ProbeCommand, ProbeConfig,
-    ServiceConfig, ServicesFile, Survival, TrainConfig, TrainStyle,
+    BatchGate, GateCommand, LimitsOverride, Mode, NodeMajorConfig, OnBudget, OnTimeout, Order,
+    ProbeCommand, ProbeConfig, RebootWhen, ServiceConfig, ServicesFile, Survival, TrainConfig,
+    TrainStyle,
 };
 pub use yaml::ConfigError;
 
@@ -140,6 +141,10 @@ struct RawConfig {
     plugin_compile_s: Option<u64>,
     #[serde(default)]
     window: Option<window::RawWindow>,
+    #[serde(default)]
+    reboot: RebootSettings,
+    #[serde(default)]
+    update_identifier: Option<UpdateIdentifier>,
 }
 
 /// `inventory:` is one source or a list of them (merged in order, as
@@ -243,6 +248,11 @@ pub struct Config {
     pub plugin_compile: std::time::Duration,
     /// The maintenance window (`window:`): none, always open.
     pub window: Option<window::Window>,
+    /// How the host reboots a node and sees it back (`reboot:`).
+    pub reboot: RebootSettings,
+    /// The marker a run stamps on every node it changes
+    /// (`update_identifier:`): none, no marker.
+    pub update_identifier: Option<UpdateIdentifier>,
 }
 
 impl Config {
@@ -326,6 +336,34 @@ impl Config {
                     message,
                 },
             )?,
+            reboot: match raw.reboot.check() {
+                None => raw.reboot.clone(),
+                Some((key, message)) => {
+                    return Err(ConfigError::Invalid {
+                        path: path.clone(),
+                        at: format!("reboot.{key}"),
+                        message,
+                    });
+                }
+            },
+            update_identifier: match &raw.update_identifier {
+                Some(u)
+                    if !u.path.starts_with('/')
+                        || u.path.contains("/../")
+                        || u.path.ends_with('/')
+                        || u.path.chars().any(char::is_control) =>
+                {
+                    return Err(ConfigError::Invalid {
+                        path: path.clone(),
+                        at: "update_identifier.path".into(),
+                        message: format!(
+                            "`{}` is not an absolute file path on the nodes (e.g. /var/lib/uphost/update-identifier)",
+                            u.path.escape_debug()
+                        ),
+                    });
+                }
+                other => other.clone(),
+            },
             plugin_max_bytes: match raw.plugin_max_mb {
                 None => DEFAULT_PLUGIN_MAX_BYTES,
                 Some(mb) if (1..=4096).contains(&mb) => mb << 20,
@@ -769,6 +807,94 @@ fn closest_groups(role: &str, groups: &std::collections::BTreeSet<String>) -> Ve
         .take(3)
         .map(|(_, g)| format!("`{g}`"))
         .collect()
+}
+
+/// uphost.yaml's `reboot:`: how the host reboots a node for a plugin
+/// (`node-control.reboot`) and knows it is back.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RebootSettings {
+    /// The command of a normal reboot.
+    #[serde(default = "default_reboot")]
+    pub command: Vec<String>,
+    /// The command of a kexec reboot.
+    #[serde(default = "default_kexec")]
+    pub kexec_command: Vec<String>,
+    /// A read-only command printing the node's boot identity; the node is
+    /// back when it answers with another one.
+    #[serde(default = "default_boot_id")]
+    pub boot_id: Vec<String>,
+    /// How long a node may take to come back.
+    #[serde(default = "default_reboot_timeout")]
+    pub timeout_s: u64,
+    /// How often the host looks.
+    #[serde(default = "default_reboot_poll")]
+    pub poll_ms: u64,
+}
+
+fn default_reboot() -> Vec<String> {
+    vec!["systemctl".into(), "reboot".into()]
+}
+fn default_kexec() -> Vec<String> {
+    vec!["systemctl".into(), "kexec".into()]
+}
+fn default_boot_id() -> Vec<String> {
+    vec!["cat".into(), "/proc/sys/kernel/random/boot_id".into()]
+}
+fn default_reboot_timeout() -> u64 {
+    900
+}
+fn default_reboot_poll() -> u64 {
+    1000
+}
+
+impl Default for RebootSettings {
+    fn default() -> Self {
+        RebootSettings {
+            command: default_reboot(),
+            kexec_command: default_kexec(),
+            boot_id: default_boot_id(),
+            timeout_s: default_reboot_timeout(),
+            poll_ms: default_reboot_poll(),
+        }
+    }
+}
+
+impl RebootSettings {
+    /// What is wrong, as (key, message).
+    fn check(&self) -> Option<(&'static str, String)> {
+        for (key, argv) in [
+            ("command", &self.command),
+            ("kexec_command", &self.kexec_command),
+            ("boot_id", &self.boot_id),
+        ] {
+            if argv.is_empty() || argv[0].is_empty() {
+                return Some((
+                    key,
+                    "give the command as a list: [program, arg, ...]".into(),
+                ));
+            }
+        }
+        if !(1..=86_400).contains(&self.timeout_s) {
+            return Some((
+                "timeout_s",
+                format!("{} is outside 1..=86400", self.timeout_s),
+            ));
+        }
+        if !(10..=60_000).contains(&self.poll_ms) {
+            return Some(("poll_ms", format!("{} is outside 10..=60000", self.poll_ms)));
+        }
+        None
+    }
+}
+
+/// uphost.yaml's `update_identifier:`: the file on each node that holds
+/// the id of the run changing it.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateIdentifier {
+    /// An absolute path on the nodes.
+    pub path: String,
 }
 
 /// Settings from uphost.yaml's `ssh:` section.

@@ -131,6 +131,22 @@ pub struct ServiceConfig {
     /// checks between hops and at the end.
     #[serde(default)]
     pub survival: Vec<Survival>,
+    /// When the plugin's reboots happen: `now` (default, where the plugin
+    /// asks) or `delayed` (noted, and done at the end of the run, one
+    /// node at a time).
+    #[serde(default)]
+    pub reboot: RebootWhen,
+}
+
+/// When a service's reboots happen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RebootWhen {
+    /// When the plugin asks.
+    #[default]
+    Now,
+    /// At the end of the run.
+    Delayed,
 }
 
 /// A resource that must survive the upgrade (Javelin's idea): `create`
@@ -327,6 +343,51 @@ pub struct ServicesFile {
     /// Probes sampled beside the run, their outages measured.
     #[serde(default)]
     pub probes: Vec<ProbeConfig>,
+    /// The unit of the rollout: each service across its nodes
+    /// (`service-major`, the default) or each node with all its services
+    /// (`node-major`, a rolling minor update).
+    #[serde(default)]
+    pub order: Order,
+    /// How a node-major run goes over the nodes.
+    #[serde(default)]
+    pub node_major: NodeMajorConfig,
+}
+
+/// The unit of a run's rollout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Order {
+    /// Each service across its nodes, then the next service.
+    #[default]
+    ServiceMajor,
+    /// Each node (or batch of nodes) with every service it hosts, wrapped
+    /// by the node guards' `leave` and `rejoin`, then the next.
+    NodeMajor,
+}
+
+impl Order {
+    /// As written in the services file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Order::ServiceMajor => "service-major",
+            Order::NodeMajor => "node-major",
+        }
+    }
+}
+
+/// `node_major:` in the services file.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeMajorConfig {
+    /// Batches of nodes (default one at a time).
+    #[serde(default)]
+    pub rollout: Option<Rollout>,
+    /// Node failures tolerated (default none).
+    #[serde(default)]
+    pub max_fail: Option<MaxFail>,
+    /// Ask the operator after the first batch.
+    #[serde(default)]
+    pub canary: bool,
 }
 
 /// Read the services file.

@@ -347,6 +347,7 @@ pub fn start(
             state_dir.display()
         )));
     }
+    let node_major = o.recorded.node_major;
     let opts = RunOptions {
         recorded: o.recorded,
         forks: o.forks.unwrap_or(session.cfg.forks),
@@ -356,6 +357,9 @@ pub fn start(
         gates: session.cfg.services.train.gates.clone(),
         hop_probes: session.cfg.services.train.probes.clone(),
         created: Default::default(),
+        node_major: node_major.then(|| session.cfg.services.node_major.clone()),
+        stamped: Default::default(),
+        deferred: Default::default(),
     };
     Ok(Prepared {
         session,
@@ -471,7 +475,6 @@ pub fn resume(
         at_ms: journal.now_ms(),
     });
     let opts = RunOptions {
-        recorded: options,
         forks: forks.unwrap_or(session.cfg.forks),
         confirm: Confirm::from_flag(yes),
         continue_rollback: match state {
@@ -482,6 +485,12 @@ pub fn resume(
         gates: session.cfg.services.train.gates.clone(),
         hop_probes: session.cfg.services.train.probes.clone(),
         created: replayed.created.clone(),
+        node_major: options
+            .node_major
+            .then(|| session.cfg.services.node_major.clone()),
+        stamped: replayed.stamped.clone(),
+        deferred: replayed.deferred.clone(),
+        recorded: options,
     };
     Ok(Resume::Continue(Box::new(Prepared {
         session,
@@ -872,6 +881,8 @@ pub async fn preflight(
         sink: sink.clone(),
         record_dir: None,
         budget: Default::default(),
+        deferred: Default::default(),
+        reboot: Arc::new(session.cfg.reboot.clone()),
     };
     let mut checked = Vec::new();
     for svc in &services {

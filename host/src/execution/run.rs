@@ -20,6 +20,7 @@ use super::confirm::Confirm;
 use super::session::{ServiceRun, Session};
 use crate::capabilities::Grant;
 use crate::config::GateCommand;
+use crate::config::rollout::Rollout;
 pub use crate::events::Outcome;
 use crate::events::{
     CommandRecord, Event, GATE, HopKind, Phase, PlannedService, RunOptionsRecord, Sink, StepKey,
@@ -91,6 +92,38 @@ pub trait Hooks: Send + Sync {
         Box::pin(async { Ok(String::new()) })
     }
 
+    /// Check (`stamped`: this run stamped it before) or set the update
+    /// identifier on `node`: `Ok(true)` when it stamped it now, `Err` when
+    /// another run holds the node.
+    fn update_id<'a>(
+        &'a self,
+        _node: &'a str,
+        _stamped: bool,
+    ) -> BoxFuture<'a, Result<bool, String>> {
+        Box::pin(async { Ok(false) })
+    }
+
+    /// The run is complete: mark its stamps on `nodes` done.
+    fn release_ids(&self, _nodes: Vec<String>) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
+
+    /// The reboots the plugins deferred in this run: (service, node, kind).
+    fn deferred_reboots(&self) -> Vec<(String, String, String)> {
+        Vec::new()
+    }
+
+    /// Reboot `step.node` (`kind`: normal or kexec) as the step `step` and
+    /// wait for it.
+    fn reboot<'a>(
+        &'a self,
+        _step: StepKey,
+        _kind: &'a str,
+        _journal: Arc<dyn RunJournal>,
+    ) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async { Ok(()) })
+    }
+
     /// Run the operator's gate command `gate` as the step `step` (after
     /// the hop `step.hop` of `hops`); it passes when it exits 0.
     fn gate<'a>(
@@ -118,6 +151,15 @@ pub struct Sandbox {
     run_id: String,
     /// What the probes see, for the gates before batches.
     board: Arc<super::probes::ProbeBoard>,
+    /// How the host reboots a node.
+    reboot: Arc<crate::config::RebootSettings>,
+    /// Every node of the run, by name (the deferred reboots, the update
+    /// identifier).
+    nodes: BTreeMap<String, Arc<crate::config::NodeSpec>>,
+    /// The update identifier's file on the nodes, when the operator set one.
+    update_id: Option<String>,
+    /// The reboots the plugins deferred in this run.
+    deferred: crate::runtime::Deferred,
 }
 
 impl Sandbox {
@@ -151,6 +193,17 @@ impl Sandbox {
                 .unwrap_or_else(|| PathBuf::from(".")),
             run_id: run_id.to_string(),
             board,
+            reboot: Arc::new(session.cfg.reboot.clone()),
+            nodes: services
+                .iter()
+                .flat_map(|s| s.nodes.iter().map(|n| (n.name.clone(), n.clone())))
+                .collect(),
+            update_id: session
+                .cfg
+                .update_identifier
+                .as_ref()
+                .map(|u| u.path.clone()),
+            deferred: Default::default(),
         }
     }
 }
@@ -191,7 +244,156 @@ fn last_lines(bytes: &[u8]) -> String {
     tail.into_iter().rev().collect::<Vec<_>>().join(" / ")
 }
 
+impl Sandbox {
+    /// Read the update identifier on `node`: (run id, state) or `None`
+    /// when the node has none.
+    async fn read_id(
+        &self,
+        node: &crate::config::NodeSpec,
+        path: &str,
+    ) -> Result<Option<(String, String)>, String> {
+        let spec = crate::transport::CommandSpec::operator(
+            &["cat".to_string(), path.to_string()],
+            std::time::Duration::from_secs(30),
+        );
+        let cannot = |why: String| {
+            format!(
+                "the update identifier of {} ({path}) could not be read: {why}",
+                node.name
+            )
+        };
+        match self.transport.exec(node, &spec).await {
+            Ok(o) if o.status == 0 => {
+                let text = String::from_utf8_lossy(&o.stdout);
+                let mut w = text.split_whitespace();
+                let id = crate::untrusted::line_max(w.next().unwrap_or(""), 128).into_owned();
+                let state = crate::untrusted::line_max(w.next().unwrap_or(""), 32).into_owned();
+                Ok(Some((id, state)))
+            }
+            Ok(o) if String::from_utf8_lossy(&o.stderr).contains("No such file") => Ok(None),
+            Ok(o) => Err(cannot(format!(
+                "`cat` exited {}: {}",
+                o.status,
+                last_lines(&o.stderr)
+            ))),
+            Err(e) => Err(cannot(e.to_string())),
+        }
+    }
+
+    /// Write `RUN-ID STATE` to the update identifier on `node`.
+    async fn write_id(
+        &self,
+        node: &crate::config::NodeSpec,
+        path: &str,
+        state: &str,
+    ) -> Result<(), String> {
+        let dir = path.rsplit_once('/').map_or("/", |(d, _)| d);
+        let t = std::time::Duration::from_secs(30);
+        let mkdir = crate::transport::CommandSpec::operator(
+            &["mkdir".to_string(), "-p".to_string(), dir.to_string()],
+            t,
+        );
+        let mut tee =
+            crate::transport::CommandSpec::operator(&["tee".to_string(), path.to_string()], t);
+        tee.stdin = Some(format!("{} {state}\n", self.run_id).into_bytes());
+        for spec in [&mkdir, &tee] {
+            match self.transport.exec(node, spec).await {
+                Ok(o) if o.status == 0 => {}
+                Ok(o) => {
+                    return Err(format!(
+                        "the update identifier of {} ({path}) could not be written: `{}` exited {}: {}",
+                        node.name,
+                        spec.program,
+                        o.status,
+                        last_lines(&o.stderr)
+                    ));
+                }
+                Err(e) => {
+                    return Err(format!(
+                        "the update identifier of {} ({path}) could not be written: {e}",
+                        node.name
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Hooks for Sandbox {
+    fn update_id<'a>(
+        &'a self,
+        node: &'a str,
+        stamped: bool,
+    ) -> BoxFuture<'a, Result<bool, String>> {
+        Box::pin(async move {
+            let (Some(path), Some(spec)) = (&self.update_id, self.nodes.get(node)) else {
+                return Ok(false);
+            };
+            let mine = &self.run_id;
+            let current = self.read_id(spec, path).await?;
+            if stamped {
+                return match current {
+                    Some((id, _)) if &id == mine => Ok(false),
+                    Some((id, _)) => Err(format!(
+                        "{node} carries update identifier {id} ({path}), not this run's {mine}, which stamped it: another run or another control host has taken the node over since. A step of a stale run is refused: find out who drives {node}; then finish that run, or abandon this one (`uphost run --abandon-unfinished`)"
+                    )),
+                    None => Err(format!(
+                        "{node} no longer carries this run's update identifier {mine} ({path} is gone): something changed the node since this run stamped it. Refused; once you know the node is this run's, write `{mine} running` to {path} and `uphost resume`"
+                    )),
+                };
+            }
+            match current {
+                Some((id, state)) if &id != mine && state != "done" => Err(format!(
+                    "{node} is being updated by run {id} (update identifier in {path}, `{state}`), not by this run {mine}: a second control host, or an unfinished run elsewhere. Refused: finish or abandon that run; once nothing drives {node}, write `{id} done` to {path} (or remove it)"
+                )),
+                _ => self.write_id(spec, path, "running").await.map(|()| true),
+            }
+        })
+    }
+
+    fn release_ids(&self, nodes: Vec<String>) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            let Some(path) = &self.update_id else { return };
+            for n in nodes {
+                if let Some(spec) = self.nodes.get(&n)
+                    && let Err(e) = self.write_id(spec, path, "done").await
+                {
+                    tracing::warn!(node = %n, error = %e, "the update identifier was not marked done");
+                }
+            }
+        })
+    }
+
+    fn deferred_reboots(&self) -> Vec<(String, String, String)> {
+        self.deferred.take()
+    }
+
+    fn reboot<'a>(
+        &'a self,
+        step: StepKey,
+        kind: &'a str,
+        journal: Arc<dyn RunJournal>,
+    ) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move {
+            let node = step.node.clone().unwrap_or_default();
+            let Some(spec) = self.nodes.get(&node) else {
+                return Err(format!("node `{node}` is not in this run"));
+            };
+            let op = crate::runtime::reboot::Reboot {
+                transport: self.transport.as_ref(),
+                sink: journal.as_ref(),
+                step: &step,
+                seq: 0,
+                node: spec,
+                kind: crate::runtime::reboot::RebootKind::parse(kind)
+                    .unwrap_or(crate::runtime::reboot::RebootKind::Normal),
+                settings: &self.reboot,
+            };
+            op.run().await.map(|_| ())
+        })
+    }
+
     fn call<'a>(
         &'a self,
         svc: &'a ServiceRun,
@@ -206,8 +408,10 @@ impl Hooks for Sandbox {
                 record_dir: journal.record_dir(),
                 sink: journal,
                 budget: self.budget.clone(),
+                reboot: self.reboot.clone(),
+                deferred: self.deferred.clone(),
             };
-            let env = CallEnv::new(
+            let mut env = CallEnv::new(
                 step,
                 self.dry_run,
                 self.grants[&svc.name].clone(),
@@ -215,6 +419,9 @@ impl Hooks for Sandbox {
                 svc.limits.clone(),
                 &io,
             );
+            if svc.reboot == crate::config::RebootWhen::Delayed {
+                env.reboot_mode = crate::runtime::RebootMode::Delayed;
+            }
             call_hook(
                 &self.rt,
                 &self.plugins[&svc.name],
@@ -344,6 +551,14 @@ pub struct RunOptions {
     pub hop_probes: Option<crate::config::BatchGate>,
     /// The survival resources already created: (service, name).
     pub created: BTreeSet<(String, String)>,
+    /// A node-major run, and how it goes over the nodes (`None`:
+    /// service-major).
+    pub node_major: Option<crate::config::NodeMajorConfig>,
+    /// The nodes a resumed run had stamped with its update identifier.
+    pub stamped: BTreeSet<String>,
+    /// The reboots a resumed run had deferred and not done: (service,
+    /// node, kind).
+    pub deferred: BTreeSet<(String, String, String)>,
 }
 
 /// A request to stop a run after the steps in flight: the operator's
@@ -388,6 +603,13 @@ pub struct Runner {
     before_end: Mutex<Option<Box<dyn FnOnce() + Send>>>,
     /// Stages (hops) of the run: 1 unless it is a release train.
     stages: u32,
+    /// The nodes this run stamped with its update identifier.
+    stamped: Mutex<BTreeSet<String>>,
+}
+
+/// A mutex's value, even after a panic elsewhere held it.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// The recorded plan of a run.
@@ -408,6 +630,7 @@ pub fn planned(services: &[ServiceRun], session: &Session) -> Vec<PlannedService
                 } else {
                     Vec::new()
                 },
+                guard: s.node_guard,
             }
         })
         .collect()
@@ -534,6 +757,7 @@ impl Runner {
             .filter(|k| matches!(k.phase, Phase::PreUpgrade | Phase::Migrate))
             .map(|k| (k.service.clone(), k.hop.unwrap_or(0)))
             .collect();
+        let stamped = opts.stamped.clone();
         Arc::new(Runner {
             stages: stages_of(&services),
             forks: Semaphore::new(opts.forks.max(1)),
@@ -549,6 +773,7 @@ impl Runner {
             paused: Mutex::new(None),
             halted: Mutex::new(None),
             before_end: Mutex::new(None),
+            stamped: Mutex::new(stamped),
         })
     }
 
@@ -622,10 +847,7 @@ impl Runner {
     /// Run one step of stage `stage` unless it is already done.
     async fn step(&self, svc: &ServiceRun, stage: u32, hook: Hook) -> Result<(), String> {
         let phase = hook.phase();
-        let node = match &hook {
-            Hook::Upgrade(n) => Some(n.name.clone()),
-            _ => None,
-        };
+        let node = hook.node().map(|n| n.name.clone());
         let key = StepKey {
             hop: self.hop(stage),
             service: svc.name.clone(),
@@ -640,8 +862,14 @@ impl Runner {
         }
         let hooks = self.hooks.clone();
         let journal = self.journal.clone();
+        let node = key.node.clone();
         self.journaled(key.clone(), move || {
-            Box::pin(async move { hooks.call(svc, key, hook, journal).await })
+            Box::pin(async move {
+                if let Some(n) = &node {
+                    self.identify(n).await?;
+                }
+                hooks.call(svc, key, hook, journal).await
+            })
         })
         .await
     }
@@ -1002,6 +1230,12 @@ impl Runner {
             }
         }
         if self.halted().is_none() && !self.opts.interrupt.requested() {
+            if !self.deferred_reboots().await {
+                if self.opts.interrupt.requested() && self.failures().is_empty() {
+                    return self.finish(Outcome::Interrupted);
+                }
+                return self.finish_failed(false).await;
+            }
             // ... and after it.
             self.survive("check", None).await;
         }
@@ -1010,6 +1244,10 @@ impl Runner {
         }
         if self.opts.interrupt.requested() {
             return self.finish(Outcome::Interrupted);
+        }
+        if !self.opts.recorded.dry_run {
+            let nodes: Vec<String> = lock(&self.stamped).iter().cloned().collect();
+            self.hooks.release_ids(nodes).await;
         }
         self.finish(Outcome::Complete)
     }
@@ -1066,44 +1304,11 @@ impl Runner {
         if stage == 0 && !self.survive("create", None).await {
             return Err(self.finish_failed(false).await);
         }
-        // Services in dependency order; independent ones concurrently.
-        let mut pending: BTreeSet<usize> = (0..self.services.len())
-            .filter(|i| self.services[*i].hop_at(stage).is_some())
-            .collect();
-        let mut done: BTreeSet<usize> = (0..self.services.len())
-            .filter(|i| !pending.contains(i))
-            .collect();
-        let mut failed_any = false;
-        let mut set = tokio::task::JoinSet::new();
-        loop {
-            if !self.stopping() {
-                let ready: Vec<usize> = pending
-                    .iter()
-                    .copied()
-                    .filter(|i| self.deps_within(*i).iter().all(|d| done.contains(d)))
-                    .collect();
-                for i in ready {
-                    pending.remove(&i);
-                    let me = self.clone();
-                    set.spawn(async move { (i, me.service(i, stage).await) });
-                }
-            }
-            match set.join_next().await {
-                None => break,
-                Some(Ok((i, Ok(())))) => {
-                    done.insert(i);
-                }
-                Some(Ok((_, Err(())))) => {
-                    failed_any = true;
-                    self.stop.store(true, Ordering::SeqCst);
-                }
-                Some(Err(e)) => {
-                    tracing::error!(error = %e, "service task ended abnormally");
-                    failed_any = true;
-                    self.stop.store(true, Ordering::SeqCst);
-                }
-            }
-        }
+        let ok = match &self.opts.node_major {
+            Some(nm) => self.clone().node_major(nm).await,
+            None => self.clone().service_major(stage).await,
+        };
+        let failed_any = !ok;
         let has_failures = !self.failures().is_empty();
         if self.opts.interrupt.requested() && !has_failures {
             return Err(self.finish(Outcome::Interrupted));
@@ -1151,6 +1356,257 @@ impl Runner {
             self.gate(stage).await?;
         }
         Ok(())
+    }
+
+    /// The services of stage `stage` in dependency order, independent ones
+    /// concurrently, each across its nodes; false when one failed.
+    async fn service_major(self: Arc<Self>, stage: u32) -> bool {
+        // Services in dependency order; independent ones concurrently.
+        let mut pending: BTreeSet<usize> = (0..self.services.len())
+            .filter(|i| self.services[*i].hop_at(stage).is_some())
+            .collect();
+        let mut done: BTreeSet<usize> = (0..self.services.len())
+            .filter(|i| !pending.contains(i))
+            .collect();
+        let mut failed_any = false;
+        let mut set = tokio::task::JoinSet::new();
+        loop {
+            if !self.stopping() {
+                let ready: Vec<usize> = pending
+                    .iter()
+                    .copied()
+                    .filter(|i| self.deps_within(*i).iter().all(|d| done.contains(d)))
+                    .collect();
+                for i in ready {
+                    pending.remove(&i);
+                    let me = self.clone();
+                    set.spawn(async move { (i, me.service(i, stage).await) });
+                }
+            }
+            match set.join_next().await {
+                None => break,
+                Some(Ok((i, Ok(())))) => {
+                    done.insert(i);
+                }
+                Some(Ok((_, Err(())))) => {
+                    failed_any = true;
+                    self.stop.store(true, Ordering::SeqCst);
+                }
+                Some(Err(e)) => {
+                    tracing::error!(error = %e, "service task ended abnormally");
+                    failed_any = true;
+                    self.stop.store(true, Ordering::SeqCst);
+                }
+            }
+        }
+        !failed_any
+    }
+
+    /// A node-major run (one stage): every service's pre-upgrade (level by
+    /// level), then the nodes batch by batch, each node's services between
+    /// its guards' `leave` and `rejoin`, then every post-upgrade. False when
+    /// something failed beyond `max_fail`.
+    async fn node_major(self: Arc<Self>, nm: &crate::config::NodeMajorConfig) -> bool {
+        if !self.per_service(Hook::PreUpgrade).await {
+            return false;
+        }
+        let nodes = self.node_order();
+        let rollout = nm.rollout.unwrap_or(Rollout::OneAtATime);
+        let batches = rollout.batches(nodes.len());
+        let tolerated = nm.max_fail.unwrap_or_default().tolerated(nodes.len());
+        let mut failed = 0usize;
+        for (bi, batch) in batches.iter().enumerate() {
+            if self.stopping() {
+                return false;
+            }
+            use futures::StreamExt;
+            let results: Vec<bool> = futures::stream::iter(batch.clone())
+                .map(|i| self.node(&nodes[i]))
+                .buffer_unordered(self.opts.forks.max(1))
+                .collect()
+                .await;
+            self.journal.barrier();
+            failed += results.iter().filter(|ok| !**ok).count();
+            if failed > tolerated {
+                self.stop.store(true, Ordering::SeqCst);
+                return false;
+            }
+            let next_begun = batches.get(1).is_some_and(|b| {
+                b.clone().any(|i| {
+                    self.prior
+                        .keys()
+                        .any(|k| k.node.as_deref() == Some(nodes[i].as_str()))
+                })
+            });
+            if bi == 0
+                && nm.canary
+                && batches.len() > 1
+                && !self.opts.recorded.dry_run
+                && !next_begun
+            {
+                let prompt = format!(
+                    "canary: node(s) {} updated; continue with the remaining {} node(s)?",
+                    batch
+                        .clone()
+                        .map(|i| nodes[i].as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    nodes.len() - batch.len()
+                );
+                if !self.confirm(&prompt) {
+                    self.interrupt();
+                    return false;
+                }
+            }
+        }
+        !self.stopping() && self.per_service(Hook::PostUpgrade).await
+    }
+
+    /// `hook` of every service, level by level (independent services
+    /// concurrently); false at the first failure.
+    async fn per_service(self: &Arc<Self>, hook: Hook) -> bool {
+        for level in self.levels_of(0) {
+            if self.stopping() {
+                return false;
+            }
+            let futs = level.into_iter().map(|s| self.step(s, 0, hook.clone()));
+            if !futures::future::join_all(futs)
+                .await
+                .iter()
+                .all(|r| r.is_ok())
+            {
+                self.stop.store(true, Ordering::SeqCst);
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Every node of the run, each once, in the order the services (in
+    /// plan order) list them.
+    fn node_order(&self) -> Vec<String> {
+        let mut seen = BTreeSet::new();
+        let mut out = Vec::new();
+        for level in self.levels_of(0) {
+            for s in level {
+                for n in s.targets.iter() {
+                    if seen.insert(n.name.clone()) {
+                        out.push(n.name.clone());
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// One node of a node-major run: its guards' `leave`, each of its
+    /// services' `upgrade` in plan order, its guards' `rejoin` (in reverse).
+    /// A failure leaves the node as it is (out of its cluster), for the
+    /// operator to look at.
+    async fn node(&self, name: &str) -> bool {
+        let here: Vec<&ServiceRun> = self
+            .levels_of(0)
+            .into_iter()
+            .flatten()
+            .filter(|s| s.targets.by_name(name).is_some())
+            .collect();
+        let on =
+            |s: &ServiceRun| Hook::Upgrade(wit_node(s.targets.by_name(name).expect("filtered")));
+        let guards: Vec<&ServiceRun> = here.iter().copied().filter(|s| s.node_guard).collect();
+        for g in &guards {
+            if self.stopping() {
+                return false;
+            }
+            let Hook::Upgrade(n) = on(g) else {
+                unreachable!()
+            };
+            if self.step(g, 0, Hook::Leave(n)).await.is_err() {
+                return false;
+            }
+        }
+        for s in &here {
+            if self.stopping() {
+                return false;
+            }
+            if self.step(s, 0, on(s)).await.is_err() {
+                return false;
+            }
+        }
+        // Once a node left, it comes back even when a stop was asked for:
+        // a paused run must not leave a healthy node out of its cluster.
+        for g in guards.iter().rev() {
+            let Hook::Upgrade(n) = on(g) else {
+                unreachable!()
+            };
+            if self.step(g, 0, Hook::Rejoin(n)).await.is_err() {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Before a step on `node` changes it: the update identifier says this
+    /// run is the one changing it (stamped now when it was not yet).
+    async fn identify(&self, node: &str) -> Result<(), String> {
+        if self.opts.recorded.dry_run {
+            return Ok(());
+        }
+        let known = lock(&self.stamped).contains(node);
+        if self.hooks.update_id(node, known).await? {
+            lock(&self.stamped).insert(node.to_string());
+            self.journal.emit(Event::NodeStamped {
+                node: node.to_string(),
+                id: self.journal.run_id().to_string(),
+                at_ms: self.journal.now_ms(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The reboots the plugins deferred to the end of the run, one node at
+    /// a time (a node asked for by several services once: `normal` if one
+    /// of them asked for it, else `kexec`). False when one failed.
+    async fn deferred_reboots(&self) -> bool {
+        if self.opts.recorded.dry_run {
+            return true;
+        }
+        let mut by_node: BTreeMap<String, (String, String)> = BTreeMap::new();
+        for (service, node, kind) in self
+            .opts
+            .deferred
+            .iter()
+            .cloned()
+            .chain(self.hooks.deferred_reboots())
+        {
+            let e = by_node.entry(node).or_insert((service, kind.clone()));
+            if kind == "normal" {
+                e.1 = kind;
+            }
+        }
+        for (node, (service, kind)) in by_node {
+            if self.stopping() {
+                return false;
+            }
+            let key = StepKey {
+                hop: None,
+                service,
+                phase: Phase::Reboot,
+                node: Some(node.clone()),
+            };
+            let hooks = self.hooks.clone();
+            let journal = self.journal.clone();
+            let k2 = key.clone();
+            let res = self
+                .journaled(key, move || {
+                    Box::pin(async move { hooks.reboot(k2, &kind, journal).await })
+                })
+                .await;
+            if res.is_err() {
+                self.stop.store(true, Ordering::SeqCst);
+                return false;
+            }
+        }
+        true
     }
 
     fn finish(&self, outcome: Outcome) -> Outcome {

@@ -53,6 +53,10 @@ pub struct ServiceRun {
     pub gate: Option<crate::config::BatchGate>,
     /// Its resource-survival checks.
     pub survival: Vec<crate::config::Survival>,
+    /// Its plugin guards its nodes' cluster membership (node-major runs).
+    pub node_guard: bool,
+    /// When its plugin's reboots happen.
+    pub reboot: crate::config::RebootWhen,
 }
 
 impl ServiceRun {
@@ -397,6 +401,8 @@ impl Session {
                 hops: Vec::new(),
                 gate: svc.gate.clone(),
                 survival: svc.survival.clone(),
+                node_guard: p.meta.node_guard,
+                reboot: svc.reboot,
             });
         }
         if !unmapped.is_empty() {

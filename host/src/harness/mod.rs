@@ -166,6 +166,16 @@ fn hook_calls(sc: &Scenario, nodes: &[Arc<NodeSpec>]) -> Vec<(String, Hook)> {
             "rollback" => calls.push(("rollback".into(), Hook::Rollback)),
             "migrate" => calls.push(("migrate".into(), Hook::Migrate)),
             "verify" => calls.push(("verify".into(), Hook::Verify)),
+            "leave" => {
+                for n in nodes {
+                    calls.push((format!("leave {}", n.name), Hook::Leave(wit_node(n))));
+                }
+            }
+            "rejoin" => {
+                for n in nodes {
+                    calls.push((format!("rejoin {}", n.name), Hook::Rejoin(wit_node(n))));
+                }
+            }
             _ => {
                 for n in nodes {
                     calls.push((format!("upgrade {}", n.name), Hook::Upgrade(wit_node(n))));
@@ -204,6 +214,8 @@ pub async fn run(rt: &Runtime, plugin: &LoadedPlugin, sc: &Scenario) -> Report {
         sink: sink.clone(),
         record_dir: None,
         budget: Default::default(),
+        deferred: Default::default(),
+        reboot: Default::default(),
     };
     let mut outcomes: Vec<(String, Result<(), String>)> = Vec::new();
     let mut trace = Vec::new();
@@ -214,12 +226,9 @@ pub async fn run(rt: &Runtime, plugin: &LoadedPlugin, sc: &Scenario) -> Report {
             hop: None,
             service: service.clone(),
             phase,
-            node: match &hook {
-                Hook::Upgrade(n) => Some(n.name.clone()),
-                _ => None,
-            },
+            node: hook.node().map(|n| n.name.clone()),
         };
-        let env = CallEnv::new(
+        let mut env = CallEnv::new(
             step,
             sc.context.dry_run,
             grant.clone(),
@@ -227,6 +236,7 @@ pub async fn run(rt: &Runtime, plugin: &LoadedPlugin, sc: &Scenario) -> Report {
             limits.clone(),
             &io,
         );
+        env.reboot_mode = crate::runtime::RebootMode::Scripted;
         let res = call_hook(rt, &plugin.pre, env, &hook_ctx(sc, &service), hook)
             .await
             .map_err(|e| e.to_string());
@@ -312,11 +322,8 @@ fn compare_hooks(
 ) {
     let outcome_of = |label: &str| outcomes.iter().find(|(l, _)| l == label).map(|(_, r)| r);
     for (key, want) in &sc.expect.hooks {
-        let labels: Vec<String> = if key == "upgrade" {
-            nodes
-                .iter()
-                .map(|n| format!("upgrade {}", n.name))
-                .collect()
+        let labels: Vec<String> = if ["upgrade", "leave", "rejoin"].contains(&key.as_str()) {
+            nodes.iter().map(|n| format!("{key} {}", n.name)).collect()
         } else {
             vec![key.clone()]
         };

@@ -238,6 +238,8 @@ pub fn load(path: &Path) -> Result<Scenario, ConfigError> {
         "rollback",
         "migrate",
         "verify",
+        "leave",
+        "rejoin",
     ];
     for h in s.hooks.iter().flatten() {
         if !hooks.contains(&h.as_str()) {

@@ -151,6 +151,15 @@ pub struct Replayed {
     pub commands: HashMap<(StepKey, u32), CommandRecord>,
     /// Commands whose start was recorded but not their end.
     pub in_doubt: BTreeSet<(StepKey, u32)>,
+    /// Reboots issued and not seen back (their journaled argv, with the
+    /// boot identity before): a resume waits for them, never reboots
+    /// again. A failed step does not clear them.
+    pub reboots: HashMap<(StepKey, u32), Vec<String>>,
+    /// Reboots deferred to the end of the run and not done yet:
+    /// (service, node, kind).
+    pub deferred: BTreeSet<(String, String, String)>,
+    /// The nodes this run stamped with its update identifier.
+    pub stamped: BTreeSet<String>,
     /// The rollback the run began, if it began one.
     pub rollback: Option<RollbackPlan>,
     /// The last timestamp seen.
@@ -347,13 +356,37 @@ fn apply(r: &mut Replayed, ev: Event, keep: bool) {
             r.in_doubt.retain(|(s, _)| s != step);
             r.last_ms = r.last_ms.max(*at_ms);
         }
-        Event::CommandStarted { step, seq, .. } => {
-            r.in_doubt.insert((step.clone(), *seq));
+        Event::CommandStarted {
+            step, seq, argv, ..
+        } => {
+            if argv.first().map(String::as_str) == Some(crate::events::REBOOT) {
+                r.reboots.insert((step.clone(), *seq), argv.clone());
+            } else {
+                r.in_doubt.insert((step.clone(), *seq));
+            }
         }
         Event::CommandFinished {
-            step, seq, result, ..
+            step,
+            seq,
+            result,
+            argv,
+            node,
         } => {
             r.in_doubt.remove(&(step.clone(), *seq));
+            if argv.first().map(String::as_str) == Some(crate::events::REBOOT) {
+                if result.status == Some(0) {
+                    r.reboots.remove(&(step.clone(), *seq));
+                }
+                if result.stdout.starts_with(crate::events::REBOOT_DEFERRED) {
+                    r.deferred.insert((
+                        step.service.clone(),
+                        node.clone(),
+                        argv.get(1).cloned().unwrap_or_default(),
+                    ));
+                } else if step.phase == crate::events::Phase::Reboot && result.status == Some(0) {
+                    r.deferred.retain(|(_, n, _)| n != node);
+                }
+            }
             if !result.skipped {
                 r.commands.insert((step.clone(), *seq), result.clone());
             }
@@ -385,6 +418,9 @@ fn apply(r: &mut Replayed, ev: Event, keep: bool) {
             ..
         } if what == "create" => {
             r.created.insert((service.clone(), name.clone()));
+        }
+        Event::NodeStamped { node, .. } => {
+            r.stamped.insert(node.clone());
         }
         Event::ProbeSummary { name, .. } => {
             r.probes.entry(name.clone()).or_default().absorb(&ev);
@@ -478,6 +514,8 @@ struct Inner {
     file: File,
     state: BTreeMap<(String, String), String>,
     replay: HashMap<(StepKey, u32), CommandRecord>,
+    /// Reboots in doubt (see [`Replayed::reboots`]).
+    reboots: HashMap<(StepKey, u32), Vec<String>>,
     /// Bytes of whole records in the file (what an fsync makes durable);
     /// a failed write is cut back to this, so no record ever follows a
     /// torn one.
@@ -652,6 +690,7 @@ impl Journal {
                 file,
                 state: BTreeMap::new(),
                 replay: HashMap::new(),
+                reboots: HashMap::new(),
                 len: 0,
                 error: None,
                 chain: String::new(),
@@ -712,6 +751,7 @@ impl Journal {
                     file,
                     state: r.state.clone(),
                     replay: r.commands.clone(),
+                    reboots: r.reboots.clone(),
                     len: r.valid_len,
                     error: None,
                     chain: r.chain.clone().unwrap_or_default(),
@@ -906,6 +946,15 @@ impl Sink for Journal {
             .unwrap_or_else(|p| p.into_inner())
             .replay
             .remove(&(step.clone(), seq))
+    }
+
+    fn reboot_in_doubt(&self, step: &StepKey, seq: u32) -> Option<Vec<String>> {
+        self.inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .reboots
+            .get(&(step.clone(), seq))
+            .cloned()
     }
 
     fn state_get(&self, service: &str, key: &str) -> Option<String> {

@@ -28,6 +28,10 @@ pub struct PluginMeta {
     /// The releases it knows, for release trains (`None`: one hop).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub releases: Option<ReleasePath>,
+    /// It guards its nodes' cluster membership (`leave`/`rejoin` around a
+    /// node's steps in a node-major run).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub node_guard: bool,
 }
 
 /// Most capabilities a plugin may request (each is reviewed by a person).
@@ -174,6 +178,9 @@ impl PluginMeta {
                 reason: as_shown(c.reason, MAX_TEXT),
             });
         }
+        if i.reboots {
+            caps.push(crate::capabilities::reboot_capability());
+        }
         let rollout = match i.rollout {
             types::Rollout::Parallel => Rollout::Parallel,
             types::Rollout::Serial(0) => return Err("rollout serial(0) is invalid".into()),
@@ -193,6 +200,7 @@ impl PluginMeta {
             rollout,
             reversible: i.reversible,
             releases: i.releases.map(release_path).transpose()?,
+            node_guard: i.node_guard,
         })
     }
 }

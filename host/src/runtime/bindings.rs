@@ -146,6 +146,8 @@ pub fn plugin_info_from_v0_1(i: v0_1::uphost::plugin::types::PluginInfo) -> type
         },
         reversible: i.reversible,
         releases: None,
+        node_guard: false,
+        reboots: false,
     }
 }
 

@@ -33,6 +33,24 @@ pub struct CallEnv {
     pub record_dir: Option<std::path::PathBuf>,
     /// What each plugin has journaled in this run.
     pub budget: Arc<RunBudget>,
+    /// How the host reboots a node.
+    pub reboot: Arc<crate::config::RebootSettings>,
+    /// The reboots deferred to the end of the run.
+    pub deferred: Deferred,
+    /// What a reboot the plugin asks for does.
+    pub reboot_mode: RebootMode,
+}
+
+/// What `node-control.reboot` does in a hook call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RebootMode {
+    /// Reboot and wait for the node.
+    #[default]
+    Now,
+    /// Note it for the end of the run.
+    Delayed,
+    /// A scenario of `uphost test`: recorded as done, no node involved.
+    Scripted,
 }
 
 /// The nodes of a service in a run: every one, and those the run upgrades.
@@ -119,6 +137,31 @@ pub struct CallIo {
     pub record_dir: Option<std::path::PathBuf>,
     /// What each plugin has journaled in this run.
     pub budget: Arc<RunBudget>,
+    /// How the host reboots a node.
+    pub reboot: Arc<crate::config::RebootSettings>,
+    /// The reboots deferred to the end of the run.
+    pub deferred: Deferred,
+}
+
+/// The reboots the plugins deferred to the end of a run: (service, node,
+/// kind), shared by the run's hook calls.
+#[derive(Debug, Clone, Default)]
+pub struct Deferred(Arc<std::sync::Mutex<Vec<(String, String, String)>>>);
+
+impl Deferred {
+    /// Note one.
+    pub fn push(&self, service: &str, node: &str, kind: &str) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).push((
+            service.into(),
+            node.into(),
+            kind.into(),
+        ));
+    }
+
+    /// Every one noted so far, and forget them.
+    pub fn take(&self) -> Vec<(String, String, String)> {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(|p| p.into_inner()))
+    }
 }
 
 impl CallEnv {
@@ -149,6 +192,9 @@ impl CallEnv {
             sink: io.sink.clone(),
             record_dir: io.record_dir.clone(),
             budget: io.budget.clone(),
+            reboot: io.reboot.clone(),
+            deferred: io.deferred.clone(),
+            reboot_mode: RebootMode::Now,
         }
     }
 }

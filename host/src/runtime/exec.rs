@@ -83,17 +83,7 @@ impl Granted<'_> {
 
     /// Read-only mode: record it as skipped, do not run it.
     fn skip(self) -> ExecResult {
-        self.finished(CommandRecord {
-            status: None,
-            error: None,
-            error_kind: None,
-            stdout: String::new(),
-            stderr: String::new(),
-            truncated: false,
-            skipped: true,
-            mutating: true,
-            duration_ms: 0,
-        });
+        self.finished(CommandRecord::skipped());
         Ok(ExecOutput {
             status: 0,
             stdout: Vec::new(),
@@ -175,27 +165,18 @@ impl Granted<'_> {
         let duration_ms = took.as_millis() as u64;
         let rec = match &res {
             Ok(o) => CommandRecord {
-                status: Some(o.status),
-                error: None,
-                error_kind: None,
-                stdout: lossy(&o.stdout),
-                stderr: lossy(&o.stderr),
                 truncated: o.truncated,
-                skipped: false,
-                mutating: self.mutating,
-                duration_ms,
+                ..CommandRecord::exited(
+                    o.status,
+                    lossy(&o.stdout),
+                    lossy(&o.stderr),
+                    self.mutating,
+                    duration_ms,
+                )
             },
-            Err(e) => CommandRecord {
-                status: None,
-                error: Some(e.to_string()),
-                error_kind: Some(e.kind()),
-                stdout: String::new(),
-                stderr: String::new(),
-                truncated: false,
-                skipped: false,
-                mutating: self.mutating,
-                duration_ms,
-            },
+            Err(e) => {
+                CommandRecord::failed(e.to_string(), Some(e.kind()), self.mutating, duration_ms)
+            }
         };
         self.finished(rec);
         // The journal has the result now, the recorder's copy is not needed;

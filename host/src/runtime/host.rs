@@ -8,7 +8,7 @@ use wasmtime::{StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::NodeList;
-use super::bindings::uphost::plugin::{log, node_exec, state, types};
+use super::bindings::uphost::plugin::{log, node_control, node_exec, state, types};
 use super::bindings::v0_1::uphost::plugin as v0_1;
 use super::call::CallEnv;
 use super::pipe::CappedPipe;
@@ -271,34 +271,10 @@ impl node_exec::Host for HostState {
         let access = match verdict {
             Ok(a) => a,
             Err(reason) => {
-                self.denials += 1;
-                if self.denials > MAX_DENIALS {
-                    wasmtime::bail!(
-                        "more than {MAX_DENIALS} denied commands in one hook call: the plugin was stopped (it keeps asking for what it was not granted)"
-                    );
-                }
-                let reason = clip(reason, 1024);
                 let mut argv = Vec::with_capacity(req.args.len() + 1);
                 argv.push(req.program);
                 argv.extend(req.args);
-                let argv = capped_argv(argv);
-                let node = clip(req.node, 256);
-                let size = argv.iter().map(String::len).sum::<usize>() + reason.len();
-                if let Err(e) = env.charge(size) {
-                    wasmtime::bail!("{e}");
-                }
-                tracing::warn!(
-                    target: "uphost::security",
-                    plugin = %env.plugin, node = %crate::untrusted::line(&node), %reason,
-                    "denied"
-                );
-                env.sink.emit(Event::Denied {
-                    step: env.step.clone(),
-                    plugin: env.plugin.clone(),
-                    node,
-                    argv,
-                    reason: reason.clone(),
-                });
+                let reason = self.denied(argv, req.node, reason)?;
                 return Ok(Err(node_exec::ExecError::Denied(reason)));
             }
         };
@@ -316,6 +292,114 @@ impl node_exec::Host for HostState {
             wasmtime::bail!("{e}");
         }
         Ok(out)
+    }
+}
+
+impl HostState {
+    /// Journal a refused request (a command, a reboot) and count it: past
+    /// [`MAX_DENIALS`] in one call the plugin is stopped. The reason as the
+    /// plugin is told.
+    fn denied(
+        &mut self,
+        argv: Vec<String>,
+        node: String,
+        reason: String,
+    ) -> wasmtime::Result<String> {
+        let env = self.env.as_ref().expect("a hook call has its environment");
+        self.denials += 1;
+        if self.denials > MAX_DENIALS {
+            wasmtime::bail!(
+                "more than {MAX_DENIALS} denied commands in one hook call: the plugin was stopped (it keeps asking for what it was not granted)"
+            );
+        }
+        let reason = clip(reason, 1024);
+        let argv = capped_argv(argv);
+        let node = clip(node, 256);
+        let size = argv.iter().map(String::len).sum::<usize>() + reason.len();
+        if let Err(e) = env.charge(size) {
+            wasmtime::bail!("{e}");
+        }
+        tracing::warn!(
+            target: "uphost::security",
+            plugin = %env.plugin, node = %crate::untrusted::line(&node), %reason,
+            "denied"
+        );
+        env.sink.emit(Event::Denied {
+            step: env.step.clone(),
+            plugin: env.plugin.clone(),
+            node,
+            argv,
+            reason: reason.clone(),
+        });
+        Ok(reason)
+    }
+}
+
+impl node_control::Host for HostState {
+    async fn reboot(
+        &mut self,
+        node: String,
+        kind: types::RebootKind,
+    ) -> wasmtime::Result<Result<(), String>> {
+        use super::reboot::{Reboot, RebootKind};
+        let Some(env) = &self.env else {
+            return Ok(Err("describe runs with no capabilities".to_string()));
+        };
+        let kind = match kind {
+            types::RebootKind::Normal => RebootKind::Normal,
+            types::RebootKind::Kexec => RebootKind::Kexec,
+        };
+        let spec = env.nodes.by_name(&node).cloned();
+        let verdict = match &spec {
+            None => Err(format!(
+                "node `{}` does not host service `{}`",
+                clip(node.escape_debug().to_string(), 256),
+                env.plugin
+            )),
+            Some(_) => env
+                .grant
+                .check(crate::capabilities::REBOOT, &[kind.as_str().to_string()], &[])
+                .map_err(|_| {
+                    format!(
+                        "plugin `{}` may not reboot nodes: its description does not ask for it (plugin-info.reboots), or the operator did not approve it",
+                        env.plugin
+                    )
+                })
+                .and_then(|c| env.may_change(&node, c.access)),
+        };
+        if let Err(reason) = verdict {
+            let argv = vec![
+                crate::capabilities::REBOOT.to_string(),
+                kind.as_str().to_string(),
+            ];
+            return Ok(Err(self.denied(argv, node, reason)?));
+        }
+        let node = spec.expect("checked above");
+        let seq = self.seq;
+        self.seq += 1;
+        let env = self.env.as_ref().expect("checked above");
+        let op = Reboot {
+            transport: env.transport.as_ref(),
+            sink: env.sink.as_ref(),
+            step: &env.step,
+            seq,
+            node: &node,
+            kind,
+            settings: &env.reboot,
+        };
+        if env.read_only {
+            op.skip();
+            return Ok(Ok(()));
+        }
+        match env.reboot_mode {
+            super::call::RebootMode::Delayed => {
+                op.defer();
+                env.deferred.push(&env.plugin, &node.name, kind.as_str());
+            }
+            super::call::RebootMode::Scripted => op.scripted(),
+            super::call::RebootMode::Now => return Ok(op.run().await.map(|_| ())),
+        }
+        Ok(Ok(()))
     }
 }
 

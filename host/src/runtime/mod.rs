@@ -7,6 +7,7 @@ pub mod call;
 pub mod exec;
 pub mod host;
 pub mod pipe;
+pub mod reboot;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,7 +17,7 @@ use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine, Store};
 
 use bindings::{Contract, PluginPre, ServicePlugin, v0_1};
-pub use call::{CallEnv, CallIo, RunBudget, ServiceNodes};
+pub use call::{CallEnv, CallIo, Deferred, RebootMode, RunBudget, ServiceNodes};
 pub use host::{HostState, wit_node};
 
 use crate::events::Phase;
@@ -169,6 +170,10 @@ pub enum Hook {
     Migrate,
     /// The gate after a hop.
     Verify,
+    /// A node guard takes the node out of its cluster.
+    Leave(bindings::uphost::plugin::types::Node),
+    /// A node guard brings it back.
+    Rejoin(bindings::uphost::plugin::types::Node),
 }
 
 impl Hook {
@@ -183,6 +188,16 @@ impl Hook {
             Hook::Rollback => Phase::Rollback,
             Hook::Migrate => Phase::Migrate,
             Hook::Verify => Phase::Verify,
+            Hook::Leave(_) => Phase::Leave,
+            Hook::Rejoin(_) => Phase::Rejoin,
+        }
+    }
+
+    /// The node it runs for, if it is a node's hook.
+    pub fn node(&self) -> Option<&bindings::uphost::plugin::types::Node> {
+        match self {
+            Hook::Upgrade(n) | Hook::Leave(n) | Hook::Rejoin(n) => Some(n),
+            _ => None,
         }
     }
 }
@@ -432,6 +447,8 @@ pub async fn call_hook(
                     Hook::Rollback => p.call_rollback(&mut store, &ctx).await,
                     Hook::Migrate => p.call_migrate(&mut store, &ctx).await,
                     Hook::Verify => p.call_verify(&mut store, &ctx).await,
+                    Hook::Leave(node) => p.call_leave(&mut store, &ctx, &node).await,
+                    Hook::Rejoin(node) => p.call_rejoin(&mut store, &ctx, &node).await,
                 }
                 .map(|r| r.map_err(|e| e.message))
             }
@@ -475,7 +492,9 @@ pub async fn call_hook(
                             "a plugin built against uphost:plugin@0.1 has no migrations-only hop"
                                 .into(),
                     })),
-                    Hook::Verify => Ok(Ok(())),
+                    // Nor does it guard nodes (its description cannot say
+                    // so): never called.
+                    Hook::Verify | Hook::Leave(_) | Hook::Rejoin(_) => Ok(Ok(())),
                 }
                 .map(|r| r.map_err(|e| e.message))
             }

@@ -174,6 +174,10 @@ pub trait Transport: Send + Sync {
         node: &'a NodeSpec,
         cmd: &'a CommandSpec,
     ) -> BoxFuture<'a, Result<CommandOutput, TransportError>>;
+
+    /// Forget the node's connection (its ssh master): it is rebooting, and
+    /// the next command must connect anew.
+    fn reset(&self, _node: &NodeSpec) {}
 }
 
 /// Picks the transport for each node from its `ansible_connection`.
@@ -234,6 +238,12 @@ impl Transport for Transports {
                     }
                 }
             }
+        }
+    }
+
+    fn reset(&self, node: &NodeSpec) {
+        if let (Connection::Ssh, Some(Ok(ssh))) = (node.connection, self.ssh.get()) {
+            ssh.reset(node);
         }
     }
 }

@@ -198,6 +198,20 @@ impl Ssh {
         }
     }
 
+    /// Make the node's master connection exit and remove its socket: the
+    /// node is going away (a reboot), and the next command connects anew.
+    pub fn reset(&self, node: &NodeSpec) {
+        let path = self.control_path(node);
+        let _ = std::process::Command::new("ssh")
+            .args(["-o", &format!("ControlPath={}", path.display())])
+            .args(["-O", "exit", "x"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        let _ = std::fs::remove_file(&path);
+    }
+
     /// Close the master connections and remove their directory (also done
     /// on drop; the binary calls it before it exits, which skips drops).
     pub fn close(&self) {

@@ -34,6 +34,12 @@ struct NodeState {
     seqno: u64,
     #[serde(default)]
     enabled: BTreeSet<String>,
+    /// How many times the node booted (its boot identity).
+    #[serde(default)]
+    boot: u64,
+    /// Until when (ms since the epoch) the node is down, rebooting.
+    #[serde(default)]
+    down_until_ms: u64,
 }
 
 #[derive(Serialize, Deserialize, Default)]
@@ -51,6 +57,10 @@ struct Cluster {
     ceph_tunables: String,
     /// node that bootstrapped galera
     bootstrap: Option<String>,
+    /// Pacemaker: each cluster node's state (`online`, `standby`,
+    /// `offline`).
+    #[serde(default)]
+    pacemaker: BTreeMap<String, String>,
 }
 
 #[derive(Deserialize)]
@@ -64,6 +74,13 @@ struct Fault {
     times: u32,
     #[serde(default)]
     delay_s: f64,
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or_default()
 }
 
 fn one() -> i32 {
@@ -790,6 +807,158 @@ impl Sim {
         )
     }
 
+    /// `systemctl reboot|kexec`: the node goes down in a moment and comes
+    /// back `UPHOST_SIM_REBOOT_MS` (default 1500) ms later with a new boot.
+    fn reboot(&mut self) -> R {
+        let ms: u64 = std::env::var("UPHOST_SIM_REBOOT_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1500);
+        self.node.boot += 1;
+        self.node.down_until_ms = now_ms() + ms;
+        self.mutated = true;
+        let mut log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.root.join("reboots.log"))
+            .expect("reboots log");
+        let _ = writeln!(log, "boot {}", self.node.boot);
+        Ok(())
+    }
+
+    /// `cat FILE...` in the node's files; the boot identity under /proc.
+    fn cat(&mut self, a: &[String]) -> R {
+        for p in a {
+            if p == "/proc/sys/kernel/random/boot_id" {
+                self.out.push_str(&format!(
+                    "5e1d{:04x}-sim-{}-boot-{}\n",
+                    self.node.boot, self.name, self.node.boot
+                ));
+                continue;
+            }
+            match fs::read_to_string(self.fs_path(p)) {
+                Ok(t) => self.out.push_str(&t),
+                Err(_) => return fail(1, format!("cat: {p}: No such file or directory")),
+            }
+        }
+        Ok(())
+    }
+
+    /// `tee FILE`: standard input to the node's file (and to stdout).
+    fn tee(&mut self, a: &[String]) -> R {
+        let mut input = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut input).ok();
+        for p in a.iter().filter(|p| !p.starts_with('-')) {
+            if fs::write(self.fs_path(p), &input).is_err() {
+                return fail(1, format!("tee: {p}: No such file or directory"));
+            }
+        }
+        self.out = input;
+        self.mutated = true;
+        Ok(())
+    }
+
+    /// `mkdir [-p] DIR...` in the node's files.
+    fn mkdir(&mut self, a: &[String]) -> R {
+        for p in a.iter().filter(|p| !p.starts_with('-')) {
+            fs::create_dir_all(self.fs_path(p))
+                .map_err(|e| (1, format!("mkdir: cannot create directory '{p}': {e}")))?;
+        }
+        self.mutated = true;
+        Ok(())
+    }
+
+    /// How many cluster nodes are not online.
+    fn pcs_out(&self) -> usize {
+        self.cluster
+            .pacemaker
+            .values()
+            .filter(|s| s.as_str() != "online")
+            .count()
+    }
+
+    fn pcs_set(&mut self, node: &str, state: &str) -> R {
+        if !self.cluster.pacemaker.contains_key(node) {
+            return fail(
+                1,
+                format!("Error: node '{node}' does not appear to exist in configuration"),
+            );
+        }
+        self.cluster.pacemaker.insert(node.into(), state.into());
+        self.mutated = true;
+        let mut log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.nodes_dir().join("pacemaker.log"))
+            .expect("pacemaker log");
+        let _ = writeln!(log, "{node} {state} out={}", self.pcs_out());
+        Ok(())
+    }
+
+    /// Pacemaker's `pcs`: `status nodes`, `status resources`, `node
+    /// standby|unstandby NODE`, `cluster stop|start [NODE]`.
+    fn pcs(&mut self, a: &[String]) -> R {
+        let words: Vec<&str> = a
+            .iter()
+            .map(String::as_str)
+            .filter(|w| !w.starts_with("--"))
+            .collect();
+        match words.as_slice() {
+            ["status", "nodes"] => {
+                let of = |st: &str| {
+                    self.cluster
+                        .pacemaker
+                        .iter()
+                        .filter(|(_, s)| s.as_str() == st)
+                        .map(|(n, _)| n.as_str())
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                };
+                self.out = format!(
+                    "Pacemaker Nodes:\n Online: {}\n Standby: {}\n Maintenance:\n Offline: {}\n",
+                    of("online"),
+                    of("standby"),
+                    of("offline")
+                );
+                Ok(())
+            }
+            ["status", "resources"] | ["status"] => {
+                let online: Vec<&str> = self
+                    .cluster
+                    .pacemaker
+                    .iter()
+                    .filter(|(_, s)| s.as_str() == "online")
+                    .map(|(n, _)| n.as_str())
+                    .collect();
+                self.out = format!(
+                    "  * Clone Set: haproxy-clone [haproxy]:\n    * Started: [ {} ]\n  * ip-192.168.24.10 (ocf:heartbeat:IPaddr2): Started {}\n",
+                    online.join(" "),
+                    online.first().copied().unwrap_or("(none)")
+                );
+                if online.is_empty() {
+                    return fail(1, "Error: cluster is not currently running on this node");
+                }
+                Ok(())
+            }
+            ["node", "standby", n] => self.pcs_set(n, "standby"),
+            ["node", "unstandby", n] => self.pcs_set(n, "online"),
+            ["cluster", "stop"] => {
+                let n = self.name.clone();
+                self.pcs_set(&n, "offline")
+            }
+            ["cluster", "stop", n] => self.pcs_set(n, "offline"),
+            ["cluster", "start"] => {
+                let n = self.name.clone();
+                self.pcs_set(&n, "online")
+            }
+            ["cluster", "start", n] => self.pcs_set(n, "online"),
+            _ => fail(
+                1,
+                format!("pcs: the simulator does not know `pcs {}`", a.join(" ")),
+            ),
+        }
+    }
+
     fn sleep(&mut self, a: &[String]) -> R {
         let s: f64 = a.first().and_then(|x| x.parse().ok()).unwrap_or(0.0);
         std::thread::sleep(std::time::Duration::from_secs_f64(s.min(60.0)));
@@ -823,6 +992,11 @@ fn init(dir: &Path, release: &str, nodes: &[String]) {
         "ceph",
         "haproxy",
         "sleep",
+        "cat",
+        "tee",
+        "mkdir",
+        "pcs",
+        "crm_resource",
     ];
     let mut cluster = Cluster::default();
     cluster.db.insert(
@@ -899,6 +1073,9 @@ fn init(dir: &Path, release: &str, nodes: &[String]) {
             }
             if role == "controller" {
                 st.units.insert(format!("ceph-mon@{name}"), "active".into());
+                st.packages.insert("pacemaker".into(), "1.1.15".into());
+                st.units.insert("pacemaker".into(), "active".into());
+                cluster.pacemaker.insert(name.to_string(), "online".into());
             }
         }
         st.seqno = 100;
@@ -1000,7 +1177,20 @@ fn main() {
         out: String::new(),
         err: String::new(),
     };
+    if now_ms() < sim.node.down_until_ms {
+        eprintln!(
+            "ssh: connect to host {} port 22: Connection refused",
+            sim.name
+        );
+        std::process::exit(255);
+    }
     let res = match prog.as_str() {
+        "systemctl" if matches!(a, [v] if v == "reboot" || v == "kexec") => sim.reboot(),
+        "cat" => sim.cat(a),
+        "tee" => sim.tee(a),
+        "mkdir" => sim.mkdir(a),
+        "pcs" => sim.pcs(a),
+        "crm_resource" => Ok(()),
         "systemctl" => sim.systemctl(a),
         "mysql" => sim.mysql(a),
         "mysqldump" => sim.mysqldump(a),
