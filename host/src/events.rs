@@ -748,6 +748,12 @@ pub trait Sink: Send + Sync {
         None
     }
 
+    /// Whether an earlier attempt of `step` left a reboot in doubt (its
+    /// node may be down until the reboot is waited for).
+    fn rebooting(&self, _step: &StepKey) -> bool {
+        false
+    }
+
     /// Plugin state.
     fn state_get(&self, service: &str, key: &str) -> Option<String>;
 

@@ -199,6 +199,28 @@ pub fn show(session: &Session, format: PlanFormat) -> Result<i32, Error> {
                     outln!("{l}");
                 }
             }
+            if session.cfg.services.order == crate::config::Order::NodeMajor {
+                let nm = &session.cfg.services.node_major;
+                let guards: Vec<&str> = session
+                    .plugins
+                    .values()
+                    .filter(|p| p.meta.node_guard)
+                    .map(|p| p.name.as_str())
+                    .collect();
+                outln!(
+                    "node by node (order: node-major): nodes {}, each with every service it hosts (levels in order); node guards: {}",
+                    nm.rollout
+                        .map_or("one at a time".to_string(), |r| format!("in batches ({r})")),
+                    if guards.is_empty() {
+                        "none".to_string()
+                    } else {
+                        format!(
+                            "{} (leave before a node's steps, rejoin and check after)",
+                            guards.join(", ")
+                        )
+                    }
+                );
+            }
         }
         PlanFormat::Dot => {
             outln!("digraph uphost_plan {{\n  rankdir=LR;\n  node [shape=box];");

@@ -303,6 +303,11 @@ pub fn start(
 ) -> Result<Prepared, Error> {
     let grants = session.grants()?;
     let services = session.services(&o.recorded.only, &o.recorded.limit)?;
+    if o.recorded.node_major && super::run::is_train(&services) {
+        return Err(Error::Usage(
+            "a node-major run updates each node once, from the installed release to the target: it cannot be a release train of several hops. Nothing was executed. Run the train service-major (`--order service-major`), or give each service one hop (from_version and to_version adjacent)".into(),
+        ));
+    }
     need_terminal(o.yes, o.recorded.dry_run)?;
     require_window(&session, o.recorded.dry_run)?;
     let state_dir = session.cfg.state_dir.clone();

@@ -865,7 +865,11 @@ impl Runner {
         let node = key.node.clone();
         self.journaled(key.clone(), move || {
             Box::pin(async move {
-                if let Some(n) = &node {
+                // A node this step was rebooting is checked once it is back
+                // (the step's reboot waits for it first).
+                if let Some(n) = &node
+                    && !self.journal.rebooting(&key)
+                {
                     self.identify(n).await?;
                 }
                 hooks.call(svc, key, hook, journal).await

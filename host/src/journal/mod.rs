@@ -957,6 +957,15 @@ impl Sink for Journal {
             .cloned()
     }
 
+    fn rebooting(&self, step: &StepKey) -> bool {
+        self.inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .reboots
+            .keys()
+            .any(|(s, _)| s == step)
+    }
+
     fn state_get(&self, service: &str, key: &str) -> Option<String> {
         self.inner
             .lock()

@@ -79,6 +79,8 @@ struct Gathered {
     steps_seen: usize,
     /// The release train, when the run has several hops.
     train: Option<TrainRecord>,
+    /// A node-major run: the timeline's rows are the nodes.
+    node_major: bool,
     /// Per hop: first start, last end, a failed step, a failed gate step.
     hops: BTreeMap<u32, HopSpan>,
     /// When the run was paused, and why.
@@ -117,6 +119,7 @@ impl Gathered {
         let mut denials: Vec<String> = Vec::new();
         let mut steps_seen = 0usize;
         let mut train = None;
+        let mut node_major = false;
         let mut pauses: Vec<(u64, String)> = Vec::new();
         let mut gates: Vec<String> = Vec::new();
         let mut probes: BTreeMap<String, Measured> = BTreeMap::new();
@@ -157,8 +160,10 @@ impl Gathered {
                     time,
                     plan: p,
                     train: t,
+                    options,
                     ..
                 } => {
+                    node_major = options.node_major;
                     run_id = r.clone();
                     started = time.clone();
                     plan = p.clone();
@@ -319,6 +324,7 @@ impl Gathered {
             denials,
             steps_seen,
             train,
+            node_major,
             hops,
             pauses,
             probes,
@@ -506,15 +512,53 @@ fn timeline(h: &mut String, g: &Gathered, total: u64) {
     let row_h = 16;
     let label_w = 260;
     let width = 1000;
-    let height = (g.bars.len() + g.probes.len()) as i64 * row_h + 30;
+    // A row per step; in a node-major run, a row per node (and one per
+    // service for its steps of no node), the node's steps side by side.
+    let mut rows: Vec<String> = Vec::new();
+    let row_of: Vec<usize> = g
+        .bars
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            let label = match (&b.step.node, g.node_major) {
+                (Some(n), true) => n.clone(),
+                (None, true) => format!("{} (service)", b.step.service),
+                _ => return usize::MAX - i,
+            };
+            rows.iter().position(|r| *r == label).unwrap_or_else(|| {
+                rows.push(label);
+                rows.len() - 1
+            })
+        })
+        .collect();
+    let n_rows = if g.node_major {
+        rows.len()
+    } else {
+        g.bars.len()
+    };
+    let height = (n_rows + g.probes.len()) as i64 * row_h + 30;
     let x = |ms: u64| label_w as f64 + (ms as f64 / total as f64) * (width - label_w - 10) as f64;
     let _ = write!(
         *h,
-        r#"<h2>Timeline</h2><p>green: done, red: failed, amber: interrupted; purple outline: a command was denied; pink band: the service's unavailability window</p>
-<svg id="timeline" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-size="11">"#
+        r#"<h2>Timeline</h2><p>{}green: done, red: failed, amber: interrupted; purple outline: a command was denied; pink band: the service's unavailability window</p>
+<svg id="timeline" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-size="11">"#,
+        if g.node_major {
+            "node by node: a row per node, its services' steps side by side (hover for each); "
+        } else {
+            ""
+        }
     );
+    for (r, label) in rows.iter().enumerate() {
+        let _ = write!(
+            *h,
+            r#"<text x="2" y="{}">{}</text>"#,
+            r as i64 * row_h + 16,
+            esc(label)
+        );
+    }
     for (i, b) in g.bars.iter().enumerate() {
-        let y = i as i64 * row_h + 4;
+        let row = if g.node_major { row_of[i] } else { i };
+        let y = row as i64 * row_h + 4;
         if let Some((d, u)) = g.down.get(&b.step.service) {
             let u = u.unwrap_or(total);
             let _ = write!(
@@ -530,11 +574,17 @@ fn timeline(h: &mut String, g: &Gathered, total: u64) {
             (_, true) => "failed",
             _ => "ok",
         };
+        if !g.node_major {
+            let _ = write!(
+                *h,
+                r#"<text x="2" y="{}">{}</text>"#,
+                y + 12,
+                esc(&b.step.to_string())
+            );
+        }
         let _ = write!(
             *h,
-            r#"<text x="2" y="{}">{}</text><rect class="{class}{}" x="{:.1}" y="{}" width="{:.1}" height="{}"><title>{} ({} ms){}</title></rect>"#,
-            y + 12,
-            esc(&b.step.to_string()),
+            r#"<rect class="{class}{}" x="{:.1}" y="{}" width="{:.1}" height="{}"><title>{} ({} ms){}</title></rect>"#,
             if b.denied > 0 { " denied" } else { "" },
             x(b.start),
             y + 2,
@@ -550,7 +600,7 @@ fn timeline(h: &mut String, g: &Gathered, total: u64) {
     }
     // A row per probe: its outages in red.
     for (i, (name, (outages, _))) in g.probes.iter().enumerate() {
-        let y = (g.bars.len() + i) as i64 * row_h + 4;
+        let y = (n_rows + i) as i64 * row_h + 4;
         let _ = write!(
             *h,
             r#"<text x="2" y="{}">probe {}</text>"#,

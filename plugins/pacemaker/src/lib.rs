@@ -82,11 +82,16 @@ fn mode<'a>(cx: &'a Cx) -> Result<&'a str> {
     }
 }
 
-/// A controller other than `node`, still in the cluster, to ask.
+/// A controller other than `node`, still in the cluster, to ask: the last
+/// one (in a rolling update, the one that has been in the cluster longest).
 fn peer<'a>(cx: &'a Cx, node: &str) -> Result<&'a Node> {
-    cx.nodes().iter().find(|n| n.name != node).ok_or_else(|| {
-        Error::msg("pacemaker: a cluster of one node cannot be updated node by node")
-    })
+    cx.nodes()
+        .iter()
+        .rev()
+        .find(|n| n.name != node)
+        .ok_or_else(|| {
+            Error::msg("pacemaker: a cluster of one node cannot be updated node by node")
+        })
 }
 
 fn settle(cx: &Cx, on: &str) -> Result<()> {

@@ -13,6 +13,10 @@
 //!   "stderr": "...", "times": 1, "delay_s": 0}]` (times 0 = forever; a
 //!   `delay_s` sleeps first; `status` 0 then runs the command as usual: a
 //!   slow command rather than a failing one).
+//! - `<node>/reboots.log`: one line per `systemctl reboot|kexec` (the node
+//!   answers nothing but exit 255 for `<node>/reboot-ms` ms, 1500 by
+//!   default, then has a new boot identity); `<nodes>/pacemaker.log`: each
+//!   Pacemaker node state change with how many nodes are out.
 //!
 //! `uphost-demo-sim init DIR [--release R] NODE...` creates the nodes of a
 //! demo cluster, its OpenStack packages and schemas at release R (Newton by
@@ -807,12 +811,13 @@ impl Sim {
         )
     }
 
-    /// `systemctl reboot|kexec`: the node goes down in a moment and comes
-    /// back `UPHOST_SIM_REBOOT_MS` (default 1500) ms later with a new boot.
+    /// `systemctl reboot|kexec`: the node goes down at once and comes back
+    /// with a new boot after the milliseconds in `<node>/reboot-ms` (1500
+    /// by default).
     fn reboot(&mut self) -> R {
-        let ms: u64 = std::env::var("UPHOST_SIM_REBOOT_MS")
+        let ms: u64 = fs::read_to_string(self.root.join("reboot-ms"))
             .ok()
-            .and_then(|v| v.parse().ok())
+            .and_then(|v| v.trim().parse().ok())
             .unwrap_or(1500);
         self.node.boot += 1;
         self.node.down_until_ms = now_ms() + ms;

@@ -1,0 +1,251 @@
+//! Node-by-node minor updates through the real binary, on the simulated
+//! cluster of `examples/minor`: each controller's services run between its
+//! Pacemaker guard's standby and unstandby, never two controllers out at
+//! once; a failed cluster check stops the run at that node; the update
+//! identifier refuses a second control host and a stale run; a compute's
+//! reboot is waited for, and a SIGKILL during the wait resumes without a
+//! second reboot.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use uphost_tests::{Demo, uphost_bin, wait_until};
+
+const PLUGINS: &[&str] = &["pacemaker", "haproxy", "host-os"];
+
+fn minor() -> Demo {
+    Demo::of("minor", "newton", PLUGINS, true)
+}
+
+fn pacemaker_log(d: &Demo) -> Vec<String> {
+    std::fs::read_to_string(d.path().join("nodes/pacemaker.log"))
+        .unwrap_or_default()
+        .lines()
+        .map(String::from)
+        .collect()
+}
+
+fn reboots(d: &Demo, node: &str) -> usize {
+    std::fs::read_to_string(d.path().join(format!("nodes/{node}/reboots.log")))
+        .unwrap_or_default()
+        .lines()
+        .count()
+}
+
+fn marker(d: &Demo, node: &str) -> String {
+    std::fs::read_to_string(
+        d.path()
+            .join(format!("nodes/{node}/fs/var/lib/uphost/update-identifier")),
+    )
+    .unwrap_or_default()
+}
+
+#[test]
+fn each_controller_is_updated_between_its_standby_and_unstandby_one_at_a_time() {
+    let d = minor();
+    let r = d.uphost(&["run", "--yes"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    // One controller out at a time, in order, each back before the next.
+    assert_eq!(
+        pacemaker_log(&d),
+        [
+            "ctl1 standby out=1",
+            "ctl1 online out=0",
+            "ctl2 standby out=1",
+            "ctl2 online out=0",
+            "ctl3 standby out=1",
+            "ctl3 online out=0",
+        ]
+    );
+    for n in ["ctl1", "ctl2", "ctl3"] {
+        let ops = d.ops(n);
+        let pos = |p: &str| {
+            ops.iter()
+                .position(|o| o.starts_with(p))
+                .unwrap_or_else(|| panic!("{n}: no `{p}` in {ops:?}"))
+        };
+        let (out, back) = (
+            pos(&format!("pcs node standby {n}")),
+            pos(&format!("pcs node unstandby {n}")),
+        );
+        for step in [
+            "apt-get install -y haproxy=1.5.18",
+            "systemctl restart haproxy",
+            "apt-get install -y pacemaker=1.1.16",
+        ] {
+            let at = pos(step);
+            assert!(
+                out < at && at < back,
+                "{n}: `{step}` outside standby..unstandby: {ops:?}"
+            );
+        }
+        assert!(marker(&d, n).ends_with(" done\n"), "{n}: {}", marker(&d, n));
+    }
+    // The computes: the host OS stage, each rebooted once and waited for.
+    for n in ["cmp1", "cmp2", "cmp3", "cmp4"] {
+        assert_eq!(reboots(&d, n), 1, "{n}");
+        let ops = d.ops(n);
+        let start = ops
+            .iter()
+            .rposition(|o| o == "systemctl start nova-compute");
+        assert!(start.is_some(), "{n}: {ops:?}");
+    }
+    let journal = d.journal();
+    let back: Vec<&str> = journal
+        .iter()
+        .filter(|e| e["event"] == "command-finished" && e["argv"][0] == "uphost:reboot")
+        .filter_map(|e| e["result"]["stdout"].as_str())
+        .collect();
+    assert_eq!(back.len(), 4, "{back:?}");
+    assert!(back.iter().all(|s| s.contains("is back after")), "{back:?}");
+    // The report's timeline has the nodes as its rows.
+    let report = d.report();
+    assert!(
+        report.contains("node by node"),
+        "the report does not say it"
+    );
+}
+
+#[test]
+fn a_failed_cluster_check_stops_the_run_at_that_node() {
+    let d = minor();
+    // ctl2 rejoins but Pacemaker lists no resources there.
+    d.fault(
+        "ctl2",
+        &["pcs", "status", "resources"],
+        "Error: cluster is not currently running on this node",
+    );
+    let r = d.uphost(&["run", "--yes"]);
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(
+        r.stderr
+            .contains("the cluster check after ctl2 rejoined failed"),
+        "{}",
+        r.stderr
+    );
+    let log = pacemaker_log(&d);
+    assert!(log.contains(&"ctl2 online out=0".to_string()), "{log:?}");
+    assert!(
+        !log.iter().any(|l| l.starts_with("ctl3")),
+        "ctl3 left the cluster after ctl2's check failed: {log:?}"
+    );
+    assert!(d.ops("ctl3").iter().all(|o| !o.starts_with("apt-get")));
+    assert_eq!(reboots(&d, "cmp1"), 0);
+}
+
+#[test]
+fn a_second_control_host_and_a_stale_run_are_refused_naming_both_identifiers() {
+    let d = minor();
+    // Another control host is updating ctl2.
+    let m = d.path().join("nodes/ctl2/fs/var/lib/uphost");
+    std::fs::create_dir_all(&m).unwrap();
+    std::fs::write(
+        m.join("update-identifier"),
+        "20261130T000000Z-other running\n",
+    )
+    .unwrap();
+    let r = d.uphost(&["run", "--yes"]);
+    assert_eq!(r.code, 1, "{}", r.all());
+    let run_id = d.status()["run_id"].as_str().unwrap().to_string();
+    assert!(
+        r.stderr
+            .contains("ctl2 is being updated by run 20261130T000000Z-other"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains(&format!("not by this run {run_id}")),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        !d.ops("ctl2")
+            .iter()
+            .any(|o| o.starts_with("pcs node standby"))
+    );
+    // That run is finished: its marker says so; this run goes on.
+    std::fs::write(m.join("update-identifier"), "20261130T000000Z-other done\n").unwrap();
+    // A stale run: ctl3 fails half-way, then another run takes ctl3 over.
+    d.fault(
+        "ctl3",
+        &["apt-get", "install", "-y", "haproxy=1.5.18"],
+        "E: mirror unreachable",
+    );
+    let r = d.uphost(&["resume", "--yes"]);
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(marker(&d, "ctl3").starts_with(&format!("{run_id} running")));
+    std::fs::write(
+        d.path()
+            .join("nodes/ctl3/fs/var/lib/uphost/update-identifier"),
+        "20261201T999999Z-newer running\n",
+    )
+    .unwrap();
+    d.heal("ctl3");
+    let r = d.uphost(&["resume", "--yes"]);
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(
+        r.stderr.contains(&format!(
+            "ctl3 carries update identifier 20261201T999999Z-newer"
+        )) && r.stderr.contains(&format!("not this run's {run_id}")),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        !d.ops("ctl3")
+            .iter()
+            .any(|o| o == "apt-get install -y haproxy=1.5.18")
+    );
+}
+
+#[test]
+fn a_sigkill_while_a_node_reboots_resumes_by_waiting_not_by_rebooting_again() {
+    let d = minor();
+    std::fs::write(d.path().join("nodes/cmp1/reboot-ms"), "4000").unwrap();
+    let mut child = Command::new(uphost_bin())
+        .current_dir(d.path())
+        .args(["run", "--yes"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until("cmp1 reboots", Duration::from_secs(60), || {
+        reboots(&d, "cmp1") == 1
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let r = d.uphost(&["resume", "--yes"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert_eq!(reboots(&d, "cmp1"), 1, "cmp1 was rebooted twice");
+    for n in ["cmp2", "cmp3", "cmp4"] {
+        assert_eq!(reboots(&d, n), 1, "{n}");
+    }
+    assert_eq!(d.status()["complete"], true);
+}
+
+#[test]
+fn delayed_reboots_happen_once_at_the_end_of_the_run() {
+    let d = minor();
+    d.edit(
+        "services.yaml",
+        "    params:\n      packages: kernel\n",
+        "    reboot: delayed\n    params:\n      packages: kernel\n",
+    );
+    let r = d.uphost(&["run", "--yes"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let journal = d.journal();
+    let idx = |pred: &dyn Fn(&serde_json::Value) -> bool| journal.iter().position(|e| pred(e));
+    let last_upgrade = journal
+        .iter()
+        .rposition(|e| e["event"] == "step-finished" && e["step"]["phase"] == "upgrade")
+        .unwrap();
+    let first_reboot =
+        idx(&|e| e["event"] == "step-started" && e["step"]["phase"] == "reboot").unwrap();
+    assert!(
+        last_upgrade < first_reboot,
+        "a delayed reboot ran before the last node's update"
+    );
+    for n in ["cmp1", "cmp2", "cmp3", "cmp4"] {
+        assert_eq!(reboots(&d, n), 1, "{n}");
+    }
+}
