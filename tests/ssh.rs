@@ -724,3 +724,114 @@ fn become_runs_commands_as_the_inventory_says() {
     }
     assert!(t.elapsed() < Duration::from_secs(60), "{:?}", t.elapsed());
 }
+
+fn reboots_of(d: &Demo, node: &str) -> usize {
+    std::fs::read_to_string(d.path().join(format!("nodes/{node}/reboots.log")))
+        .unwrap_or_default()
+        .lines()
+        .count()
+}
+
+/// Wait until `node` asked for its `n`th reboot (the simulator logs it).
+fn wait_reboot(d: &Demo, node: &str, n: usize) {
+    let t = Instant::now();
+    while reboots_of(d, node) < n {
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "{node} was never rebooted"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The host OS stage over real sshd: each compute's reboot takes its sshd
+/// down (the test kills it, sessions and all, and starts it again 2 s
+/// later); uphost waits, connects anew and goes on. A SIGKILL of uphost
+/// while cmp1 is away: `resume` waits for cmp1 instead of rebooting it
+/// again.
+#[test]
+fn a_reboot_over_real_sshd_is_waited_for_and_a_sigkill_during_it_resumes_without_a_second() {
+    let d = Demo::of("minor", "newton", &["host-os"], false);
+    let names = ["cmp1", "cmp2"];
+    let roots: Vec<(String, std::path::PathBuf)> = names
+        .iter()
+        .map(|n| (n.to_string(), d.path().join("nodes").join(n)))
+        .collect();
+    let spec: Vec<(&str, Option<&Path>)> = roots
+        .iter()
+        .map(|(n, r)| (n.as_str(), Some(r.as_path())))
+        .collect();
+    let mut sshds = Sshds::start(&spec);
+    let mut inv = String::from("all:\n  children:\n    compute:\n      hosts:\n");
+    for n in names {
+        inv.push_str(&format!(
+            "        {n}: {{ansible_host: {}, ansible_port: {}, ansible_user: root, ansible_connection: ssh}}\n",
+            sshds.address(n),
+            sshds.port(n)
+        ));
+        // The simulator answers nothing (exit 255) while the node is away.
+        std::fs::write(d.path().join(format!("nodes/{n}/reboot-ms")), "2500").unwrap();
+    }
+    std::fs::write(d.path().join("inventory.yaml"), inv).unwrap();
+    let cfg = std::fs::read_to_string(d.path().join("uphost.yaml")).unwrap();
+    std::fs::write(
+        d.path().join("uphost.yaml"),
+        format!("{cfg}ssh:\n  config: {}\n", sshds.ssh_config().display()),
+    )
+    .unwrap();
+    std::fs::write(
+        d.path().join("services.yaml"),
+        "mode: minor-update\norder: node-major\nservices:\n  host-os:\n    roles: [compute]\n    from_version: \"7.2\"\n    to_version: \"7.4\"\n    params: {packages: kernel, stop_units: nova-compute}\n",
+    )
+    .unwrap();
+    let r = d.uphost(&["plugins", "approve", "--all", "--yes"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let mut child = std::process::Command::new(uphost_bin())
+        .current_dir(d.path())
+        .args(["run", "--yes"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // cmp1 goes away; uphost is killed while it waits.
+    wait_reboot(&d, "cmp1", 1);
+    sshds.kill("cmp1");
+    std::thread::sleep(Duration::from_millis(500));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    sshds.up("cmp1");
+    let resume = std::process::Command::new(uphost_bin())
+        .current_dir(d.path())
+        .args(["resume", "--yes"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // cmp2 goes away under the resumed run, and comes back.
+    wait_reboot(&d, "cmp2", 1);
+    sshds.kill("cmp2");
+    std::thread::sleep(Duration::from_secs(2));
+    sshds.up("cmp2");
+    let out = resume.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert_eq!(reboots_of(&d, "cmp1"), 1, "cmp1 was rebooted twice");
+    assert_eq!(reboots_of(&d, "cmp2"), 1);
+    let back: Vec<String> = d
+        .journal()
+        .iter()
+        .filter(|e| e["event"] == "command-finished" && e["argv"][0] == "uphost:reboot")
+        .filter_map(|e| e["result"]["stdout"].as_str().map(String::from))
+        .collect();
+    assert_eq!(back.len(), 2, "{back:?}");
+    assert!(back.iter().all(|s| s.contains("is back after")), "{back:?}");
+    for n in names {
+        assert!(
+            d.ops(n).iter().any(|o| o == "systemctl start nova-compute"),
+            "{n}: {:?}",
+            d.ops(n)
+        );
+    }
+    assert_eq!(d.status()["complete"], true);
+}
