@@ -184,9 +184,9 @@ fn a_second_control_host_and_a_stale_run_are_refused_naming_both_identifiers() {
     let r = d.uphost(&["resume", "--yes"]);
     assert_eq!(r.code, 1, "{}", r.all());
     assert!(
-        r.stderr.contains(&format!(
-            "ctl3 carries update identifier 20261201T999999Z-newer"
-        )) && r.stderr.contains(&format!("not this run's {run_id}")),
+        r.stderr
+            .contains("ctl3 carries update identifier 20261201T999999Z-newer")
+            && r.stderr.contains(&format!("not this run's {run_id}")),
         "{}",
         r.stderr
     );
@@ -234,13 +234,14 @@ fn delayed_reboots_happen_once_at_the_end_of_the_run() {
     let r = d.uphost(&["run", "--yes"]);
     assert_eq!(r.code, 0, "{}", r.all());
     let journal = d.journal();
-    let idx = |pred: &dyn Fn(&serde_json::Value) -> bool| journal.iter().position(|e| pred(e));
     let last_upgrade = journal
         .iter()
         .rposition(|e| e["event"] == "step-finished" && e["step"]["phase"] == "upgrade")
         .unwrap();
-    let first_reboot =
-        idx(&|e| e["event"] == "step-started" && e["step"]["phase"] == "reboot").unwrap();
+    let first_reboot = journal
+        .iter()
+        .position(|e| e["event"] == "step-started" && e["step"]["phase"] == "reboot")
+        .unwrap();
     assert!(
         last_upgrade < first_reboot,
         "a delayed reboot ran before the last node's update"

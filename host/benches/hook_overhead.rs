@@ -80,6 +80,9 @@ fn main() {
                 sink: sink.clone(),
                 record_dir: None,
                 budget: Default::default(),
+                reboot: Default::default(),
+                deferred: Default::default(),
+                reboot_mode: Default::default(),
             };
             let t = Instant::now();
             call_hook(&runtime, &plugin.pre, env, &ctx, Hook::Finalize)

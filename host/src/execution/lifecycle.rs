@@ -1010,6 +1010,7 @@ mod tests {
             hops: vec![],
             rollout: "parallel".into(),
             reversible: true,
+            guard: false,
         }
     }
 

@@ -1486,17 +1486,18 @@ impl Runner {
         true
     }
 
-    /// Every node of the run, each once, in the order the services (in
-    /// plan order) list them.
+    /// Every node of the run, each once: the nodes of guarded services
+    /// first (a cluster's members, in inventory order), then the others in
+    /// the order the services (in plan order) list them.
     fn node_order(&self) -> Vec<String> {
         let mut seen = BTreeSet::new();
         let mut out = Vec::new();
-        for level in self.levels_of(0) {
-            for s in level {
-                for n in s.targets.iter() {
-                    if seen.insert(n.name.clone()) {
-                        out.push(n.name.clone());
-                    }
+        let mut services: Vec<&ServiceRun> = self.levels_of(0).into_iter().flatten().collect();
+        services.sort_by_key(|s| !s.node_guard);
+        for s in services {
+            for n in s.targets.iter() {
+                if seen.insert(n.name.clone()) {
+                    out.push(n.name.clone());
                 }
             }
         }
@@ -1860,6 +1861,8 @@ mod tests {
             hops: vec![hop(0, HopKind::Full)],
             gate: None,
             survival: vec![],
+            node_guard: false,
+            reboot: Default::default(),
         }
     }
 
@@ -1890,6 +1893,7 @@ mod tests {
         continue_rollback: Option<RollbackPlan>,
         interrupt: Arc<Interrupt>,
         gates: Vec<GateCommand>,
+        node_major: Option<crate::config::NodeMajorConfig>,
     }
 
     impl Case {
@@ -1904,6 +1908,7 @@ mod tests {
                 continue_rollback: None,
                 interrupt: Arc::default(),
                 gates: Vec::new(),
+                node_major: None,
             }
         }
 
@@ -1948,6 +1953,9 @@ mod tests {
                     gates: self.gates,
                     hop_probes: None,
                     created: BTreeSet::new(),
+                    node_major: self.node_major,
+                    stamped: BTreeSet::new(),
+                    deferred: BTreeSet::new(),
                 },
             );
             let rt = tokio::runtime::Builder::new_current_thread()
@@ -2412,6 +2420,7 @@ mod tests {
                 rollout: s.rollout.to_string(),
                 reversible: s.reversible,
                 hops: s.hops.clone(),
+                guard: s.node_guard,
             })
             .collect()
     }
@@ -2443,6 +2452,9 @@ mod tests {
                 gates: vec![],
                 hop_probes: None,
                 created: BTreeSet::new(),
+                node_major: None,
+                stamped: BTreeSet::new(),
+                deferred: BTreeSet::new(),
             },
         );
         runner.pause("paused by a test".into());
@@ -2461,5 +2473,74 @@ mod tests {
             .collect();
         assert_eq!(paused.len(), 1);
         assert_eq!(runner.paused().as_deref(), Some("paused by a test"));
+    }
+
+    /// A service on the named nodes (node-major runs share nodes).
+    fn on(name: &str, nodes: &[&str], guard: bool) -> ServiceRun {
+        let nodes: Vec<Arc<NodeSpec>> = nodes
+            .iter()
+            .map(|n| Arc::new(NodeSpec::simulated(n, &[name])))
+            .collect();
+        ServiceRun {
+            nodes: Arc::new(NodeSet::new(nodes.clone())),
+            targets: Arc::new(NodeSet::new(nodes)),
+            node_guard: guard,
+            ..service(name, 0, Rollout::Parallel)
+        }
+    }
+
+    fn node_major_case() -> Case {
+        let mut c = Case::new(vec![
+            on("pcm", &["a", "b"], true),
+            on("web", &["a", "b"], false),
+            on("cmp", &["c"], false),
+        ]);
+        c.node_major = Some(crate::config::NodeMajorConfig::default());
+        c
+    }
+
+    #[test]
+    fn a_node_major_run_wraps_each_nodes_steps_in_its_guards_one_node_at_a_time() {
+        use Phase::*;
+        let (outcome, did, _) = node_major_case().run();
+        assert_eq!(outcome, Outcome::Complete);
+        let node_steps: Vec<StepKey> = calls(&did)
+            .into_iter()
+            .filter(|k| k.node.is_some())
+            .collect();
+        assert_eq!(
+            node_steps,
+            [
+                k("pcm", Leave, Some("a")),
+                k("pcm", Upgrade, Some("a")),
+                k("web", Upgrade, Some("a")),
+                k("pcm", Rejoin, Some("a")),
+                k("pcm", Leave, Some("b")),
+                k("pcm", Upgrade, Some("b")),
+                k("web", Upgrade, Some("b")),
+                k("pcm", Rejoin, Some("b")),
+                k("cmp", Upgrade, Some("c")),
+            ]
+        );
+        // Every pre-upgrade before the first node, every post-upgrade after
+        // the last.
+        let last_node = pos(&did, &k("cmp", Upgrade, Some("c")));
+        for s in ["pcm", "web", "cmp"] {
+            assert!(pos(&did, &k(s, PreUpgrade, None)) < pos(&did, &k("pcm", Leave, Some("a"))));
+            assert!(pos(&did, &k(s, PostUpgrade, None)) > last_node);
+        }
+    }
+
+    #[test]
+    fn a_failed_rejoin_stops_a_node_major_run_before_the_next_node() {
+        use Phase::*;
+        let mut c = node_major_case();
+        c.fail = vec![k("pcm", Rejoin, Some("a"))];
+        let (outcome, did, _) = c.run();
+        assert_eq!(outcome, Outcome::Failed);
+        let called = calls(&did);
+        assert!(called.contains(&k("pcm", Rejoin, Some("a"))));
+        assert!(!called.iter().any(|k| k.node.as_deref() == Some("b")));
+        assert!(!called.iter().any(|k| k.phase == PostUpgrade));
     }
 }

@@ -469,6 +469,7 @@ pub(crate) fn test_start(events: &[Event]) -> Event {
                     rollout: "parallel".into(),
                     reversible: true,
                     hops: vec![],
+                    guard: false,
                 });
                 plan.len() - 1
             }

@@ -755,6 +755,7 @@ mod tests {
                     rollout: "one-at-a-time".into(),
                     reversible: true,
                     hops: vec![],
+                    guard: false,
                 }],
                 plugins: vec![],
                 options: RunOptionsRecord::default(),

@@ -340,6 +340,8 @@ mod tests {
             sink: sink.clone(),
             record_dir: None,
             budget: Default::default(),
+            reboot: Default::default(),
+            deferred: Default::default(),
         };
         let env = CallEnv::new(
             StepKey::of("svc", phase),

@@ -25,9 +25,12 @@ use uphost_sdk::prelude::*;
 /// The plugin.
 pub struct Pacemaker;
 
-/// `pcs status nodes`: the names listed as Online, and the others with
-/// their state (Standby, Maintenance, Offline).
-fn parse_nodes(text: &str) -> (Vec<String>, Vec<(String, String)>) {
+/// The nodes listed as Online, and the others with their state (Standby,
+/// Maintenance, Offline).
+type Membership = (Vec<String>, Vec<(String, String)>);
+
+/// `pcs status nodes`, read.
+fn parse_nodes(text: &str) -> Membership {
     let mut online = Vec::new();
     let mut out = Vec::new();
     for line in text.lines() {
@@ -46,7 +49,7 @@ fn parse_nodes(text: &str) -> (Vec<String>, Vec<(String, String)>) {
     (online, out)
 }
 
-fn nodes_state(cx: &Cx, on: &str) -> Result<(Vec<String>, Vec<(String, String)>)> {
+fn nodes_state(cx: &Cx, on: &str) -> Result<Membership> {
     let out = cx.run(on, "pcs", &["status", "nodes"])?;
     Ok(parse_nodes(&out.stdout_text()))
 }
