@@ -33,6 +33,7 @@ pub use uphost_words::pattern;
 pub use uphost_words::script;
 
 mod cx;
+pub mod deploy;
 mod error;
 mod info;
 pub mod releases;

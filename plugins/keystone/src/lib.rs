@@ -11,8 +11,10 @@
 //! hop. `verify` (the gate between hops): active everywhere, endpoints
 //! listed.
 //!
-//! Parameters: `unit` (`keystone`), `package` (`keystone`).
+//! Parameters (and `deploy`, `engine`, `registry`, `config_dir` of
+//! `uphost_sdk::deploy`: packages or kolla containers): `unit` (`keystone`), `package` (`keystone`).
 
+use uphost_sdk::deploy::{self, Deploy, Unit};
 use uphost_sdk::prelude::*;
 use uphost_sdk::releases;
 
@@ -49,14 +51,38 @@ fn endpoints(cx: &Cx) -> Result<()> {
     Ok(())
 }
 
-fn install(cx: &Cx, node: &str, version: &str) -> Result<()> {
-    let pkg = cx.param_or("package", "keystone");
-    cx.run(
-        node,
-        "apt-get",
-        &["install", "-y", &format!("{pkg}={version}")],
-    )?;
-    Ok(())
+/// Keystone's unit (`unit`: keystone, or apache2/httpd under mod_wsgi),
+/// package and kolla container.
+fn ks<'a>(cx: &'a Cx) -> Unit<'a> {
+    Unit {
+        unit: unit(cx),
+        package: "keystone",
+        container: "keystone",
+    }
+}
+
+fn install(cx: &Cx, node: &str, from: &str, version: &str) -> Result<()> {
+    Deploy::of(cx)?.install(cx, node, ks(cx), from, version)
+}
+
+/// The schema migration: on the node, or in its container.
+fn db_sync(cx: &Cx, node: &str) -> Result<()> {
+    match Deploy::of(cx)? {
+        Deploy::Packages => cx.run(node, "keystone-manage", &["db_sync"]),
+        d @ Deploy::Containers { .. } => {
+            // kolla's way: the new container runs the migration.
+            d.start(cx, node, ks(cx))?;
+            let Deploy::Containers { engine, .. } = &d else {
+                unreachable!()
+            };
+            cx.run(
+                node,
+                engine,
+                &["exec", "keystone", "keystone-manage", "db_sync"],
+            )
+        }
+    }
+    .map(drop)
 }
 
 impl Plugin for Keystone {
@@ -72,17 +98,23 @@ impl Plugin for Keystone {
         .releases(releases::OPENSTACK)
         .jumps(releases::OPENSTACK_SLURP)
         .migrations_only(true)
+        .capabilities(deploy::capabilities(
+            "keystone|apache2|httpd",
+            "keystone",
+            "keystone",
+        ))
         .capabilities([
-            Capability::read_only("systemctl", &["is-active", "keystone|apache2|httpd"])
-                .reason("pre-flight"),
-            Capability::mutating(
-                "systemctl",
-                &["start|stop|restart", "keystone|apache2|httpd"],
-            )
-            .reason("stop for the schema change, start after"),
-            Capability::mutating("apt-get", &["install", "-y", "keystone=*"])
-                .reason("install the new (or, on rollback, previous) version"),
             Capability::mutating("keystone-manage", &["db_sync"]).reason("schema migration"),
+            Capability::mutating(
+                "docker",
+                &["exec", "keystone", "keystone-manage", "db_sync"],
+            )
+            .reason("schema migration in the container"),
+            Capability::mutating(
+                "podman",
+                &["exec", "keystone", "keystone-manage", "db_sync"],
+            )
+            .reason("schema migration in the container"),
             Capability::read_only("openstack", &ENDPOINT_LIST)
                 .reason("verify the identity endpoints"),
         ])
@@ -103,7 +135,7 @@ impl Plugin for Keystone {
 
     fn verify(cx: &Cx) -> Result<()> {
         for n in cx.nodes() {
-            cx.run(&n.name, "systemctl", &["is-active", unit(cx)])?;
+            Deploy::of(cx)?.is_active(cx, &n.name, ks(cx))?;
         }
         endpoints(cx)
     }
@@ -111,21 +143,21 @@ impl Plugin for Keystone {
     fn migrate(cx: &Cx) -> Result<()> {
         if cx.state_get(STOPPED).is_none() {
             for n in cx.nodes() {
-                cx.run(&n.name, "systemctl", &["stop", unit(cx)])?;
+                Deploy::of(cx)?.stop(cx, &n.name, ks(cx))?;
             }
             cx.state_set(STOPPED, &cx.ctx.from_version);
             cx.progress("service-down");
         }
         let primary = cx.primary()?.name.clone();
-        install(cx, &primary, &cx.ctx.to_version)?;
-        cx.run(&primary, "keystone-manage", &["db_sync"])?;
+        install(cx, &primary, &cx.ctx.from_version, &cx.ctx.to_version)?;
+        db_sync(cx, &primary)?;
         Ok(())
     }
 
     fn pre_upgrade(cx: &Cx) -> Result<()> {
         if cx.ctx.mode == Mode::MajorUpgrade {
             for n in cx.nodes() {
-                cx.run(&n.name, "systemctl", &["stop", unit(cx)])?;
+                Deploy::of(cx)?.stop(cx, &n.name, ks(cx))?;
             }
             cx.progress("service-down");
         }
@@ -133,9 +165,9 @@ impl Plugin for Keystone {
     }
 
     fn upgrade(cx: &Cx, node: &Node) -> Result<()> {
-        install(cx, &node.name, &cx.ctx.to_version)?;
+        install(cx, &node.name, &cx.ctx.from_version, &cx.ctx.to_version)?;
         if cx.ctx.mode == Mode::MinorUpdate {
-            cx.run(&node.name, "systemctl", &["restart", unit(cx)])?;
+            Deploy::of(cx)?.restart(cx, &node.name, ks(cx))?;
         }
         Ok(())
     }
@@ -143,9 +175,9 @@ impl Plugin for Keystone {
     fn post_upgrade(cx: &Cx) -> Result<()> {
         if cx.ctx.mode == Mode::MajorUpgrade {
             let primary = cx.primary()?.name.clone();
-            cx.run(&primary, "keystone-manage", &["db_sync"])?;
+            db_sync(cx, &primary)?;
             for n in cx.nodes() {
-                cx.run(&n.name, "systemctl", &["start", unit(cx)])?;
+                Deploy::of(cx)?.start(cx, &n.name, ks(cx))?;
             }
             cx.state_delete(STOPPED);
         }
@@ -156,11 +188,11 @@ impl Plugin for Keystone {
 
     fn rollback(cx: &Cx) -> Result<()> {
         for n in cx.targets() {
-            cx.run(&n.name, "systemctl", &["stop", unit(cx)])?;
-            install(cx, &n.name, &cx.ctx.from_version)?;
+            Deploy::of(cx)?.stop(cx, &n.name, ks(cx))?;
+            install(cx, &n.name, &cx.ctx.to_version, &cx.ctx.from_version)?;
         }
         for n in cx.targets() {
-            cx.run(&n.name, "systemctl", &["start", unit(cx)])?;
+            Deploy::of(cx)?.start(cx, &n.name, ks(cx))?;
         }
         Ok(())
     }

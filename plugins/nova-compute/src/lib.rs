@@ -6,22 +6,30 @@
 //! (computes follow the control plane one release at a time, RPC allows
 //! N-1 only). In a leapfrog the intermediate hops do nothing here (computes
 //! have no database): the last hop deploys the target once.
+//!
+//! Parameters: `deploy`, `engine`, `registry`, `config_dir` of
+//! `uphost_sdk::deploy` (packages, or kolla's `nova_compute` container).
 
+use uphost_sdk::deploy::{self, Deploy, Unit};
 use uphost_sdk::prelude::*;
 use uphost_sdk::releases;
 
 /// The plugin.
 pub struct NovaCompute;
 
-fn cycle(cx: &Cx, node: &str, v: &str) -> Result<()> {
-    cx.run(node, "systemctl", &["stop", "nova-compute"])?;
-    cx.run(
-        node,
-        "apt-get",
-        &["install", "-y", &format!("nova-compute={v}")],
-    )?;
-    cx.run(node, "systemctl", &["start", "nova-compute"])?;
-    cx.run(node, "systemctl", &["is-active", "nova-compute"])
+/// The unit, package and kolla container of nova-compute.
+const COMPUTE: Unit = Unit {
+    unit: "nova-compute",
+    package: "nova-compute",
+    container: "nova_compute",
+};
+
+fn cycle(cx: &Cx, node: &str, from: &str, v: &str) -> Result<()> {
+    let d = Deploy::of(cx)?;
+    d.stop(cx, node, COMPUTE)?;
+    d.install(cx, node, COMPUTE, from, v)?;
+    d.start(cx, node, COMPUTE)?;
+    d.is_active(cx, node, COMPUTE)
         .map_err(|e| e.context(format!("nova-compute did not come back on {node}")))?;
     Ok(())
 }
@@ -39,12 +47,11 @@ impl Plugin for NovaCompute {
         .releases(releases::OPENSTACK)
         .jumps(releases::OPENSTACK_SLURP)
         .migrations_only(true)
-        .capabilities([
-            Capability::mutating("systemctl", &["start|stop", "nova-compute"])
-                .reason("restart around the install"),
-            Capability::read_only("systemctl", &["is-active", "nova-compute"]).reason("verify"),
-            Capability::mutating("apt-get", &["install", "-y", "nova-compute=*"]).reason("install"),
-        ])
+        .capabilities(deploy::capabilities(
+            "nova-compute",
+            "nova-compute",
+            "nova_compute",
+        ))
     }
 
     fn verify(cx: &Cx) -> Result<()> {
@@ -60,19 +67,20 @@ impl Plugin for NovaCompute {
     }
 
     fn check(cx: &Cx) -> Result<()> {
+        let d = Deploy::of(cx)?;
         for n in cx.nodes() {
-            cx.run(&n.name, "systemctl", &["is-active", "nova-compute"])?;
+            d.is_active(cx, &n.name, COMPUTE)?;
         }
         Ok(())
     }
 
     fn upgrade(cx: &Cx, node: &Node) -> Result<()> {
-        cycle(cx, &node.name, &cx.ctx.to_version)
+        cycle(cx, &node.name, &cx.ctx.from_version, &cx.ctx.to_version)
     }
 
     fn rollback(cx: &Cx) -> Result<()> {
         for n in cx.targets() {
-            cycle(cx, &n.name, &cx.ctx.from_version)?;
+            cycle(cx, &n.name, &cx.ctx.to_version, &cx.ctx.from_version)?;
         }
         Ok(())
     }

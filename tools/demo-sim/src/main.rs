@@ -18,9 +18,11 @@
 //!   default, then has a new boot identity); `<nodes>/pacemaker.log`: each
 //!   Pacemaker node state change with how many nodes are out.
 //!
-//! `uphost-demo-sim init DIR [--release R] NODE...` creates the nodes of a
-//! demo cluster, its OpenStack packages and schemas at release R (Newton by
-//! default).
+//! `uphost-demo-sim init DIR [--release R] [--containers] NODE...` creates
+//! the nodes of a demo cluster, its OpenStack packages and schemas at
+//! release R (Newton by default); with `--containers`, keystone and
+//! nova-compute run in kolla containers (`docker`/`podman` answer for
+//! them: stop, rm, rmi, pull, create, start, inspect, exec).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -44,6 +46,20 @@ struct NodeState {
     /// Until when (ms since the epoch) the node is down, rebooting.
     #[serde(default)]
     down_until_ms: u64,
+    /// Containers by name: (image, running).
+    #[serde(default)]
+    containers: BTreeMap<String, (String, bool)>,
+    /// Images pulled.
+    #[serde(default)]
+    images: BTreeSet<String>,
+}
+
+/// The systemd unit a kolla container stands for.
+fn unit_of(container: &str) -> String {
+    match container {
+        "rabbitmq" => "rabbitmq-server".into(),
+        c => c.replace('_', "-"),
+    }
 }
 
 #[derive(Serialize, Deserialize, Default)]
@@ -873,6 +889,118 @@ impl Sim {
         Ok(())
     }
 
+    /// `docker`/`podman`: `stop|start|restart|rm NAME`, `rmi|pull IMAGE`,
+    /// `create --name NAME ... IMAGE`, `inspect -f {{.State.Running}} NAME`,
+    /// `exec NAME PROGRAM ARGS...`. A container's start and stop are its
+    /// unit's (the cluster logic stays the same); its image's tag is its
+    /// package's version.
+    fn engine(&mut self, prog: &str, a: &[String]) -> R {
+        let words: Vec<&str> = a.iter().map(String::as_str).collect();
+        let missing = |n: &str| {
+            (
+                125,
+                format!("Error: no container with name or ID \"{n}\" found: no such container"),
+            )
+        };
+        match words.as_slice() {
+            [verb @ ("stop" | "start" | "restart"), name] => {
+                let Some((_, running)) = self.node.containers.get(*name).cloned() else {
+                    return Err(missing(name));
+                };
+                let unit = unit_of(name);
+                let v = if *verb == "stop" { "stop" } else { "start" };
+                if *verb == "stop" && !running {
+                    return Ok(());
+                }
+                self.systemctl(&[v.to_string(), unit])?;
+                self.node.containers.get_mut(*name).expect("checked").1 = *verb != "stop";
+                self.mutated = true;
+                self.out = format!("{name}\n");
+                Ok(())
+            }
+            ["rm", name] => match self.node.containers.get(*name) {
+                None => Err(missing(name)),
+                Some((_, true)) => fail(
+                    2,
+                    format!(
+                        "Error: cannot remove container {name} as it is running - running or paused containers cannot be removed without force"
+                    ),
+                ),
+                Some(_) => {
+                    self.node.containers.remove(*name);
+                    self.mutated = true;
+                    Ok(())
+                }
+            },
+            ["rmi", image] => {
+                if self.node.containers.values().any(|(i, _)| i == image) {
+                    return fail(2, format!("Error: image used by a container: {image}"));
+                }
+                if !self.node.images.remove(*image) {
+                    return fail(1, format!("Error: {image}: image not known"));
+                }
+                self.mutated = true;
+                Ok(())
+            }
+            ["pull", image] => {
+                self.node.images.insert(image.to_string());
+                self.mutated = true;
+                Ok(())
+            }
+            ["create", "--name", name, .., image] => {
+                if self.node.containers.contains_key(*name) {
+                    return fail(
+                        125,
+                        format!(
+                            "Error: creating container storage: the container name \"{name}\" is already in use"
+                        ),
+                    );
+                }
+                if !self.node.images.contains(*image) {
+                    return fail(125, format!("Error: {image}: image not known"));
+                }
+                let tag = image.rsplit_once(':').map_or("latest", |(_, t)| t);
+                let unit = unit_of(name);
+                self.node.packages.insert(unit.clone(), tag.to_string());
+                self.node.units.insert(unit, "inactive".into());
+                self.node
+                    .containers
+                    .insert(name.to_string(), (image.to_string(), false));
+                self.mutated = true;
+                Ok(())
+            }
+            ["inspect", "-f", "{{.State.Running}}", name] => {
+                match self.node.containers.get(*name) {
+                    None => Err(missing(name)),
+                    Some((_, r)) => {
+                        self.out = format!("{r}\n");
+                        Ok(())
+                    }
+                }
+            }
+            ["exec", name, program, ..] => match self.node.containers.get(*name) {
+                Some((_, true)) => {
+                    let program = program.to_string();
+                    self.manage(&program, &a[3..])
+                }
+                Some(_) => fail(
+                    125,
+                    format!(
+                        "Error: can only create exec sessions on running containers: container {name} is not running"
+                    ),
+                ),
+                None => Err(missing(name)),
+            },
+            _ => fail(
+                125,
+                format!(
+                    "{prog}: the simulator does not know `{prog} {}`",
+                    a.join(" ")
+                ),
+            ),
+        }
+    }
+
     /// How many cluster nodes are not online.
     fn pcs_out(&self) -> usize {
         self.cluster
@@ -971,7 +1099,7 @@ impl Sim {
     }
 }
 
-fn init(dir: &Path, release: &str, nodes: &[String]) {
+fn init(dir: &Path, release: &str, containers: bool, nodes: &[String]) {
     let nodes_dir = dir.join("nodes");
     let _ = fs::remove_dir_all(&nodes_dir);
     let exe = std::env::current_exe().expect("current exe");
@@ -1002,6 +1130,8 @@ fn init(dir: &Path, release: &str, nodes: &[String]) {
         "mkdir",
         "pcs",
         "crm_resource",
+        "docker",
+        "podman",
     ];
     let mut cluster = Cluster::default();
     cluster.db.insert(
@@ -1084,6 +1214,18 @@ fn init(dir: &Path, release: &str, nodes: &[String]) {
             }
         }
         st.seqno = 100;
+        if containers {
+            // kolla's deployment: each OpenStack unit runs in its
+            // container, image tagged with the release.
+            for u in ["keystone", "nova-compute"] {
+                if st.units.contains_key(u) {
+                    let name = u.replace('-', "_");
+                    let image = format!("kolla/{name}:{release}");
+                    st.images.insert(image.clone());
+                    st.containers.insert(name, (image, true));
+                }
+            }
+        }
         write_json(&root.join("state.json"), &st);
     }
     write_json(&nodes_dir.join("cluster.json"), &cluster);
@@ -1110,12 +1252,29 @@ fn main() {
                     drop(c);
                 }
             }
-            Some("init") if args.len() >= 6 && args[3] == "--release" => {
-                init(Path::new(&args[2]), &args[4], &args[5..])
+            Some("init") if args.len() >= 4 => {
+                let mut rest = &args[3..];
+                let mut release = "newton";
+                let mut containers = false;
+                loop {
+                    match rest {
+                        [flag, r, tail @ ..] if flag == "--release" => {
+                            release = r;
+                            rest = tail;
+                        }
+                        [flag, tail @ ..] if flag == "--containers" => {
+                            containers = true;
+                            rest = tail;
+                        }
+                        _ => break,
+                    }
+                }
+                init(Path::new(&args[2]), release, containers, rest)
             }
-            Some("init") if args.len() >= 4 => init(Path::new(&args[2]), "newton", &args[3..]),
             _ => {
-                eprintln!("usage: uphost-demo-sim init DIR [--release R] NAME:role[,role]...");
+                eprintln!(
+                    "usage: uphost-demo-sim init DIR [--release R] [--containers] NAME:role[,role]..."
+                );
                 std::process::exit(2);
             }
         }
@@ -1196,6 +1355,7 @@ fn main() {
         "mkdir" => sim.mkdir(a),
         "pcs" => sim.pcs(a),
         "crm_resource" => Ok(()),
+        "docker" | "podman" => sim.engine(&prog, a),
         "systemctl" => sim.systemctl(a),
         "mysql" => sim.mysql(a),
         "mysqldump" => sim.mysqldump(a),
