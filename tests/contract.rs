@@ -182,3 +182,39 @@ fn a_plugin_built_against_0_1_is_one_hop_of_a_train() {
     // It has no `verify` of its own and is not asked for one.
     assert!(!legacy.iter().any(|e| e["step"]["phase"] == "verify"));
 }
+
+/// A 0.1 plugin in a node-major run (contract 0.2's node guards and
+/// reboots are new): it guards nothing, and its `upgrade` runs on each
+/// node in turn beside the 0.2 plugins', unchanged.
+#[test]
+fn a_0_1_plugin_runs_unchanged_in_a_node_major_run() {
+    let d = with_legacy(&["haproxy"]);
+    let r = d.uphost(&["run", "--yes", "--order", "node-major"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let j = d.journal();
+    assert_eq!(j[0]["options"]["node_major"], true, "{}", j[0]);
+    let upgrades: Vec<(String, String)> = j
+        .iter()
+        .filter(|e| e["event"] == "step-finished" && e["step"]["phase"] == "upgrade")
+        .map(|e| {
+            (
+                e["step"]["node"].as_str().unwrap().to_string(),
+                e["step"]["service"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    // Node by node: both services on ctl1, then on ctl2, then on ctl3.
+    let nodes: Vec<&str> = upgrades.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        nodes,
+        ["ctl1", "ctl1", "ctl2", "ctl2", "ctl3", "ctl3"],
+        "{upgrades:?}"
+    );
+    let ran = commands_run(&j);
+    for n in ["ctl1", "ctl2", "ctl3"] {
+        assert!(
+            ran.iter().any(|c| c.contains(&format!("true upgrade {n}"))),
+            "{ran:?}"
+        );
+    }
+}

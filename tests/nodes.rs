@@ -324,3 +324,30 @@ fn containerized_services_are_replaced_container_by_container() {
         );
     }
 }
+
+/// The JSON stream of a node-major run (guards, the update identifier, the
+/// host's reboots) validates against docs/events.schema.json.
+#[test]
+fn a_node_major_runs_json_stream_validates_against_the_schema() {
+    let d = minor();
+    let r = d.uphost(&["--output", "json", "run", "--yes"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let schema: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(uphost_tests::root().join("docs/events.schema.json")).unwrap(),
+    )
+    .unwrap();
+    let validator = jsonschema::validator_for(&schema).expect("the schema compiles");
+    let mut seen = std::collections::BTreeSet::new();
+    for line in r.stdout.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let errors: Vec<String> = validator.iter_errors(&v).map(|e| e.to_string()).collect();
+        assert!(errors.is_empty(), "{line}\n{}", errors.join("\n"));
+        seen.insert(v["event"].as_str().unwrap().to_string());
+        if let Some(p) = v["step"]["phase"].as_str() {
+            seen.insert(format!("phase {p}"));
+        }
+    }
+    for k in ["node-stamped", "phase leave", "phase rejoin"] {
+        assert!(seen.contains(k), "no {k}: {seen:?}");
+    }
+}
