@@ -351,3 +351,84 @@ fn a_node_major_runs_json_stream_validates_against_the_schema() {
         assert!(seen.contains(k), "no {k}: {seen:?}");
     }
 }
+
+/// A plugin's ok-to-stop gate (ceph-osd: `ceph osd ok-to-stop`), retried
+/// by the host before each node: Ceph says no twice, then yes, and the run
+/// goes on; a gate that never passes stops the run by its deadline naming
+/// the node and Ceph's answer, or pauses it (`on_timeout: pause`), and
+/// resume goes on once Ceph agrees.
+#[test]
+fn a_plugins_ok_to_stop_gate_is_retried_and_stops_or_pauses_at_its_deadline() {
+    let busy =
+        "Error EBUSY: unsafe to stop osd(s) at this time (3 PGs are or would become offline)";
+    let d = Demo::new(&["ceph-mon", "ceph-osd"], true);
+    let f = serde_json::json!([{"argv": ["ceph", "osd", "ok-to-stop"], "status": 16, "stderr": busy, "times": 2}]);
+    std::fs::write(d.path().join("nodes/stor2/faults.json"), f.to_string()).unwrap();
+    let r = d.uphost(&["run", "--yes"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let gates: Vec<serde_json::Value> = d
+        .journal()
+        .into_iter()
+        .filter(|e| e["event"] == "gate-checked" && e["service"] == "ceph-osd")
+        .collect();
+    assert_eq!(gates.len(), 2, "{gates:?}");
+    assert_eq!(gates[1]["node"], "stor2");
+    assert_eq!(gates[1]["passed"], true);
+    assert!(
+        gates[1]["detail"].as_str().unwrap().contains("3 check(s)"),
+        "{gates:?}"
+    );
+
+    // Never ok: the run stops at the deadline, stor2 untouched.
+    let d = Demo::new(&["ceph-mon", "ceph-osd"], true);
+    d.edit(
+        "services.yaml",
+        "  ceph-osd:\n    roles: [storage]\n",
+        "  ceph-osd:\n    roles: [storage]\n    gate: {deadline_s: 3}\n",
+    );
+    d.fault("stor2", &["ceph", "osd", "ok-to-stop"], busy);
+    let r = d.uphost(&["run", "--yes"]);
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(
+        r.stderr.contains(
+            "ceph-osd's ok-to-stop gate before stor2: stor2 was not ok to stop within 3 s"
+        ),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains("3 PGs are or would become offline"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        !d.ops("stor2")
+            .iter()
+            .any(|o| o.starts_with("systemctl stop"))
+    );
+
+    // Or it pauses, and resume goes on once Ceph agrees.
+    let d = Demo::new(&["ceph-mon", "ceph-osd"], true);
+    d.edit(
+        "services.yaml",
+        "  ceph-osd:\n    roles: [storage]\n",
+        "  ceph-osd:\n    roles: [storage]\n    gate: {deadline_s: 3, on_timeout: pause}\n",
+    );
+    d.fault("stor2", &["ceph", "osd", "ok-to-stop"], busy);
+    let r = d.uphost(&["run", "--yes"]);
+    assert_eq!(r.code, 130, "{}", r.all());
+    assert!(
+        r.stderr
+            .contains("paused: ceph-osd's ok-to-stop gate before stor2"),
+        "{}",
+        r.stderr
+    );
+    d.heal("stor2");
+    let r = d.uphost(&["resume", "--yes"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(
+        d.ops("stor2")
+            .iter()
+            .any(|o| o.starts_with("apt-get install -y ceph-osd"))
+    );
+}

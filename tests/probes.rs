@@ -240,7 +240,7 @@ fn a_gate_that_never_becomes_healthy_stops_the_run_and_resume_continues_once_it_
     let j = d.journal();
     let gates: Vec<(u64, bool)> = j
         .iter()
-        .filter(|e| e["event"] == "gate-checked")
+        .filter(|e| e["event"] == "gate-checked" && e["node"].is_null())
         .map(|e| (e["batch"].as_u64().unwrap(), e["passed"].as_bool().unwrap()))
         .collect();
     assert_eq!(gates, [(0, false), (0, true), (1, true)], "{gates:?}");
@@ -264,4 +264,40 @@ fn a_gate_that_never_becomes_healthy_stops_the_run_and_resume_continues_once_it_
             .unwrap()
             .contains("gate before batch 1 of nova-compute")
     );
+}
+
+/// A probe a plugin declares (haproxy: `systemctl is-active haproxy`,
+/// covered by its own read-only capability) is shown for approval and by
+/// `plugins inspect`, and sampled on each of its nodes during a run, its
+/// figures journaled per node.
+#[test]
+fn a_plugins_declared_probe_is_shown_and_sampled_on_each_node() {
+    let d = Demo::new(&["haproxy"], true);
+    let r = d.uphost(&["plugins", "inspect", "haproxy"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(
+        r.stdout.contains(
+            "probes:\n  active: `systemctl is-active haproxy` printing `active` on each node, every 1000 ms"
+        ),
+        "{}",
+        r.stdout
+    );
+    // Slow enough for the probes to sample while the nodes restart.
+    for n in ["ctl1", "ctl2", "ctl3"] {
+        d.slow(n, &["apt-get"], 1.0);
+    }
+    let r = d.uphost(&["run", "--yes"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let j = d.journal();
+    for n in ["ctl1", "ctl2", "ctl3"] {
+        let name = format!("haproxy/active@{n}");
+        let s = j
+            .iter()
+            .find(|e| e["event"] == "probe-summary" && e["name"] == name.as_str())
+            .unwrap_or_else(|| panic!("no figures for {name}"));
+        assert_eq!(s["service"], "haproxy");
+        assert!(s["samples"].as_u64().unwrap() >= 2, "{s}");
+        assert_eq!(s["down_ms"], 0, "{s}");
+    }
+    assert!(d.report().contains("haproxy/active@ctl2"));
 }

@@ -797,8 +797,31 @@ fn a_reboot_over_real_sshd_is_waited_for_and_a_sigkill_during_it_resumes_without
     wait_reboot(&d, "cmp1", 1);
     sshds.kill("cmp1");
     std::thread::sleep(Duration::from_millis(500));
+    // A SIGKILLed uphost cannot close its ssh masters: do it for it (the
+    // other tests check that no uphost leaves its control directory), its
+    // directory moved aside first so that they never see it orphaned.
+    let pid = child.id();
+    let mut aside = Vec::new();
+    for e in std::fs::read_dir(std::env::temp_dir()).unwrap().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with(&format!("uphost-ssh-{pid}-")) {
+            let to = std::env::temp_dir().join(format!("killed-{name}"));
+            std::fs::rename(e.path(), &to).unwrap();
+            aside.push(to);
+        }
+    }
     child.kill().unwrap();
     child.wait().unwrap();
+    for dir in aside {
+        for s in std::fs::read_dir(&dir).unwrap().flatten() {
+            let _ = std::process::Command::new("ssh")
+                .args(["-o", &format!("ControlPath={}", s.path().display())])
+                .args(["-O", "exit", "x"])
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
     std::thread::sleep(Duration::from_secs(2));
     sshds.up("cmp1");
     let resume = std::process::Command::new(uphost_bin())

@@ -515,7 +515,7 @@ fn probes_gate_the_next_hop() {
     let passed: Vec<u64> = d
         .journal()
         .iter()
-        .filter(|e| e["event"] == "gate-checked" && e["passed"] == true)
+        .filter(|e| e["event"] == "gate-checked" && e["service"] == "(gate)" && e["passed"] == true)
         .map(|e| e["batch"].as_u64().unwrap())
         .collect();
     assert_eq!(passed, [0, 1], "the gates after hops 1 and 2 passed");

@@ -40,6 +40,9 @@ pub enum Phase {
     Rejoin,
     /// A reboot deferred to the end of the run.
     Reboot,
+    /// A plugin's ok-to-stop gate before a node's upgrade (read-only, not
+    /// a step of its own: its outcome is a `gate-checked` record).
+    OkToStop,
 }
 
 impl Phase {
@@ -57,6 +60,7 @@ impl Phase {
             Phase::Leave => "leave",
             Phase::Rejoin => "rejoin",
             Phase::Reboot => "reboot",
+            Phase::OkToStop => "ok-to-stop",
         }
     }
 }
@@ -351,6 +355,9 @@ pub enum Event {
         passed: bool,
         /// How long it waited, or why it did not pass.
         detail: String,
+        /// A plugin's ok-to-stop gate: the node it was about to stop.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        node: Option<String>,
         /// Milliseconds since the run started.
         at_ms: u64,
     },

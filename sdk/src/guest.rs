@@ -186,5 +186,20 @@ pub fn describe<P: Plugin>() -> types::PluginInfo {
         }),
         node_guard: info.node_guard,
         reboots: info.reboots,
+        ok_to_stop: info.ok_to_stop,
+        probes: info
+            .probes
+            .into_iter()
+            .map(|p| types::Probe {
+                name: p.name,
+                check: match p.check {
+                    crate::ProbeCheck::Tcp(port) => types::ProbeCheck::Tcp(port),
+                    crate::ProbeCheck::Command { argv, expect } => {
+                        types::ProbeCheck::Command(types::ProbeCommand { argv, expect })
+                    }
+                },
+                interval_ms: p.interval_ms,
+            })
+            .collect(),
     }
 }

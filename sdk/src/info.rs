@@ -108,6 +108,61 @@ pub struct Info {
     pub node_guard: bool,
     /// It may ask the host to reboot its nodes ([`Cx::reboot`](crate::Cx::reboot)).
     pub reboots: bool,
+    /// The host asks [`Plugin::ok_to_stop`](crate::Plugin::ok_to_stop)
+    /// before each node's `upgrade`, retrying until it passes.
+    pub ok_to_stop: bool,
+    /// Probes the host samples beside the run on each of the service's
+    /// nodes.
+    pub probes: Vec<Probe>,
+}
+
+/// A probe a plugin declares ([`Info::probe`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Probe {
+    /// Its name (`a-z`, `0-9`, `-`).
+    pub name: String,
+    /// A TCP port of each node, or a read-only command on each node.
+    pub check: ProbeCheck,
+    /// How often, in milliseconds.
+    pub interval_ms: u32,
+}
+
+/// What a [`Probe`] checks.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ProbeCheck {
+    /// A TCP connect to this port of the node's address.
+    Tcp(u16),
+    /// A read-only command (covered by one of the plugin's read-only
+    /// capabilities), healthy when it exits 0 and prints `expect`.
+    Command {
+        /// Program and arguments.
+        argv: Vec<String>,
+        /// Text the output must contain.
+        expect: Option<String>,
+    },
+}
+
+impl Probe {
+    /// A TCP connect to `port` of each node, every `interval_ms`.
+    pub fn tcp(name: &str, port: u16, interval_ms: u32) -> Probe {
+        Probe {
+            name: name.to_string(),
+            check: ProbeCheck::Tcp(port),
+            interval_ms,
+        }
+    }
+
+    /// `argv` on each node, healthy when it exits 0 (and prints `expect`).
+    pub fn command(name: &str, argv: &[&str], expect: Option<&str>, interval_ms: u32) -> Probe {
+        Probe {
+            name: name.to_string(),
+            check: ProbeCheck::Command {
+                argv: argv.iter().map(|s| s.to_string()).collect(),
+                expect: expect.map(String::from),
+            },
+            interval_ms,
+        }
+    }
 }
 
 impl Info {
@@ -125,7 +180,26 @@ impl Info {
             releases: None,
             node_guard: false,
             reboots: false,
+            ok_to_stop: false,
+            probes: Vec::new(),
         }
+    }
+
+    /// Declare a probe the host samples beside the run on each node
+    /// ([`Probe::tcp`], [`Probe::command`]); a command must be covered by a
+    /// read-only capability of this plugin.
+    pub fn probe(mut self, probe: Probe) -> Self {
+        self.probes.push(probe);
+        self
+    }
+
+    /// Declare an ok-to-stop gate: the host calls
+    /// [`Plugin::ok_to_stop`](crate::Plugin::ok_to_stop) before each node's
+    /// `upgrade` and retries it until it passes (or the operator's
+    /// deadline), so the plugin does not loop itself.
+    pub fn ok_to_stop(mut self, yes: bool) -> Self {
+        self.ok_to_stop = yes;
+        self
     }
 
     /// Declare that this plugin guards its nodes' cluster membership

@@ -45,7 +45,7 @@ pub use cx::{
     Command, Context, Cx, ExecError, ExecOutput, ExecRequest, Hop, HopKind, Host, Level, Mode, Node,
 };
 pub use error::{CommandFailed, Error, Result, ResultExt};
-pub use info::{Access, Capability, Info, Releases, Rollout};
+pub use info::{Access, Capability, Info, Probe, ProbeCheck, Releases, Rollout};
 
 /// The WIT version this SDK builds plugins against.
 pub const WIT_VERSION: &str = "0.2.0";
@@ -136,6 +136,13 @@ pub trait Plugin {
     /// steps and verify the cluster (an error stops the run before the
     /// next node).
     fn rejoin(_cx: &Cx, _node: &Node) -> Result<()> {
+        Ok(())
+    }
+
+    /// For a plugin that declares [`Info::ok_to_stop`]: may `node` be
+    /// stopped now without losing the service? `Ok` if so, an error saying
+    /// why not yet (the host retries). Read-only, like `check`.
+    fn ok_to_stop(_cx: &Cx, _node: &Node) -> Result<()> {
         Ok(())
     }
 }
@@ -230,6 +237,16 @@ macro_rules! export_plugin {
                 {
                     let node = $crate::guest::node(node);
                     $crate::guest::hook(ctx, |cx| <$plugin as $crate::Plugin>::rejoin(cx, &node))
+                }
+                fn ok_to_stop(
+                    ctx: $crate::bindings::uphost::plugin::types::Context,
+                    node: $crate::bindings::uphost::plugin::types::Node,
+                ) -> ::core::result::Result<(), $crate::bindings::uphost::plugin::types::HookError>
+                {
+                    let node = $crate::guest::node(node);
+                    $crate::guest::hook(ctx, |cx| {
+                        <$plugin as $crate::Plugin>::ok_to_stop(cx, &node)
+                    })
                 }
             }
     $crate::bindings::__export_world!(UphostExport with_types_in $crate::bindings);

@@ -110,6 +110,12 @@ pub fn approve(session: &Session, names: &[String], all: bool, yes: bool) -> Res
                 outln!("        ! DANGER: {d}");
             }
         }
+        if !p.meta.probes.is_empty() {
+            outln!("  probes (sampled on each of its nodes during a run):");
+            for pr in &p.meta.probes {
+                outln!("    {}", pr.display());
+            }
+        }
         if let Some(g) = before {
             for c in g.iter().filter(|c| !p.meta.capabilities.contains(c)) {
                 outln!("  - {} (approved before, no longer requested)", c.display());

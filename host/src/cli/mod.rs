@@ -506,6 +506,18 @@ fn plugins_inspect(session: &Session, name: &str) -> Result<i32, Error> {
         ),
         None => outln!("releases:    (none declared: every run is one hop)"),
     }
+    if m.node_guard {
+        outln!("node guard:  yes (leave before a node's steps, rejoin after, in a node-major run)");
+    }
+    if m.ok_to_stop {
+        outln!("ok-to-stop:  yes (asked before each node's upgrade, retried)");
+    }
+    if !m.probes.is_empty() {
+        outln!("probes:");
+        for p in &m.probes {
+            outln!("  {}", p.display());
+        }
+    }
     outln!("capabilities:");
     for c in &m.capabilities {
         outln!("  {}", c.display());

@@ -696,7 +696,7 @@ impl Config {
                 at: format!("{at}{key}"),
                 message,
             };
-            if g.probes.is_empty() {
+            if g.probes.is_empty() && at == "train.probes" {
                 return Err(invalid(
                     ".probes",
                     "name the probes that must be healthy".into(),

@@ -185,7 +185,10 @@ pub enum OnTimeout {
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct BatchGate {
-    /// Probes of the services file.
+    /// Probes of the services file (a service's gate may name none: its
+    /// deadline and `on_timeout` then govern only its plugin's ok-to-stop
+    /// gate).
+    #[serde(default)]
     pub probes: Vec<String>,
     /// Consecutive healthy samples (default 3).
     #[serde(default)]

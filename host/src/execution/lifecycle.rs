@@ -614,6 +614,8 @@ pub async fn execute(
     let dry_run = opts.recorded.dry_run;
     let transports = Arc::new(Transports::new(session.cfg.ssh.clone()));
     let board = Arc::new(super::probes::ProbeBoard::default());
+    let mut probes = session.cfg.services.probes.clone();
+    probes.extend(session.plugin_probes(&services));
     let sandbox = Sandbox::new(
         &session,
         &services,
@@ -644,7 +646,7 @@ pub async fn execute(
     let probes = (!dry_run).then(|| {
         let r = runner.clone();
         let (probes, end) = super::probes::Probes::start(
-            &session.cfg.services.probes,
+            &probes,
             &session.cfg.inventory,
             transports.clone(),
             journal.clone(),

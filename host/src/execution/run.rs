@@ -108,6 +108,16 @@ pub trait Hooks: Send + Sync {
         Box::pin(async {})
     }
 
+    /// `svc`'s ok-to-stop gate before `node`: retried until it passes (`Ok`
+    /// with how long it took) or the deadline (`Err` with its last answer).
+    fn ok_to_stop<'a>(
+        &'a self,
+        _svc: &'a ServiceRun,
+        _node: &'a str,
+    ) -> BoxFuture<'a, Result<String, String>> {
+        Box::pin(async { Ok(String::new()) })
+    }
+
     /// The reboots the plugins deferred in this run: (service, node, kind).
     fn deferred_reboots(&self) -> Vec<(String, String, String)> {
         Vec::new()
@@ -367,6 +377,72 @@ impl Hooks for Sandbox {
 
     fn deferred_reboots(&self) -> Vec<(String, String, String)> {
         self.deferred.take()
+    }
+
+    fn ok_to_stop<'a>(
+        &'a self,
+        svc: &'a ServiceRun,
+        node: &'a str,
+    ) -> BoxFuture<'a, Result<String, String>> {
+        Box::pin(async move {
+            let Some(spec) = svc.targets.by_name(node) else {
+                return Err(format!("{node} is not a target of {}", svc.name));
+            };
+            let deadline = std::time::Duration::from_secs(
+                svc.gate.as_ref().and_then(|g| g.deadline_s).unwrap_or(600),
+            );
+            let t0 = Instant::now();
+            let mut tries = 0u32;
+            loop {
+                tries += 1;
+                // Read-only, into memory: its commands are not steps of the
+                // run (the journal gets the gate's outcome).
+                let io = CallIo {
+                    transport: self.transport.clone(),
+                    record_dir: None,
+                    sink: Arc::new(MemorySink::new(None)),
+                    budget: self.budget.clone(),
+                    reboot: self.reboot.clone(),
+                    deferred: self.deferred.clone(),
+                };
+                let env = CallEnv::new(
+                    StepKey {
+                        hop: None,
+                        service: svc.name.clone(),
+                        phase: Phase::OkToStop,
+                        node: Some(node.to_string()),
+                    },
+                    self.dry_run,
+                    self.grants[&svc.name].clone(),
+                    &svc.scope(),
+                    svc.limits.clone(),
+                    &io,
+                );
+                let res = call_hook(
+                    &self.rt,
+                    &self.plugins[&svc.name],
+                    env,
+                    &self.ctxs[&svc.name][0],
+                    Hook::OkToStop(wit_node(spec)),
+                )
+                .await;
+                match res {
+                    Ok(()) => {
+                        return Ok(format!(
+                            "{node} ok to stop ({tries} check(s), {:.1} s)",
+                            t0.elapsed().as_secs_f64()
+                        ));
+                    }
+                    Err(e) if t0.elapsed() >= deadline => {
+                        return Err(format!(
+                            "{node} was not ok to stop within {} s ({tries} checks); last: {e}",
+                            deadline.as_secs()
+                        ));
+                    }
+                    Err(_) => tokio::time::sleep(std::time::Duration::from_secs(2)).await,
+                }
+            }
+        })
     }
 
     fn reboot<'a>(
@@ -955,10 +1031,16 @@ impl Runner {
                 return Err(());
             }
             if let Some(gate) = &svc.gate
+                && !gate.probes.is_empty()
                 && !self.opts.recorded.dry_run
                 && !self.probe_gate(gate, &svc.name, bi as u32).await
             {
                 return Err(());
+            }
+            for i in batch.clone() {
+                if !self.ok_to_stop(svc, &svc.targets[i].name, bi as u32).await {
+                    return Err(());
+                }
             }
             // At most `forks` node steps alive at once: a batch of 100 000
             // nodes must not hold 100 000 futures.
@@ -1076,6 +1158,7 @@ impl Runner {
             detail: match &res {
                 Ok(d) | Err(d) => d.clone(),
             },
+            node: None,
             at_ms: self.journal.now_ms(),
         });
         match res {
@@ -1089,6 +1172,48 @@ impl Runner {
                 match gate.on_timeout {
                     crate::config::OnTimeout::Stop => self.halt(why),
                     crate::config::OnTimeout::Pause => self.pause(format!("paused: {why}")),
+                }
+                false
+            }
+        }
+    }
+
+    /// The plugin's ok-to-stop gate before `node`'s upgrade (batch `at` of
+    /// `svc`), unless its upgrade is done already: retried by the sandbox
+    /// until it passes or the deadline; journaled either way; on timeout
+    /// the run stops (fails) or pauses, as the service's `gate:` says.
+    async fn ok_to_stop(&self, svc: &ServiceRun, node: &str, at: u32) -> bool {
+        let done = self.prior.get(&StepKey {
+            hop: self.hop(0),
+            service: svc.name.clone(),
+            phase: Phase::Upgrade,
+            node: Some(node.to_string()),
+        }) == Some(&StepStatus::Done);
+        if !svc.ok_to_stop || done || self.opts.recorded.dry_run || self.stopping() {
+            return true;
+        }
+        let res = self.hooks.ok_to_stop(svc, node).await;
+        self.journal.emit(Event::GateChecked {
+            service: svc.name.clone(),
+            batch: at,
+            passed: res.is_ok(),
+            detail: match &res {
+                Ok(d) | Err(d) => crate::untrusted::line_max(d, 600).into_owned(),
+            },
+            node: Some(node.to_string()),
+            at_ms: self.journal.now_ms(),
+        });
+        match res {
+            Ok(_) => true,
+            Err(why) => {
+                let why = format!(
+                    "{}'s ok-to-stop gate before {node}: {}",
+                    svc.name,
+                    crate::untrusted::line_max(&why, 600)
+                );
+                match svc.gate.as_ref().map(|g| g.on_timeout) {
+                    Some(crate::config::OnTimeout::Pause) => self.pause(format!("paused: {why}")),
+                    _ => self.halt(why),
                 }
                 false
             }
@@ -1518,6 +1643,16 @@ impl Runner {
         let on =
             |s: &ServiceRun| Hook::Upgrade(wit_node(s.targets.by_name(name).expect("filtered")));
         let guards: Vec<&ServiceRun> = here.iter().copied().filter(|s| s.node_guard).collect();
+        let at = self
+            .node_order()
+            .iter()
+            .position(|n| n == name)
+            .unwrap_or(0) as u32;
+        for s in &here {
+            if !self.ok_to_stop(s, name, at).await {
+                return false;
+            }
+        }
         for g in &guards {
             if self.stopping() {
                 return false;
@@ -1863,6 +1998,7 @@ mod tests {
             survival: vec![],
             node_guard: false,
             reboot: Default::default(),
+            ok_to_stop: false,
         }
     }
 

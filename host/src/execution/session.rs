@@ -57,6 +57,8 @@ pub struct ServiceRun {
     pub node_guard: bool,
     /// When its plugin's reboots happen.
     pub reboot: crate::config::RebootWhen,
+    /// Its plugin has an ok-to-stop gate.
+    pub ok_to_stop: bool,
 }
 
 impl ServiceRun {
@@ -84,6 +86,45 @@ pub fn user_cache_dir() -> PathBuf {
 }
 
 impl Session {
+    /// The probes `services`' plugins declare, one per probe and target
+    /// node (`SERVICE/NAME@NODE`), sampled beside a run like the
+    /// operator's.
+    pub fn plugin_probes(&self, services: &[ServiceRun]) -> Vec<crate::config::ProbeConfig> {
+        let mut out = Vec::new();
+        for s in services {
+            let Some(p) = self.plugins.get(&s.name) else {
+                continue;
+            };
+            for d in &p.meta.probes {
+                for n in s.targets.iter() {
+                    out.push(crate::config::ProbeConfig {
+                        name: format!("{}/{}@{}", s.name, d.name, n.name),
+                        service: Some(s.name.clone()),
+                        tcp: d.tcp_port.map(|port| {
+                            if n.address.contains(':') {
+                                format!("[{}]:{port}", n.address)
+                            } else {
+                                format!("{}:{port}", n.address)
+                            }
+                        }),
+                        http: None,
+                        expect_status: None,
+                        command: d.command.as_ref().map(|argv| crate::config::ProbeCommand {
+                            node: n.name.clone(),
+                            argv: argv.clone(),
+                            expect: d.expect.clone(),
+                        }),
+                        interval_ms: Some(d.interval_ms as u64),
+                        timeout_ms: None,
+                        budget_s: None,
+                        on_budget: Default::default(),
+                    });
+                }
+            }
+        }
+        out
+    }
+
     /// The installed and target versions of `service` (its own in the
     /// services file, else the file's), and whether they are the file's.
     fn versions(&self, service: &str) -> (String, String, bool) {
@@ -403,6 +444,7 @@ impl Session {
                 survival: svc.survival.clone(),
                 node_guard: p.meta.node_guard,
                 reboot: svc.reboot,
+                ok_to_stop: p.meta.ok_to_stop,
             });
         }
         if !unmapped.is_empty() {

@@ -176,6 +176,14 @@ fn hook_calls(sc: &Scenario, nodes: &[Arc<NodeSpec>]) -> Vec<(String, Hook)> {
                     calls.push((format!("rejoin {}", n.name), Hook::Rejoin(wit_node(n))));
                 }
             }
+            "ok-to-stop" => {
+                for n in nodes {
+                    calls.push((
+                        format!("ok-to-stop {}", n.name),
+                        Hook::OkToStop(wit_node(n)),
+                    ));
+                }
+            }
             _ => {
                 for n in nodes {
                     calls.push((format!("upgrade {}", n.name), Hook::Upgrade(wit_node(n))));
@@ -322,11 +330,12 @@ fn compare_hooks(
 ) {
     let outcome_of = |label: &str| outcomes.iter().find(|(l, _)| l == label).map(|(_, r)| r);
     for (key, want) in &sc.expect.hooks {
-        let labels: Vec<String> = if ["upgrade", "leave", "rejoin"].contains(&key.as_str()) {
-            nodes.iter().map(|n| format!("{key} {}", n.name)).collect()
-        } else {
-            vec![key.clone()]
-        };
+        let labels: Vec<String> =
+            if ["upgrade", "leave", "rejoin", "ok-to-stop"].contains(&key.as_str()) {
+                nodes.iter().map(|n| format!("{key} {}", n.name)).collect()
+            } else {
+                vec![key.clone()]
+            };
         for label in labels {
             let got = outcome_of(&label);
             let ok = match (want, got) {

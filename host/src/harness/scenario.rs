@@ -240,6 +240,7 @@ pub fn load(path: &Path) -> Result<Scenario, ConfigError> {
         "verify",
         "leave",
         "rejoin",
+        "ok-to-stop",
     ];
     for h in s.hooks.iter().flatten() {
         if !hooks.contains(&h.as_str()) {

@@ -32,6 +32,125 @@ pub struct PluginMeta {
     /// node's steps in a node-major run).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub node_guard: bool,
+    /// It has an ok-to-stop gate (`ok-to-stop(node)` before each node's
+    /// `upgrade`, retried).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub ok_to_stop: bool,
+    /// The probes it declares, sampled on each of its nodes beside a run.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub probes: Vec<DeclaredProbe>,
+}
+
+/// A probe a plugin declares (validated: its command is covered by one of
+/// the plugin's own read-only capabilities).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct DeclaredProbe {
+    /// Its name (`a-z`, `0-9`, `-`).
+    pub name: String,
+    /// A TCP port of each node.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tcp_port: Option<u16>,
+    /// Or a read-only command on each node.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub command: Option<Vec<String>>,
+    /// Text the command's output must contain (as shown).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expect: Option<String>,
+    /// How often.
+    pub interval_ms: u32,
+}
+
+impl DeclaredProbe {
+    /// One line for the operator: `NAME: tcp PORT every N ms` or the command.
+    pub fn display(&self) -> String {
+        let what = match (&self.tcp_port, &self.command) {
+            (Some(p), _) => format!("tcp connect to port {p} of each node"),
+            (None, Some(argv)) => format!(
+                "`{}`{} on each node",
+                crate::untrusted::line_max(&argv.join(" "), 300),
+                self.expect
+                    .as_ref()
+                    .map(|e| format!(" printing `{e}`"))
+                    .unwrap_or_default()
+            ),
+            (None, None) => String::new(),
+        };
+        format!("{}: {what}, every {} ms", self.name, self.interval_ms)
+    }
+}
+
+/// Most probes a plugin may declare.
+pub const MAX_PROBES: usize = 16;
+
+fn declared_probes(
+    probes: Vec<types::Probe>,
+    caps: &[CommandCap],
+) -> Result<Vec<DeclaredProbe>, String> {
+    if probes.len() > MAX_PROBES {
+        return Err(format!(
+            "it declares {} probes; at most {MAX_PROBES}",
+            probes.len()
+        ));
+    }
+    let grant = crate::capabilities::Grant {
+        commands: caps.to_vec(),
+    };
+    let mut out: Vec<DeclaredProbe> = Vec::new();
+    for p in probes {
+        let shown = p.name.escape_debug().to_string();
+        if p.name.is_empty()
+            || p.name.len() > 32
+            || !p
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        {
+            return Err(format!(
+                "probe name `{shown}` is invalid: use 1-32 of a-z, 0-9, `-`"
+            ));
+        }
+        if out.iter().any(|o| o.name == p.name) {
+            return Err(format!("probe `{shown}` is declared twice"));
+        }
+        if !(100..=60_000).contains(&p.interval_ms) {
+            return Err(format!(
+                "probe `{shown}`: interval-ms {} is outside 100..=60000",
+                p.interval_ms
+            ));
+        }
+        let (tcp_port, command, expect) = match p.check {
+            types::ProbeCheck::Tcp(0) => {
+                return Err(format!("probe `{shown}`: port 0"));
+            }
+            types::ProbeCheck::Tcp(port) => (Some(port), None, None),
+            types::ProbeCheck::Command(c) => {
+                let Some((program, args)) = c.argv.split_first() else {
+                    return Err(format!("probe `{shown}`: its command is empty"));
+                };
+                let covered = grant
+                    .check(program, args, &[])
+                    .is_ok_and(|cap| cap.access == Access::ReadOnly);
+                if !covered {
+                    return Err(format!(
+                        "probe `{shown}`: its command `{}` is not covered by a read-only capability the plugin requests (a probe may only read)",
+                        crate::untrusted::line_max(&c.argv.join(" "), 300)
+                    ));
+                }
+                if c.expect.as_ref().is_some_and(|e| e.len() > 256) {
+                    return Err(format!("probe `{shown}`: expect is longer than 256 bytes"));
+                }
+                (None, Some(c.argv), c.expect.map(|e| as_shown(e, 256)))
+            }
+        };
+        out.push(DeclaredProbe {
+            name: p.name,
+            tcp_port,
+            command,
+            expect,
+            interval_ms: p.interval_ms,
+        });
+    }
+    Ok(out)
 }
 
 /// Most capabilities a plugin may request (each is reviewed by a person).
@@ -178,6 +297,7 @@ impl PluginMeta {
                 reason: as_shown(c.reason, MAX_TEXT),
             });
         }
+        let probes = declared_probes(i.probes, &caps)?;
         if i.reboots {
             caps.push(crate::capabilities::reboot_capability());
         }
@@ -201,6 +321,96 @@ impl PluginMeta {
             reversible: i.reversible,
             releases: i.releases.map(release_path).transpose()?,
             node_guard: i.node_guard,
+            ok_to_stop: i.ok_to_stop,
+            probes,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn caps() -> Vec<CommandCap> {
+        vec![
+            CommandCap {
+                program: "systemctl".into(),
+                args: vec!["is-active".into(), "haproxy".into()],
+                access: Access::ReadOnly,
+                env: vec![],
+                reason: String::new(),
+            },
+            CommandCap {
+                program: "systemctl".into(),
+                args: vec!["restart".into(), "haproxy".into()],
+                access: Access::Mutating,
+                env: vec![],
+                reason: String::new(),
+            },
+        ]
+    }
+
+    fn command(name: &str, argv: &[&str]) -> types::Probe {
+        types::Probe {
+            name: name.into(),
+            check: types::ProbeCheck::Command(types::ProbeCommand {
+                argv: argv.iter().map(|s| s.to_string()).collect(),
+                expect: Some("active".into()),
+            }),
+            interval_ms: 500,
+        }
+    }
+
+    #[test]
+    fn a_declared_probe_may_only_read_what_the_plugin_requests() {
+        let ok = declared_probes(
+            vec![
+                command("active", &["systemctl", "is-active", "haproxy"]),
+                types::Probe {
+                    name: "stats".into(),
+                    check: types::ProbeCheck::Tcp(8404),
+                    interval_ms: 1000,
+                },
+            ],
+            &caps(),
+        )
+        .unwrap();
+        assert_eq!(ok.len(), 2);
+        assert!(
+            ok[0]
+                .display()
+                .contains("`systemctl is-active haproxy` printing `active`")
+        );
+        let mutating = declared_probes(
+            vec![command("x", &["systemctl", "restart", "haproxy"])],
+            &caps(),
+        );
+        assert!(
+            mutating
+                .unwrap_err()
+                .contains("not covered by a read-only capability")
+        );
+        let unrequested = declared_probes(vec![command("x", &["cat", "/etc/shadow"])], &caps());
+        assert!(unrequested.unwrap_err().contains("not covered"));
+        let bad_name = declared_probes(
+            vec![command("Bad Name", &["systemctl", "is-active", "haproxy"])],
+            &caps(),
+        );
+        assert!(bad_name.unwrap_err().contains("is invalid"));
+        let twice = declared_probes(
+            vec![
+                command("a", &["systemctl", "is-active", "haproxy"]),
+                command("a", &["systemctl", "is-active", "haproxy"]),
+            ],
+            &caps(),
+        );
+        assert!(twice.unwrap_err().contains("declared twice"));
+        let mut fast = command("a", &["systemctl", "is-active", "haproxy"]);
+        fast.interval_ms = 5;
+        assert!(
+            declared_probes(vec![fast], &caps())
+                .unwrap_err()
+                .contains("interval-ms 5")
+        );
     }
 }

@@ -96,7 +96,7 @@ pub enum LoadError {
     },
     /// It imports something this host does not provide.
     #[error(
-        "{path}: imports something this host does not provide: {detail}; a plugin may import only uphost:plugin/{{types,node-exec,log,state}} of the version it exports (0.1 or 0.2) and the WASI 0.2 interfaces of wasi:cli, wasi:io, wasi:clocks, wasi:random, wasi:filesystem and wasi:sockets (not wasi:http)"
+        "{path}: imports something this host does not provide: {detail}; a plugin may import only uphost:plugin/{{types,node-exec,log,state}} of the version it exports (0.1 or 0.2; and node-control in 0.2) and the WASI 0.2 interfaces of wasi:cli, wasi:io, wasi:clocks, wasi:random, wasi:filesystem and wasi:sockets (not wasi:http)"
     )]
     UnknownImport {
         /// File.

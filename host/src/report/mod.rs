@@ -260,10 +260,13 @@ impl Gathered {
                     batch,
                     passed,
                     detail,
+                    node,
                     at_ms,
                 } => {
                     let place = if service == crate::events::GATE {
                         format!("after hop {}", batch + 1)
+                    } else if let Some(n) = node {
+                        format!("{service}'s ok-to-stop before {n}")
                     } else {
                         format!("{service} before batch {}", batch + 1)
                     };

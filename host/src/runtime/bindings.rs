@@ -148,6 +148,8 @@ pub fn plugin_info_from_v0_1(i: v0_1::uphost::plugin::types::PluginInfo) -> type
         releases: None,
         node_guard: false,
         reboots: false,
+        ok_to_stop: false,
+        probes: Vec::new(),
     }
 }
 

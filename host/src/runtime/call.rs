@@ -181,7 +181,9 @@ impl CallEnv {
             read_only: dry_run
                 || matches!(
                     step.phase,
-                    crate::events::Phase::Check | crate::events::Phase::Verify
+                    crate::events::Phase::Check
+                        | crate::events::Phase::Verify
+                        | crate::events::Phase::OkToStop
                 ),
             step,
             grant,

@@ -174,6 +174,8 @@ pub enum Hook {
     Leave(bindings::uphost::plugin::types::Node),
     /// A node guard brings it back.
     Rejoin(bindings::uphost::plugin::types::Node),
+    /// May the node be stopped now?
+    OkToStop(bindings::uphost::plugin::types::Node),
 }
 
 impl Hook {
@@ -190,13 +192,14 @@ impl Hook {
             Hook::Verify => Phase::Verify,
             Hook::Leave(_) => Phase::Leave,
             Hook::Rejoin(_) => Phase::Rejoin,
+            Hook::OkToStop(_) => Phase::OkToStop,
         }
     }
 
     /// The node it runs for, if it is a node's hook.
     pub fn node(&self) -> Option<&bindings::uphost::plugin::types::Node> {
         match self {
-            Hook::Upgrade(n) | Hook::Leave(n) | Hook::Rejoin(n) => Some(n),
+            Hook::Upgrade(n) | Hook::Leave(n) | Hook::Rejoin(n) | Hook::OkToStop(n) => Some(n),
             _ => None,
         }
     }
@@ -449,6 +452,7 @@ pub async fn call_hook(
                     Hook::Verify => p.call_verify(&mut store, &ctx).await,
                     Hook::Leave(node) => p.call_leave(&mut store, &ctx, &node).await,
                     Hook::Rejoin(node) => p.call_rejoin(&mut store, &ctx, &node).await,
+                    Hook::OkToStop(node) => p.call_ok_to_stop(&mut store, &ctx, &node).await,
                 }
                 .map(|r| r.map_err(|e| e.message))
             }
@@ -494,7 +498,9 @@ pub async fn call_hook(
                     })),
                     // Nor does it guard nodes (its description cannot say
                     // so): never called.
-                    Hook::Verify | Hook::Leave(_) | Hook::Rejoin(_) => Ok(Ok(())),
+                    Hook::Verify | Hook::Leave(_) | Hook::Rejoin(_) | Hook::OkToStop(_) => {
+                        Ok(Ok(()))
+                    }
                 }
                 .map(|r| r.map_err(|e| e.message))
             }

@@ -22,6 +22,21 @@ fn healthy(out: &str, allow_noout: bool) -> bool {
     l == "HEALTH_OK" || (allow_noout && l == "HEALTH_WARN noout flag(s) set")
 }
 
+/// `ceph osd ok-to-stop` of the node's OSDs (`ceph osd ls-tree NODE`).
+fn osds_ok_to_stop(cx: &Cx, n: &str) -> Result<()> {
+    let ids = cx.run(n, "ceph", &["osd", "ls-tree", n])?.stdout_text();
+    let ids: Vec<&str> = ids.split_whitespace().collect();
+    let mut args = vec!["osd", "ok-to-stop"];
+    args.extend(ids.iter().copied());
+    cx.run(n, "ceph", &args).map_err(|e| {
+        e.context(format!(
+            "OSDs {} on {n} are not safe to stop",
+            ids.join(",")
+        ))
+    })?;
+    Ok(())
+}
+
 impl Plugin for CephOsd {
     fn describe() -> Info {
         Info::new(
@@ -32,6 +47,7 @@ impl Plugin for CephOsd {
         .depends_on(&["ceph-mon"])
         .rollout(Rollout::OneAtATime)
         .reversible(false)
+        .ok_to_stop(true)
         // Ceph upgrades at most two major releases at a time.
         .releases(CEPH_RELEASES)
         .jumps(CEPH_JUMPS)
@@ -80,18 +96,15 @@ impl Plugin for CephOsd {
         Ok(())
     }
 
+    /// The host retries this before each node (cephadm's ok-to-stop gate).
+    fn ok_to_stop(cx: &Cx, node: &Node) -> Result<()> {
+        osds_ok_to_stop(cx, &node.name)
+    }
+
     fn upgrade(cx: &Cx, node: &Node) -> Result<()> {
         let n = node.name.as_str();
-        let ids = cx.run(n, "ceph", &["osd", "ls-tree", n])?.stdout_text();
-        let ids: Vec<&str> = ids.split_whitespace().collect();
-        let mut args = vec!["osd", "ok-to-stop"];
-        args.extend(ids.iter().copied());
-        cx.run(n, "ceph", &args).map_err(|e| {
-            e.context(format!(
-                "OSDs {} on {n} are not safe to stop",
-                ids.join(",")
-            ))
-        })?;
+        // The gate passed just before; Ceph may have changed its mind.
+        osds_ok_to_stop(cx, n)?;
         cx.run(n, "systemctl", &["stop", "ceph-osd.target"])?;
         cx.run(
             n,

@@ -200,6 +200,7 @@ impl Plugin for Galera {
         .depends_on(&["haproxy"])
         .rollout(Rollout::OneAtATime)
         .reversible(true)
+        .ok_to_stop(true)
         // MariaDB upgrades one major release at a time.
         .releases(&[
             "5.5", "10.0", "10.1", "10.2", "10.3", "10.4", "10.5", "10.6", "10.11", "11.4",
@@ -230,6 +231,30 @@ impl Plugin for Galera {
 
     fn verify(cx: &Cx) -> Result<()> {
         verify(cx)
+    }
+
+    /// Before a node of a rolling (minor) update stops: every other member
+    /// `Synced`, with the full cluster size. A major upgrade stops every
+    /// node by design: nothing to wait for.
+    fn ok_to_stop(cx: &Cx, node: &Node) -> Result<()> {
+        if cx.ctx.mode == Mode::MajorUpgrade {
+            return Ok(());
+        }
+        let want = cx.nodes().len();
+        for n in cx.nodes().iter().filter(|n| n.name != node.name) {
+            let out = cx.run(&n.name, "mysql", &["-N", "-B", "-e", WSREP])?;
+            match parse_wsrep(&out.stdout_text()) {
+                (Some(s), Some(size)) if s == "Synced" && size == want => {}
+                (s, size) => bail!(
+                    "{} is {} in a cluster of {} (of {want}): stopping {} now would leave too few members",
+                    n.name,
+                    s.as_deref().unwrap_or("?"),
+                    size.map(|x| x.to_string()).unwrap_or_else(|| "?".into()),
+                    node.name
+                ),
+            }
+        }
+        Ok(())
     }
 
     fn check(cx: &Cx) -> Result<()> {

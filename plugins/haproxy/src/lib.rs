@@ -5,6 +5,7 @@
 //!
 //! Parameters: `config` (`/etc/haproxy/haproxy.cfg`), `unit` (`haproxy`).
 
+use uphost_sdk::Probe;
 use uphost_sdk::prelude::*;
 
 /// The plugin.
@@ -37,6 +38,13 @@ impl Plugin for Haproxy {
         .version(env!("CARGO_PKG_VERSION"))
         .rollout(Rollout::OneAtATime)
         .reversible(true)
+        // Measured beside every run: is each node's haproxy running?
+        .probe(Probe::command(
+            "active",
+            &["systemctl", "is-active", "haproxy"],
+            Some("active"),
+            1000,
+        ))
         .capabilities([
             Capability::read_only("haproxy", &["-c", "-f", "/etc/haproxy/*.cfg"])
                 .reason("validate the configuration"),
