@@ -178,8 +178,12 @@ fn bad_probes_are_refused_before_anything_runs() {
     for (yaml, want) in [
         ("probes:\n  - name: a\n    tcp: nowhere\n", "probes[0].tcp"),
         (
-            "probes:\n  - name: a\n    http: https://vip/\n",
-            "plain HTTP only",
+            "probes:\n  - name: a\n    http: ftp://vip/\n",
+            "is not http://HOST[:PORT]/PATH or https://",
+        ),
+        (
+            "probes:\n  - name: a\n    http: http://vip/\n    ca_file: ca.pem\n",
+            "a CA file is for an https:// probe",
         ),
         (
             "probes:\n  - name: a\n    tcp: \"h:1\"\n    http: http://h/\n",
@@ -300,4 +304,154 @@ fn a_plugins_declared_probe_is_shown_and_sampled_on_each_node() {
         assert_eq!(s["down_ms"], 0, "{s}");
     }
     assert!(d.report().contains("haproxy/active@ctl2"));
+}
+
+/// An `https://` probe verifies the server's certificate: against a private
+/// CA given by `ca_file` it is up through the run; without it the same
+/// server is down, the reason naming the certificate.
+#[test]
+fn an_https_probe_verifies_the_certificate() {
+    let d = Demo::new(&["haproxy"], true);
+    let dir = d.path();
+    // A private CA, and the server's certificate it signs (for 127.0.0.1).
+    let openssl = |args: &[&str]| {
+        let st = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl (Debian's openssl package)");
+        assert!(
+            st.status.success(),
+            "{}",
+            String::from_utf8_lossy(&st.stderr)
+        );
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    openssl(
+        &[
+            &["req", "-x509"],
+            &ec[..],
+            &[
+                "-days",
+                "2",
+                "-subj",
+                "/CN=uphost test CA",
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+            ],
+        ]
+        .concat(),
+    );
+    openssl(
+        &[
+            &["req"],
+            &ec[..],
+            &[
+                "-subj",
+                "/CN=127.0.0.1",
+                "-keyout",
+                "key.pem",
+                "-out",
+                "server.csr",
+            ],
+        ]
+        .concat(),
+    );
+    std::fs::write(
+        dir.join("san.ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+        "-out",
+        "server.pem",
+    ]);
+    let port = uphost_tests::free_port();
+    let server = format!(
+        "import http.server, ssl\n\
+         class H(http.server.BaseHTTPRequestHandler):\n    def do_GET(self):\n        self.send_response(200); self.end_headers(); self.wfile.write(b'ok')\n    def log_message(self, *a): pass\n\
+         s = http.server.ThreadingHTTPServer(('127.0.0.1', {port}), H)\n\
+         c = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER); c.load_cert_chain('server.pem', 'key.pem')\n\
+         s.socket = c.wrap_socket(s.socket, server_side=True)\n\
+         s.serve_forever()\n"
+    );
+    let mut py = Command::new("python3")
+        .arg("-c")
+        .arg(server)
+        .current_dir(dir)
+        .spawn()
+        .unwrap();
+    uphost_tests::wait_until(
+        "the https server",
+        std::time::Duration::from_secs(10),
+        || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
+    );
+    add_probes(
+        &d,
+        &format!(
+            "probes:\n  - {{name: api-tls, http: \"https://127.0.0.1:{port}/v3\", ca_file: ca.pem, interval_ms: 100}}\n  - {{name: api-untrusted, http: \"https://127.0.0.1:{port}/v3\", interval_ms: 100}}\n"
+        ),
+    );
+    for n in ["ctl1", "ctl2", "ctl3"] {
+        d.slow(n, &["apt-get"], 0.3);
+    }
+    let r = d.uphost(&["run", "--yes"]);
+    let _ = py.kill();
+    let _ = py.wait();
+    assert_eq!(r.code, 0, "{}", r.all());
+    let j = d.journal();
+    let summary = |name: &str| {
+        j.iter()
+            .find(|e| e["event"] == "probe-summary" && e["name"] == name)
+            .unwrap_or_else(|| panic!("no figures for {name}"))
+            .clone()
+    };
+    let ok = summary("api-tls");
+    assert!(ok["samples"].as_u64().unwrap() >= 3, "{ok}");
+    assert_eq!(ok["down_ms"], 0, "{ok}");
+    let first_untrusted = j
+        .iter()
+        .find(|e| e["event"] == "probe" && e["name"] == "api-untrusted")
+        .unwrap();
+    assert_eq!(first_untrusted["up"], false);
+    assert!(
+        first_untrusted["detail"]
+            .as_str()
+            .unwrap()
+            .contains("certificate"),
+        "{first_untrusted}"
+    );
+    // A CA file for a plain-HTTP probe, or one that holds no certificate,
+    // is refused before anything runs.
+    let d = Demo::new(&["haproxy"], true);
+    std::fs::write(d.path().join("empty.pem"), "not a certificate\n").unwrap();
+    add_probes(
+        &d,
+        "probes:\n  - {name: api, http: \"https://127.0.0.1:1/\", ca_file: empty.pem}\n",
+    );
+    let r = d.uphost(&["run", "--yes"]);
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert!(r.stderr.contains("probes[0].ca_file"), "{}", r.stderr);
+    assert!(r.stderr.contains("holds no certificate"), "{}", r.stderr);
 }

@@ -176,20 +176,70 @@ fn journal_name(n: &str) -> bool {
 }
 
 /// An `http://HOST[:PORT]/PATH` URL as (host, port, path).
-pub fn probe_url(u: &str) -> Option<(String, u16, String)> {
-    let rest = u.strip_prefix("http://")?;
+pub fn probe_url(u: &str) -> Option<ProbeUrl> {
+    let (tls, rest) = match (u.strip_prefix("http://"), u.strip_prefix("https://")) {
+        (Some(r), _) => (false, r),
+        (_, Some(r)) => (true, r),
+        _ => return None,
+    };
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
     };
     let (host, port) = match authority.rsplit_once(':') {
         Some((h, p)) => (h, p.parse().ok()?),
-        None => (authority, 80),
+        None => (authority, if tls { 443 } else { 80 }),
     };
-    if host.is_empty() || path.chars().any(|c| c.is_control() || c == ' ') {
+    if host.is_empty()
+        || host.chars().any(|c| c.is_control() || c == ' ')
+        || path.chars().any(|c| c.is_control() || c == ' ')
+    {
         return None;
     }
-    Some((host.to_string(), port, path.to_string()))
+    Some(ProbeUrl {
+        tls,
+        host: host.to_string(),
+        port,
+        path: path.to_string(),
+    })
+}
+
+/// An HTTP(S) probe's URL, read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProbeUrl {
+    /// `https://`.
+    pub tls: bool,
+    /// The host (a name or an address): connected to, sent as `Host:`,
+    /// and the name the server's certificate must carry.
+    pub host: String,
+    /// The port.
+    pub port: u16,
+    /// The path.
+    pub path: String,
+}
+
+/// The certificates of a PEM file of CAs (a probe's `ca_file`), or why
+/// not: at most 1 MiB, at least one certificate.
+pub fn read_ca_file(path: &Path) -> Result<Vec<rustls_pki_types::CertificateDer<'static>>, String> {
+    use rustls_pki_types::pem::PemObject;
+    let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    if !meta.is_file() || meta.len() > 1 << 20 {
+        return Err(format!(
+            "{} is not a PEM file of at most 1 MiB",
+            path.display()
+        ));
+    }
+    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let certs: Vec<_> = rustls_pki_types::CertificateDer::pem_slice_iter(&bytes)
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("{}: not PEM certificates: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!(
+            "{} holds no certificate (-----BEGIN CERTIFICATE-----)",
+            path.display()
+        ));
+    }
+    Ok(certs)
 }
 
 /// The largest parallelism bound accepted (`forks:` or `--forks`).
@@ -286,6 +336,17 @@ impl Config {
             "services",
             "the services file (service → roles, rollout, params)",
         ))?;
+        let mut services = services;
+        // A probe's CA file is relative to the services file.
+        let services_dir = services_path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        for p in &mut services.probes {
+            if let Some(f) = &mut p.ca_file {
+                *f = services_dir.join(&*f);
+            }
+        }
         let cfg = Config {
             path: path.clone(),
             plugins_dir: base.join(&raw.plugins),
@@ -607,20 +668,31 @@ impl Config {
                 return Err(invalid(i, ".tcp", format!("`{t}` is not HOST:PORT")));
             }
             if let Some(u) = &p.http {
-                if u.starts_with("https://") {
+                let Some(url) = crate::config::probe_url(u) else {
                     return Err(invalid(
                         i,
                         ".http",
-                        "uphost probes plain HTTP only: for HTTPS use a command probe, e.g. `command: {node: ctl1, argv: [curl, -fsS, URL]}`".into(),
+                        format!("`{u}` is not http://HOST[:PORT]/PATH or https://HOST[:PORT]/PATH"),
                     ));
+                };
+                if let Some(f) = &p.ca_file {
+                    if !url.tls {
+                        return Err(invalid(
+                            i,
+                            ".ca_file",
+                            "a CA file is for an https:// probe".into(),
+                        ));
+                    }
+                    if let Err(why) = crate::config::read_ca_file(f) {
+                        return Err(invalid(i, ".ca_file", why));
+                    }
                 }
-                if crate::config::probe_url(u).is_none() {
-                    return Err(invalid(
-                        i,
-                        ".http",
-                        format!("`{u}` is not http://HOST[:PORT]/PATH"),
-                    ));
-                }
+            } else if p.ca_file.is_some() {
+                return Err(invalid(
+                    i,
+                    ".ca_file",
+                    "a CA file is for an https:// probe".into(),
+                ));
             }
             if let Some(c) = &p.command {
                 if self.inventory.node(&c.node).is_none() {

@@ -301,12 +301,17 @@ pub struct ProbeConfig {
     /// `HOST:PORT` that must accept a TCP connection.
     #[serde(default)]
     pub tcp: Option<String>,
-    /// `http://HOST[:PORT]/PATH` that must answer (plain HTTP).
+    /// `http://HOST[:PORT]/PATH` or `https://…` that must answer (HTTPS:
+    /// the certificate is verified, for the URL's host).
     #[serde(default)]
     pub http: Option<String>,
     /// The HTTP status it must answer (default: any 2xx or 3xx).
     #[serde(default)]
     pub expect_status: Option<u16>,
+    /// For an `https://` probe: a PEM file of the CAs to trust besides the
+    /// public ones (a private CA), relative to the services file.
+    #[serde(default)]
+    pub ca_file: Option<std::path::PathBuf>,
     /// A read-only command on a node that must succeed.
     #[serde(default)]
     pub command: Option<ProbeCommand>,

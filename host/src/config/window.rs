@@ -23,6 +23,57 @@ pub struct RawWindow {
     /// The offset from UTC its times are in (`+01:00`); UTC when absent.
     #[serde(default)]
     pub utc_offset: Option<String>,
+    /// Or the IANA time zone its times are in (`Europe/Paris`): the
+    /// offset of each moment, summer time included.
+    #[serde(default)]
+    pub time_zone: Option<String>,
+}
+
+/// Where the window's times are.
+#[derive(Debug, Clone, PartialEq)]
+enum Zone {
+    /// A fixed offset from UTC.
+    Fixed(UtcOffset),
+    /// An IANA time zone (its offset changes with summer time).
+    Named(jiff::tz::TimeZone),
+}
+
+impl Zone {
+    /// The offset in force at `t`.
+    fn offset_at(&self, t: OffsetDateTime) -> UtcOffset {
+        match self {
+            Zone::Fixed(o) => *o,
+            Zone::Named(tz) => jiff::Timestamp::from_second(t.unix_timestamp())
+                .ok()
+                .and_then(|ts| UtcOffset::from_whole_seconds(tz.to_offset(ts).seconds()).ok())
+                .unwrap_or(UtcOffset::UTC),
+        }
+    }
+
+    /// The moment the local date and time `d` `at` is, in this zone (a
+    /// time that summer time skips is taken after the gap, one it repeats
+    /// the first time).
+    fn moment(&self, d: Date, at: Time) -> OffsetDateTime {
+        match self {
+            Zone::Fixed(o) => d.with_time(at).assume_offset(*o),
+            Zone::Named(tz) => {
+                let civil = jiff::civil::DateTime::new(
+                    d.year() as i16,
+                    u8::from(d.month()) as i8,
+                    d.day() as i8,
+                    at.hour() as i8,
+                    at.minute() as i8,
+                    at.second() as i8,
+                    0,
+                );
+                civil
+                    .ok()
+                    .and_then(|c| tz.to_timestamp(c).ok())
+                    .and_then(|ts| OffsetDateTime::from_unix_timestamp(ts.as_second()).ok())
+                    .unwrap_or_else(|| d.with_time(at).assume_utc())
+            }
+        }
+    }
 }
 
 /// A checked window.
@@ -33,7 +84,7 @@ pub struct Window {
     /// How long it stays open once opened.
     length: Duration,
     except: Vec<Date>,
-    offset: UtcOffset,
+    zone: Zone,
     /// As written, for messages.
     text: String,
 }
@@ -89,9 +140,24 @@ impl RawWindow {
                     .map_err(|_| ("except", format!("`{d}` is not a date: write YYYY-MM-DD")))
             })
             .collect::<Result<Vec<Date>, _>>()?;
-        let offset = match &self.utc_offset {
-            None => UtcOffset::UTC,
-            Some(o) => {
+        let zone = match (&self.utc_offset, &self.time_zone) {
+            (Some(_), Some(_)) => {
+                return Err((
+                    "time_zone",
+                    "give `utc_offset` or `time_zone`, not both".into(),
+                ));
+            }
+            (None, Some(z)) => Zone::Named(jiff::tz::TimeZone::get(z).map_err(|_| {
+                (
+                    "time_zone",
+                    format!(
+                        "`{}` is not an IANA time zone: write e.g. Europe/Paris or America/New_York",
+                        z.escape_debug()
+                    ),
+                )
+            })?),
+            (None, None) => Zone::Fixed(UtcOffset::UTC),
+            (Some(o), None) => Zone::Fixed({
                 let fmt = time::macros::format_description!(
                     "[offset_hour sign:mandatory]:[offset_minute]"
                 );
@@ -101,14 +167,14 @@ impl RawWindow {
                         format!("`{o}` is not an offset: write +HH:MM or -HH:MM"),
                     )
                 })?
-            }
+            }),
         };
         Ok(Window {
             days,
             start,
             length,
             except,
-            offset,
+            zone,
             text: describe(self),
         })
     }
@@ -119,7 +185,10 @@ fn describe(w: &RawWindow) -> String {
     if let Some(d) = &w.days {
         s.push_str(&format!(" on {}", d.join(", ")));
     }
-    s.push_str(&format!(" (UTC{})", w.utc_offset.as_deref().unwrap_or("")));
+    match &w.time_zone {
+        Some(z) => s.push_str(&format!(" ({})", z.escape_debug())),
+        None => s.push_str(&format!(" (UTC{})", w.utc_offset.as_deref().unwrap_or(""))),
+    }
     if !w.except.is_empty() {
         s.push_str(&format!(", not on {}", w.except.join(", ")));
     }
@@ -133,12 +202,17 @@ impl Window {
 
     /// When the window opening on `d` opens.
     fn opening(&self, d: Date) -> OffsetDateTime {
-        d.with_time(self.start).assume_offset(self.offset)
+        self.zone.moment(d, self.start)
+    }
+
+    /// The local date at `t`.
+    fn local_date(&self, t: OffsetDateTime) -> Date {
+        t.to_offset(self.zone.offset_at(t)).date()
     }
 
     /// Is it open at `t`?
     pub fn open_at(&self, t: OffsetDateTime) -> bool {
-        let today = t.to_offset(self.offset).date();
+        let today = self.local_date(t);
         [today.previous_day(), Some(today)]
             .into_iter()
             .flatten()
@@ -154,7 +228,7 @@ impl Window {
         if self.open_at(t) {
             return Some(t);
         }
-        let mut d = t.to_offset(self.offset).date();
+        let mut d = self.local_date(t);
         for _ in 0..=366 {
             if self.opens_on(d) && self.opening(d) > t {
                 return Some(self.opening(d));
@@ -206,6 +280,7 @@ mod tests {
             hours: hours.map(String::from),
             except: except.iter().map(|s| s.to_string()).collect(),
             utc_offset: None,
+            time_zone: None,
         }
         .check()
         .unwrap()
@@ -249,6 +324,7 @@ mod tests {
             hours: Some("9-17".into()),
             except: vec![],
             utc_offset: None,
+            time_zone: None,
         };
         assert_eq!(bad(raw.clone()).0, "hours");
         assert_eq!(
@@ -272,6 +348,7 @@ mod tests {
         assert_eq!(
             bad(RawWindow {
                 utc_offset: Some("CET".into()),
+                time_zone: None,
                 hours: None,
                 ..raw
             })
@@ -287,10 +364,41 @@ mod tests {
             hours: Some("22:00-23:00".into()),
             except: vec![],
             utc_offset: Some("+02:00".into()),
+            time_zone: None,
         }
         .check()
         .unwrap();
         assert!(win.open_at(at("2026-11-30", "20:30")));
         assert!(!win.open_at(at("2026-11-30", "22:30")));
+    }
+
+    #[test]
+    fn a_named_time_zone_follows_summer_time() {
+        let w = RawWindow {
+            days: None,
+            hours: Some("22:00-06:00".into()),
+            except: vec![],
+            utc_offset: None,
+            time_zone: Some("Europe/Paris".into()),
+        }
+        .check()
+        .unwrap();
+        // CET (+01:00) on 28 March 2026, CEST (+02:00) from the 29th.
+        assert!(w.open_at(at("2026-03-28", "21:30:00")));
+        assert!(!w.open_at(at("2026-03-28", "20:30:00")));
+        assert!(w.open_at(at("2026-03-29", "20:30:00")));
+        assert!(!w.open_at(at("2026-03-29", "19:30:00")));
+        assert_eq!(
+            w.next_open(at("2026-03-29", "12:00:00")),
+            Some(at("2026-03-29", "20:00:00"))
+        );
+        let bad = RawWindow {
+            days: None,
+            hours: None,
+            except: vec![],
+            utc_offset: None,
+            time_zone: Some("Mars/Olympus".into()),
+        };
+        assert!(bad.check().unwrap_err().1.contains("not an IANA time zone"));
     }
 }

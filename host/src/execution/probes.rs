@@ -108,12 +108,65 @@ enum Target {
         port: u16,
         path: String,
         expect: Option<u16>,
+        /// `https://`: how to verify the server.
+        tls: Option<Arc<rustls::ClientConfig>>,
     },
     Command {
         node: Arc<crate::config::NodeSpec>,
         argv: Vec<String>,
         expect: Option<String>,
     },
+}
+
+/// `GET path` over `s`: its status is the one expected (any 2xx or 3xx by
+/// default).
+async fn http_get<S>(mut s: S, host: &str, path: &str, expect: Option<u16>) -> Result<(), String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    s.write_all(
+        format!("GET {path} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: uphost-probe\r\n\r\n")
+            .as_bytes(),
+    )
+    .await
+    .map_err(|e| format!("send: {e}"))?;
+    let mut head = vec![0u8; 64];
+    let n = s.read(&mut head).await.map_err(|e| format!("read: {e}"))?;
+    let line = String::from_utf8_lossy(&head[..n]);
+    let status: u16 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| "no HTTP status line".to_string())?;
+    let ok = match expect {
+        Some(want) => status == want,
+        None => (200..400).contains(&status),
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("HTTP {status}"))
+    }
+}
+
+/// The TLS client of an `https://` probe: the public CAs (Mozilla's, as
+/// webpki-roots carries them), and those of its `ca_file`.
+fn tls_config(ca_file: Option<&std::path::Path>) -> Result<Arc<rustls::ClientConfig>, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(f) = ca_file {
+        for c in crate::config::read_ca_file(f)? {
+            roots.add(c).map_err(|e| format!("{}: {e}", f.display()))?;
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(cfg))
 }
 
 /// One sample: up, or down and why.
@@ -134,37 +187,22 @@ async fn sample(t: &Target, timeout: Duration, transport: &dyn Transport) -> Res
             port,
             path,
             expect,
+            tls,
         } => {
             let work = async {
-                use tokio::io::{AsyncReadExt, AsyncWriteExt};
-                let mut s = tokio::net::TcpStream::connect((host.as_str(), *port))
+                let s = tokio::net::TcpStream::connect((host.as_str(), *port))
                     .await
                     .map_err(|e| format!("connect {host}:{port}: {e}"))?;
-                s.write_all(
-                    format!(
-                        "GET {path} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: uphost-probe\r\n\r\n"
-                    )
-                    .as_bytes(),
-                )
-                .await
-                .map_err(|e| format!("send: {e}"))?;
-                let mut head = vec![0u8; 64];
-                let n = s.read(&mut head).await.map_err(|e| format!("read: {e}"))?;
-                let line = String::from_utf8_lossy(&head[..n]);
-                let status: u16 = line
-                    .split_whitespace()
-                    .nth(1)
-                    .and_then(|c| c.parse().ok())
-                    .ok_or_else(|| "no HTTP status line".to_string())?;
-                let ok = match expect {
-                    Some(want) => status == *want,
-                    None => (200..400).contains(&status),
+                let Some(cfg) = tls else {
+                    return http_get(s, host, path, *expect).await;
                 };
-                if ok {
-                    Ok(())
-                } else {
-                    Err(format!("HTTP {status}"))
-                }
+                let name = rustls_pki_types::ServerName::try_from(host.clone())
+                    .map_err(|e| format!("`{host}` is not a server name: {e}"))?;
+                let s = tokio_rustls::TlsConnector::from(cfg.clone())
+                    .connect(name, s)
+                    .await
+                    .map_err(|e| format!("TLS with {host}:{port}: {e}"))?;
+                http_get(s, host, path, *expect).await
             };
             tokio::time::timeout(timeout, work)
                 .await
@@ -223,14 +261,24 @@ impl Probes {
         for p in probes {
             let target = if let Some(t) = &p.tcp {
                 Target::Tcp(t.clone())
-            } else if let Some((host, port, path)) =
-                p.http.as_deref().and_then(crate::config::probe_url)
-            {
+            } else if let Some(u) = p.http.as_deref().and_then(crate::config::probe_url) {
+                let tls = if u.tls {
+                    match tls_config(p.ca_file.as_deref()) {
+                        Ok(c) => Some(c),
+                        Err(e) => {
+                            tracing::warn!(probe = %p.name, error = %e, "probe not started");
+                            continue;
+                        }
+                    }
+                } else {
+                    None
+                };
                 Target::Http {
-                    host,
-                    port,
-                    path,
+                    host: u.host,
+                    port: u.port,
+                    path: u.path,
                     expect: p.expect_status,
+                    tls,
                 }
             } else if let Some(c) = &p.command
                 && let Some(node) = inventory.node(&c.node)

@@ -1179,17 +1179,19 @@ impl Runner {
     }
 
     /// The plugin's ok-to-stop gate before `node`'s upgrade (batch `at` of
-    /// `svc`), unless its upgrade is done already: retried by the sandbox
+    /// `svc`), unless its upgrade began already: retried by the sandbox
     /// until it passes or the deadline; journaled either way; on timeout
     /// the run stops (fails) or pauses, as the service's `gate:` says.
     async fn ok_to_stop(&self, svc: &ServiceRun, node: &str, at: u32) -> bool {
-        let done = self.prior.get(&StepKey {
+        // A node whose upgrade began (an interrupted or failed attempt) is
+        // stopped already: its step goes on without asking again.
+        let begun = self.prior.contains_key(&StepKey {
             hop: self.hop(0),
             service: svc.name.clone(),
             phase: Phase::Upgrade,
             node: Some(node.to_string()),
-        }) == Some(&StepStatus::Done);
-        if !svc.ok_to_stop || done || self.opts.recorded.dry_run || self.stopping() {
+        });
+        if !svc.ok_to_stop || begun || self.opts.recorded.dry_run || self.stopping() {
             return true;
         }
         let res = self.hooks.ok_to_stop(svc, node).await;

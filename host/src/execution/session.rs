@@ -109,6 +109,7 @@ impl Session {
                         }),
                         http: None,
                         expect_status: None,
+                        ca_file: None,
                         command: d.command.as_ref().map(|argv| crate::config::ProbeCommand {
                             node: n.name.clone(),
                             argv: argv.clone(),

@@ -783,12 +783,21 @@ impl Sim {
                 self.mutated = true;
             }
             _ if j.starts_with("osd ok-to-stop ") => {
-                if !osds_down.is_empty() {
+                // OSDs already down may be stopped again: only others count.
+                let asked: Vec<&str> = a[2..].iter().map(String::as_str).collect();
+                let others_down = osds_down
+                    .iter()
+                    .filter(|n| {
+                        let idx = osd_nodes.iter().position(|(m, _)| m == **n).unwrap_or(0);
+                        !asked.contains(&(idx * 2).to_string().as_str())
+                    })
+                    .count();
+                if others_down > 0 {
                     return fail(
                         16,
                         format!(
                             "Error EBUSY: unsafe to stop osd(s) at this time ({} already down)",
-                            osds_down.len() * 2
+                            others_down * 2
                         ),
                     );
                 }
