@@ -61,6 +61,7 @@ fn ssh_demo() -> (Demo, Sshds) {
 
 #[test]
 fn the_demo_upgrade_runs_over_ssh() {
+    let began = std::time::SystemTime::now();
     let (d, sshds) = ssh_demo();
     let r = d.uphost(&["run", "--yes"]);
     assert_eq!(r.code, 0, "{}", r.all());
@@ -101,8 +102,16 @@ fn the_demo_upgrade_runs_over_ssh() {
         assert!(!listed.contains(&ns), "namespace {ns} survived: {listed}");
     }
     // Nor the ssh control directory of an uphost that has exited (it exits
-    // without running drops, so it closes its masters itself).
+    // without running drops, so it closes its masters itself): of those
+    // made since this test began (an uphost killed by an earlier, aborted
+    // test run cannot have cleaned up).
     for e in std::fs::read_dir(std::env::temp_dir()).unwrap().flatten() {
+        if e.metadata()
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t < began)
+        {
+            continue;
+        }
         let name = e.file_name().to_string_lossy().into_owned();
         let Some(pid) = name
             .strip_prefix("uphost-ssh-")
