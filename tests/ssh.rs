@@ -20,6 +20,31 @@ const CONTROLLER_PLUGINS: &[&str] = &[
     "ceph-mon",
 ];
 
+/// Point the demo copy `d` at `sshds`: its inventory has them in group
+/// `group` (and `rest`, more groups), uphost.yaml their client config,
+/// `services` as its services file; the plugins approved.
+fn over_ssh(d: &Demo, sshds: &Sshds, group: &str, rest: &str, services: &str) {
+    let mut inv = format!("all:\n  children:\n    {group}:\n      hosts:\n");
+    for n in sshds.hosts.keys() {
+        inv.push_str(&format!(
+            "        {n}: {{ansible_host: {}, ansible_port: {}, ansible_user: root, ansible_connection: ssh}}\n",
+            sshds.address(n),
+            sshds.port(n)
+        ));
+    }
+    inv.push_str(rest);
+    std::fs::write(d.path().join("inventory.yaml"), inv).unwrap();
+    let cfg = std::fs::read_to_string(d.path().join("uphost.yaml")).unwrap();
+    std::fs::write(
+        d.path().join("uphost.yaml"),
+        format!("{cfg}ssh:\n  config: {}\n", sshds.ssh_config().display()),
+    )
+    .unwrap();
+    std::fs::write(d.path().join("services.yaml"), services).unwrap();
+    let r = d.uphost(&["plugins", "approve", "--all", "--yes"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+}
+
 /// A demo copy whose three controllers are reached over ssh.
 fn ssh_demo() -> (Demo, Sshds) {
     let d = Demo::new(CONTROLLER_PLUGINS, false);
@@ -32,30 +57,14 @@ fn ssh_demo() -> (Demo, Sshds) {
         .map(|(n, r)| (n.as_str(), Some(r.as_path())))
         .collect();
     let sshds = Sshds::start(&spec);
-    let mut inv = String::from("all:\n  children:\n    controller:\n      hosts:\n");
-    for (n, _) in &roots {
-        inv.push_str(&format!(
-            "        {n}: {{ansible_host: {}, ansible_port: {}, ansible_user: root, ansible_connection: ssh}}\n",
-            sshds.address(n),
-            sshds.port(n)
-        ));
-    }
-    inv.push_str("    compute:\n      hosts: {}\n    storage:\n      hosts: {}\n");
-    std::fs::write(d.path().join("inventory.yaml"), inv).unwrap();
-    let cfg = std::fs::read_to_string(d.path().join("uphost.yaml")).unwrap();
-    std::fs::write(
-        d.path().join("uphost.yaml"),
-        format!("{cfg}ssh:\n  config: {}\n", sshds.ssh_config().display()),
-    )
-    .unwrap();
     // Only the controller services; computes and storage are not in this cluster.
-    std::fs::write(
-        d.path().join("services.yaml"),
+    over_ssh(
+        &d,
+        &sshds,
+        "controller",
+        "    compute:\n      hosts: {}\n    storage:\n      hosts: {}\n",
         "mode: major-upgrade\nfrom_version: newton\nto_version: ocata\nservices:\n  galera:\n    roles: [controller]\n    from_version: \"10.1\"\n    to_version: \"10.2\"\n    params: {drain_wait_s: \"0\"}\n  rabbitmq:\n    roles: [controller]\n    from_version: \"3.6\"\n    to_version: \"3.7\"\n  haproxy:\n    roles: [controller]\n  keystone:\n    roles: [controller]\n  placement:\n    roles: [controller]\n  neutron:\n    roles: [controller]\n  ceph-mon:\n    roles: [controller]\n    from_version: hammer\n    to_version: jewel\n",
-    )
-    .unwrap();
-    let r = d.uphost(&["plugins", "approve", "--all", "--yes"]);
-    assert_eq!(r.code, 0, "{}", r.all());
+    );
     (d, sshds)
 }
 
@@ -771,30 +780,17 @@ fn a_reboot_over_real_sshd_is_waited_for_and_a_sigkill_during_it_resumes_without
         .map(|(n, r)| (n.as_str(), Some(r.as_path())))
         .collect();
     let mut sshds = Sshds::start(&spec);
-    let mut inv = String::from("all:\n  children:\n    compute:\n      hosts:\n");
     for n in names {
-        inv.push_str(&format!(
-            "        {n}: {{ansible_host: {}, ansible_port: {}, ansible_user: root, ansible_connection: ssh}}\n",
-            sshds.address(n),
-            sshds.port(n)
-        ));
         // The simulator answers nothing (exit 255) while the node is away.
         std::fs::write(d.path().join(format!("nodes/{n}/reboot-ms")), "2500").unwrap();
     }
-    std::fs::write(d.path().join("inventory.yaml"), inv).unwrap();
-    let cfg = std::fs::read_to_string(d.path().join("uphost.yaml")).unwrap();
-    std::fs::write(
-        d.path().join("uphost.yaml"),
-        format!("{cfg}ssh:\n  config: {}\n", sshds.ssh_config().display()),
-    )
-    .unwrap();
-    std::fs::write(
-        d.path().join("services.yaml"),
+    over_ssh(
+        &d,
+        &sshds,
+        "compute",
+        "",
         "mode: minor-update\norder: node-major\nservices:\n  host-os:\n    roles: [compute]\n    from_version: \"7.2\"\n    to_version: \"7.4\"\n    params: {packages: kernel, stop_units: nova-compute}\n",
-    )
-    .unwrap();
-    let r = d.uphost(&["plugins", "approve", "--all", "--yes"]);
-    assert_eq!(r.code, 0, "{}", r.all());
+    );
     let mut child = std::process::Command::new(uphost_bin())
         .current_dir(d.path())
         .args(["run", "--yes"])

@@ -559,41 +559,39 @@ impl Hooks for Sandbox {
                 .on_control_host(&argv, timeout, step.hop.unwrap_or(0) + 1, hops)
                 .await;
             let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-            let mut result = CommandRecord {
-                status: None,
-                error: None,
-                error_kind: None,
-                stdout: String::new(),
-                stderr: String::new(),
-                truncated: false,
-                skipped: false,
-                mutating: false,
-                duration_ms: t0.elapsed().as_millis() as u64,
-            };
+            let ms = t0.elapsed().as_millis() as u64;
             let shown = || format!("gate command `{}` ({})", gate.name, argv.join(" "));
-            let verdict = match out {
-                None => {
-                    result.status = Some(0);
-                    result.skipped = true;
-                    Ok(())
-                }
+            let (result, verdict) = match out {
+                None => (
+                    CommandRecord {
+                        skipped: true,
+                        ..CommandRecord::exited(0, String::new(), String::new(), false, ms)
+                    },
+                    Ok(()),
+                ),
                 Some(Ok(o)) => {
                     let tail = last_lines(&o.stderr);
-                    result.status = Some(o.status);
-                    result.stdout = text(&o.stdout);
-                    result.stderr = text(&o.stderr);
-                    result.truncated = o.truncated;
-                    match o.status {
+                    let verdict = match o.status {
                         0 => Ok(()),
                         s if tail.is_empty() => Err(format!("{} exited {s}", shown())),
                         s => Err(format!("{} exited {s}: {tail}", shown())),
-                    }
+                    };
+                    let rec = CommandRecord {
+                        truncated: o.truncated,
+                        ..CommandRecord::exited(
+                            o.status,
+                            text(&o.stdout),
+                            text(&o.stderr),
+                            false,
+                            ms,
+                        )
+                    };
+                    (rec, verdict)
                 }
-                Some(Err(e)) => {
-                    result.error = Some(e.to_string());
-                    result.error_kind = Some(e.kind());
-                    Err(format!("{} did not run to its end: {e}", shown()))
-                }
+                Some(Err(e)) => (
+                    CommandRecord::failed(e.to_string(), Some(e.kind()), false, ms),
+                    Err(format!("{} did not run to its end: {e}", shown())),
+                ),
             };
             journal.emit(Event::CommandFinished {
                 step,
