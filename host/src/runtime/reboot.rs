@@ -130,7 +130,7 @@ impl Reboot<'_> {
         match self.transport.exec(self.node, &spec).await {
             Ok(o) if o.status == 0 => {
                 let id = String::from_utf8_lossy(&o.stdout).trim().to_string();
-                if id.is_empty() || id.len() > 128 || id.chars().any(char::is_whitespace) {
+                if id.is_empty() || id.len() > 128 || !id.chars().all(|c| c.is_ascii_graphic()) {
                     Err(format!(
                         "`{}` printed no single boot identity",
                         self.settings.boot_id.join(" ")
