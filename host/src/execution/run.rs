@@ -1550,7 +1550,7 @@ impl Runner {
             }
             use futures::StreamExt;
             let results: Vec<bool> = futures::stream::iter(batch.clone())
-                .map(|i| self.node(&nodes[i]))
+                .map(|i| self.node(&nodes[i], i as u32))
                 .buffer_unordered(self.opts.forks.max(1))
                 .collect()
                 .await;
@@ -1632,8 +1632,8 @@ impl Runner {
     /// One node of a node-major run: its guards' `leave`, each of its
     /// services' `upgrade` in plan order, its guards' `rejoin` (in reverse).
     /// A failure leaves the node as it is (out of its cluster), for the
-    /// operator to look at.
-    async fn node(&self, name: &str) -> bool {
+    /// operator to look at. `at`: its place in the run's node order.
+    async fn node(&self, name: &str, at: u32) -> bool {
         let here: Vec<&ServiceRun> = self
             .levels_of(0)
             .into_iter()
@@ -1643,11 +1643,6 @@ impl Runner {
         let on =
             |s: &ServiceRun| Hook::Upgrade(wit_node(s.targets.by_name(name).expect("filtered")));
         let guards: Vec<&ServiceRun> = here.iter().copied().filter(|s| s.node_guard).collect();
-        let at = self
-            .node_order()
-            .iter()
-            .position(|n| n == name)
-            .unwrap_or(0) as u32;
         for s in &here {
             if !self.ok_to_stop(s, name, at).await {
                 return false;
