@@ -173,7 +173,12 @@ fn infinite_loop_hits_the_deadline() {
 #[test]
 fn memory_bomb_traps_at_the_cap() {
     let a = Arena::new("membomb", &[]);
-    a.fails_with(&["trapped in upgrade", "memory"]);
+    // The trap names the cap and where to raise it.
+    a.fails_with(&[
+        "trapped in upgrade",
+        "reached its memory cap of 32 MiB",
+        "memory_mb",
+    ]);
 }
 
 #[test]

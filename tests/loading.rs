@@ -100,6 +100,94 @@ fn component_of_another_world_is_rejected() {
     );
 }
 
+/// A plugin that imports wasi:http (componentize-js's default build): its
+/// own import renamed in a real plugin's bytes, as the toolchain would
+/// have written it.
+fn importing_wasi_http() -> Vec<u8> {
+    let mut bytes = std::fs::read(wasm("haproxy")).unwrap();
+    for v in ["0.2.0", "0.2.6"] {
+        let (from, to) = (
+            format!("wasi:cli/stdout@{v}"),
+            format!("wasi:http/types@{v}"),
+        );
+        assert_eq!(from.len(), to.len());
+        let mut i = 0;
+        while let Some(at) = bytes[i..]
+            .windows(from.len())
+            .position(|w| w == from.as_bytes())
+        {
+            bytes[i + at..i + at + from.len()].copy_from_slice(to.as_bytes());
+            i += at + from.len();
+        }
+    }
+    bytes
+}
+
+/// An unsupported import is named with how to build without it, found
+/// before compiling (nothing is compiled into the cache for it), and
+/// `plugins list` still lists every other plugin beside it.
+#[test]
+fn an_import_the_host_does_not_provide_is_named_before_compiling() {
+    let d = own_cache(with_extra("js-plugin.wasm", &importing_wasi_http()));
+    assert_input_error(
+        &d,
+        &["plan"],
+        &[
+            "js-plugin.wasm",
+            "imports an interface this host does not provide",
+            "wasi:http/types@0.2.",
+            "-d http",
+        ],
+    );
+    let r = d.uphost(&["plugins", "list"]);
+    assert_eq!(r.code, 2, "{}", r.all());
+    for n in ["haproxy", "galera", "js-plugin.wasm", "-d http"] {
+        assert!(r.all().contains(n), "`{n}` not in {}", r.all());
+    }
+    // Compiled: the two good plugins only.
+    assert_eq!(artifacts(&d.path().join("state/cache")).len(), 2);
+}
+
+/// A plugin whose memory at start is above the cap says so, with the
+/// number needed and where to raise it: at load (above every cap) and at
+/// plan (above its service's cap).
+#[test]
+fn a_plugin_starting_above_the_memory_cap_says_how_much_it_needs() {
+    let d = Demo::new(&["haproxy", "galera"], true);
+    d.edit(
+        "uphost.yaml",
+        "forks: 10\n",
+        "forks: 10\nlimits: {memory_mb: 1}\n",
+    );
+    assert_input_error(
+        &d,
+        &["plan"],
+        &[
+            "haproxy.wasm",
+            "MiB of memory at start",
+            "above the 1 MiB cap",
+            "memory_mb: 2",
+            "services.yaml",
+        ],
+    );
+    let d = Demo::new(&["haproxy", "galera"], true);
+    d.edit(
+        "services.yaml",
+        "  haproxy:\n    roles: [controller]\n",
+        "  haproxy:\n    roles: [controller]\n    limits: {memory_mb: 1}\n",
+    );
+    assert_input_error(
+        &d,
+        &["run", "--yes"],
+        &[
+            "`haproxy`",
+            "above the service's 1 MiB cap",
+            "haproxy: {limits: {memory_mb: 2}}",
+            "Nothing was executed",
+        ],
+    );
+}
+
 #[test]
 fn other_wit_version_says_which() {
     let bytes = std::fs::read(wasm("fixture-wrong-version")).unwrap();
@@ -221,7 +309,7 @@ fn a_changed_plugin_is_refused_naming_the_hash() {
 /// plugins are compiled in memory and the command does its work.
 #[test]
 fn an_unusable_compile_cache_costs_a_compile_not_the_run() {
-    let d = Demo::new(&["haproxy", "galera"], true);
+    let d = own_cache(Demo::new(&["haproxy", "galera"], true));
     let _ = std::fs::remove_dir_all(d.path().join("state/cache"));
     std::fs::create_dir_all(d.path().join("state")).unwrap();
     std::fs::write(d.path().join("state/cache"), "not a directory").unwrap();
@@ -238,28 +326,116 @@ fn an_unusable_compile_cache_costs_a_compile_not_the_run() {
     assert_eq!(r.code, 0, "{}", r.all());
 }
 
+/// The demo with its compile cache in its own state directory (the
+/// default is the user's cache directory, shared by every run and
+/// `uphost test`).
+fn own_cache(d: Demo) -> Demo {
+    d.edit(
+        "uphost.yaml",
+        "state_dir: state/\n",
+        "state_dir: state/\ncache_dir: state/cache\n",
+    );
+    d
+}
+
+/// Each artifact's file identity (a rewrite makes a new inode: the
+/// atomic rename of a fresh compile).
+fn artifacts(cache: &std::path::Path) -> Vec<(std::ffi::OsString, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let mut v: Vec<_> = std::fs::read_dir(cache)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".cwasm"))
+        .map(|e| (e.file_name(), e.metadata().unwrap().ino()))
+        .collect();
+    v.sort();
+    v
+}
+
 #[test]
 fn second_load_uses_the_compile_cache() {
-    let d = Demo::new(&["haproxy", "galera"], true);
+    let d = own_cache(Demo::new(&["haproxy", "galera"], true));
     assert_eq!(d.uphost(&["plan"]).code, 0);
     let cache = d.path().join("state/cache");
-    let stamps = || {
-        let mut v: Vec<_> = std::fs::read_dir(&cache)
-            .unwrap()
-            .flatten()
-            .map(|e| (e.file_name(), e.metadata().unwrap().modified().unwrap()))
-            .collect();
-        v.sort();
-        v
-    };
-    let before = stamps();
+    let before = artifacts(&cache);
     assert_eq!(before.len(), 2, "one artifact per plugin");
-    std::thread::sleep(std::time::Duration::from_millis(20));
     assert_eq!(d.uphost(&["plan"]).code, 0);
     assert_eq!(
         before,
-        stamps(),
+        artifacts(&cache),
         "an artifact was rewritten: a plugin was compiled again"
+    );
+}
+
+/// Memory caps are enforced per store, not compiled in: changing
+/// `memory_mb` (globally or for one service) compiles nothing again.
+#[test]
+fn changing_memory_mb_does_not_recompile() {
+    let d = own_cache(Demo::new(&["haproxy", "galera"], true));
+    assert_eq!(d.uphost(&["plan"]).code, 0);
+    let cache = d.path().join("state/cache");
+    let before = artifacts(&cache);
+    assert_eq!(before.len(), 2);
+    d.edit(
+        "uphost.yaml",
+        "forks: 10\n",
+        "forks: 10\nlimits: {memory_mb: 256}\n",
+    );
+    d.edit(
+        "services.yaml",
+        "  haproxy:\n    roles: [controller]\n",
+        "  haproxy:\n    roles: [controller]\n    limits: {memory_mb: 512}\n",
+    );
+    let r = d.uphost(&["plan"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert_eq!(
+        before,
+        artifacts(&cache),
+        "a memory cap recompiled a plugin"
+    );
+}
+
+/// The cache is bounded: past `cache_max_mb` the least recently used
+/// artifacts go (here one left from a plugin file that changed since),
+/// and those of the plugins in use stay.
+#[test]
+fn the_compile_cache_drops_the_least_recently_used_past_its_cap() {
+    let d = own_cache(Demo::new(&["haproxy", "galera"], true));
+    let cache = d.path().join("state/cache");
+    std::fs::create_dir_all(&cache).unwrap();
+    let stale = cache.join(format!("{}-0000000000000000.cwasm", "ab".repeat(32)));
+    std::fs::write(&stale, vec![0u8; 20 << 20]).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&stale)
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(86400))
+        .unwrap();
+    d.edit(
+        "uphost.yaml",
+        "forks: 10\n",
+        "forks: 10\ncache_max_mb: 16\n",
+    );
+    let r = d.uphost(&["plan"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(
+        !stale.exists(),
+        "the least recently used artifact is still there"
+    );
+    assert_eq!(
+        artifacts(&cache).len(),
+        2,
+        "the plugins in use lost their artifacts"
+    );
+    let r = d.uphost(&["plan"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    d.edit("uphost.yaml", "cache_max_mb: 16\n", "cache_max_mb: 1\n");
+    let r = d.uphost(&["plan"]);
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert!(
+        r.stderr.contains("cache_max_mb") && r.stderr.contains("16..=1048576"),
+        "{}",
+        r.stderr
     );
 }
 
@@ -401,7 +577,7 @@ fn out_of_range_settings_and_misspelt_services_are_refused_before_anything_runs(
 /// again and the link replaced by a file of uphost's own.
 #[test]
 fn a_symlink_in_the_cache_is_not_followed() {
-    let d = Demo::new(&["haproxy", "galera"], true);
+    let d = own_cache(Demo::new(&["haproxy", "galera"], true));
     assert_eq!(d.uphost(&["plan"]).code, 0);
     let sha = |p: &str| {
         let out = std::process::Command::new("sha256sum")

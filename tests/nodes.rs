@@ -251,11 +251,12 @@ fn delayed_reboots_happen_once_at_the_end_of_the_run() {
     }
 }
 
-/// Keystone and nova-compute in kolla containers under Podman (the
-/// simulator's: no container runtime runs on this machine): each is
-/// stopped, removed with its old image, the new image pulled, the
-/// container created with its configuration and started — as the
-/// Liberty→Ocata journey does — and the run completes.
+/// Galera, RabbitMQ, Keystone, Nova, Neutron and nova-compute in kolla
+/// containers under Podman (the simulator's: no container runtime runs on
+/// this machine): each is stopped, removed with its old image, the new
+/// image pulled, the container created with its configuration and started
+/// — as the Liberty→Ocata journey does — the in-service commands run in
+/// the containers, and the run completes.
 #[test]
 fn containerized_services_are_replaced_container_by_container() {
     let d = Demo::new(uphost_tests::SEED_PLUGINS, true);
@@ -267,8 +268,16 @@ fn containerized_services_are_replaced_container_by_container() {
         .output()
         .unwrap();
     assert!(st.status.success());
+    d.edit(
+        "services.yaml",
+        "      drain_wait_s: \"0\"\n",
+        "      drain_wait_s: \"0\"\n      deploy: containers\n      engine: podman\n",
+    );
     for svc in [
+        "rabbitmq:\n    roles: [controller]\n",
         "keystone:\n    roles: [controller]\n",
+        "nova:\n    roles: [controller]\n",
+        "neutron:\n    roles: [controller]\n",
         "nova-compute:\n    roles: [compute]\n",
     ] {
         d.edit(
@@ -279,49 +288,77 @@ fn containerized_services_are_replaced_container_by_container() {
     }
     let r = d.uphost(&["run", "--yes"]);
     assert_eq!(r.code, 0, "{}", r.all());
-    let ops = d.ops("cmp1");
-    let want = [
-        "podman stop nova_compute",
-        "podman rm nova_compute",
-        "podman rmi kolla/nova_compute:newton",
-        "podman pull kolla/nova_compute:ocata",
-        "podman create --name nova_compute --net=host --restart=unless-stopped -v /etc/kolla/nova_compute:/var/lib/kolla/config_files:ro kolla/nova_compute:ocata",
-        "podman start nova_compute",
-    ];
-    let mut at = 0;
-    for w in want {
-        at += ops[at..]
-            .iter()
-            .position(|o| o == w)
-            .unwrap_or_else(|| panic!("cmp1: `{w}` not in order in {ops:?}"));
-    }
-    assert!(!ops.iter().any(|o| o.starts_with("apt-get")), "{ops:?}");
-    let state: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(d.path().join("nodes/cmp1/state.json")).unwrap(),
-    )
-    .unwrap();
-    assert_eq!(
-        state["containers"]["nova_compute"],
-        serde_json::json!(["kolla/nova_compute:ocata", true])
+    let in_order = |node: &str, want: &[&str]| {
+        let ops = d.ops(node);
+        let mut at = 0;
+        for w in want {
+            at += ops[at..]
+                .iter()
+                .position(|o| o == w)
+                .unwrap_or_else(|| panic!("{node}: `{w}` not in order in {ops:#?}"));
+        }
+        assert!(!ops.iter().any(|o| o.starts_with("apt-get")), "{ops:?}");
+    };
+    in_order(
+        "cmp1",
+        &[
+            "podman stop nova_compute",
+            "podman rm nova_compute",
+            "podman rmi kolla/nova_compute:newton",
+            "podman pull kolla/nova_compute:ocata",
+            "podman create --name nova_compute --net=host --restart=unless-stopped -v /etc/kolla/nova_compute:/var/lib/kolla/config_files:ro kolla/nova_compute:ocata",
+            "podman start nova_compute",
+        ],
     );
-    // keystone's schema migration ran in its new container.
-    assert!(
-        d.ops("ctl1")
-            .iter()
-            .any(|o| o == "podman exec keystone keystone-manage db_sync"),
-        "{:?}",
-        d.ops("ctl1")
+    // Galera: the journey's new cluster, in containers; RabbitMQ's mnesia
+    // removed from its volume; the migrations in the new containers.
+    in_order(
+        "ctl3",
+        &[
+            "rm -f /var/lib/containers/storage/volumes/mariadb/_data/grastate.dat",
+            "podman rmi kolla/mariadb:10.1",
+            "podman create --name mariadb --net=host --restart=unless-stopped -v /etc/kolla/mariadb:/var/lib/kolla/config_files:ro -e BOOTSTRAP_ARGS=--wsrep-new-cluster kolla/mariadb:10.2",
+            "podman start mariadb",
+            "podman stop mariadb",
+            "podman create --name mariadb --net=host --restart=unless-stopped -v /etc/kolla/mariadb:/var/lib/kolla/config_files:ro kolla/mariadb:10.2",
+            "podman start mariadb",
+        ],
+    );
+    in_order(
+        "ctl1",
+        &[
+            "rm -rf /var/lib/containers/storage/volumes/rabbitmq/_data/mnesia",
+            "podman create --name rabbitmq --net=host --restart=unless-stopped -v /etc/kolla/rabbitmq:/var/lib/kolla/config_files:ro kolla/rabbitmq:3.7",
+            "podman exec rabbitmq rabbitmqctl set_policy ha-all  {\"ha-mode\":\"all\",\"ha-sync-mode\":\"automatic\"}",
+            "podman exec keystone keystone-manage db_sync",
+            "podman run --rm --volumes-from nova_api kolla/nova_api:ocata nova-manage api_db sync",
+            "podman run --rm --volumes-from nova_api kolla/nova_api:ocata nova-manage db sync",
+            "podman run --rm --volumes-from neutron_server kolla/neutron_server:ocata neutron-db-manage upgrade heads",
+        ],
     );
     for n in ["ctl1", "ctl2", "ctl3"] {
         let st: serde_json::Value = serde_json::from_str(
             &std::fs::read_to_string(d.path().join(format!("nodes/{n}/state.json"))).unwrap(),
         )
         .unwrap();
-        assert_eq!(
-            st["containers"]["keystone"],
-            serde_json::json!(["kolla/keystone:ocata", true]),
-            "{n}"
-        );
+        for (c, image) in [
+            ("mariadb", "kolla/mariadb:10.2"),
+            ("rabbitmq", "kolla/rabbitmq:3.7"),
+            ("keystone", "kolla/keystone:ocata"),
+            ("nova_api", "kolla/nova_api:ocata"),
+            ("nova_conductor", "kolla/nova_conductor:ocata"),
+            ("neutron_server", "kolla/neutron_server:ocata"),
+            ("neutron_l3_agent", "kolla/neutron_l3_agent:ocata"),
+        ] {
+            assert_eq!(
+                st["containers"][c],
+                serde_json::json!([image, true]),
+                "{n}: {c}"
+            );
+        }
+        // No container is left to bootstrap a second cluster at its next
+        // start.
+        assert_eq!(st["bootstrap"], serde_json::json!([]), "{n}");
     }
 }
 

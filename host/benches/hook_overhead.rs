@@ -48,7 +48,7 @@ fn main() {
         );
         let cache_dir = tempfile::tempdir().unwrap();
         let cache = Cache::new(&runtime, cache_dir.path().to_path_buf());
-        let plugin = loading::load_file(&runtime, &cache, &wasm).await.unwrap_or_else(|e| {
+        let plugin = loading::load_file(&runtime, &cache, &wasm, 64 << 20).await.unwrap_or_else(|e| {
             eprintln!("{e}\n(build the fixtures first: cargo xtask test, or cargo xtask bench)");
             std::process::exit(2)
         });

@@ -145,10 +145,140 @@ impl Deploy {
         }
     }
 
+    /// A configuration file of `u`: `packages` (its path on the node), or
+    /// `CONFIG_DIR/CONTAINER/FILE` (what kolla copies into the container
+    /// when it starts), `FILE` being `packages`' file name.
+    pub fn config_file(&self, u: Unit, packages: &str) -> String {
+        match self {
+            Deploy::Packages => packages.to_string(),
+            Deploy::Containers { config_dir, .. } => {
+                let file = packages.rsplit('/').next().unwrap_or(packages);
+                format!("{config_dir}/{}/{file}", u.container)
+            }
+        }
+    }
+
+    /// The engine (`docker`, `podman`), or `None` for packages.
+    pub fn engine(&self) -> Option<&str> {
+        match self {
+            Deploy::Packages => None,
+            Deploy::Containers { engine, .. } => Some(engine),
+        }
+    }
+
+    /// Where a named volume's data is on the host: kolla keeps
+    /// `mariadb`'s datadir and `rabbitmq`'s mnesia in named volumes
+    /// (`/var/lib/docker/volumes/NAME/_data`, Podman's
+    /// `/var/lib/containers/storage/volumes/NAME/_data`). For packages,
+    /// `packages` (the service's own directory).
+    pub fn volume(&self, name: &str, packages: &str) -> String {
+        match self.engine() {
+            None => packages.to_string(),
+            Some("podman") => format!("/var/lib/containers/storage/volumes/{name}/_data"),
+            Some(_) => format!("/var/lib/docker/volumes/{name}/_data"),
+        }
+    }
+
+    /// Run `program args` where the service runs: on the node, or inside
+    /// its (running) container with `ENGINE exec CONTAINER`.
+    pub fn exec(
+        &self,
+        cx: &Cx,
+        node: &str,
+        u: Unit,
+        program: &str,
+        args: &[&str],
+    ) -> Result<crate::ExecOutput> {
+        match self.engine() {
+            None => cx.run(node, program, args),
+            Some(engine) => {
+                let mut argv = vec!["exec", u.container, program];
+                argv.extend_from_slice(args);
+                cx.run(node, engine, &argv)
+            }
+        }
+    }
+
+    /// Run `program args` once in a throw-away container of the image
+    /// tagged `version` with the service's volumes (`ENGINE run --rm
+    /// --volumes-from CONTAINER IMAGE program args`): what runs against a
+    /// stopped service's data (`galera_recovery`). On the node itself for
+    /// packages.
+    pub fn run_once(
+        &self,
+        cx: &Cx,
+        node: &str,
+        u: Unit,
+        version: &str,
+        program: &str,
+        args: &[&str],
+    ) -> Result<crate::ExecOutput> {
+        match self {
+            Deploy::Packages => cx.run(node, program, args),
+            Deploy::Containers {
+                engine, registry, ..
+            } => {
+                plain("the version", version)?;
+                let image = format!("{registry}/{}:{version}", u.container);
+                let mut argv = vec![
+                    "run",
+                    "--rm",
+                    "--volumes-from",
+                    u.container,
+                    &image,
+                    program,
+                ];
+                argv.extend_from_slice(args);
+                cx.run(node, engine, &argv)
+            }
+        }
+    }
+
+    /// [`Deploy::install`] of several of the service's processes: one
+    /// `apt-get install` of their packages, or each container replaced.
+    pub fn install_all(
+        &self,
+        cx: &Cx,
+        node: &str,
+        units: &[Unit],
+        from: &str,
+        version: &str,
+    ) -> Result<()> {
+        match self {
+            Deploy::Packages => {
+                let pkgs: Vec<String> = units
+                    .iter()
+                    .map(|u| format!("{}={version}", u.package))
+                    .collect();
+                let mut argv = vec!["install", "-y"];
+                argv.extend(pkgs.iter().map(String::as_str));
+                cx.run(node, "apt-get", &argv).map(drop)
+            }
+            Deploy::Containers { .. } => units
+                .iter()
+                .try_for_each(|u| self.install(cx, node, *u, from, version)),
+        }
+    }
+
     /// Bring the node to `version`, stopped: the package, or a new
     /// container from the image tagged `version` (the old container and
     /// its image, tagged `from`, removed first).
     pub fn install(&self, cx: &Cx, node: &str, u: Unit, from: &str, version: &str) -> Result<()> {
+        self.replace(cx, node, u, from, version, &[])
+    }
+
+    /// [`Deploy::install`], with `extra` options for the container's
+    /// `create` (before the image: `-e BOOTSTRAP_ARGS=--wsrep-new-cluster`
+    /// for kolla's Galera bootstrap). `extra` changes nothing for packages.
+    pub fn replace(
+        &self,
+        cx: &Cx,
+        node: &str,
+        u: Unit,
+        from: &str,
+        version: &str,
+        extra: &[&str],
+    ) -> Result<()> {
         match self {
             Deploy::Packages => cx
                 .run(
@@ -171,23 +301,23 @@ impl Deploy {
                     let _ = cx.output(node, engine, &["rmi", &image(from)])?;
                 }
                 cx.run(node, engine, &["pull", &image(version)])?;
-                cx.run(
-                    node,
-                    engine,
-                    &[
-                        "create",
-                        "--name",
-                        u.container,
-                        "--net=host",
-                        "--restart=unless-stopped",
-                        "-v",
-                        &format!(
-                            "{config_dir}/{}:/var/lib/kolla/config_files:ro",
-                            u.container
-                        ),
-                        &image(version),
-                    ],
-                )?;
+                let config = format!(
+                    "{config_dir}/{}:/var/lib/kolla/config_files:ro",
+                    u.container
+                );
+                let new = image(version);
+                let mut argv = vec![
+                    "create",
+                    "--name",
+                    u.container,
+                    "--net=host",
+                    "--restart=unless-stopped",
+                    "-v",
+                    &config,
+                ];
+                argv.extend_from_slice(extra);
+                argv.push(&new);
+                cx.run(node, engine, &argv)?;
                 Ok(())
             }
         }
@@ -236,4 +366,56 @@ pub fn capabilities(units: &str, packages: &str, containers: &str) -> Vec<Capabi
         ]);
     }
     caps
+}
+
+/// `caps`, and the same commands inside `container` under Docker and
+/// Podman (`ENGINE exec CONTAINER PROGRAM ARGS`, as [`Deploy::exec`] runs
+/// them), with the same access and reason.
+pub fn in_container(
+    container: &str,
+    caps: impl IntoIterator<Item = Capability>,
+) -> Vec<Capability> {
+    let mut out = Vec::new();
+    for c in caps {
+        for engine in ["docker", "podman"] {
+            let mut args = vec!["exec".to_string(), container.to_string(), c.program.clone()];
+            args.extend(c.args.iter().cloned());
+            out.push(Capability {
+                program: engine.to_string(),
+                args,
+                ..c.clone()
+            });
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// `caps` as [`Deploy::run_once`] runs them in containers: in a throw-away
+/// container of `container`'s image with its volumes, under Docker and
+/// Podman (`ENGINE run --rm --volumes-from CONTAINER REGISTRY/CONTAINER:TAG
+/// PROGRAM ARGS`), and `caps` themselves for packages.
+pub fn in_throwaway(
+    container: &str,
+    caps: impl IntoIterator<Item = Capability>,
+) -> Vec<Capability> {
+    let mut out = Vec::new();
+    for c in caps {
+        for engine in ["docker", "podman"] {
+            let mut args: Vec<String> = ["run", "--rm", "--volumes-from", container]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+            args.push(format!("*/{container}:*"));
+            args.push(c.program.clone());
+            args.extend(c.args.iter().cloned());
+            out.push(Capability {
+                program: engine.to_string(),
+                args,
+                ..c.clone()
+            });
+        }
+        out.push(c);
+    }
+    out
 }

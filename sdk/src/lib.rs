@@ -53,8 +53,8 @@ pub const WIT_VERSION: &str = "0.2.0";
 /// Everything a plugin usually needs.
 pub mod prelude {
     pub use crate::{
-        Access, Capability, Cx, Error, HopKind, Info, Mode, Node, Plugin, Result, ResultExt,
-        Rollout, bail, export_plugin,
+        Access, Capability, Cx, Error, ExecOutput, HopKind, Info, Mode, Node, Plugin, Result,
+        ResultExt, Rollout, bail, export_plugin,
     };
 }
 

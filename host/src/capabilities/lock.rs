@@ -1,7 +1,9 @@
 //! `uphost.lock`: the operator's approvals, next to the plugins. Per plugin:
-//! name, version, file, sha256 and the granted capabilities. A plugin runs
-//! only if it is listed with its current hash and every capability it
-//! requests is covered by its grant.
+//! name, version, file, sha256, the granted capabilities and, when the
+//! operator trusts its vendor, the vendor's key. A plugin runs only if
+//! every capability it requests is covered by its grant and it is the
+//! approved file (its hash), or, with a trusted key, a build signed by
+//! that key (whose hash is then recorded).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -9,6 +11,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::CommandCap;
+use super::signing::{self, Signature};
 use crate::config::yaml::{self, ConfigError};
 
 /// The lock file's name in the plugin directory.
@@ -30,6 +33,10 @@ pub struct Approval {
     /// Granted capabilities.
     #[serde(default)]
     pub grant: Vec<CommandCap>,
+    /// The vendor key (`ed25519:HEX`) whose signed builds are approved
+    /// with this grant (`uphost plugins trust`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
 }
 
 /// The whole lock file.
@@ -78,6 +85,34 @@ pub enum Unapproved {
     },
     /// It requests capabilities the grant does not cover.
     NewRequests(Vec<CommandCap>),
+    /// Its file changed and is not signed by the trusted key.
+    NotSignedByTrusted {
+        /// The trusted key.
+        trusted: String,
+        /// What the file's signature says.
+        found: Signature,
+        /// Current hash.
+        current: String,
+    },
+}
+
+/// How a plugin is approved.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Verified<'a> {
+    /// It is the approved file.
+    Approved(&'a Approval),
+    /// A new build signed by the trusted key, its requests covered: it
+    /// runs, and its hash is to be recorded.
+    SignedBuild(&'a Approval),
+}
+
+impl<'a> Verified<'a> {
+    /// The approval it runs under.
+    pub fn approval(&self) -> &'a Approval {
+        match self {
+            Verified::Approved(a) | Verified::SignedBuild(a) => a,
+        }
+    }
 }
 
 impl LockFile {
@@ -135,19 +170,34 @@ impl LockFile {
         Ok(())
     }
 
-    /// Check one plugin against its approval.
+    /// Check one plugin against its approval: `sha256` is its file's
+    /// hash, `signature` what its file's signature says.
     pub fn verify(
         &self,
         name: &str,
         sha256: &str,
         requested: &[CommandCap],
-    ) -> Result<&Approval, Unapproved> {
+        signature: &Signature,
+    ) -> Result<Verified<'_>, Unapproved> {
         let a = self.plugins.get(name).ok_or(Unapproved::Missing)?;
-        if a.sha256 != sha256 {
-            return Err(Unapproved::HashChanged {
-                approved: a.sha256.clone(),
-                current: sha256.to_string(),
-            });
+        let signed_build = a.sha256 != sha256;
+        if signed_build {
+            match (&a.key, signature) {
+                (None, _) => {
+                    return Err(Unapproved::HashChanged {
+                        approved: a.sha256.clone(),
+                        current: sha256.to_string(),
+                    });
+                }
+                (Some(k), Signature::Valid { key }) if key == k => {}
+                (Some(k), found) => {
+                    return Err(Unapproved::NotSignedByTrusted {
+                        trusted: k.clone(),
+                        found: found.clone(),
+                        current: sha256.to_string(),
+                    });
+                }
+            }
         }
         let new: Vec<CommandCap> = requested
             .iter()
@@ -157,7 +207,11 @@ impl LockFile {
         if !new.is_empty() {
             return Err(Unapproved::NewRequests(new));
         }
-        Ok(a)
+        Ok(if signed_build {
+            Verified::SignedBuild(a)
+        } else {
+            Verified::Approved(a)
+        })
     }
 }
 
@@ -168,6 +222,22 @@ impl Unapproved {
             Unapproved::Missing => format!("plugin `{name}` ({file}) is not approved"),
             Unapproved::HashChanged { approved, current } => format!(
                 "plugin `{name}` ({file}) changed since it was approved:\n    approved sha256 {approved}\n    current  sha256 {current}"
+            ),
+            Unapproved::NotSignedByTrusted {
+                trusted,
+                found,
+                current,
+            } => format!(
+                "plugin `{name}` ({file}) changed since it was approved (sha256 now {current}) and is not signed by the vendor key its approval trusts ({trusted}, id {}): {}; get the vendor's signed build, or review this one and approve it with `uphost plugins approve {name}`",
+                signing::key_id(trusted),
+                match found {
+                    Signature::Unsigned => "it is unsigned".to_string(),
+                    Signature::Valid { key } => format!(
+                        "it is signed by another key, {key} (id {})",
+                        signing::key_id(key)
+                    ),
+                    Signature::Invalid(why) => crate::untrusted::line(why).to_string(),
+                }
             ),
             Unapproved::NewRequests(caps) => {
                 let mut s = format!(

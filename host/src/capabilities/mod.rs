@@ -5,6 +5,7 @@
 //! environment variable.
 
 pub mod lock;
+pub mod signing;
 
 use serde::{Deserialize, Serialize};
 use uphost_words::pattern;

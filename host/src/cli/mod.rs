@@ -292,6 +292,32 @@ pub enum PluginsCmd {
         #[arg(short, long)]
         yes: bool,
     },
+    /// Trust a vendor key for a plugin: its new builds signed by that key
+    /// whose requests the grant covers run without a new approval.
+    Trust {
+        /// Plugin (service) name; it must be approved as it stands.
+        name: String,
+        /// The vendor's public key: `ed25519:HEX` or the .pub file.
+        #[arg(long)]
+        key: String,
+    },
+    /// For vendors: make an Ed25519 key pair to sign plugins with.
+    Keygen {
+        /// Where to write the secret key (the public key goes to OUT.pub).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// For vendors: sign a plugin file (an embedded signature section).
+    Sign {
+        /// The .wasm file.
+        file: PathBuf,
+        /// The secret key file from `keygen`.
+        #[arg(long)]
+        key: PathBuf,
+        /// Write the signed file here instead of in place.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 /// Exit codes.
@@ -362,6 +388,10 @@ pub async fn main(cli: Cli) -> Result<i32, Error> {
             let dir = state_dir_of(&cli, state_dir.as_ref())?;
             status::show(&dir, run.as_deref(), *format)
         }
+        Command::Plugins(PluginsCmd::Keygen { out }) => approve::keygen(out),
+        Command::Plugins(PluginsCmd::Sign { file, key, out }) => {
+            approve::sign(file, key, out.as_deref())
+        }
         Command::Plugins(p) => {
             let cfg = Config::load(cli.config.as_deref(), &cli.inventory)?;
             if let PluginsCmd::List = p {
@@ -374,6 +404,10 @@ pub async fn main(cli: Cli) -> Result<i32, Error> {
                 PluginsCmd::Inspect { name } => plugins_inspect(&session, name),
                 PluginsCmd::Approve { names, all, yes } => {
                     approve::approve(&session, names, *all, *yes)
+                }
+                PluginsCmd::Trust { name, key } => approve::trust(&session, name, key),
+                PluginsCmd::Keygen { .. } | PluginsCmd::Sign { .. } => {
+                    unreachable!("need no configuration: handled above")
                 }
             }
         }
@@ -441,11 +475,14 @@ fn plugins_list(session: &Session, failed: &[crate::loading::LoadError]) -> Resu
         "APPROVAL"
     );
     for (name, p) in &session.plugins {
-        let approval = match lock.verify(name, &p.sha256, &p.meta.capabilities) {
-            Ok(_) => "approved",
-            Err(crate::capabilities::lock::Unapproved::Missing) => "NOT APPROVED",
-            Err(crate::capabilities::lock::Unapproved::HashChanged { .. }) => "CHANGED",
-            Err(crate::capabilities::lock::Unapproved::NewRequests(_)) => "NEW REQUESTS",
+        use crate::capabilities::lock::{Unapproved, Verified};
+        let approval = match lock.verify(name, &p.sha256, &p.meta.capabilities, &p.signature) {
+            Ok(Verified::Approved(_)) => "approved",
+            Ok(Verified::SignedBuild(_)) => "signed",
+            Err(Unapproved::Missing) => "NOT APPROVED",
+            Err(Unapproved::HashChanged { .. }) => "CHANGED",
+            Err(Unapproved::NewRequests(_)) => "NEW REQUESTS",
+            Err(Unapproved::NotSignedByTrusted { .. }) => "NOT SIGNED",
         };
         outln!(
             "{:<14} {:<8} {:<8} {:<22} {:<10} {}",

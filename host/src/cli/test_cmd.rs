@@ -121,10 +121,11 @@ pub async fn test(
         max_instances: 8,
         max_memory_bytes: 64 << 20,
     })?);
+    // The same cache as runs (unless their uphost.yaml moves it).
     let cache = Cache::new(&rt, crate::execution::session::user_cache_dir());
     let (mut passed, mut failed) = (0, 0);
     for job in jobs {
-        let plugin = loading::load_file(&rt, &cache, &job.wasm).await?;
+        let plugin = loading::load_file(&rt, &cache, &job.wasm, 64 << 20).await?;
         for sfile in &job.scenarios {
             let sc = scenario::load(sfile)?;
             let report = harness::run(&rt, &plugin, &sc).await;

@@ -145,6 +145,10 @@ struct RawConfig {
     reboot: RebootSettings,
     #[serde(default)]
     update_identifier: Option<UpdateIdentifier>,
+    #[serde(default)]
+    cache_dir: Option<PathBuf>,
+    #[serde(default)]
+    cache_max_mb: Option<u64>,
 }
 
 /// `inventory:` is one source or a list of them (merged in order, as
@@ -303,7 +307,15 @@ pub struct Config {
     /// The marker a run stamps on every node it changes
     /// (`update_identifier:`): none, no marker.
     pub update_identifier: Option<UpdateIdentifier>,
+    /// Where compiled plugins are kept (`cache_dir:`; the user's cache
+    /// directory by default, shared with `uphost test`).
+    pub cache_dir: PathBuf,
+    /// The cap on the compile cache's size (`cache_max_mb:`), bytes.
+    pub cache_max_bytes: u64,
 }
+
+/// The compile cache's default size cap.
+pub const DEFAULT_CACHE_MAX_BYTES: u64 = 2 << 30;
 
 impl Config {
     /// Find and load the configuration: `explicit` or `./uphost.yaml`;
@@ -434,6 +446,24 @@ impl Config {
                         at: "plugin_max_mb".into(),
                         message: format!(
                             "{mb} is outside 1..=4096 (MiB: the largest plugin file loaded)"
+                        ),
+                    });
+                }
+            },
+            cache_dir: raw
+                .cache_dir
+                .as_ref()
+                .map(|d| base.join(d))
+                .unwrap_or_else(crate::loading::cache::user_cache_dir),
+            cache_max_bytes: match raw.cache_max_mb {
+                None => DEFAULT_CACHE_MAX_BYTES,
+                Some(m) if (16..=1 << 20).contains(&m) => m << 20,
+                Some(m) => {
+                    return Err(ConfigError::Invalid {
+                        path: path.clone(),
+                        at: "cache_max_mb".into(),
+                        message: format!(
+                            "{m} is outside 16..=1048576 (MiB the compile cache may hold; the least recently used plugins are dropped past it)"
                         ),
                     });
                 }

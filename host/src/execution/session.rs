@@ -2,7 +2,6 @@
 //! the plan — everything `plan`, `check`, `run` and `resume` share.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::Error;
@@ -76,14 +75,8 @@ impl ServiceRun {
     }
 }
 
-/// The default cache directory for commands without a state directory.
-pub fn user_cache_dir() -> PathBuf {
-    std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-        .unwrap_or_else(std::env::temp_dir)
-        .join("uphost")
-}
+/// The default compile cache directory.
+pub use crate::loading::cache::user_cache_dir;
 
 impl Session {
     /// The probes `services`' plugins declare, one per probe and target
@@ -287,7 +280,7 @@ impl Session {
             max_instances: cfg.max_instances,
             max_memory_bytes: max_mem,
         })?);
-        let cache = Arc::new(Cache::new(&rt, cfg.state_dir.join("cache")));
+        let cache = Arc::new(Cache::new(&rt, cfg.cache_dir.clone()));
         let (loaded, failed) = loading::load_dir_all(
             &rt,
             &cache,
@@ -295,9 +288,11 @@ impl Session {
             loading::LoadLimits {
                 max_bytes: cfg.plugin_max_bytes,
                 compile: cfg.plugin_compile,
+                memory_bytes: max_mem,
             },
         )
         .await?;
+        cache.evict(cfg.cache_max_bytes);
         let plugins: BTreeMap<String, LoadedPlugin> =
             loaded.into_iter().map(|p| (p.name.clone(), p)).collect();
         Ok((
@@ -314,16 +309,20 @@ impl Session {
     /// Check every plugin against `uphost.lock`; the effective grants, or
     /// an error listing every problem and the command that fixes it.
     pub fn grants(&self) -> Result<BTreeMap<String, Arc<Grant>>, Error> {
-        let lock = LockFile::load(&self.cfg.plugins_dir)?;
+        let mut lock = LockFile::load(&self.cfg.plugins_dir)?;
         let mut grants = BTreeMap::new();
         let mut problems = Vec::new();
+        let mut signed_builds = Vec::new();
         for (name, p) in &self.plugins {
-            match lock.verify(name, &p.sha256, &p.meta.capabilities) {
-                Ok(a) => {
+            match lock.verify(name, &p.sha256, &p.meta.capabilities, &p.signature) {
+                Ok(v) => {
                     grants.insert(
                         name.clone(),
-                        Arc::new(Grant::effective(&p.meta.capabilities, &a.grant)),
+                        Arc::new(Grant::effective(&p.meta.capabilities, &v.approval().grant)),
                     );
+                    if let crate::capabilities::lock::Verified::SignedBuild(_) = v {
+                        signed_builds.push(name.clone());
+                    }
                 }
                 Err(u) => problems.push((name.clone(), u.describe(name, &p.file_name()))),
             }
@@ -352,6 +351,7 @@ impl Session {
             }
         }
         if problems.is_empty() {
+            self.record_signed_builds(&mut lock, &signed_builds)?;
             return Ok(grants);
         }
         let names: Vec<&str> = problems.iter().map(|(n, _)| n.as_str()).collect();
@@ -380,6 +380,37 @@ impl Session {
             lock: self.cfg.plugins_dir.join(LOCK_FILE),
             message: msg,
         })
+    }
+
+    /// New builds signed by their trusted vendor key, their requests
+    /// covered: each runs under its approval, which now records its hash
+    /// (said on stderr and in the lock, like any approval).
+    fn record_signed_builds(&self, lock: &mut LockFile, names: &[String]) -> Result<(), Error> {
+        for name in names {
+            let p = &self.plugins[name];
+            let Some(a) = lock.plugins.get_mut(name) else {
+                continue;
+            };
+            let key = a.key.clone().unwrap_or_default();
+            errln!(
+                "{name}: new build {} ({}) signed by its trusted vendor key {} (id {}), every request covered by its grant: approved, uphost.lock records its hash",
+                crate::untrusted::line_max(&p.meta.version, 32),
+                &p.sha256[..12],
+                key,
+                crate::capabilities::signing::key_id(&key),
+            );
+            a.sha256 = p.sha256.clone();
+            a.version = p.meta.version.clone();
+            a.approved = format!(
+                "{} as a build signed by {}",
+                crate::events::now_rfc3339(),
+                crate::capabilities::signing::key_id(&key)
+            );
+        }
+        if !names.is_empty() {
+            lock.save(&self.cfg.plugins_dir)?;
+        }
+        Ok(())
     }
 
     /// Services with their effective settings, in plan order, restricted
@@ -431,6 +462,19 @@ impl Session {
                 ));
                 continue;
             }
+            let limits = self.cfg.limits.with(&svc.limits);
+            if p.min_memory_bytes > limits.memory_bytes {
+                let need = loading::mib_up(p.min_memory_bytes);
+                return Err(Error::Usage(format!(
+                    "the plugin for `{}` ({}) needs {need} MiB of memory at start, above the service's {} MiB cap. Nothing was executed. Raise it for this service in {}: `{}: {{limits: {{memory_mb: {need}}}}}` (or `limits: {{memory_mb: {need}}}` in {} for every plugin)",
+                    planned.name,
+                    p.path.display(),
+                    limits.memory_bytes >> 20,
+                    self.cfg.services_path.display(),
+                    planned.name,
+                    self.cfg.path.display(),
+                )));
+            }
             out.push(ServiceRun {
                 name: planned.name.clone(),
                 nodes: Arc::new(crate::config::NodeSet::new(nodes)),
@@ -439,7 +483,7 @@ impl Session {
                 max_fail: svc.max_fail.unwrap_or_default(),
                 canary: svc.canary,
                 reversible: p.meta.reversible,
-                limits: self.cfg.limits.with(&svc.limits),
+                limits,
                 hops: Vec::new(),
                 gate: svc.gate.clone(),
                 survival: svc.survival.clone(),

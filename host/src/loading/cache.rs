@@ -1,7 +1,16 @@
 //! The compiled-artifact cache: `<cache>/<sha256>-<engine hash>.cwasm`.
 //! Only files this cache wrote (atomically, via a temporary name) are ever
 //! deserialized; the engine hash changes with the wasmtime version and
-//! settings, so a stale artifact is never loaded.
+//! its compilation settings, so a stale artifact is never loaded. Runtime
+//! limits (memory caps) are enforced per store and are not part of it:
+//! changing `memory_mb` compiles nothing.
+//!
+//! One cache serves runs and `uphost test` (the user's cache directory,
+//! `$XDG_CACHE_HOME/uphost`, unless `cache_dir:` says otherwise). It is
+//! bounded: each hit marks its artifact used (its modification time), and
+//! past the cap the least recently used artifacts are dropped, so one
+//! whose plugin file changed or went away ages out; so does one of another
+//! wasmtime version.
 
 use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
@@ -87,6 +96,10 @@ impl Cache {
             // of an engine with the same compatibility hash (in its name),
             // through the atomic rename below, inside our own state dir.
             if let Ok(c) = unsafe { Component::deserialize_file(&rt.engine, &art) } {
+                // Used now: the last to be evicted.
+                if let Ok(f) = root.open(&name) {
+                    let _ = f.into_std().set_modified(std::time::SystemTime::now());
+                }
                 return Ok((c, false));
             }
             tracing::warn!(path = %art.display(), "unusable cache entry; recompiling");
@@ -109,5 +122,104 @@ impl Cache {
         let c = unsafe { Component::deserialize(&rt.engine, &compiled) }
             .map_err(|e| CacheError::Compile(format!("{e:#}")))?;
         Ok((c, true))
+    }
+}
+
+/// The default cache directory: `$XDG_CACHE_HOME/uphost`, else
+/// `~/.cache/uphost`.
+pub fn user_cache_dir() -> PathBuf {
+    std::env::var_os("XDG_CACHE_HOME")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir)
+        .join("uphost")
+}
+
+impl Cache {
+    /// Drop the least recently used artifacts until the cache holds at
+    /// most `max_bytes`, and temporary files a crashed writer left behind
+    /// (older than an hour). Best effort: a file another process is using
+    /// or already removed is skipped.
+    pub fn evict(&self, max_bytes: u64) {
+        let Ok(root) = self.root() else {
+            return;
+        };
+        let Ok(entries) = root.entries() else {
+            return;
+        };
+        let now = std::time::SystemTime::now();
+        let mut artifacts = Vec::new();
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Ok(meta) = e.metadata() else { continue };
+            if !meta.is_file() {
+                continue;
+            }
+            let modified = meta.modified().map(|t| t.into_std()).unwrap_or(now);
+            if name.starts_with('.') && name.ends_with(".tmp") {
+                if now.duration_since(modified).unwrap_or_default()
+                    > std::time::Duration::from_secs(3600)
+                {
+                    let _ = root.remove_file(&name);
+                }
+            } else if name.ends_with(".cwasm") {
+                artifacts.push((modified, meta.len(), name));
+            }
+        }
+        let mut total: u64 = artifacts.iter().map(|(_, len, _)| len).sum();
+        artifacts.sort();
+        for (_, len, name) in artifacts {
+            if total <= max_bytes {
+                break;
+            }
+            if root.remove_file(&name).is_ok() {
+                tracing::info!(artifact = %name, "compile cache over its cap: dropped the least recently used");
+                total -= len;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_least_recently_used_go_first_and_stale_temporaries_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = Runtime::new(&crate::runtime::EngineLimits {
+            max_instances: 1,
+            max_memory_bytes: 1 << 20,
+        })
+        .unwrap();
+        let cache = Cache::new(&rt, dir.path().to_path_buf());
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);
+        for (i, name) in ["a.cwasm", "b.cwasm", "c.cwasm"].iter().enumerate() {
+            let p = dir.path().join(name);
+            std::fs::write(&p, vec![0u8; 1000]).unwrap();
+            let f = std::fs::File::options().write(true).open(&p).unwrap();
+            f.set_modified(old + std::time::Duration::from_secs(i as u64 * 60))
+                .unwrap();
+        }
+        let tmp = dir.path().join(".x.1.tmp");
+        std::fs::write(&tmp, b"partial").unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&tmp)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        cache.evict(2000);
+        let left: Vec<String> = {
+            let mut v: Vec<String> = std::fs::read_dir(dir.path())
+                .unwrap()
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect();
+            v.sort();
+            v
+        };
+        assert_eq!(left, ["b.cwasm", "c.cwasm"]);
     }
 }

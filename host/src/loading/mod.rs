@@ -4,6 +4,7 @@
 //! the engine's compatibility hash) and call `describe` with no capabilities.
 
 pub mod cache;
+pub mod inspect;
 pub mod meta;
 
 use std::collections::BTreeMap;
@@ -94,6 +95,28 @@ pub enum LoadError {
         /// The version it targets.
         found: String,
     },
+    /// It imports an interface this host does not provide (found in the
+    /// file before compiling it).
+    #[error("{path}: imports an interface this host does not provide: {detail}")]
+    UnsupportedImport {
+        /// File.
+        path: PathBuf,
+        /// The import and how to build without it.
+        detail: String,
+    },
+    /// Its memory at start is above the largest cap any service has.
+    #[error(
+        "{path}: needs {} MiB of memory at start (its initial linear memory is {needed} bytes), above the {} MiB cap; raise `limits: {{memory_mb: {}}}` (or more) in uphost.yaml for every plugin, or on its service in services.yaml (`SERVICE: {{limits: {{memory_mb: {}}}}}`)",
+        mib_up(*needed), cap >> 20, mib_up(*needed), mib_up(*needed)
+    )]
+    MemoryOverCap {
+        /// File.
+        path: PathBuf,
+        /// Bytes it needs at start.
+        needed: u64,
+        /// The cap, bytes.
+        cap: u64,
+    },
     /// It imports something this host does not provide.
     #[error(
         "{path}: imports something this host does not provide: {detail}; a plugin may import only uphost:plugin/{{types,node-exec,log,state}} of the version it exports (0.1 or 0.2; and node-control in 0.2) and the WASI 0.2 interfaces of wasi:cli, wasi:io, wasi:clocks, wasi:random, wasi:filesystem and wasi:sockets (not wasi:http)"
@@ -148,6 +171,11 @@ pub enum LoadError {
     },
 }
 
+/// Bytes, in MiB, rounded up.
+pub fn mib_up(bytes: u64) -> u64 {
+    bytes.div_ceil(1 << 20)
+}
+
 /// A loaded, described plugin.
 pub struct LoadedPlugin {
     /// Service name (from describe).
@@ -162,6 +190,11 @@ pub struct LoadedPlugin {
     pub pre: PluginPre<HostState>,
     /// True when this load compiled (cache miss).
     pub compiled: bool,
+    /// The memory it has at start, bytes: a service whose cap is below it
+    /// cannot run it.
+    pub min_memory_bytes: u64,
+    /// Its vendor signature, checked.
+    pub signature: crate::capabilities::signing::Signature,
 }
 
 impl LoadedPlugin {
@@ -248,14 +281,17 @@ struct Prepared {
     component: Component,
     contract: Contract,
     compiled: bool,
+    min_memory_bytes: u64,
+    signature: crate::capabilities::signing::Signature,
 }
 
 fn prepare(
     rt: &Runtime,
     cache: &cache::Cache,
     path: &Path,
-    max_bytes: u64,
+    limits: &LoadLimits,
 ) -> Result<Prepared, LoadError> {
+    let max_bytes = limits.max_bytes;
     let io = |source| LoadError::Io {
         path: path.to_path_buf(),
         source,
@@ -283,6 +319,28 @@ fn prepare(
         });
     }
     check_header(path, &bytes)?;
+    // Before compiling: what it imports and the memory it starts with.
+    let declared = inspect::declared(&bytes).map_err(|detail| LoadError::Corrupt {
+        path: path.to_path_buf(),
+        detail,
+    })?;
+    if let Some(detail) = declared
+        .imports
+        .iter()
+        .find_map(|i| inspect::unsupported(i))
+    {
+        return Err(LoadError::UnsupportedImport {
+            path: path.to_path_buf(),
+            detail,
+        });
+    }
+    if declared.min_memory_bytes > limits.memory_bytes {
+        return Err(LoadError::MemoryOverCap {
+            path: path.to_path_buf(),
+            needed: declared.min_memory_bytes,
+            cap: limits.memory_bytes,
+        });
+    }
     let sha256 = sha256_hex(&bytes);
     let (component, compiled) = cache.component(rt, &sha256, &bytes).map_err(|e| match e {
         cache::CacheError::Compile(detail) => LoadError::Corrupt {
@@ -297,6 +355,8 @@ fn prepare(
         component,
         contract,
         compiled,
+        min_memory_bytes: declared.min_memory_bytes,
+        signature: crate::capabilities::signing::signature(&bytes),
     })
 }
 
@@ -305,8 +365,14 @@ pub async fn load_file(
     rt: &Arc<Runtime>,
     cache: &cache::Cache,
     path: &Path,
+    memory_bytes: u64,
 ) -> Result<LoadedPlugin, LoadError> {
-    let p = prepare(rt, cache, path, DEFAULT_MAX_BYTES)?;
+    let limits = LoadLimits {
+        max_bytes: DEFAULT_MAX_BYTES,
+        compile: std::time::Duration::MAX,
+        memory_bytes,
+    };
+    let p = prepare(rt, cache, path, &limits)?;
     finish(rt, p).await
 }
 
@@ -334,6 +400,8 @@ async fn finish(rt: &Runtime, p: Prepared) -> Result<LoadedPlugin, LoadError> {
         meta,
         pre,
         compiled: p.compiled,
+        min_memory_bytes: p.min_memory_bytes,
+        signature: p.signature,
     })
 }
 
@@ -346,6 +414,9 @@ pub struct LoadLimits {
     /// compile for minutes). Past it, the plugin is reported and the
     /// command goes on without waiting for the compile.
     pub compile: std::time::Duration,
+    /// The largest memory cap of any service: a plugin that starts with
+    /// more memory is refused before it compiles.
+    pub memory_bytes: u64,
 }
 
 /// Load every plugin of a directory (compiling in parallel), rejecting two
@@ -387,7 +458,7 @@ pub async fn load_dir_all(
         // on (and the process exit ends it).
         tokio::task::spawn_blocking(move || {
             for f in &files {
-                if tx.send(prepare(&rt, &cache, f, limits.max_bytes)).is_err() {
+                if tx.send(prepare(&rt, &cache, f, &limits)).is_err() {
                     return;
                 }
             }

@@ -33,6 +33,10 @@ pub enum RuntimeError {
     Engine(String),
 }
 
+/// The address space reserved per linear memory: the largest cap
+/// (`memory_mb: 4096`).
+const MEMORY_RESERVATION: u64 = 4 << 30;
+
 /// Sizing of the engine.
 #[derive(Debug, Clone)]
 pub struct EngineLimits {
@@ -76,9 +80,11 @@ impl Runtime {
             .total_stacks(n)
             .max_memory_size(limits.max_memory_bytes as usize);
         cfg.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
-        // Reserve only what the largest allowed memory needs (bounds checks
-        // stay explicit) so a big pool does not exhaust address space.
-        cfg.memory_reservation(limits.max_memory_bytes.next_power_of_two())
+        // One reservation for every cap (`memory_mb` is at most 4096): the
+        // compiled code depends on it, so it must not follow the limits, or
+        // changing a cap would recompile every plugin. The cap itself is
+        // the pool's slot size and each store's limiter.
+        cfg.memory_reservation(MEMORY_RESERVATION)
             .memory_guard_size(64 << 10)
             .memory_reservation_for_growth(0);
         let engine = Engine::new(&cfg).map_err(|e| RuntimeError::Engine(format!("{e:#}")))?;
@@ -239,19 +245,42 @@ fn is_deadline(err: &wasmtime::Error) -> bool {
     err.downcast_ref::<wasmtime::Trap>() == Some(&wasmtime::Trap::Interrupt)
 }
 
-/// A trap as the operator reads it: the trap or host error, the guest's
-/// last stderr lines (a panic message) and named backtrace frames.
-fn trap_message(plugin: &str, hook: &str, err: &wasmtime::Error, stderr: &[u8]) -> HookFailure {
+/// A trap as the operator reads it: the trap or host error (a memory cap
+/// reached is named, with where to raise it), the guest's error as it
+/// printed it (a Rust panic, a Python traceback's last line, a JavaScript
+/// exception) and its last stderr lines, and named backtrace frames.
+fn trap_message(
+    plugin: &str,
+    hook: &str,
+    err: &wasmtime::Error,
+    stderr: &[u8],
+    memory_cap: u64,
+) -> HookFailure {
     let mut msg = match err.downcast_ref::<wasmtime::Trap>() {
         Some(t) => t.to_string(),
         None => err.root_cause().to_string(),
     };
-    let tail: Vec<&str> = std::str::from_utf8(stderr)
+    if format!("{err:#}").contains("forcing trap when growing memory") {
+        msg = format!(
+            "{msg}: the plugin reached its memory cap of {} MiB; if it needs more, raise `limits: {{memory_mb: N}}` on its service in services.yaml (or in uphost.yaml for every plugin)",
+            memory_cap >> 20
+        );
+    }
+    let lines: Vec<&str> = std::str::from_utf8(stderr)
         .unwrap_or("")
         .lines()
         .filter(|l| !l.trim().is_empty() && !l.starts_with("note: run with `RUST_BACKTRACE=1`"))
         .collect();
-    let tail = &tail[tail.len().saturating_sub(4)..];
+    let tail_from = lines.len().saturating_sub(4);
+    // The guest's own error line, which a runtime's stack may push out of
+    // the last lines (componentize-js prints the exception, then frames).
+    if let Some(h) = headline(&lines)
+        && h < tail_from
+    {
+        msg.push_str("\n  guest error: ");
+        msg.push_str(lines[h]);
+    }
+    let tail = &lines[tail_from..];
     if !tail.is_empty() {
         msg.push_str("\n  guest stderr: ");
         msg.push_str(&tail.join("\n                "));
@@ -264,6 +293,31 @@ fn trap_message(plugin: &str, hook: &str, err: &wasmtime::Error, stderr: &[u8]) 
         hook: hook.to_string(),
         message: msg,
     }
+}
+
+/// The line of a guest's stderr that states its error: the last line that
+/// opens one (a Rust panic, a Python exception, a JavaScript error), not a
+/// stack frame under it.
+fn headline(lines: &[&str]) -> Option<usize> {
+    let frame = |l: &str| {
+        let t = l.trim_start();
+        t.starts_with("at ") || t.starts_with("File \"") || t.starts_with('^') || l.starts_with(' ')
+    };
+    let opens = |l: &str| {
+        l.contains("panicked at")
+            || l.starts_with("Traceback")
+            || l.starts_with("Uncaught")
+            || l.starts_with("Error")
+            || l.contains("Error: ")
+            || l.contains("Exception")
+    };
+    let i = lines.iter().rposition(|l| !frame(l) && opens(l))?;
+    // A Python traceback states its error on its last line that is not a
+    // frame (`ValueError: bad input`), after the frames.
+    if lines[i].starts_with("Traceback") {
+        return lines[i..].iter().rposition(|l| !frame(l)).map(|j| i + j);
+    }
+    Some(i)
 }
 
 /// How many of the plugin's own frames a trap message shows.
@@ -518,7 +572,13 @@ pub async fn call_hook(
     let out = match res {
         Err(_) => Err(deadline()),
         Ok(Err(e)) if is_deadline(&e) => Err(deadline()),
-        Ok(Err(e)) => Err(trap_message(&plugin, hook_name, &e, &stderr_bytes)),
+        Ok(Err(e)) => Err(trap_message(
+            &plugin,
+            hook_name,
+            &e,
+            &stderr_bytes,
+            limits.memory_bytes,
+        )),
         Ok(Ok(Err(message))) => Err(HookFailure::Plugin(capped_error(message))),
         Ok(Ok(Ok(()))) => Ok(()),
     };
@@ -584,4 +644,35 @@ fn capped_error(mut message: String) -> String {
         message.push_str(&format!("… [error of {total} bytes cut]"));
     }
     message
+}
+
+#[cfg(test)]
+mod tests {
+    use super::headline;
+
+    #[test]
+    fn the_guests_own_error_line_is_found_under_a_runtime_stack() {
+        // componentize-js: the exception, then the engine's frames.
+        let js = [
+            "Error: rabbitmq is partitioned",
+            "    at upgrade (plugin.js:12:11)",
+            "    at call (internal:1:1)",
+            "    at run (internal:2:1)",
+            "    at main (internal:3:1)",
+            "    at start (internal:4:1)",
+        ];
+        assert_eq!(headline(&js), Some(0));
+        // componentize-py: the traceback's last line.
+        let py = [
+            "Traceback (most recent call last):",
+            "  File \"app.py\", line 9, in upgrade",
+            "    raise ValueError(\"no quorum\")",
+            "ValueError: no quorum",
+        ];
+        assert_eq!(headline(&py), Some(3));
+        // A Rust panic.
+        let rs = ["thread '<unnamed>' panicked at src/lib.rs:3:5:", "boom"];
+        assert_eq!(headline(&rs), Some(0));
+        assert_eq!(headline(&["just output", "more"]), None);
+    }
 }

@@ -18,13 +18,31 @@
 //! * rollback: verify the dump's checksum, recover the cluster as above if
 //!   it is not healthy, restore the dump.
 //!
-//! Parameters: `unit` (default `mariadb`), `package` (`mariadb-server`),
+//! A minor update (`mode: minor-update`, one MariaDB release) is rolling
+//! instead: no dump restore, no drain; each node in turn is stopped (once
+//! `ok-to-stop` saw every other member Synced), updated, started, and
+//! waited for until it is Synced again (it rejoins by IST, its
+//! `grastate.dat` kept).
+//!
+//! In containers (`deploy: containers`, kolla's `mariadb` container and
+//! its `mariadb` volume), as the journey ran it: the old container and
+//! image are removed and the new one created with its configuration;
+//! `mysql`, `mysqldump` and `sha256sum` run inside the container;
+//! `grastate.dat` is in the volume on the host; the primary is bootstrapped
+//! by a container created with `BOOTSTRAP_ARGS=--wsrep-new-cluster`, then,
+//! once the others joined, re-created and restarted as a plain member
+//! (kolla's recovery does the same); `galera_recovery` runs in a
+//! throw-away container with the volume.
+//!
+//! Parameters (and `deploy`, `engine`, `registry`, `config_dir` of
+//! `uphost_sdk::deploy`): `unit` (default `mariadb`), `package` (`mariadb-server`),
 //! `backup_dir` (`/var/backup/galera`), `drain_file`
 //! (`/var/tmp/clustercheck.disabled`), `drain_wait_s` (`5`), `vip`
 //! (`127.0.0.1`), `vip_wait_s` (`30`: how long the VIP may refuse
 //! connections after the drain is lifted, until haproxy's next health check
 //! puts the backends back).
 
+use uphost_sdk::deploy::{self, Deploy, Unit};
 use uphost_sdk::prelude::*;
 
 /// The plugin.
@@ -33,11 +51,63 @@ pub struct Galera;
 const WSREP: &str = "SHOW STATUS LIKE 'wsrep%'";
 
 /// Mark a node's saved state safe to bootstrap from (recovery only).
-const SAFE_TO_BOOTSTRAP: [&str; 3] = [
-    "-i",
-    "s/^safe_to_bootstrap: *0/safe_to_bootstrap: 1/",
-    "/var/lib/mysql/grastate.dat",
-];
+const SAFE_TO_BOOTSTRAP: &str = "s/^safe_to_bootstrap: *0/safe_to_bootstrap: 1/";
+/// The same, as a capability pattern: its `*` is sed's, not a glob.
+const SAFE_TO_BOOTSTRAP_PATTERN: &str = r"s/^safe_to_bootstrap: \*0/safe_to_bootstrap: 1/";
+
+/// Where `grastate.dat` is, on the host: the datadir, or kolla's
+/// `mariadb` volume.
+const GRASTATE: &str = "/var/lib/mysql/grastate.dat|/var/lib/docker/volumes/mariadb/_data/grastate.dat|/var/lib/containers/storage/volumes/mariadb/_data/grastate.dat";
+
+/// The option that makes kolla's MariaDB container bootstrap a new cluster.
+const BOOTSTRAP_ARGS: [&str; 2] = ["-e", "BOOTSTRAP_ARGS=--wsrep-new-cluster"];
+
+fn grastate(d: &Deploy) -> String {
+    format!("{}/grastate.dat", d.volume("mariadb", "/var/lib/mysql"))
+}
+
+/// MariaDB's unit, package and kolla container.
+fn db<'a>(cx: &'a Cx) -> Unit<'a> {
+    Unit {
+        unit: cx.param_or("unit", "mariadb"),
+        package: cx.param_or("package", "mariadb-server"),
+        container: "mariadb",
+    }
+}
+
+/// `mysql ARGS` where MariaDB runs (in its container, or on the node).
+fn mysql(cx: &Cx, node: &str, args: &[&str]) -> Result<ExecOutput> {
+    Deploy::of(cx)?.exec(cx, node, db(cx), "mysql", args)
+}
+
+/// Bootstrap a new cluster on `primary`: `galera_new_cluster`, or kolla's
+/// bootstrap container.
+fn bootstrap(cx: &Cx, primary: &str) -> Result<()> {
+    let d = Deploy::of(cx)?;
+    match d {
+        Deploy::Packages => cx.run(primary, "galera_new_cluster", &[]).map(drop),
+        Deploy::Containers { .. } => {
+            let v = &cx.ctx.to_version;
+            d.replace(cx, primary, db(cx), v, v, &BOOTSTRAP_ARGS)?;
+            d.start(cx, primary, db(cx))
+        }
+    }
+}
+
+/// After a container bootstrap, once the others joined: the primary
+/// re-created and restarted as a plain member (it would bootstrap a second
+/// cluster at its next restart otherwise).
+fn unbootstrap(cx: &Cx, primary: &str) -> Result<()> {
+    let d = Deploy::of(cx)?;
+    if d == Deploy::Packages {
+        return Ok(());
+    }
+    let v = &cx.ctx.to_version;
+    d.stop(cx, primary, db(cx))?;
+    d.install(cx, primary, db(cx), v, v)?;
+    d.start(cx, primary, db(cx))?;
+    verify(cx)
+}
 
 /// `wsrep_local_state_comment` and `wsrep_cluster_size` from
 /// `mysql -N -B -e "SHOW STATUS LIKE 'wsrep%'"` (tab separated).
@@ -63,10 +133,6 @@ pub fn parse_seqno(out: &str) -> Option<i64> {
         .and_then(|s| s.trim().parse().ok())
 }
 
-fn unit(cx: &Cx) -> String {
-    cx.param_or("unit", "mariadb").to_string()
-}
-
 /// The file whose presence makes clustercheck answer 503 (`drain_file`).
 /// Its name is fixed by clustercheck; its directory differs between
 /// deployments (and containers), which the grant allows.
@@ -84,7 +150,7 @@ fn drain_file(cx: &Cx) -> Result<String> {
 fn verify(cx: &Cx) -> Result<()> {
     let want = cx.nodes().len();
     for n in cx.nodes() {
-        let out = cx.run(&n.name, "mysql", &["-N", "-B", "-e", WSREP])?;
+        let out = mysql(cx, &n.name, &["-N", "-B", "-e", WSREP])?;
         match parse_wsrep(&out.stdout_text()) {
             (Some(s), Some(size)) if s == "Synced" && size == want => {}
             (s, size) => bail!(
@@ -101,14 +167,21 @@ fn verify(cx: &Cx) -> Result<()> {
 /// Automated recovery (the seed's "complete failure recovery"): stop all,
 /// find the node with the highest seqno, bootstrap it, start the others.
 fn recover(cx: &Cx) -> Result<()> {
-    let unit = unit(cx);
+    let d = Deploy::of(cx)?;
     cx.warn("cluster not healthy after bootstrap: running automated galera recovery");
     for n in cx.nodes() {
-        cx.run(&n.name, "systemctl", &["stop", &unit])?;
+        d.stop(cx, &n.name, db(cx))?;
     }
     let mut best: Option<(i64, String)> = None;
     for n in cx.nodes() {
-        let out = cx.run(&n.name, "galera_recovery", &[])?;
+        let out = d.run_once(
+            cx,
+            &n.name,
+            db(cx),
+            &cx.ctx.to_version,
+            "galera_recovery",
+            &[],
+        )?;
         let seq = parse_seqno(&out.stdout_text()).ok_or_else(|| {
             Error::msg(format!(
                 "galera_recovery on {} printed no --wsrep_start_position: {}",
@@ -127,13 +200,14 @@ fn recover(cx: &Cx) -> Result<()> {
     ));
     // "Force this node as primary": after a crash no node's grastate.dat
     // says it is safe to bootstrap, and galera_new_cluster refuses.
-    cx.run(&primary, "sed", &SAFE_TO_BOOTSTRAP)?;
-    cx.run(&primary, "galera_new_cluster", &[])?;
-    cx.run(&primary, "mysql", &["-N", "-B", "-e", "SELECT 1"])?;
+    cx.run(&primary, "sed", &["-i", SAFE_TO_BOOTSTRAP, &grastate(&d)])?;
+    bootstrap(cx, &primary)?;
+    mysql(cx, &primary, &["-N", "-B", "-e", "SELECT 1"])?;
     for n in cx.nodes().iter().filter(|n| n.name != primary) {
-        cx.run(&n.name, "systemctl", &["start", &unit])?;
+        d.start(cx, &n.name, db(cx))?;
     }
-    verify(cx)
+    verify(cx)?;
+    unbootstrap(cx, &primary)
 }
 
 /// Put every node's backend back in haproxy (remove the drain file).
@@ -155,7 +229,7 @@ fn vip_health_check(cx: &Cx, from: &str) -> Result<()> {
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let last = match cx.run(from, "mysql", &argv) {
+        let last = match mysql(cx, from, &argv) {
             Ok(out) if out.skipped || out.stdout_text().trim() == "1" => return Ok(()),
             Ok(out) => format!("returned `{}`", out.stdout_text().trim()),
             Err(e) => e.to_string(),
@@ -171,7 +245,7 @@ fn vip_health_check(cx: &Cx, from: &str) -> Result<()> {
 
 /// Checksum the dump and keep its node, path and sha256 in plugin state.
 fn record_backup(cx: &Cx, primary: &str, path: &str) -> Result<()> {
-    let sum = cx.run(primary, "sha256sum", &[path])?;
+    let sum = Deploy::of(cx)?.exec(cx, primary, db(cx), "sha256sum", &[path])?;
     let sha = sum
         .stdout_text()
         .split_whitespace()
@@ -186,6 +260,35 @@ fn record_backup(cx: &Cx, primary: &str, path: &str) -> Result<()> {
     cx.state_set("backup_sha256", &sha);
     cx.info(format!("backup {path} on {primary}, sha256 {sha}"));
     Ok(())
+}
+
+/// Is this a rolling minor update (one MariaDB release)?
+fn rolling(cx: &Cx) -> bool {
+    cx.ctx.mode == Mode::MinorUpdate
+}
+
+/// Wait until `node` is Synced in the full cluster again (it rejoins by
+/// IST after a minor update), once a second for up to `sync_wait_s`.
+fn wait_synced(cx: &Cx, node: &str) -> Result<()> {
+    let wait: u32 = cx.param_parse("sync_wait_s", 120)?;
+    let want = cx.nodes().len();
+    let mut waited = 0;
+    loop {
+        let out = mysql(cx, node, &["-N", "-B", "-e", WSREP])?;
+        let (s, size) = parse_wsrep(&out.stdout_text());
+        if out.skipped || (s.as_deref() == Some("Synced") && size == Some(want)) {
+            return Ok(());
+        }
+        if waited >= wait || cx.ctx.dry_run {
+            bail!(
+                "{node} did not rejoin within {wait} s (sync_wait_s): wsrep_local_state_comment={}, wsrep_cluster_size={} (expected Synced and {want})",
+                s.as_deref().unwrap_or("?"),
+                size.map(|x| x.to_string()).unwrap_or_else(|| "?".into())
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_secs(1));
+        waited += 1;
+    }
 }
 
 impl Plugin for Galera {
@@ -205,27 +308,41 @@ impl Plugin for Galera {
         .releases(&[
             "5.5", "10.0", "10.1", "10.2", "10.3", "10.4", "10.5", "10.6", "10.11", "11.4",
         ])
-        .capabilities([
-            Capability::read_only("mysql", &["-N", "-B", "-e", "SHOW STATUS LIKE 'wsrep%'|SELECT 1"])
+        .capabilities(deploy::in_container(
+            "mariadb",
+            [
+                Capability::read_only(
+                    "mysql",
+                    &["-N", "-B", "-e", "SHOW STATUS LIKE 'wsrep%'|SELECT 1"],
+                )
                 .reason("cluster state (Synced, size) and a query once bootstrapped"),
-            Capability::read_only("mysql", &["-h", "*", "-P", "3306", "-N", "-B", "-e", "SELECT 1"])
+                Capability::read_only(
+                    "mysql",
+                    &["-h", "*", "-P", "3306", "-N", "-B", "-e", "SELECT 1"],
+                )
                 .reason("health check through the VIP"),
-            Capability::mutating(
-                "mysqldump",
-                &[
-                    "--all-databases",
-                    "--single-transaction",
-                    "--routines",
-                    "--events",
-                    "--result-file=/*/galera-*.sql",
-                ],
-            )
-            .reason("backup before the upgrade"),
-            Capability::read_only("sha256sum", &["/*/galera-*.sql"])
-                .reason("checksum of the backup"),
-            Capability::mutating("mysql", &["-e", "source /*/galera-*.sql"])
-                .reason("rollback: restore the backup"),
-        ])
+                Capability::mutating(
+                    "mysqldump",
+                    &[
+                        "--all-databases",
+                        "--single-transaction",
+                        "--routines",
+                        "--events",
+                        "--result-file=/*/galera-*.sql",
+                    ],
+                )
+                .reason("backup before the upgrade"),
+                Capability::read_only("sha256sum", &["/*/galera-*.sql"])
+                    .reason("checksum of the backup"),
+                Capability::mutating("mysql", &["-e", "source /*/galera-*.sql"])
+                    .reason("rollback: restore the backup"),
+            ],
+        ))
+        .capabilities(deploy::capabilities(
+            "mariadb|mysql",
+            "mariadb-server|galera-4",
+            "mariadb",
+        ))
         .capabilities(caps_files())
     }
 
@@ -237,12 +354,12 @@ impl Plugin for Galera {
     /// `Synced`, with the full cluster size. A major upgrade stops every
     /// node by design: nothing to wait for.
     fn ok_to_stop(cx: &Cx, node: &Node) -> Result<()> {
-        if cx.ctx.mode == Mode::MajorUpgrade {
+        if !rolling(cx) {
             return Ok(());
         }
         let want = cx.nodes().len();
         for n in cx.nodes().iter().filter(|n| n.name != node.name) {
-            let out = cx.run(&n.name, "mysql", &["-N", "-B", "-e", WSREP])?;
+            let out = mysql(cx, &n.name, &["-N", "-B", "-e", WSREP])?;
             match parse_wsrep(&out.stdout_text()) {
                 (Some(s), Some(size)) if s == "Synced" && size == want => {}
                 (s, size) => bail!(
@@ -258,13 +375,17 @@ impl Plugin for Galera {
     }
 
     fn check(cx: &Cx) -> Result<()> {
-        cx.require_every_node(
-            "stops every node and bootstraps a new cluster from one of them (MariaDB nodes of two versions must not form one cluster)",
-        )?;
+        Deploy::of(cx)?;
+        if !rolling(cx) {
+            cx.require_every_node(
+                "stops every node and bootstraps a new cluster from one of them (MariaDB nodes of two versions must not form one cluster)",
+            )?;
+        }
         // A typo in a numeric parameter fails the pre-flight, not the
         // middle of the upgrade.
         cx.param_parse("drain_wait_s", 5u32)?;
         cx.param_parse("vip_wait_s", 30u32)?;
+        cx.param_parse("sync_wait_s", 120u32)?;
         drain_file(cx)?;
         verify(cx)
     }
@@ -273,8 +394,10 @@ impl Plugin for Galera {
         let primary = cx.primary()?.name.clone();
         let dir = cx.param_or("backup_dir", "/var/backup/galera");
         let path = format!("{dir}/galera-{}.sql", cx.ctx.run_id);
-        let dump = cx.run(
+        let dump = Deploy::of(cx)?.exec(
+            cx,
             &primary,
+            db(cx),
             "mysqldump",
             &[
                 "--all-databases",
@@ -291,6 +414,11 @@ impl Plugin for Galera {
         } else {
             record_backup(cx, &primary, &path)?;
         }
+        if rolling(cx) {
+            // Node by node: each stopped node fails clustercheck by itself,
+            // the others keep serving.
+            return Ok(());
+        }
         let drain = drain_file(cx)?;
         for n in cx.nodes() {
             cx.run(&n.name, "touch", &[&drain])?;
@@ -304,20 +432,34 @@ impl Plugin for Galera {
     }
 
     fn upgrade(cx: &Cx, node: &Node) -> Result<()> {
-        let unit = unit(cx);
-        let pkg = cx.param_or("package", "mariadb-server");
-        cx.run(&node.name, "systemctl", &["stop", &unit])?;
-        cx.run(&node.name, "rm", &["-f", "/var/lib/mysql/grastate.dat"])?;
-        cx.run(
+        let d = Deploy::of(cx)?;
+        d.stop(cx, &node.name, db(cx))?;
+        if rolling(cx) {
+            d.install(
+                cx,
+                &node.name,
+                db(cx),
+                &cx.ctx.from_version,
+                &cx.ctx.to_version,
+            )?;
+            d.start(cx, &node.name, db(cx))?;
+            return wait_synced(cx, &node.name);
+        }
+        cx.run(&node.name, "rm", &["-f", &grastate(&d)])?;
+        d.install(
+            cx,
             &node.name,
-            "apt-get",
-            &["install", "-y", &format!("{pkg}={}", cx.ctx.to_version)],
-        )?;
-        Ok(())
+            db(cx),
+            &cx.ctx.from_version,
+            &cx.ctx.to_version,
+        )
     }
 
     fn post_upgrade(cx: &Cx) -> Result<()> {
-        let unit = unit(cx);
+        if rolling(cx) {
+            return verify(cx);
+        }
+        let d = Deploy::of(cx)?;
         // The node stopped last holds the latest commits: bootstrap it.
         let primary = cx
             .nodes()
@@ -325,14 +467,14 @@ impl Plugin for Galera {
             .ok_or_else(|| Error::msg("galera has no nodes"))?
             .name
             .clone();
-        let boot = cx
-            .run(&primary, "galera_new_cluster", &[])
-            .and_then(|_| cx.run(&primary, "mysql", &["-N", "-B", "-e", "SELECT 1"]));
+        let boot = bootstrap(cx, &primary)
+            .and_then(|_| mysql(cx, &primary, &["-N", "-B", "-e", "SELECT 1"]));
         let joined = boot.and_then(|_| {
             for n in cx.nodes().iter().filter(|n| n.name != primary) {
-                cx.run(&n.name, "systemctl", &["start", &unit])?;
+                d.start(cx, &n.name, db(cx))?;
             }
-            verify(cx)
+            verify(cx)?;
+            unbootstrap(cx, &primary)
         });
         if let Err(e) = joined {
             cx.warn(format!("bootstrap did not give a healthy cluster: {e}"));
@@ -354,7 +496,8 @@ impl Plugin for Galera {
                 "no backup recorded in plugin state: pre-upgrade never completed, nothing to restore"
             );
         };
-        let sum = cx.run(&node, "sha256sum", &[&path])?;
+        let d = Deploy::of(cx)?;
+        let sum = d.exec(cx, &node, db(cx), "sha256sum", &[&path])?;
         let now = sum.stdout_text();
         if now.split_whitespace().next() != Some(sha.as_str()) {
             bail!(
@@ -364,7 +507,7 @@ impl Plugin for Galera {
         if verify(cx).is_err() {
             recover(cx)?;
         }
-        cx.run(&node, "mysql", &["-e", &format!("source {path}")])?;
+        mysql(cx, &node, &["-e", &format!("source {path}")])?;
         undrain(cx)?;
         vip_health_check(cx, &node)?;
         cx.info(format!("restored {path} (sha256 {sha}) on {node}"));
@@ -374,23 +517,53 @@ impl Plugin for Galera {
 }
 
 fn caps_files() -> Vec<Capability> {
-    vec![
+    let mut caps = vec![
         Capability::mutating("touch", &["/*/clustercheck.disabled"])
             .reason("take the backend out of haproxy (clustercheck)"),
-        Capability::mutating(
-            "rm",
-            &["-f", "/*/clustercheck.disabled|/var/lib/mysql/grastate.dat"],
-        )
-        .reason("put the backend back; start a new cluster instead of a seqno restart"),
-        Capability::mutating("systemctl", &["start|stop", "mariadb|mysql"])
-            .reason("stop for the upgrade, start to join the cluster"),
+        Capability::mutating("rm", &["-f", "/*/clustercheck.disabled"])
+            .reason("put the backend back in haproxy"),
+        Capability::mutating("rm", &["-f", GRASTATE])
+            .reason("start a new cluster instead of a seqno restart"),
         Capability::mutating("galera_new_cluster", &[]).reason("bootstrap the primary"),
-        Capability::mutating("sed", &SAFE_TO_BOOTSTRAP)
+        Capability::mutating("sed", &["-i", SAFE_TO_BOOTSTRAP_PATTERN, GRASTATE])
             .reason("recovery: force the node with the highest seqno as primary"),
         Capability::read_only("galera_recovery", &[]).reason("recovery: find the highest seqno"),
-        Capability::mutating("apt-get", &["install", "-y", "mariadb-server=*|galera-4=*"])
-            .reason("install the new version"),
-    ]
+    ];
+    for engine in ["docker", "podman"] {
+        caps.push(
+            Capability::mutating(
+                engine,
+                &[
+                    "create",
+                    "--name",
+                    "mariadb",
+                    "--net=host",
+                    "--restart=unless-stopped",
+                    "-v",
+                    "/*:/var/lib/kolla/config_files:ro",
+                    BOOTSTRAP_ARGS[0],
+                    BOOTSTRAP_ARGS[1],
+                    "*/mariadb:*",
+                ],
+            )
+            .reason("bootstrap the primary: kolla's container with --wsrep-new-cluster"),
+        );
+        caps.push(
+            Capability::read_only(
+                engine,
+                &[
+                    "run",
+                    "--rm",
+                    "--volumes-from",
+                    "mariadb",
+                    "*/mariadb:*",
+                    "galera_recovery",
+                ],
+            )
+            .reason("recovery: find the highest seqno, with the container's volume"),
+        );
+    }
+    caps
 }
 
 export_plugin!(Galera);
@@ -518,7 +691,7 @@ mod tests {
             )
             .rule(Rule::new("galera_recovery", &[]).then(0, "--wsrep_start_position=u:100\n"))
             .rule(Rule::new("systemctl", &["..."]).then(0, ""))
-            .rule(Rule::new("sed", &SAFE_TO_BOOTSTRAP).on("ctl2"))
+            .rule(Rule::new("sed", &["..."]).on("ctl2"))
             .rule(Rule::new("rm", &["..."]).then(0, ""));
         let cx = host.cx(context("galera", &["ctl1", "ctl2", "ctl3"]));
         Galera::post_upgrade(&cx).unwrap();

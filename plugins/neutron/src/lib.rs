@@ -9,7 +9,17 @@
 //! leapfrog's migrations-only hop stops the server everywhere and runs that
 //! release's `neutron-db-manage upgrade heads` with its server installed
 //! on the first node. `verify`: the server active everywhere.
+//!
+//! In containers (`deploy: containers`: kolla's `neutron_server`,
+//! `neutron_l3_agent`, `neutron_openvswitch_agent`): each old container and
+//! image removed and the new one created with its configuration; the
+//! migration runs in a throw-away container of the new `neutron_server`
+//! image with its volumes.
+//!
+//! Parameters: `deploy`, `engine`, `registry`, `config_dir` of
+//! `uphost_sdk::deploy`.
 
+use uphost_sdk::deploy::{self, Deploy, Unit};
 use uphost_sdk::prelude::*;
 use uphost_sdk::releases;
 
@@ -19,8 +29,40 @@ const STOPPED: &str = "stopped_for_migrations";
 /// The plugin.
 pub struct Neutron;
 
+/// The server: unit, package, kolla container.
+pub const SERVER: Unit<'static> = Unit {
+    unit: "neutron-server",
+    package: "neutron-server",
+    container: "neutron_server",
+};
+
 /// The agents restarted on each node.
-pub const AGENTS: [&str; 2] = ["neutron-l3-agent", "neutron-openvswitch-agent"];
+pub const AGENTS: [Unit<'static>; 2] = [
+    Unit {
+        unit: "neutron-l3-agent",
+        package: "neutron-l3-agent",
+        container: "neutron_l3_agent",
+    },
+    Unit {
+        unit: "neutron-openvswitch-agent",
+        package: "neutron-openvswitch-agent",
+        container: "neutron_openvswitch_agent",
+    },
+];
+
+/// `neutron-db-manage upgrade heads` with the code of release `v`.
+fn migrate_db(cx: &Cx, node: &str, v: &str) -> Result<()> {
+    Deploy::of(cx)?
+        .run_once(
+            cx,
+            node,
+            SERVER,
+            v,
+            "neutron-db-manage",
+            &["upgrade", "heads"],
+        )
+        .map(drop)
+}
 
 /// Agents reported dead in `openstack network agent list -f value -c Host
 /// -c Alive` output (`host binary alive` lines in the simulator).
@@ -45,18 +87,12 @@ impl Plugin for Neutron {
         .releases(releases::OPENSTACK)
         .jumps(releases::OPENSTACK_SLURP)
         .migrations_only(true)
+        .capabilities(deploy::capabilities(
+            "neutron-server|neutron-l3-agent|neutron-openvswitch-agent",
+            "neutron-server",
+            "neutron_server|neutron_l3_agent|neutron_openvswitch_agent",
+        ))
         .capabilities([
-            Capability::mutating("systemctl", &["start|stop", "neutron-server"])
-                .reason("server restart"),
-            Capability::mutating(
-                "systemctl",
-                &["restart", "neutron-l3-agent|neutron-openvswitch-agent"],
-            )
-            .reason("agents, one node at a time"),
-            Capability::read_only("systemctl", &["is-active", "neutron-server"])
-                .reason("pre-flight"),
-            Capability::mutating("apt-get", &["install", "-y", "neutron-server=*"])
-                .reason("install the server"),
             Capability::mutating(
                 "apt-get",
                 &[
@@ -66,9 +102,7 @@ impl Plugin for Neutron {
                     "neutron-openvswitch-agent=*",
                 ],
             )
-            .reason("install the agents"),
-            Capability::mutating("neutron-db-manage", &["upgrade", "heads"])
-                .reason("schema migration"),
+            .reason("install the agents (packages)"),
             Capability::read_only(
                 "openstack",
                 &[
@@ -77,6 +111,13 @@ impl Plugin for Neutron {
             )
             .reason("agents alive after their restart"),
         ])
+        .capabilities(deploy::in_throwaway(
+            "neutron_server",
+            [
+                Capability::mutating("neutron-db-manage", &["upgrade", "heads"])
+                    .reason("schema migration"),
+            ],
+        ))
     }
 
     fn check(cx: &Cx) -> Result<()> {
@@ -90,54 +131,41 @@ impl Plugin for Neutron {
     }
 
     fn verify(cx: &Cx) -> Result<()> {
+        let d = Deploy::of(cx)?;
         for n in cx.nodes() {
-            cx.run(&n.name, "systemctl", &["is-active", "neutron-server"])?;
+            d.is_active(cx, &n.name, SERVER)?;
         }
         Ok(())
     }
 
     fn migrate(cx: &Cx) -> Result<()> {
+        let d = Deploy::of(cx)?;
         if cx.state_get(STOPPED).is_none() {
             for n in cx.nodes() {
-                cx.run(&n.name, "systemctl", &["stop", "neutron-server"])?;
+                d.stop(cx, &n.name, SERVER)?;
             }
             cx.state_set(STOPPED, &cx.ctx.from_version);
             cx.progress("service-down");
         }
         let p = cx.primary()?.name.clone();
-        cx.run(
-            &p,
-            "apt-get",
-            &[
-                "install",
-                "-y",
-                &format!("neutron-server={}", cx.ctx.to_version),
-            ],
-        )?;
-        cx.run(&p, "neutron-db-manage", &["upgrade", "heads"])?;
-        Ok(())
+        let (from, to) = (&cx.ctx.from_version, &cx.ctx.to_version);
+        d.install(cx, &p, SERVER, from, to)?;
+        migrate_db(cx, &p, to)
     }
 
     fn pre_upgrade(cx: &Cx) -> Result<()> {
-        let v = cx.ctx.to_version.clone();
+        let d = Deploy::of(cx)?;
+        let (from, to) = (&cx.ctx.from_version, &cx.ctx.to_version);
         for n in cx.nodes() {
-            cx.run(&n.name, "systemctl", &["stop", "neutron-server"])?;
+            d.stop(cx, &n.name, SERVER)?;
         }
         cx.progress("service-down");
         for n in cx.nodes() {
-            cx.run(
-                &n.name,
-                "apt-get",
-                &["install", "-y", &format!("neutron-server={v}")],
-            )?;
+            d.install(cx, &n.name, SERVER, from, to)?;
         }
-        cx.run(
-            &cx.primary()?.name,
-            "neutron-db-manage",
-            &["upgrade", "heads"],
-        )?;
+        migrate_db(cx, &cx.primary()?.name, to)?;
         for n in cx.nodes() {
-            cx.run(&n.name, "systemctl", &["start", "neutron-server"])?;
+            d.start(cx, &n.name, SERVER)?;
         }
         cx.state_delete(STOPPED);
         cx.progress("service-up");
@@ -145,19 +173,16 @@ impl Plugin for Neutron {
     }
 
     fn upgrade(cx: &Cx, node: &Node) -> Result<()> {
-        let v = cx.ctx.to_version.clone();
-        cx.run(
+        let d = Deploy::of(cx)?;
+        d.install_all(
+            cx,
             &node.name,
-            "apt-get",
-            &[
-                "install",
-                "-y",
-                &format!("neutron-l3-agent={v}"),
-                &format!("neutron-openvswitch-agent={v}"),
-            ],
+            &AGENTS,
+            &cx.ctx.from_version,
+            &cx.ctx.to_version,
         )?;
         for a in AGENTS {
-            cx.run(&node.name, "systemctl", &["restart", a])?;
+            d.restart(cx, &node.name, a)?;
         }
         let out = cx.run(
             &node.name,

@@ -13,8 +13,17 @@
 //! release's `api_db sync` and `db sync` with its code on the first node.
 //! `verify`: every unit active.
 //!
-//! Parameters: `rpc_pin` (`auto`).
+//! In containers (`deploy: containers`: kolla's `nova_api`,
+//! `nova_scheduler`, `nova_conductor`), as the journey ran it: each old
+//! container and image removed, the new one created with its
+//! configuration; the migrations ("bootstrap service (db sync)") run in a
+//! throw-away container of the new `nova_api` image with its volumes; the
+//! RPC pin is set in each container's `nova.conf` under `config_dir`.
+//!
+//! Parameters (and `deploy`, `engine`, `registry`, `config_dir` of
+//! `uphost_sdk::deploy`): `rpc_pin` (`auto`).
 
+use uphost_sdk::deploy::{self, Deploy, Unit};
 use uphost_sdk::prelude::*;
 use uphost_sdk::releases;
 
@@ -24,50 +33,85 @@ const STOPPED: &str = "stopped_for_migrations";
 /// The plugin.
 pub struct Nova;
 
-/// The control-plane units.
-pub const UNITS: [&str; 3] = ["nova-api", "nova-scheduler", "nova-conductor"];
+/// The control-plane processes: units, packages, kolla containers.
+pub const UNITS: [Unit<'static>; 3] = [
+    Unit {
+        unit: "nova-api",
+        package: "nova-api",
+        container: "nova_api",
+    },
+    Unit {
+        unit: "nova-conductor",
+        package: "nova-conductor",
+        container: "nova_conductor",
+    },
+    Unit {
+        unit: "nova-scheduler",
+        package: "nova-scheduler",
+        container: "nova_scheduler",
+    },
+];
 const CONF: &str = "/etc/nova/nova.conf";
+/// Every `nova.conf` the pin is set in: the node's, or each container's.
+const NOVA_CONFS: &str = "/etc/nova/nova.conf|/*/nova_api/nova.conf|/*/nova_conductor/nova.conf|/*/nova_scheduler/nova.conf";
 
 fn each_unit(cx: &Cx, node: &str, verb: &str) -> Result<()> {
+    let d = Deploy::of(cx)?;
     for u in UNITS {
-        cx.run(node, "systemctl", &[verb, u])?;
+        match verb {
+            "stop" => d.stop(cx, node, u)?,
+            "start" => d.start(cx, node, u)?,
+            "restart" => d.restart(cx, node, u)?,
+            _ => d.is_active(cx, node, u)?,
+        }
     }
     Ok(())
 }
 
-fn install(cx: &Cx, node: &str, v: &str) -> Result<()> {
-    cx.run(
-        node,
-        "apt-get",
-        &[
-            "install",
-            "-y",
-            &format!("nova-api={v}"),
-            &format!("nova-conductor={v}"),
-            &format!("nova-scheduler={v}"),
-        ],
-    )?;
+fn install(cx: &Cx, node: &str, from: &str, v: &str) -> Result<()> {
+    Deploy::of(cx)?.install_all(cx, node, &UNITS, from, v)
+}
+
+/// `nova-manage ARGS` with the code of release `v`: on the node, or in a
+/// throw-away container of the `nova_api` image tagged `v`.
+fn manage(cx: &Cx, node: &str, v: &str, args: &[&str]) -> Result<ExecOutput> {
+    Deploy::of(cx)?.run_once(cx, node, UNITS[0], v, "nova-manage", args)
+}
+
+/// Set (`Some(level)`) or remove the RPC pin in every `nova.conf` of the
+/// node (one per container in containers).
+fn pin(cx: &Cx, node: &str, level: Option<&str>) -> Result<()> {
+    let d = Deploy::of(cx)?;
+    let mut files: Vec<String> = UNITS.iter().map(|u| d.config_file(*u, CONF)).collect();
+    files.dedup();
+    for f in &files {
+        match level {
+            Some(l) => cx.run(
+                node,
+                "crudini",
+                &["--set", f, "upgrade_levels", "compute", l],
+            )?,
+            None => cx.run(node, "crudini", &["--del", f, "upgrade_levels", "compute"])?,
+        };
+    }
     Ok(())
 }
 
 /// Cells v2 (cell0 mapped, cell1 created once): mandatory from Ocata, so
 /// done on a hop to Ocata or later only.
 fn cells_v2(cx: &Cx, p: &str) -> Result<()> {
-    if !releases::at_least(releases::OPENSTACK, &cx.ctx.to_version, "ocata") {
+    let v = &cx.ctx.to_version;
+    if !releases::at_least(releases::OPENSTACK, v, "ocata") {
         return Ok(());
     }
-    cx.run(p, "nova-manage", &["cell_v2", "map_cell0"])?;
-    let cells = cx.run(p, "nova-manage", &["cell_v2", "list_cells"])?;
+    manage(cx, p, v, &["cell_v2", "map_cell0"])?;
+    let cells = manage(cx, p, v, &["cell_v2", "list_cells"])?;
     if !cells
         .stdout_text()
         .lines()
         .any(|l| l.trim() == "cell1" || l.contains("| cell1 "))
     {
-        cx.run(
-            p,
-            "nova-manage",
-            &["cell_v2", "create_cell", "--name=cell1"],
-        )?;
+        manage(cx, p, v, &["cell_v2", "create_cell", "--name=cell1"])?;
     }
     Ok(())
 }
@@ -88,24 +132,14 @@ impl Plugin for Nova {
         .capabilities([
             Capability::mutating(
                 "crudini",
-                &["--set", CONF, "upgrade_levels", "compute", "*"],
+                &["--set", NOVA_CONFS, "upgrade_levels", "compute", "*"],
             )
             .reason("RPC pin while versions are mixed"),
-            Capability::mutating("crudini", &["--del", CONF, "upgrade_levels", "compute"])
-                .reason("RPC unpin once every service runs the new version"),
             Capability::mutating(
-                "systemctl",
-                &[
-                    "start|stop|restart",
-                    "nova-api|nova-scheduler|nova-conductor",
-                ],
+                "crudini",
+                &["--del", NOVA_CONFS, "upgrade_levels", "compute"],
             )
-            .reason("stop for the upgrade, start after, restart after unpin"),
-            Capability::read_only(
-                "systemctl",
-                &["is-active", "nova-api|nova-scheduler|nova-conductor"],
-            )
-            .reason("pre-flight"),
+            .reason("RPC unpin once every service runs the new version"),
             Capability::mutating(
                 "apt-get",
                 &[
@@ -116,15 +150,26 @@ impl Plugin for Nova {
                     "nova-scheduler=*",
                 ],
             )
-            .reason("install"),
-            Capability::mutating("nova-manage", &["api_db|db", "sync"]).reason("schema migrations"),
-            Capability::mutating("nova-manage", &["cell_v2", "map_cell0|discover_hosts"])
-                .reason("cells v2: cell0, and map the upgraded computes"),
-            Capability::mutating("nova-manage", &["cell_v2", "create_cell", "--name=cell1"])
-                .reason("cells v2: cell1"),
-            Capability::read_only("nova-manage", &["cell_v2", "list_cells"])
-                .reason("is cell1 there?"),
+            .reason("install (packages)"),
         ])
+        .capabilities(deploy::capabilities(
+            "nova-api|nova-scheduler|nova-conductor",
+            "nova-api|nova-conductor|nova-scheduler",
+            "nova_api|nova_scheduler|nova_conductor",
+        ))
+        .capabilities(deploy::in_throwaway(
+            "nova_api",
+            [
+                Capability::mutating("nova-manage", &["api_db|db", "sync"])
+                    .reason("schema migrations"),
+                Capability::mutating("nova-manage", &["cell_v2", "map_cell0|discover_hosts"])
+                    .reason("cells v2: cell0, and map the upgraded computes"),
+                Capability::mutating("nova-manage", &["cell_v2", "create_cell", "--name=cell1"])
+                    .reason("cells v2: cell1"),
+                Capability::read_only("nova-manage", &["cell_v2", "list_cells"])
+                    .reason("is cell1 there?"),
+            ],
+        ))
     }
 
     fn check(cx: &Cx) -> Result<()> {
@@ -139,9 +184,7 @@ impl Plugin for Nova {
 
     fn verify(cx: &Cx) -> Result<()> {
         for n in cx.nodes() {
-            for u in UNITS {
-                cx.run(&n.name, "systemctl", &["is-active", u])?;
-            }
+            each_unit(cx, &n.name, "is-active")?;
         }
         Ok(())
     }
@@ -155,23 +198,20 @@ impl Plugin for Nova {
             cx.progress("service-down");
         }
         let p = cx.primary()?.name.clone();
-        install(cx, &p, &cx.ctx.to_version)?;
-        cx.run(&p, "nova-manage", &["api_db", "sync"])?;
+        let (from, to) = (&cx.ctx.from_version, &cx.ctx.to_version);
+        install(cx, &p, from, to)?;
+        manage(cx, &p, to, &["api_db", "sync"])?;
         cells_v2(cx, &p)?;
-        cx.run(&p, "nova-manage", &["db", "sync"])?;
+        manage(cx, &p, to, &["db", "sync"])?;
         Ok(())
     }
 
     fn pre_upgrade(cx: &Cx) -> Result<()> {
-        let pin = cx.param_or("rpc_pin", "auto");
+        let level = cx.param_or("rpc_pin", "auto");
         for n in cx.nodes() {
-            cx.run(
-                &n.name,
-                "crudini",
-                &["--set", CONF, "upgrade_levels", "compute", pin],
-            )?;
+            pin(cx, &n.name, Some(level))?;
         }
-        cx.state_set("rpc_pinned", pin);
+        cx.state_set("rpc_pinned", level);
         for n in cx.nodes() {
             each_unit(cx, &n.name, "stop")?;
         }
@@ -180,14 +220,15 @@ impl Plugin for Nova {
     }
 
     fn upgrade(cx: &Cx, node: &Node) -> Result<()> {
-        install(cx, &node.name, &cx.ctx.to_version)
+        install(cx, &node.name, &cx.ctx.from_version, &cx.ctx.to_version)
     }
 
     fn post_upgrade(cx: &Cx) -> Result<()> {
         let p = cx.primary()?.name.clone();
-        cx.run(&p, "nova-manage", &["api_db", "sync"])?;
+        let to = &cx.ctx.to_version;
+        manage(cx, &p, to, &["api_db", "sync"])?;
         cells_v2(cx, &p)?;
-        cx.run(&p, "nova-manage", &["db", "sync"])?;
+        manage(cx, &p, to, &["db", "sync"])?;
         for n in cx.nodes() {
             each_unit(cx, &n.name, "start")?;
         }
@@ -198,15 +239,12 @@ impl Plugin for Nova {
 
     fn finalize(cx: &Cx) -> Result<()> {
         let p = cx.primary()?.name.clone();
-        if releases::at_least(releases::OPENSTACK, &cx.ctx.to_version, "ocata") {
-            cx.run(&p, "nova-manage", &["cell_v2", "discover_hosts"])?;
+        let to = &cx.ctx.to_version;
+        if releases::at_least(releases::OPENSTACK, to, "ocata") {
+            manage(cx, &p, to, &["cell_v2", "discover_hosts"])?;
         }
         for n in cx.nodes() {
-            cx.run(
-                &n.name,
-                "crudini",
-                &["--del", CONF, "upgrade_levels", "compute"],
-            )?;
+            pin(cx, &n.name, None)?;
             each_unit(cx, &n.name, "restart")?;
         }
         cx.state_delete("rpc_pinned");
@@ -216,12 +254,8 @@ impl Plugin for Nova {
     fn rollback(cx: &Cx) -> Result<()> {
         for n in cx.nodes() {
             each_unit(cx, &n.name, "stop")?;
-            install(cx, &n.name, &cx.ctx.from_version)?;
-            cx.run(
-                &n.name,
-                "crudini",
-                &["--del", CONF, "upgrade_levels", "compute"],
-            )?;
+            install(cx, &n.name, &cx.ctx.to_version, &cx.ctx.from_version)?;
+            pin(cx, &n.name, None)?;
             each_unit(cx, &n.name, "start")?;
         }
         Ok(())

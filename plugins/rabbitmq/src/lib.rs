@@ -4,9 +4,22 @@
 //! policy explicitly, and validate `rabbitmqctl cluster_status`: every member
 //! running, no partitions.
 //!
-//! Parameters: `unit` (`rabbitmq-server`), `package` (`rabbitmq-server`),
-//! `mnesia_dir` (`/var/lib/rabbitmq/mnesia`; containerised deployments use
-//! `/var/lib/docker/volumes/rabbitmq/_data/mnesia`), `node_name` (the
+//! A minor update (`mode: minor-update`: a patch release of the same
+//! series, which RabbitMQ supports rolling) keeps the cluster and its
+//! Mnesia: each node in turn is stopped, updated, started, waited for
+//! (`rabbitmqctl await_startup`) and the cluster verified before the next.
+//!
+//! In containers (`deploy: containers`, kolla's `rabbitmq` container), as
+//! the journey ran it: the old containers and images removed, the mnesia
+//! directory removed from the `rabbitmq` volume
+//! (`/var/lib/docker/volumes/rabbitmq/_data/mnesia`), the new containers
+//! brought up with their new configuration; `rabbitmqctl` runs inside the
+//! container.
+//!
+//! Parameters (and `deploy`, `engine`, `registry`, `config_dir` of
+//! `uphost_sdk::deploy`): `unit` (`rabbitmq-server`), `package`
+//! (`rabbitmq-server`), `mnesia_dir` (`/var/lib/rabbitmq/mnesia`; in
+//! containers the volume's), `node_name` (the
 //! Erlang node name of an inventory node, `{node}` replaced by its name:
 //! `rabbit@{node}`; e.g. `rabbit@{node}.example.com` with long names).
 //!
@@ -14,6 +27,7 @@
 //! of RabbitMQ 3.6 (the seed's) and the sectioned text of 3.7 and later
 //! ("Running Nodes", "Network Partitions"), colour codes or not.
 
+use uphost_sdk::deploy::{self, Deploy, Unit};
 use uphost_sdk::prelude::*;
 
 /// The plugin.
@@ -96,10 +110,42 @@ fn member(cx: &Cx, node: &str) -> Result<String> {
     Ok(template.replace("{node}", node))
 }
 
+/// RabbitMQ's unit, package and kolla container.
+fn mq<'a>(cx: &'a Cx) -> Unit<'a> {
+    Unit {
+        unit: cx.param_or("unit", "rabbitmq-server"),
+        package: cx.param_or("package", "rabbitmq-server"),
+        container: "rabbitmq",
+    }
+}
+
+/// `rabbitmqctl ARGS` where RabbitMQ runs.
+fn rabbitmqctl(cx: &Cx, node: &str, args: &[&str]) -> Result<ExecOutput> {
+    Deploy::of(cx)?.exec(cx, node, mq(cx), "rabbitmqctl", args)
+}
+
+/// The mnesia directory on the host.
+fn mnesia(cx: &Cx, d: &Deploy) -> String {
+    match d {
+        Deploy::Packages => cx
+            .param_or("mnesia_dir", "/var/lib/rabbitmq/mnesia")
+            .to_string(),
+        _ => format!("{}/mnesia", d.volume("rabbitmq", "")),
+    }
+}
+
+fn rolling(cx: &Cx) -> bool {
+    cx.ctx.mode == Mode::MinorUpdate
+}
+
 fn verify(cx: &Cx) -> Result<()> {
     let primary = cx.primary()?.name.clone();
-    member(cx, &primary)?;
-    let out = cx.run(&primary, "rabbitmqctl", &["cluster_status"])?;
+    verify_from(cx, &primary)
+}
+
+fn verify_from(cx: &Cx, primary: &str) -> Result<()> {
+    member(cx, primary)?;
+    let out = rabbitmqctl(cx, primary, &["cluster_status"])?;
     let (running, no_partitions) = parse_cluster_status(&out.stdout_text());
     let mut missing = Vec::new();
     for n in cx.nodes().iter() {
@@ -131,30 +177,38 @@ impl Plugin for Rabbitmq {
             "RabbitMQ cluster: stop all, reset mnesia, start new version, ha-all policy, verify",
         )
         .version(env!("CARGO_PKG_VERSION"))
-        .rollout(Rollout::Parallel)
+        // One node at a time: a minor update is rolling (a major one only
+        // removes Mnesia and installs on the stopped nodes).
+        .rollout(Rollout::OneAtATime)
         .reversible(false)
         // Every minor release of RabbitMQ must be passed (3.11 -> 3.12 -> 3.13).
         .releases(&[
             "3.5", "3.6", "3.7", "3.8", "3.9", "3.10", "3.11", "3.12", "3.13", "4.0", "4.1",
         ])
-        .capabilities([
-            Capability::read_only("rabbitmqctl", &["cluster_status"])
-                .reason("verify members running and no partitions"),
-            Capability::mutating("rabbitmqctl", &["set_policy", "ha-all", "", HA_POLICY])
-                .reason("mirror every queue (ha-all)"),
-            Capability::mutating("systemctl", &["start|stop", "rabbitmq-server"])
-                .reason("stop every node before the upgrade, start after"),
-            Capability::mutating(
-                "rm",
-                &[
-                    "-rf",
-                    "/var/lib/rabbitmq/mnesia|/var/lib/docker/volumes/rabbitmq/_data/mnesia",
-                ],
-            )
-            .reason("remove the old mnesia database"),
-            Capability::mutating("apt-get", &["install", "-y", "rabbitmq-server=*"])
-                .reason("install the new version"),
-        ])
+        .capabilities(deploy::in_container(
+            "rabbitmq",
+            [
+                Capability::read_only("rabbitmqctl", &["cluster_status"])
+                    .reason("verify members running and no partitions"),
+                Capability::read_only("rabbitmqctl", &["await_startup"])
+                    .reason("minor update: wait until the node is up again"),
+                Capability::mutating("rabbitmqctl", &["set_policy", "ha-all", "", HA_POLICY])
+                    .reason("mirror every queue (ha-all)"),
+            ],
+        ))
+        .capabilities(deploy::capabilities(
+            "rabbitmq-server",
+            "rabbitmq-server",
+            "rabbitmq",
+        ))
+        .capabilities([Capability::mutating(
+            "rm",
+            &[
+                "-rf",
+                "/var/lib/rabbitmq/mnesia|/var/lib/docker/volumes/rabbitmq/_data/mnesia|/var/lib/containers/storage/volumes/rabbitmq/_data/mnesia",
+            ],
+        )
+        .reason("remove the old mnesia database")])
     }
 
     fn verify(cx: &Cx) -> Result<()> {
@@ -162,44 +216,52 @@ impl Plugin for Rabbitmq {
     }
 
     fn check(cx: &Cx) -> Result<()> {
-        cx.require_every_node(
-            "stops every node and resets its Mnesia database (RabbitMQ nodes of two versions cannot form one cluster)",
-        )?;
+        Deploy::of(cx)?;
+        if !rolling(cx) {
+            cx.require_every_node(
+                "stops every node and resets its Mnesia database (RabbitMQ nodes of two versions cannot form one cluster)",
+            )?;
+        }
         verify(cx)
     }
 
     fn pre_upgrade(cx: &Cx) -> Result<()> {
-        let unit = cx.param_or("unit", "rabbitmq-server");
+        if rolling(cx) {
+            return Ok(());
+        }
+        let d = Deploy::of(cx)?;
         for n in cx.nodes() {
-            cx.run(&n.name, "systemctl", &["stop", unit])?;
+            d.stop(cx, &n.name, mq(cx))?;
         }
         cx.progress("service-down");
         Ok(())
     }
 
     fn upgrade(cx: &Cx, node: &Node) -> Result<()> {
-        let mnesia = cx.param_or("mnesia_dir", "/var/lib/rabbitmq/mnesia");
-        let pkg = cx.param_or("package", "rabbitmq-server");
-        cx.run(&node.name, "rm", &["-rf", mnesia])?;
-        cx.run(
-            &node.name,
-            "apt-get",
-            &["install", "-y", &format!("{pkg}={}", cx.ctx.to_version)],
-        )?;
-        Ok(())
+        let d = Deploy::of(cx)?;
+        let (from, to) = (&cx.ctx.from_version, &cx.ctx.to_version);
+        if rolling(cx) {
+            // A patch release: the node keeps its Mnesia and rejoins.
+            d.stop(cx, &node.name, mq(cx))?;
+            d.install(cx, &node.name, mq(cx), from, to)?;
+            d.start(cx, &node.name, mq(cx))?;
+            rabbitmqctl(cx, &node.name, &["await_startup"])?;
+            return verify_from(cx, &node.name);
+        }
+        cx.run(&node.name, "rm", &["-rf", &mnesia(cx, &d)])?;
+        d.install(cx, &node.name, mq(cx), from, to)
     }
 
     fn post_upgrade(cx: &Cx) -> Result<()> {
-        let unit = cx.param_or("unit", "rabbitmq-server");
+        if rolling(cx) {
+            return verify(cx);
+        }
+        let d = Deploy::of(cx)?;
         for n in cx.nodes() {
-            cx.run(&n.name, "systemctl", &["start", unit])?;
+            d.start(cx, &n.name, mq(cx))?;
         }
         let primary = cx.primary()?.name.clone();
-        cx.run(
-            &primary,
-            "rabbitmqctl",
-            &["set_policy", "ha-all", "", HA_POLICY],
-        )?;
+        rabbitmqctl(cx, &primary, &["set_policy", "ha-all", "", HA_POLICY])?;
         verify(cx)?;
         cx.progress("service-up");
         Ok(())

@@ -20,8 +20,8 @@
 //!
 //! `uphost-demo-sim init DIR [--release R] [--containers] NODE...` creates
 //! the nodes of a demo cluster, its OpenStack packages and schemas at
-//! release R (Newton by default); with `--containers`, keystone and
-//! nova-compute run in kolla containers (`docker`/`podman` answer for
+//! release R (Newton by default); with `--containers`, MariaDB, RabbitMQ
+//! and the OpenStack services run in kolla containers (`docker`/`podman` answer for
 //! them: stop, rm, rmi, pull, create, start, inspect, exec).
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -52,6 +52,10 @@ struct NodeState {
     /// Images pulled.
     #[serde(default)]
     images: BTreeSet<String>,
+    /// Containers created with kolla's `BOOTSTRAP_ARGS=--wsrep-new-cluster`:
+    /// starting one bootstraps a new Galera cluster.
+    #[serde(default)]
+    bootstrap: BTreeSet<String>,
 }
 
 /// The systemd unit a kolla container stands for.
@@ -144,7 +148,24 @@ impl Sim {
             .to_path_buf()
     }
 
+    /// A node's file. kolla's named volumes are the services' own
+    /// directories (`mariadb`'s volume is the datadir, `rabbitmq`'s holds
+    /// `mnesia`), whichever engine's path names them.
     fn fs_path(&self, p: &str) -> PathBuf {
+        let mut p = p.to_string();
+        for engine in [
+            "/var/lib/docker/volumes",
+            "/var/lib/containers/storage/volumes",
+        ] {
+            for (volume, dir) in [
+                ("mariadb", "/var/lib/mysql"),
+                ("rabbitmq", "/var/lib/rabbitmq"),
+            ] {
+                if let Some(rest) = p.strip_prefix(&format!("{engine}/{volume}/_data")) {
+                    p = format!("{dir}{rest}");
+                }
+            }
+        }
         self.root.join("fs").join(p.trim_start_matches('/'))
     }
 
@@ -921,7 +942,11 @@ impl Sim {
                 if *verb == "stop" && !running {
                     return Ok(());
                 }
-                self.systemctl(&[v.to_string(), unit])?;
+                if *verb == "start" && self.node.bootstrap.contains(*name) {
+                    self.galera_new_cluster()?;
+                } else {
+                    self.systemctl(&[v.to_string(), unit])?;
+                }
                 self.node.containers.get_mut(*name).expect("checked").1 = *verb != "stop";
                 self.mutated = true;
                 self.out = format!("{name}\n");
@@ -937,6 +962,7 @@ impl Sim {
                 ),
                 Some(_) => {
                     self.node.containers.remove(*name);
+                    self.node.bootstrap.remove(*name);
                     self.mutated = true;
                     Ok(())
                 }
@@ -975,8 +1001,22 @@ impl Sim {
                 self.node
                     .containers
                     .insert(name.to_string(), (image.to_string(), false));
+                if words.contains(&"BOOTSTRAP_ARGS=--wsrep-new-cluster") {
+                    self.node.bootstrap.insert(name.to_string());
+                }
                 self.mutated = true;
                 Ok(())
+            }
+            ["run", "--rm", "--volumes-from", name, image, program, ..] => {
+                if !self.node.containers.contains_key(*name) {
+                    return Err(missing(name));
+                }
+                // `run` pulls an image it does not have.
+                if self.node.images.insert(image.to_string()) {
+                    self.mutated = true;
+                }
+                let program = program.to_string();
+                self.dispatch(&program, &a[6..])
             }
             ["inspect", "-f", "{{.State.Running}}", name] => {
                 match self.node.containers.get(*name) {
@@ -990,7 +1030,7 @@ impl Sim {
             ["exec", name, program, ..] => match self.node.containers.get(*name) {
                 Some((_, true)) => {
                     let program = program.to_string();
-                    self.manage(&program, &a[3..])
+                    self.dispatch(&program, &a[3..])
                 }
                 Some(_) => fail(
                     125,
@@ -1007,6 +1047,37 @@ impl Sim {
                     a.join(" ")
                 ),
             ),
+        }
+    }
+
+    /// Run one program of the node.
+    fn dispatch(&mut self, prog: &str, a: &[String]) -> R {
+        match prog {
+            "systemctl" if matches!(a, [v] if v == "reboot" || v == "kexec") => self.reboot(),
+            "cat" => self.cat(a),
+            "tee" => self.tee(a),
+            "mkdir" => self.mkdir(a),
+            "pcs" => self.pcs(a),
+            "crm_resource" => Ok(()),
+            "docker" | "podman" => self.engine(prog, a),
+            "systemctl" => self.systemctl(a),
+            "mysql" => self.mysql(a),
+            "mysqldump" => self.mysqldump(a),
+            "galera_new_cluster" => self.galera_new_cluster(),
+            "galera_recovery" => self.galera_recovery(),
+            "sha256sum" => self.sha256sum(a),
+            "touch" | "rm" | "chown" | "sed" => self.files(prog, a),
+            "apt-get" => self.apt_get(a),
+            "rabbitmqctl" => self.rabbitmqctl(a),
+            "keystone-manage" | "nova-manage" | "neutron-db-manage" | "placement-manage" => {
+                self.manage(prog, a)
+            }
+            "crudini" => self.crudini(a),
+            "openstack" => self.openstack(a),
+            "ceph" => self.ceph(a),
+            "haproxy" => self.haproxy(a),
+            "sleep" => self.sleep(a),
+            other => Err((127, format!("{other}: command not found"))),
         }
     }
 
@@ -1226,10 +1297,26 @@ fn init(dir: &Path, release: &str, containers: bool, nodes: &[String]) {
         if containers {
             // kolla's deployment: each OpenStack unit runs in its
             // container, image tagged with the release.
-            for u in ["keystone", "nova-compute"] {
+            for u in [
+                "mariadb",
+                "rabbitmq-server",
+                "keystone",
+                "nova-api",
+                "nova-conductor",
+                "nova-scheduler",
+                "neutron-server",
+                "neutron-l3-agent",
+                "neutron-openvswitch-agent",
+                "nova-compute",
+            ] {
                 if st.units.contains_key(u) {
-                    let name = u.replace('-', "_");
-                    let image = format!("kolla/{name}:{release}");
+                    // The demo's versions: MariaDB 10.1, RabbitMQ 3.6.
+                    let (name, tag) = match u {
+                        "rabbitmq-server" => ("rabbitmq".to_string(), "3.6"),
+                        "mariadb" => ("mariadb".to_string(), "10.1"),
+                        _ => (u.replace('-', "_"), release),
+                    };
+                    let image = format!("kolla/{name}:{tag}");
                     st.images.insert(image.clone());
                     st.containers.insert(name, (image, true));
                 }
@@ -1357,33 +1444,7 @@ fn main() {
         );
         std::process::exit(255);
     }
-    let res = match prog.as_str() {
-        "systemctl" if matches!(a, [v] if v == "reboot" || v == "kexec") => sim.reboot(),
-        "cat" => sim.cat(a),
-        "tee" => sim.tee(a),
-        "mkdir" => sim.mkdir(a),
-        "pcs" => sim.pcs(a),
-        "crm_resource" => Ok(()),
-        "docker" | "podman" => sim.engine(&prog, a),
-        "systemctl" => sim.systemctl(a),
-        "mysql" => sim.mysql(a),
-        "mysqldump" => sim.mysqldump(a),
-        "galera_new_cluster" => sim.galera_new_cluster(),
-        "galera_recovery" => sim.galera_recovery(),
-        "sha256sum" => sim.sha256sum(a),
-        "touch" | "rm" | "chown" | "sed" => sim.files(&prog, a),
-        "apt-get" => sim.apt_get(a),
-        "rabbitmqctl" => sim.rabbitmqctl(a),
-        "keystone-manage" | "nova-manage" | "neutron-db-manage" | "placement-manage" => {
-            sim.manage(&prog, a)
-        }
-        "crudini" => sim.crudini(a),
-        "openstack" => sim.openstack(a),
-        "ceph" => sim.ceph(a),
-        "haproxy" => sim.haproxy(a),
-        "sleep" => sim.sleep(a),
-        other => Err((127, format!("{other}: command not found"))),
-    };
+    let res = sim.dispatch(&prog, a);
     if sim.mutated {
         write_json(&root.join("state.json"), &sim.node);
         write_json(&nodes_dir.join("cluster.json"), &sim.cluster);

@@ -1,0 +1,270 @@
+//! Signed releases through the real binary: a vendor makes a key and signs
+//! its plugin; the operator approves it once and trusts the key; the
+//! vendor's next build, signed and asking for nothing more, runs without a
+//! new approval (the lock records its hash); one that asks for more stops
+//! with the difference; one unsigned, signed by another key or altered
+//! after signing is refused. Without a trusted key, the hash is the
+//! approval, as always.
+
+use std::path::{Path, PathBuf};
+
+use uphost_tests::{Ran, uphost_in, wasm};
+
+struct Site {
+    dir: tempfile::TempDir,
+}
+
+impl Site {
+    /// The `good` fixture on one local node, not yet approved.
+    fn new() -> Site {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path();
+        std::fs::create_dir_all(p.join("plugins")).unwrap();
+        std::fs::write(
+            p.join("uphost.yaml"),
+            "plugins: plugins/\ninventory: inventory.yaml\nservices: services.yaml\nstate_dir: state/\n",
+        )
+        .unwrap();
+        std::fs::write(
+            p.join("inventory.yaml"),
+            "all:\n  vars:\n    ansible_connection: local\n  children:\n    app:\n      hosts:\n        n1:\n",
+        )
+        .unwrap();
+        std::fs::write(
+            p.join("services.yaml"),
+            "services:\n  good:\n    roles: [app]\n",
+        )
+        .unwrap();
+        Site { dir }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn uphost(&self, args: &[&str]) -> Ran {
+        uphost_in(self.path(), args)
+    }
+
+    fn ok(&self, args: &[&str]) -> Ran {
+        let r = self.uphost(args);
+        assert_eq!(r.code, 0, "{args:?}: {}", r.all());
+        r
+    }
+
+    /// Install `bytes` as the plugin file.
+    fn install(&self, bytes: &[u8]) {
+        std::fs::write(self.path().join("plugins/good.wasm"), bytes).unwrap();
+    }
+
+    /// A file signed with `key` (the plugin file is left alone).
+    fn signed(&self, bytes: &[u8], key: &str) -> Vec<u8> {
+        let f = self.path().join("to-sign.wasm");
+        std::fs::write(&f, bytes).unwrap();
+        self.ok(&["plugins", "sign", f.to_str().unwrap(), "--key", key]);
+        std::fs::read(&f).unwrap()
+    }
+
+    fn lock(&self) -> String {
+        std::fs::read_to_string(self.path().join("plugins/uphost.lock")).unwrap()
+    }
+}
+
+fn sha256(bytes: &[u8]) -> String {
+    let out = std::process::Command::new("sha256sum")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().unwrap().write_all(bytes)?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+/// Another build of the same code: a custom section with its build
+/// number appended (what a toolchain that does not build reproducibly
+/// changes), so a new hash and the same behaviour.
+fn rebuilt(bytes: &[u8], build: u8) -> Vec<u8> {
+    let mut b = bytes.to_vec();
+    b.extend_from_slice(&[0, 7, 5, b'b', b'u', b'i', b'l', b'd', build]);
+    b
+}
+
+fn good() -> Vec<u8> {
+    std::fs::read(wasm("fixture-good")).unwrap()
+}
+
+fn keygen(site: &Site, name: &str) -> (String, PathBuf) {
+    let secret = site.path().join(name);
+    site.ok(&["plugins", "keygen", "--out", secret.to_str().unwrap()]);
+    let mut public = secret.clone().into_os_string();
+    public.push(".pub");
+    (secret.to_str().unwrap().to_string(), PathBuf::from(public))
+}
+
+#[test]
+fn a_signed_build_with_the_same_requests_runs_without_a_new_approval() {
+    let site = Site::new();
+    let (vendor, vendor_pub) = keygen(&site, "vendor.key");
+    // The secret is owner-only, and never overwritten.
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&vendor).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let again = site.uphost(&["plugins", "keygen", "--out", &vendor]);
+    assert_eq!(again.code, 2, "{}", again.all());
+    assert!(
+        again.stderr.contains("never overwritten"),
+        "{}",
+        again.stderr
+    );
+
+    let v1 = site.signed(&good(), &vendor);
+    site.install(&v1);
+    site.ok(&["plugins", "approve", "good", "--yes"]);
+    let r = site.ok(&[
+        "plugins",
+        "trust",
+        "good",
+        "--key",
+        vendor_pub.to_str().unwrap(),
+    ]);
+    assert!(
+        r.stdout.contains("now run without a new approval"),
+        "{}",
+        r.stdout
+    );
+    assert!(site.lock().contains("key: ed25519:"), "{}", site.lock());
+    site.ok(&["run", "--yes"]);
+
+    // The vendor's next build: same requests, signed.
+    let v2 = site.signed(&rebuilt(&good(), 2), &vendor);
+    site.install(&v2);
+    let r = site.ok(&["run", "--yes"]);
+    assert!(
+        r.stderr.contains("new build") && r.stderr.contains("signed by its trusted vendor key"),
+        "{}",
+        r.stderr
+    );
+    assert!(site.lock().contains(&sha256(&v2)), "{}", site.lock());
+    let r = site.ok(&["plugins", "list"]);
+    assert!(r.stdout.contains("approved"), "{}", r.stdout);
+}
+
+#[test]
+fn builds_not_signed_by_the_trusted_key_or_asking_for_more_are_stopped() {
+    let site = Site::new();
+    let (vendor, vendor_pub) = keygen(&site, "vendor.key");
+    let (mallory, _) = keygen(&site, "mallory.key");
+    site.install(&site.signed(&good(), &vendor));
+    site.ok(&["plugins", "approve", "good", "--yes"]);
+    site.ok(&[
+        "plugins",
+        "trust",
+        "good",
+        "--key",
+        vendor_pub.to_str().unwrap(),
+    ]);
+    let approved = site.lock();
+
+    let refused = |bytes: &[u8], needles: &[&str]| {
+        site.install(bytes);
+        let r = site.uphost(&["run", "--yes"]);
+        assert_eq!(r.code, 2, "{}", r.all());
+        for n in needles {
+            assert!(r.stderr.contains(n), "`{n}` not in:\n{}", r.stderr);
+        }
+        assert!(r.stderr.contains("nothing was executed"), "{}", r.stderr);
+        assert_eq!(site.lock(), approved, "the lock changed");
+        assert!(
+            !site.path().join("state/current").exists(),
+            "a run was started"
+        );
+    };
+    refused(
+        &rebuilt(&good(), 3),
+        &[
+            "not signed by the vendor key its approval trusts",
+            "it is unsigned",
+        ],
+    );
+    refused(
+        &site.signed(&rebuilt(&good(), 4), &mallory),
+        &["it is signed by another key"],
+    );
+    // The build number changed after signing (the file still loads).
+    let mut altered = site.signed(&rebuilt(&good(), 5), &vendor);
+    let at = rebuilt(&good(), 5).len() - 1;
+    altered[at] ^= 0x01;
+    refused(&altered, &["does not verify"]);
+    // The next release asks for one capability more: signed by the right
+    // key, it still stops with the difference.
+    refused(
+        &site.signed(&std::fs::read(wasm("fixture-good-more")).unwrap(), &vendor),
+        &[
+            "requests capabilities its grant does not cover",
+            "+ ",
+            "touch",
+        ],
+    );
+}
+
+#[test]
+fn without_a_trusted_key_the_hash_is_the_approval() {
+    let site = Site::new();
+    let (vendor, vendor_pub) = keygen(&site, "vendor.key");
+    site.install(&site.signed(&good(), &vendor));
+    site.ok(&["plugins", "approve", "good", "--yes"]);
+    site.install(&site.signed(&rebuilt(&good(), 2), &vendor));
+    let r = site.uphost(&["run", "--yes"]);
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert!(
+        r.stderr.contains("changed since it was approved"),
+        "{}",
+        r.stderr
+    );
+    // Trust needs the approved file, signed by that key.
+    let r = site.uphost(&[
+        "plugins",
+        "trust",
+        "good",
+        "--key",
+        vendor_pub.to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert!(
+        r.stderr.contains("not approved as it stands"),
+        "{}",
+        r.stderr
+    );
+    site.install(&good());
+    site.ok(&["plugins", "approve", "good", "--yes"]);
+    let r = site.uphost(&[
+        "plugins",
+        "trust",
+        "good",
+        "--key",
+        vendor_pub.to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert!(
+        r.stderr.contains("is not signed by") && r.stderr.contains("unsigned"),
+        "{}",
+        r.stderr
+    );
+    let r = site.uphost(&["plugins", "trust", "good", "--key", "ed25519:xyz"]);
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert!(
+        r.stderr.contains("not an uphost public key"),
+        "{}",
+        r.stderr
+    );
+}
