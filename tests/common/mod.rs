@@ -35,8 +35,15 @@ pub fn sim_bin() -> PathBuf {
     built(root().join("target/release/uphost-demo-sim"))
 }
 
-/// A built plugin or fixture component by crate name.
+/// A built plugin or fixture component by crate name (or, for the Python
+/// and JavaScript plugins of `polyglot/`, by name).
 pub fn wasm(crate_name: &str) -> PathBuf {
+    let foreign = root()
+        .join("target/polyglot")
+        .join(format!("{crate_name}.wasm"));
+    if foreign.exists() {
+        return foreign;
+    }
     built(
         root()
             .join("target/wasm32-wasip2/plugin")

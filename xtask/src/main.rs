@@ -23,6 +23,7 @@ use anyhow::{Context, Result, bail};
 mod bench;
 #[path = "../../tests/common/packages.rs"]
 mod packages;
+mod polyglot;
 
 /// The demo's nodes and roles (must match examples/demo/inventory.yaml).
 pub(crate) const DEMO_NODES: &[&str] = &[
@@ -126,6 +127,7 @@ pub(crate) fn build() -> Result<()> {
     ]))?;
     let plugins = crates_in(&root().join("plugins"))?;
     build_wasm(&plugins)?;
+    polyglot::build()?;
     for (example, _, only) in SIM_EXAMPLES {
         let dst = root().join("examples").join(example).join("plugins");
         std::fs::create_dir_all(&dst)?;
@@ -143,10 +145,16 @@ pub(crate) fn build() -> Result<()> {
             std::fs::copy(wasm_out(p), dst.join(format!("{p}.wasm")))
                 .with_context(|| format!("copying the {p} plugin"))?;
         }
+        if example == "polyglot" {
+            for (p, _) in polyglot::PLUGINS {
+                std::fs::copy(polyglot::wasm_out(p), dst.join(format!("{p}.wasm")))
+                    .with_context(|| format!("copying the {p} plugin"))?;
+            }
+        }
     }
     reset_demo()?;
     eprintln!(
-        "approving the freshly built demo plugins in examples/{{demo,train,leapfrog,minor}}/plugins/uphost.lock: the demo's operator trusts its own builds (nothing else is ever approved implicitly)"
+        "approving the freshly built demo plugins in examples/{{demo,train,leapfrog,minor,polyglot}}/plugins/uphost.lock: the demo's operator trusts its own builds (nothing else is ever approved implicitly)"
     );
     for (example, _, _) in SIM_EXAMPLES {
         run(Command::new(uphost_bin())
@@ -164,8 +172,9 @@ pub(crate) fn uphost_bin() -> PathBuf {
 /// The examples on the simulated demo cluster, each with the OpenStack
 /// release its nodes start at and its plugins (`None`: the OpenStack
 /// services'): the demo (one hop), a Liberty -> Ocata train, a Kilo ->
-/// Newton leapfrog, a node-by-node minor update.
-const SIM_EXAMPLES: [(&str, &str, Option<&[&str]>); 4] = [
+/// Newton leapfrog, a node-by-node minor update, and the Python and
+/// JavaScript plugins (glance, horizon) with the Rust ones they depend on.
+const SIM_EXAMPLES: [(&str, &str, Option<&[&str]>); 5] = [
     ("demo", "newton", None),
     ("train", "liberty", None),
     ("leapfrog", "kilo", None),
@@ -173,6 +182,11 @@ const SIM_EXAMPLES: [(&str, &str, Option<&[&str]>); 4] = [
         "minor",
         "newton",
         Some(&["pacemaker", "haproxy", "host-os"]),
+    ),
+    (
+        "polyglot",
+        "newton",
+        Some(&["haproxy", "galera", "rabbitmq", "keystone"]),
     ),
 ];
 
@@ -206,7 +220,8 @@ fn demo() -> Result<()> {
     // deploy), on the same simulated cluster.
     // A node-by-node minor update: each controller out of the Pacemaker
     // cluster and back, each compute rebooted (kexec) and waited for.
-    for example in ["train", "leapfrog", "minor"] {
+    // Glance in Python and Horizon in JavaScript beside the Rust plugins.
+    for example in ["train", "leapfrog", "minor", "polyglot"] {
         let dir = root().join("examples").join(example);
         run(Command::new(uphost_bin()).current_dir(&dir).arg("plan"))?;
         run(Command::new(uphost_bin())
@@ -353,6 +368,11 @@ fn test() -> Result<()> {
     run(Command::new(uphost_bin())
         .args(["-q", "test"])
         .arg(root().join("plugins")))?;
+    run(Command::new(uphost_bin())
+        .args(["-q", "test"])
+        .arg(root().join("polyglot"))
+        .arg("--wasm-dir")
+        .arg(root().join("target/polyglot")))?;
     cargo_test(&["--workspace", "--all-targets", "--no-fail-fast"])?;
     Ok(())
 }

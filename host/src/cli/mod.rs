@@ -268,6 +268,9 @@ pub enum NewCmd {
         /// Path to the uphost-sdk crate (default: the one this uphost was built with).
         #[arg(long)]
         sdk: Option<PathBuf>,
+        /// The plugin's language.
+        #[arg(long, value_enum, default_value = "rust")]
+        lang: new::Lang,
     },
 }
 
@@ -356,7 +359,12 @@ pub async fn main(cli: Cli) -> Result<i32, Error> {
             scenarios,
             wasm_dir,
         } => test_cmd::test(path, scenarios, wasm_dir.as_deref(), cli.quiet).await,
-        Command::New(NewCmd::Plugin { name, dir, sdk }) => new::plugin(name, dir, sdk.as_deref()),
+        Command::New(NewCmd::Plugin {
+            name,
+            dir,
+            sdk,
+            lang,
+        }) => new::plugin(name, dir, sdk.as_deref(), *lang),
         Command::Report { run, state_dir } => {
             let dir = state_dir_of(&cli, state_dir.as_ref())?;
             let run_id = crate::execution::inspect::run_or_current(&dir, run.as_deref())?;

@@ -1,5 +1,8 @@
-//! `uphost new plugin NAME`: a plugin crate that builds for wasm32-wasip2,
-//! passes `cargo test` and one scenario out of the box.
+//! `uphost new plugin NAME [--lang rust|python|js]`: a plugin that builds
+//! and passes one scenario out of the box: a Rust crate for wasm32-wasip2
+//! (which also passes `cargo test`), or a Python or JavaScript directory
+//! with the WIT, the code and a `build.sh` that installs its pinned
+//! toolchain (componentize-py from PyPI, componentize-js from npm).
 
 use std::path::Path;
 
@@ -10,6 +13,26 @@ use super::exit;
 const CARGO: &str = include_str!("../../templates/plugin/Cargo.toml.tmpl");
 const LIB: &str = include_str!("../../templates/plugin/lib.rs.tmpl");
 const HAPPY: &str = include_str!("../../templates/plugin/happy.yaml.tmpl");
+const WIT: &str = include_str!("../../../wit/v0.2/plugin.wit");
+const FOREIGN_HAPPY: &str = include_str!("../../templates/happy-foreign.yaml.tmpl");
+const PY_APP: &str = include_str!("../../templates/python/app.py.tmpl");
+const PY_HELPER: &str = include_str!("../../templates/python/uphost.py");
+const PY_BUILD: &str = include_str!("../../templates/python/build.sh.tmpl");
+const PY_REQUIREMENTS: &str = include_str!("../../../polyglot/toolchain/requirements.txt");
+const JS_APP: &str = include_str!("../../templates/js/app.js.tmpl");
+const JS_BUILD: &str = include_str!("../../templates/js/build.sh.tmpl");
+const JS_PACKAGE: &str = include_str!("../../templates/js/package.json.tmpl");
+
+/// The language of a new plugin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Lang {
+    /// A crate with uphost-sdk (the reference).
+    Rust,
+    /// componentize-py.
+    Python,
+    /// componentize-js.
+    Js,
+}
 
 fn render(t: &str, name: &str, sdk: &str, workspace: &str) -> String {
     let ident: String = name
@@ -27,8 +50,8 @@ fn render(t: &str, name: &str, sdk: &str, workspace: &str) -> String {
         .replace("{{workspace}}", workspace)
 }
 
-/// Create the crate `dir/name`.
-pub fn plugin(name: &str, dir: &Path, sdk: Option<&Path>) -> Result<i32, Error> {
+/// Create the plugin `dir/name` in `lang`.
+pub fn plugin(name: &str, dir: &Path, sdk: Option<&Path>, lang: Lang) -> Result<i32, Error> {
     if name.is_empty()
         || !name
             .chars()
@@ -45,6 +68,9 @@ pub fn plugin(name: &str, dir: &Path, sdk: Option<&Path>) -> Result<i32, Error> 
             "{} already exists; choose another name or directory",
             root.display()
         )));
+    }
+    if lang != Lang::Rust {
+        return foreign(name, &root, lang);
     }
     let sdk_dep = match sdk {
         Some(p) => format!(
@@ -87,5 +113,62 @@ pub fn plugin(name: &str, dir: &Path, sdk: Option<&Path>) -> Result<i32, Error> 
     outln!("  cargo test                                   # native unit tests (mock host)");
     outln!("  cargo build --target wasm32-wasip2 --release # the component");
     outln!("  uphost test .                                # scenarios against the component");
+    Ok(exit::OK)
+}
+
+/// A Python or JavaScript plugin directory.
+fn foreign(name: &str, root: &Path, lang: Lang) -> Result<i32, Error> {
+    let io = |source| Error::Io {
+        path: root.to_path_buf(),
+        source,
+    };
+    let r = |t: &str| t.replace("{{name}}", name);
+    std::fs::create_dir_all(root.join("wit")).map_err(io)?;
+    std::fs::create_dir_all(root.join("scenarios")).map_err(io)?;
+    let mut files: Vec<(&str, String)> = vec![
+        ("wit/plugin.wit", WIT.to_string()),
+        ("scenarios/happy.yaml", r(FOREIGN_HAPPY)),
+    ];
+    match lang {
+        Lang::Python => files.extend([
+            ("app.py", r(PY_APP)),
+            ("uphost.py", PY_HELPER.to_string()),
+            ("requirements.txt", PY_REQUIREMENTS.to_string()),
+            ("build.sh", r(PY_BUILD)),
+        ]),
+        _ => files.extend([
+            ("app.js", r(JS_APP)),
+            ("package.json", r(JS_PACKAGE)),
+            ("build.sh", r(JS_BUILD)),
+        ]),
+    }
+    for (f, text) in &files {
+        std::fs::write(root.join(f), text).map_err(io)?;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(
+        root.join("build.sh"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .map_err(io)?;
+    outln!(
+        "created {} plugin {}",
+        if lang == Lang::Python {
+            "Python"
+        } else {
+            "JavaScript"
+        },
+        root.display()
+    );
+    outln!("  cd {}", root.display());
+    outln!(
+        "  ./build.sh       # installs the pinned {} once, writes {name}.wasm",
+        if lang == Lang::Python {
+            "componentize-py (PyPI) in .venv"
+        } else {
+            "componentize-js (npm) in node_modules"
+        }
+    );
+    outln!("  uphost test .    # scenarios against the component");
     Ok(exit::OK)
 }

@@ -87,6 +87,10 @@ fn jobs(path: &Path, scenarios: &[PathBuf], wasm_dir: Option<&Path>) -> Result<V
     }
     let mut out = Vec::new();
     for d in dirs {
+        if !d.join("Cargo.toml").exists() {
+            out.push(foreign_job(&d, wasm_dir)?);
+            continue;
+        }
         let name = crate_name(&d).ok_or_else(|| {
             Error::Usage(format!("{}: no package name in Cargo.toml", d.display()))
         })?;
@@ -107,6 +111,30 @@ fn jobs(path: &Path, scenarios: &[PathBuf], wasm_dir: Option<&Path>) -> Result<V
         });
     }
     Ok(out)
+}
+
+/// A plugin directory of another language (no Cargo.toml): its component
+/// is `NAME.wasm` beside its code (what its `build.sh` writes), or in
+/// `wasm_dir`; NAME is the directory's name.
+fn foreign_job(d: &Path, wasm_dir: Option<&Path>) -> Result<Job, Error> {
+    let abs = std::path::absolute(d).unwrap_or_else(|_| d.to_path_buf());
+    let name = abs
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let file = format!("{name}.wasm");
+    let wasm = wasm_dir.map_or_else(|| abs.join(&file), |w| w.join(&file));
+    if !wasm.exists() {
+        return Err(Error::Usage(format!(
+            "{}: {} is not built; build it with its ./build.sh (or pass --wasm-dir)",
+            d.display(),
+            wasm.display()
+        )));
+    }
+    Ok(Job {
+        wasm,
+        scenarios: harness::scenario_files(d),
+    })
 }
 
 /// Run the scenarios; exit non-zero if any expectation is unmet.

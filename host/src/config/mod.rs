@@ -314,6 +314,17 @@ pub struct Config {
     pub cache_max_bytes: u64,
 }
 
+/// The default compile cache directory: `$XDG_CACHE_HOME/uphost`, else
+/// `~/.cache/uphost`.
+pub fn user_cache_dir() -> PathBuf {
+    std::env::var_os("XDG_CACHE_HOME")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir)
+        .join("uphost")
+}
+
 /// The compile cache's default size cap.
 pub const DEFAULT_CACHE_MAX_BYTES: u64 = 2 << 30;
 
@@ -454,7 +465,7 @@ impl Config {
                 .cache_dir
                 .as_ref()
                 .map(|d| base.join(d))
-                .unwrap_or_else(crate::loading::cache::user_cache_dir),
+                .unwrap_or_else(user_cache_dir),
             cache_max_bytes: match raw.cache_max_mb {
                 None => DEFAULT_CACHE_MAX_BYTES,
                 Some(m) if (16..=1 << 20).contains(&m) => m << 20,

@@ -125,16 +125,7 @@ impl Cache {
     }
 }
 
-/// The default cache directory: `$XDG_CACHE_HOME/uphost`, else
-/// `~/.cache/uphost`.
-pub fn user_cache_dir() -> PathBuf {
-    std::env::var_os("XDG_CACHE_HOME")
-        .filter(|d| !d.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-        .unwrap_or_else(std::env::temp_dir)
-        .join("uphost")
-}
+pub use crate::config::user_cache_dir;
 
 impl Cache {
     /// Drop the least recently used artifacts until the cache holds at

@@ -68,7 +68,7 @@ pub fn unsupported(import: &str) -> Option<String> {
     }
     let hint = match package {
         "wasi:http" => {
-            "a plugin runs commands through the host, never HTTP; componentize-js adds wasi:http by default: build with `jco componentize … --disable http` (`-d http`), and with componentize-py do not import `wasi:http` bindings"
+            "a plugin runs commands through the host, never HTTP; componentize-js adds wasi:http by default: build with `-d http fetch-event` (`componentize-js app.js … -d http fetch-event`, or `jco componentize … -d http -d fetch-event`), and with componentize-py do not import `wasi:http` bindings"
         }
         p if p.starts_with("wasi:") && !version.starts_with("0.2.") => {
             "this host provides WASI 0.2 (preview 2); build for `wasm32-wasip2` (or your toolchain's WASI 0.2 target)"

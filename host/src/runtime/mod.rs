@@ -280,6 +280,15 @@ fn trap_message(
         msg.push_str("\n  guest error: ");
         msg.push_str(lines[h]);
     }
+    // componentize-js, given `throw "text"` where a hook-error belongs,
+    // prints only that it found no `message` string.
+    if lines
+        .iter()
+        .any(|l| l.starts_with("expected a string, received"))
+        && lines.iter().any(|l| l.contains("_utf8AllocateAndEncode"))
+    {
+        msg.push_str("\n  the plugin threw a value with no `message` (a JavaScript `throw \"text\"`?): a hook fails with `throw new Error(\"text\")` or `throw { message: \"text\" }`");
+    }
     let tail = &lines[tail_from..];
     if !tail.is_empty() {
         msg.push_str("\n  guest stderr: ");
@@ -303,6 +312,12 @@ fn headline(lines: &[&str]) -> Option<usize> {
         let t = l.trim_start();
         t.starts_with("at ") || t.starts_with("File \"") || t.starts_with('^') || l.starts_with(' ')
     };
+    // StarlingMonkey (componentize-js): the message, then `Stack:`.
+    if let Some(s) = lines.iter().position(|l| *l == "Stack:")
+        && s > 0
+    {
+        return Some(s - 1);
+    }
     let opens = |l: &str| {
         l.contains("panicked at")
             || l.starts_with("Traceback")
@@ -648,7 +663,32 @@ fn capped_error(mut message: String) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::headline;
+    use super::{HookFailure, headline, trap_message};
+
+    #[test]
+    fn a_javascript_string_thrown_is_told_what_to_throw_and_a_memory_trap_names_its_cap() {
+        let stderr = b"expected a string, received [undefined]\nStack:\n  _utf8AllocateAndEncode@initializer.js:84:11\n  export_plugin_0_2_0$upgrade@initializer.js:1433:45\n\nRedirecting call to abort() to mozalloc_abort\n";
+        let e = wasmtime::Error::msg("wasm trap: wasm `unreachable` instruction executed");
+        let HookFailure::Trap { message, .. } =
+            trap_message("horizon", "upgrade", &e, stderr, 64 << 20)
+        else {
+            panic!("not a trap");
+        };
+        assert!(
+            message.contains("guest error: expected a string, received [undefined]"),
+            "{message}"
+        );
+        assert!(message.contains("throw new Error"), "{message}");
+        let e = wasmtime::Error::msg("forcing trap when growing memory to 70000000 bytes");
+        let HookFailure::Trap { message, .. } = trap_message("p", "check", &e, b"", 64 << 20)
+        else {
+            panic!("not a trap");
+        };
+        assert!(
+            message.contains("memory cap of 64 MiB") && message.contains("memory_mb"),
+            "{message}"
+        );
+    }
 
     #[test]
     fn the_guests_own_error_line_is_found_under_a_runtime_stack() {
@@ -674,5 +714,14 @@ mod tests {
         let rs = ["thread '<unnamed>' panicked at src/lib.rs:3:5:", "boom"];
         assert_eq!(headline(&rs), Some(0));
         assert_eq!(headline(&["just output", "more"]), None);
+        // componentize-js's runtime: the message, then its stack.
+        let sm = [
+            "expected a string, received [undefined]",
+            "Stack:",
+            "  _utf8AllocateAndEncode@initializer.js:84:11",
+            "  export_plugin_0_2_0$upgrade@initializer.js:1433:45",
+            "Redirecting call to abort() to mozalloc_abort",
+        ];
+        assert_eq!(headline(&sm), Some(0));
     }
 }

@@ -596,9 +596,11 @@ impl Sim {
             | ("nova-manage", "db sync")
             | ("nova-manage", "api_db sync")
             | ("neutron-db-manage", "upgrade heads")
+            | ("glance-manage", "db sync")
             | ("placement-manage", "db sync") => {
                 let pkg = match prog {
                     "keystone-manage" => "keystone",
+                    "glance-manage" => "glance-api",
                     "nova-manage" => "nova-api",
                     "neutron-db-manage" => "neutron-server",
                     _ => "placement-api",
@@ -1069,15 +1071,45 @@ impl Sim {
             "touch" | "rm" | "chown" | "sed" => self.files(prog, a),
             "apt-get" => self.apt_get(a),
             "rabbitmqctl" => self.rabbitmqctl(a),
-            "keystone-manage" | "nova-manage" | "neutron-db-manage" | "placement-manage" => {
-                self.manage(prog, a)
-            }
+            "keystone-manage" | "nova-manage" | "neutron-db-manage" | "placement-manage"
+            | "glance-manage" => self.manage(prog, a),
+            "python3" => self.dashboard(a),
             "crudini" => self.crudini(a),
             "openstack" => self.openstack(a),
             "ceph" => self.ceph(a),
             "haproxy" => self.haproxy(a),
             "sleep" => self.sleep(a),
             other => Err((127, format!("{other}: command not found"))),
+        }
+    }
+
+    /// Horizon's `python3 /usr/share/openstack-dashboard/manage.py
+    /// collectstatic|compress ...`: needs the dashboard installed.
+    fn dashboard(&mut self, a: &[String]) -> R {
+        match a {
+            [script, verb, ..]
+                if script == "/usr/share/openstack-dashboard/manage.py"
+                    && (verb == "collectstatic" || verb == "compress") =>
+            {
+                if !self.node.packages.contains_key("openstack-dashboard") {
+                    return fail(
+                        2,
+                        format!(
+                            "python3: can't open file '{script}': [Errno 2] No such file or directory"
+                        ),
+                    );
+                }
+                self.mutated = true;
+                self.out = format!("{verb}: done\n");
+                Ok(())
+            }
+            _ => fail(
+                2,
+                format!(
+                    "python3: the simulator runs only Horizon's manage.py, not `{}`",
+                    a.join(" ")
+                ),
+            ),
         }
     }
 
@@ -1200,6 +1232,8 @@ fn init(dir: &Path, release: &str, containers: bool, nodes: &[String]) {
         "nova-manage",
         "neutron-db-manage",
         "placement-manage",
+        "glance-manage",
+        "python3",
         "crudini",
         "openstack",
         "ceph",
@@ -1261,6 +1295,8 @@ fn init(dir: &Path, release: &str, containers: bool, nodes: &[String]) {
                         "neutron-l3-agent",
                         "neutron-openvswitch-agent",
                         "ceph-mon",
+                        "glance-api",
+                        "openstack-dashboard",
                     ],
                     &[
                         "mariadb",
@@ -1274,6 +1310,8 @@ fn init(dir: &Path, release: &str, containers: bool, nodes: &[String]) {
                         "neutron-server",
                         "neutron-l3-agent",
                         "neutron-openvswitch-agent",
+                        "glance-api",
+                        "apache2",
                     ],
                 ),
                 "compute" => (&["nova-compute"], &["nova-compute"]),
