@@ -4,9 +4,12 @@
 //! new approval (the lock records its hash); one that asks for more stops
 //! with the difference; one unsigned, signed by another key or altered
 //! after signing is refused. Without a trusted key, the hash is the
-//! approval, as always.
+//! approval, as always. Signed plugins travel through a real OCI registry
+//! (Debian's docker-registry on loopback): pulled only when the layer's
+//! digest and the signature check out.
 
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 use uphost_tests::{Ran, uphost_in, wasm};
 
@@ -267,4 +270,225 @@ fn without_a_trusted_key_the_hash_is_the_approval() {
         "{}",
         r.stderr
     );
+}
+
+/// A real OCI registry (Debian's `docker-registry`, the CNCF
+/// distribution server) on a loopback port, its storage in a temporary
+/// directory, stopped with the test.
+struct Registry {
+    child: std::process::Child,
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+impl Registry {
+    fn start() -> Registry {
+        if !uphost_tests::packages::present("/usr/bin/docker-registry") {
+            panic!(
+                "docker-registry is missing: `cargo xtask test` installs it (tests/debian-packages.txt)"
+            );
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let cfg = dir.path().join("config.yml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+                dir.path().join("storage").display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new("/usr/bin/docker-registry")
+            .arg("serve")
+            .arg(&cfg)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let r = Registry { child, dir, port };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the registry did not start"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        r
+    }
+
+    fn uri(&self, repo: &str) -> String {
+        format!("oci://127.0.0.1:{}/{repo}", self.port)
+    }
+
+    /// The stored blob with this digest (`sha256:HEX`).
+    fn blob(&self, digest: &str) -> PathBuf {
+        let hex = digest.trim_start_matches("sha256:");
+        self.dir
+            .path()
+            .join("storage/docker/registry/v2/blobs/sha256")
+            .join(&hex[..2])
+            .join(hex)
+            .join("data")
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A vendor signs and pushes; the operator pulls from the real registry
+/// (digest and signature checked), approves, trusts the key and runs; the
+/// next signed release pulled runs without a new approval.
+#[test]
+fn a_signed_plugin_travels_through_a_real_registry() {
+    let reg = Registry::start();
+    let site = Site::new();
+    let (vendor, vendor_pub) = keygen(&site, "vendor.key");
+    let v1 = site.path().join("good-1.wasm");
+    std::fs::write(&v1, site.signed(&good(), &vendor)).unwrap();
+    let r = site.ok(&[
+        "plugins",
+        "push",
+        v1.to_str().unwrap(),
+        &reg.uri("vendor/good:1.0"),
+    ]);
+    assert!(r.stdout.contains("pushed"), "{}", r.stdout);
+    let r = site.ok(&["plugins", "pull", &reg.uri("vendor/good:1.0")]);
+    assert!(r.stdout.contains("signed by ed25519:"), "{}", r.stdout);
+    assert_eq!(
+        std::fs::read(site.path().join("plugins/good.wasm")).unwrap(),
+        std::fs::read(&v1).unwrap()
+    );
+    site.ok(&["plugins", "approve", "good", "--yes"]);
+    site.ok(&[
+        "plugins",
+        "trust",
+        "good",
+        "--key",
+        vendor_pub.to_str().unwrap(),
+    ]);
+    site.ok(&["run", "--yes"]);
+    // Release 1.1: pushed, pulled (the trusted key is required), runs.
+    let v2 = site.path().join("good-2.wasm");
+    std::fs::write(&v2, site.signed(&rebuilt(&good(), 2), &vendor)).unwrap();
+    site.ok(&[
+        "plugins",
+        "push",
+        v2.to_str().unwrap(),
+        &reg.uri("vendor/good:1.1"),
+    ]);
+    site.ok(&["plugins", "pull", &reg.uri("vendor/good:1.1")]);
+    let r = site.ok(&["run", "--yes"]);
+    assert!(
+        r.stderr.contains("signed by its trusted vendor key"),
+        "{}",
+        r.stderr
+    );
+}
+
+/// A corrupted blob (wrong digest), an unsigned plugin, another vendor's
+/// key and an unreachable registry: each a clear error, and the plugin
+/// directory untouched.
+#[test]
+fn pulls_that_must_not_land_are_refused_and_write_nothing() {
+    let reg = Registry::start();
+    let site = Site::new();
+    let (vendor, _) = keygen(&site, "vendor.key");
+    let (other, other_pub) = keygen(&site, "other.key");
+    let _ = other;
+    let refused = |args: &[&str], needles: &[&str]| {
+        let r = site.uphost(args);
+        assert_ne!(r.code, 0, "{}", r.all());
+        for n in needles {
+            assert!(r.stderr.contains(n), "`{n}` not in:\n{}", r.stderr);
+        }
+        assert!(!r.stderr.contains("panicked"), "{}", r.stderr);
+        assert!(
+            !site.path().join("plugins/good.wasm").exists(),
+            "a refused pull wrote the plugin"
+        );
+        r
+    };
+    // The registry's copy is altered after the push.
+    let signed = site.path().join("good.wasm");
+    std::fs::write(&signed, site.signed(&good(), &vendor)).unwrap();
+    site.ok(&[
+        "plugins",
+        "push",
+        signed.to_str().unwrap(),
+        &reg.uri("vendor/good:1.0"),
+    ]);
+    let blob = reg.blob(&format!(
+        "sha256:{}",
+        sha256(&std::fs::read(&signed).unwrap())
+    ));
+    let mut bytes = std::fs::read(&blob).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x01;
+    std::fs::write(&blob, &bytes).unwrap();
+    refused(
+        &["plugins", "pull", &reg.uri("vendor/good:1.0")],
+        &["does not match its digest", "nothing was written"],
+    );
+    // Unsigned.
+    let unsigned = site.path().join("unsigned.wasm");
+    std::fs::write(&unsigned, good()).unwrap();
+    site.ok(&[
+        "plugins",
+        "push",
+        unsigned.to_str().unwrap(),
+        &reg.uri("vendor/good:0.9"),
+    ]);
+    refused(
+        &["plugins", "pull", &reg.uri("vendor/good:0.9")],
+        &["missing signature", "--allow-unsigned"],
+    );
+    // Signed by the vendor, but another key is required (another build:
+    // the registry keeps one copy of a blob, the corrupted one above).
+    let next = site.path().join("next.wasm");
+    std::fs::write(&next, site.signed(&rebuilt(&good(), 7), &vendor)).unwrap();
+    site.ok(&[
+        "plugins",
+        "push",
+        next.to_str().unwrap(),
+        &reg.uri("vendor/good:1.0.1"),
+    ]);
+    refused(
+        &[
+            "plugins",
+            "pull",
+            &reg.uri("vendor/good:1.0.1"),
+            "--key",
+            other_pub.to_str().unwrap(),
+        ],
+        &["not by the key required"],
+    );
+    // Nobody listens there.
+    let r = refused(
+        &["plugins", "pull", "oci://127.0.0.1:1/vendor/good:1.0"],
+        &["cannot reach the registry 127.0.0.1:1"],
+    );
+    assert_eq!(r.code, 1, "{}", r.all());
+    // Not a reference at all.
+    refused(
+        &["plugins", "pull", "vendor/good:1.0"],
+        &["not an OCI reference"],
+    );
+    // Unsigned, explicitly allowed: written, and said so.
+    let r = site.ok(&[
+        "plugins",
+        "pull",
+        &reg.uri("vendor/good:0.9"),
+        "--allow-unsigned",
+    ]);
+    assert!(r.stdout.contains("UNSIGNED"), "{}", r.stdout);
 }

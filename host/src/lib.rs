@@ -34,6 +34,7 @@ macro_rules! err {
 pub mod capabilities;
 pub mod cli;
 pub mod config;
+pub mod distribution;
 pub mod events;
 pub mod execution;
 pub mod harness;
@@ -78,6 +79,9 @@ pub enum Error {
     /// Another run holds the lock.
     #[error(transparent)]
     RunLock(#[from] journal::lock::LockError),
+    /// Pulling or pushing a plugin.
+    #[error(transparent)]
+    Dist(#[from] distribution::DistError),
     /// Bad command-line usage.
     #[error("{0}")]
     Usage(String),
@@ -135,6 +139,13 @@ impl Error {
             | Error::Runtime(_)
             | Error::Lock(_) => ErrorKind::BadInput,
             Error::Unapproved { .. } | Error::RunLock(_) => ErrorKind::Refused,
+            Error::Dist(distribution::DistError::Reference(_)) => ErrorKind::Usage,
+            Error::Dist(
+                distribution::DistError::Digest { .. }
+                | distribution::DistError::Signature { .. }
+                | distribution::DistError::NotWasm { .. },
+            ) => ErrorKind::Refused,
+            Error::Dist(_) => ErrorKind::Failed,
             Error::Journal(_) | Error::Failed(_) | Error::Io { .. } => ErrorKind::Failed,
         }
     }

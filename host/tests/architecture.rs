@@ -47,6 +47,7 @@ const TOP: &[&str] = &[
     "capabilities",
     "cli",
     "config",
+    "distribution",
     "events",
     "execution",
     "harness",

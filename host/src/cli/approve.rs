@@ -337,6 +337,46 @@ pub fn sign(
     Ok(exit::OK)
 }
 
+/// `uphost plugins pull oci://…`: the plugin written into the plugin
+/// directory once its digest and signature check out. The signature must
+/// be `key`'s, else the key uphost.lock trusts for that plugin, else any
+/// (shown), or none with `allow_unsigned`.
+pub async fn pull(
+    cfg: &crate::config::Config,
+    reference: &str,
+    key: Option<&str>,
+    allow_unsigned: bool,
+) -> Result<i32, Error> {
+    use crate::distribution::SignaturePolicy;
+    let required = key.map(read_public).transpose()?;
+    let lock = LockFile::load(&cfg.plugins_dir)?;
+    let pulled = crate::distribution::pull(
+        reference,
+        &cfg.plugins_dir,
+        cfg.plugin_max_bytes,
+        |name| match (required, lock.plugins.get(name).and_then(|a| a.key.clone())) {
+            (Some(k), _) | (None, Some(k)) => SignaturePolicy::Key(k),
+            (None, None) if allow_unsigned => SignaturePolicy::Unsigned,
+            (None, None) => SignaturePolicy::AnyKey,
+        },
+    )
+    .await?;
+    outln!(
+        "pulled {} ({}) into {}",
+        crate::untrusted::line(reference),
+        pulled.digest,
+        pulled.path.display()
+    );
+    match &pulled.signer {
+        Some(k) => outln!("  signed by {k} (id {})", signing::key_id(k)),
+        None => outln!("  UNSIGNED (--allow-unsigned): review it before you approve it"),
+    }
+    outln!(
+        "  next: uphost plugins approve (or it runs under its trusted key, if its requests are covered)"
+    );
+    Ok(exit::OK)
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

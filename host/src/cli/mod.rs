@@ -304,6 +304,27 @@ pub enum PluginsCmd {
         #[arg(long)]
         key: String,
     },
+    /// Download a plugin from an OCI registry into the plugin directory
+    /// (its digest and vendor signature checked; approval is still yours).
+    Pull {
+        /// oci://REGISTRY[:PORT]/REPOSITORY:TAG
+        reference: String,
+        /// Require a signature by this key (`ed25519:HEX` or a .pub file;
+        /// default: the key uphost.lock trusts for the plugin, else any).
+        #[arg(long)]
+        key: Option<String>,
+        /// Accept an unsigned plugin (you review it when you approve it).
+        #[arg(long)]
+        allow_unsigned: bool,
+    },
+    /// For vendors: push a plugin file to an OCI registry as a Wasm
+    /// artifact (sign it first).
+    Push {
+        /// The .wasm file.
+        file: PathBuf,
+        /// oci://REGISTRY[:PORT]/REPOSITORY:TAG
+        reference: String,
+    },
     /// For vendors: make an Ed25519 key pair to sign plugins with.
     Keygen {
         /// Where to write the secret key (the public key goes to OUT.pub).
@@ -397,6 +418,23 @@ pub async fn main(cli: Cli) -> Result<i32, Error> {
             status::show(&dir, run.as_deref(), *format)
         }
         Command::Plugins(PluginsCmd::Keygen { out }) => approve::keygen(out),
+        Command::Plugins(PluginsCmd::Push { file, reference }) => {
+            let url = crate::distribution::push(file, reference).await?;
+            outln!(
+                "pushed {} to {}",
+                file.display(),
+                crate::untrusted::line(&url)
+            );
+            Ok(exit::OK)
+        }
+        Command::Plugins(PluginsCmd::Pull {
+            reference,
+            key,
+            allow_unsigned,
+        }) => {
+            let cfg = Config::load(cli.config.as_deref(), &cli.inventory)?;
+            approve::pull(&cfg, reference, key.as_deref(), *allow_unsigned).await
+        }
         Command::Plugins(PluginsCmd::Sign { file, key, out }) => {
             approve::sign(file, key, out.as_deref())
         }
@@ -414,7 +452,10 @@ pub async fn main(cli: Cli) -> Result<i32, Error> {
                     approve::approve(&session, names, *all, *yes)
                 }
                 PluginsCmd::Trust { name, key } => approve::trust(&session, name, key),
-                PluginsCmd::Keygen { .. } | PluginsCmd::Sign { .. } => {
+                PluginsCmd::Keygen { .. }
+                | PluginsCmd::Sign { .. }
+                | PluginsCmd::Pull { .. }
+                | PluginsCmd::Push { .. } => {
                     unreachable!("need no configuration: handled above")
                 }
             }
