@@ -579,17 +579,8 @@ fn out_of_range_settings_and_misspelt_services_are_refused_before_anything_runs(
 fn a_symlink_in_the_cache_is_not_followed() {
     let d = own_cache(Demo::new(&["haproxy", "galera"], true));
     assert_eq!(d.uphost(&["plan"]).code, 0);
-    let sha = |p: &str| {
-        let out = std::process::Command::new("sha256sum")
-            .arg(d.path().join("plugins").join(p))
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout)
-            .split_whitespace()
-            .next()
-            .unwrap()
-            .to_string()
-    };
+    let sha =
+        |p: &str| uphost_tests::sha256(&std::fs::read(d.path().join("plugins").join(p)).unwrap());
     let cache = d.path().join("state/cache");
     let find = |sha: &str| {
         std::fs::read_dir(&cache)

@@ -11,7 +11,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use uphost_tests::{Ran, uphost_in, wasm};
+use uphost_tests::{Ran, sha256, uphost_in, wasm};
 
 struct Site {
     dir: tempfile::TempDir,
@@ -71,24 +71,6 @@ impl Site {
     fn lock(&self) -> String {
         std::fs::read_to_string(self.path().join("plugins/uphost.lock")).unwrap()
     }
-}
-
-fn sha256(bytes: &[u8]) -> String {
-    let out = std::process::Command::new("sha256sum")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .and_then(|mut c| {
-            use std::io::Write;
-            c.stdin.take().unwrap().write_all(bytes)?;
-            c.wait_with_output()
-        })
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_string()
 }
 
 /// Another build of the same code: a custom section with its build
@@ -235,14 +217,18 @@ fn without_a_trusted_key_the_hash_is_the_approval() {
         r.stderr
     );
     // Trust needs the approved file, signed by that key.
-    let r = site.uphost(&[
-        "plugins",
-        "trust",
-        "good",
-        "--key",
-        vendor_pub.to_str().unwrap(),
-    ]);
-    assert_eq!(r.code, 2, "{}", r.all());
+    let trust = || {
+        let r = site.uphost(&[
+            "plugins",
+            "trust",
+            "good",
+            "--key",
+            vendor_pub.to_str().unwrap(),
+        ]);
+        assert_eq!(r.code, 2, "{}", r.all());
+        r
+    };
+    let r = trust();
     assert!(
         r.stderr.contains("not approved as it stands"),
         "{}",
@@ -250,14 +236,7 @@ fn without_a_trusted_key_the_hash_is_the_approval() {
     );
     site.install(&good());
     site.ok(&["plugins", "approve", "good", "--yes"]);
-    let r = site.uphost(&[
-        "plugins",
-        "trust",
-        "good",
-        "--key",
-        vendor_pub.to_str().unwrap(),
-    ]);
-    assert_eq!(r.code, 2, "{}", r.all());
+    let r = trust();
     assert!(
         r.stderr.contains("is not signed by") && r.stderr.contains("unsigned"),
         "{}",

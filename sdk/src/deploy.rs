@@ -368,17 +368,17 @@ pub fn capabilities(units: &str, packages: &str, containers: &str) -> Vec<Capabi
     caps
 }
 
-/// `caps`, and the same commands inside `container` under Docker and
-/// Podman (`ENGINE exec CONTAINER PROGRAM ARGS`, as [`Deploy::exec`] runs
-/// them), with the same access and reason.
-pub fn in_container(
-    container: &str,
+/// `caps`, each also as the same command run by Docker and by Podman:
+/// `ENGINE PREFIX… PROGRAM ARGS…`, with the same access and reason.
+fn through_engines(
     caps: impl IntoIterator<Item = Capability>,
+    prefix: &[String],
 ) -> Vec<Capability> {
     let mut out = Vec::new();
     for c in caps {
         for engine in ["docker", "podman"] {
-            let mut args = vec!["exec".to_string(), container.to_string(), c.program.clone()];
+            let mut args = prefix.to_vec();
+            args.push(c.program.clone());
             args.extend(c.args.iter().cloned());
             out.push(Capability {
                 program: engine.to_string(),
@@ -391,6 +391,16 @@ pub fn in_container(
     out
 }
 
+/// `caps`, and the same commands inside `container` under Docker and
+/// Podman (`ENGINE exec CONTAINER PROGRAM ARGS`, as [`Deploy::exec`] runs
+/// them), with the same access and reason.
+pub fn in_container(
+    container: &str,
+    caps: impl IntoIterator<Item = Capability>,
+) -> Vec<Capability> {
+    through_engines(caps, &["exec".to_string(), container.to_string()])
+}
+
 /// `caps` as [`Deploy::run_once`] runs them in containers: in a throw-away
 /// container of `container`'s image with its volumes, under Docker and
 /// Podman (`ENGINE run --rm --volumes-from CONTAINER REGISTRY/CONTAINER:TAG
@@ -399,23 +409,10 @@ pub fn in_throwaway(
     container: &str,
     caps: impl IntoIterator<Item = Capability>,
 ) -> Vec<Capability> {
-    let mut out = Vec::new();
-    for c in caps {
-        for engine in ["docker", "podman"] {
-            let mut args: Vec<String> = ["run", "--rm", "--volumes-from", container]
-                .iter()
-                .map(|s| s.to_string())
-                .collect();
-            args.push(format!("*/{container}:*"));
-            args.push(c.program.clone());
-            args.extend(c.args.iter().cloned());
-            out.push(Capability {
-                program: engine.to_string(),
-                args,
-                ..c.clone()
-            });
-        }
-        out.push(c);
-    }
-    out
+    let prefix: Vec<String> = ["run", "--rm", "--volumes-from", container]
+        .iter()
+        .map(|s| s.to_string())
+        .chain([format!("*/{container}:*")])
+        .collect();
+    through_engines(caps, &prefix)
 }

@@ -369,3 +369,22 @@ pub fn commands_run(journal: &[serde_json::Value]) -> Vec<String> {
         })
         .collect()
 }
+
+/// The sha256 of `bytes`, hex, as `sha256sum` prints it.
+pub fn sha256(bytes: &[u8]) -> String {
+    let out = std::process::Command::new("sha256sum")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().unwrap().write_all(bytes)?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
+}
