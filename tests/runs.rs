@@ -645,18 +645,9 @@ fn sigkill_and_resume(mk: impl Fn() -> Demo, delays_ms: &[u64]) {
 /// as in `reference`'s: no step ran twice or not at all.
 fn assert_same_ops(reference: &Demo, d: &Demo) {
     for n in ["ctl1", "ctl2", "ctl3", "cmp1", "cmp4", "stor1", "stor2"] {
-        let count = |ops: Vec<String>| {
-            let mut m: BTreeMap<String, usize> = BTreeMap::new();
-            for o in ops {
-                // the backup file name carries the run id
-                let o = o.split("--result-file=").next().unwrap().to_string();
-                *m.entry(o).or_default() += 1;
-            }
-            m
-        };
         assert_eq!(
-            count(reference.ops(n)),
-            count(d.ops(n)),
+            reference.op_counts(n),
+            d.op_counts(n),
             "{n}: mutating commands differ (a step ran twice or not at all)"
         );
     }

@@ -7,66 +7,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
-use uphost_tests::sshd::Sshds;
+use uphost_tests::sshd::{Sshds, over_ssh, ssh_demo};
 use uphost_tests::{Demo, uphost_bin};
-
-const CONTROLLER_PLUGINS: &[&str] = &[
-    "galera",
-    "rabbitmq",
-    "haproxy",
-    "keystone",
-    "placement",
-    "neutron",
-    "ceph-mon",
-];
-
-/// Point the demo copy `d` at `sshds`: its inventory has them in group
-/// `group` (and `rest`, more groups), uphost.yaml their client config,
-/// `services` as its services file; the plugins approved.
-fn over_ssh(d: &Demo, sshds: &Sshds, group: &str, rest: &str, services: &str) {
-    let mut inv = format!("all:\n  children:\n    {group}:\n      hosts:\n");
-    for n in sshds.hosts.keys() {
-        inv.push_str(&format!(
-            "        {n}: {{ansible_host: {}, ansible_port: {}, ansible_user: root, ansible_connection: ssh}}\n",
-            sshds.address(n),
-            sshds.port(n)
-        ));
-    }
-    inv.push_str(rest);
-    std::fs::write(d.path().join("inventory.yaml"), inv).unwrap();
-    let cfg = std::fs::read_to_string(d.path().join("uphost.yaml")).unwrap();
-    std::fs::write(
-        d.path().join("uphost.yaml"),
-        format!("{cfg}ssh:\n  config: {}\n", sshds.ssh_config().display()),
-    )
-    .unwrap();
-    std::fs::write(d.path().join("services.yaml"), services).unwrap();
-    let r = d.uphost(&["plugins", "approve", "--all", "--yes"]);
-    assert_eq!(r.code, 0, "{}", r.all());
-}
-
-/// A demo copy whose three controllers are reached over ssh.
-fn ssh_demo() -> (Demo, Sshds) {
-    let d = Demo::new(CONTROLLER_PLUGINS, false);
-    let roots: Vec<(String, std::path::PathBuf)> = ["ctl1", "ctl2", "ctl3"]
-        .iter()
-        .map(|n| (n.to_string(), d.path().join("nodes").join(n)))
-        .collect();
-    let spec: Vec<(&str, Option<&Path>)> = roots
-        .iter()
-        .map(|(n, r)| (n.as_str(), Some(r.as_path())))
-        .collect();
-    let sshds = Sshds::start(&spec);
-    // Only the controller services; computes and storage are not in this cluster.
-    over_ssh(
-        &d,
-        &sshds,
-        "controller",
-        "    compute:\n      hosts: {}\n    storage:\n      hosts: {}\n",
-        "mode: major-upgrade\nfrom_version: newton\nto_version: ocata\nservices:\n  galera:\n    roles: [controller]\n    from_version: \"10.1\"\n    to_version: \"10.2\"\n    params: {drain_wait_s: \"0\"}\n  rabbitmq:\n    roles: [controller]\n    from_version: \"3.6\"\n    to_version: \"3.7\"\n  haproxy:\n    roles: [controller]\n  keystone:\n    roles: [controller]\n  placement:\n    roles: [controller]\n  neutron:\n    roles: [controller]\n  ceph-mon:\n    roles: [controller]\n    from_version: hammer\n    to_version: jewel\n",
-    );
-    (d, sshds)
-}
 
 #[test]
 fn the_demo_upgrade_runs_over_ssh() {
@@ -245,6 +187,7 @@ fn connection_failures_are_told_apart() {
         timeout: Duration::from_secs(30),
         output_cap: 1 << 16,
         record: None,
+        node_record: None,
     };
     let kind_of = |r: Result<uphost::transport::CommandOutput, TransportError>| match r {
         Err(e @ TransportError::Unreachable { .. }) => {
@@ -392,6 +335,7 @@ fn random_argv_arrives_exactly_over_ssh() {
                 timeout: Duration::from_secs(20),
                 output_cap: 1 << 20,
                 record: None,
+                node_record: None,
             };
             let got = nul_words(&rt, &ssh, &node, &spec)?;
             prop_assert_eq!(&got[..], &args[..]);
@@ -474,6 +418,7 @@ fn random_program_and_env_names_arrive_exactly_over_ssh() {
                 timeout: Duration::from_secs(20),
                 output_cap: 1 << 20,
                 record: None,
+                node_record: None,
             };
             let got = nul_words(&rt, &ssh, &node, &spec);
             let _ = std::fs::remove_file(&program);
@@ -518,6 +463,7 @@ fn ssh_overhead_benchmark() {
         timeout: Duration::from_secs(20),
         output_cap: 1 << 20,
         record: None,
+        node_record: None,
     };
     rt.block_on(ssh.exec(&node, &spec)).unwrap(); // opens the master
     let n = 200;
@@ -624,6 +570,7 @@ fn nodes_that_differ_only_in_key_get_a_master_each() {
         timeout: Duration::from_secs(20),
         output_cap: 1 << 16,
         record: None,
+        node_record: None,
     };
     let out = rt
         .block_on(ssh.exec(&keyed, &spec))
@@ -802,31 +749,7 @@ fn a_reboot_over_real_sshd_is_waited_for_and_a_sigkill_during_it_resumes_without
     wait_reboot(&d, "cmp1", 1);
     sshds.kill("cmp1");
     std::thread::sleep(Duration::from_millis(500));
-    // A SIGKILLed uphost cannot close its ssh masters: do it for it (the
-    // other tests check that no uphost leaves its control directory), its
-    // directory moved aside first so that they never see it orphaned.
-    let pid = child.id();
-    let mut aside = Vec::new();
-    for e in std::fs::read_dir(std::env::temp_dir()).unwrap().flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        if name.starts_with(&format!("uphost-ssh-{pid}-")) {
-            let to = std::env::temp_dir().join(format!("killed-{name}"));
-            std::fs::rename(e.path(), &to).unwrap();
-            aside.push(to);
-        }
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
-    for dir in aside {
-        for s in std::fs::read_dir(&dir).unwrap().flatten() {
-            let _ = std::process::Command::new("ssh")
-                .args(["-o", &format!("ControlPath={}", s.path().display())])
-                .args(["-O", "exit", "x"])
-                .stderr(std::process::Stdio::null())
-                .status();
-        }
-        let _ = std::fs::remove_dir_all(&dir);
-    }
+    uphost_tests::sshd::kill_uphost(&mut child);
     std::thread::sleep(Duration::from_secs(2));
     sshds.up("cmp1");
     let resume = std::process::Command::new(uphost_bin())

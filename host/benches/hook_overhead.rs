@@ -79,6 +79,7 @@ fn main() {
                 transport: Arc::new(DryRun),
                 sink: sink.clone(),
                 record_dir: None,
+                node_records: None,
                 budget: Default::default(),
                 reboot: Default::default(),
                 deferred: Default::default(),

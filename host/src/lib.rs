@@ -82,6 +82,9 @@ pub enum Error {
     /// Pulling or pushing a plugin.
     #[error(transparent)]
     Dist(#[from] distribution::DistError),
+    /// The run's state on etcd.
+    #[error(transparent)]
+    Store(#[from] journal::etcd::StoreError),
     /// Bad command-line usage.
     #[error("{0}")]
     Usage(String),
@@ -146,6 +149,9 @@ impl Error {
                 | distribution::DistError::NotWasm { .. },
             ) => ErrorKind::Refused,
             Error::Dist(_) => ErrorKind::Failed,
+            Error::Store(journal::etcd::StoreError::Busy { .. }) => ErrorKind::Refused,
+            Error::Store(journal::etcd::StoreError::Damaged { .. }) => ErrorKind::BadInput,
+            Error::Store(_) => ErrorKind::Failed,
             Error::Journal(_) | Error::Failed(_) | Error::Io { .. } => ErrorKind::Failed,
         }
     }

@@ -197,6 +197,23 @@ impl Demo {
             .collect()
     }
 
+    /// A node's mutating commands counted (their order varies with the
+    /// services run side by side; a backup file name's run id left out):
+    /// the same counts as an uninterrupted run's means every command ran
+    /// exactly once.
+    pub fn op_counts(&self, node: &str) -> std::collections::BTreeMap<String, usize> {
+        let mut m = std::collections::BTreeMap::new();
+        for o in self.ops(node) {
+            let o = o
+                .split("--result-file=")
+                .next()
+                .unwrap_or_default()
+                .to_string();
+            *m.entry(o).or_default() += 1;
+        }
+        m
+    }
+
     /// Every node's state and the cluster state, for comparing two copies.
     pub fn cluster_state(&self) -> Vec<(String, String)> {
         let mut v = Vec::new();

@@ -310,3 +310,91 @@ impl Drop for Sshds {
         }
     }
 }
+
+/// The demo's controller plugins.
+pub const CONTROLLER_PLUGINS: &[&str] = &[
+    "galera",
+    "rabbitmq",
+    "haproxy",
+    "keystone",
+    "placement",
+    "neutron",
+    "ceph-mon",
+];
+
+/// Point the demo copy `d` at `sshds`: its inventory has them in group
+/// `group` (and `rest`, more groups), uphost.yaml their client config,
+/// `services` as its services file; the plugins approved.
+pub fn over_ssh(d: &crate::Demo, sshds: &Sshds, group: &str, rest: &str, services: &str) {
+    let mut inv = format!("all:\n  children:\n    {group}:\n      hosts:\n");
+    for n in sshds.hosts.keys() {
+        inv.push_str(&format!(
+            "        {n}: {{ansible_host: {}, ansible_port: {}, ansible_user: root, ansible_connection: ssh}}\n",
+            sshds.address(n),
+            sshds.port(n)
+        ));
+    }
+    inv.push_str(rest);
+    std::fs::write(d.path().join("inventory.yaml"), inv).unwrap();
+    let cfg = std::fs::read_to_string(d.path().join("uphost.yaml")).unwrap();
+    std::fs::write(
+        d.path().join("uphost.yaml"),
+        format!("{cfg}ssh:\n  config: {}\n", sshds.ssh_config().display()),
+    )
+    .unwrap();
+    std::fs::write(d.path().join("services.yaml"), services).unwrap();
+    let r = d.uphost(&["plugins", "approve", "--all", "--yes"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+}
+
+/// A demo copy whose three controllers are reached over ssh.
+pub fn ssh_demo() -> (crate::Demo, Sshds) {
+    let d = crate::Demo::new(CONTROLLER_PLUGINS, false);
+    let roots: Vec<(String, std::path::PathBuf)> = ["ctl1", "ctl2", "ctl3"]
+        .iter()
+        .map(|n| (n.to_string(), d.path().join("nodes").join(n)))
+        .collect();
+    let spec: Vec<(&str, Option<&Path>)> = roots
+        .iter()
+        .map(|(n, r)| (n.as_str(), Some(r.as_path())))
+        .collect();
+    let sshds = Sshds::start(&spec);
+    // Only the controller services; computes and storage are not in this cluster.
+    over_ssh(
+        &d,
+        &sshds,
+        "controller",
+        "    compute:\n      hosts: {}\n    storage:\n      hosts: {}\n",
+        "mode: major-upgrade\nfrom_version: newton\nto_version: ocata\nservices:\n  galera:\n    roles: [controller]\n    from_version: \"10.1\"\n    to_version: \"10.2\"\n    params: {drain_wait_s: \"0\"}\n  rabbitmq:\n    roles: [controller]\n    from_version: \"3.6\"\n    to_version: \"3.7\"\n  haproxy:\n    roles: [controller]\n  keystone:\n    roles: [controller]\n  placement:\n    roles: [controller]\n  neutron:\n    roles: [controller]\n  ceph-mon:\n    roles: [controller]\n    from_version: hammer\n    to_version: jewel\n",
+    );
+    (d, sshds)
+}
+
+/// SIGKILL an uphost (`child`) that drives ssh nodes, and close the ssh
+/// masters it cannot close itself (the other tests check that no uphost
+/// leaves its control directory): its directory is moved aside first, so
+/// that they never see it orphaned.
+pub fn kill_uphost(child: &mut Child) {
+    let pid = child.id();
+    let mut aside = Vec::new();
+    for e in std::fs::read_dir(std::env::temp_dir()).unwrap().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with(&format!("uphost-ssh-{pid}-")) {
+            let to = std::env::temp_dir().join(format!("killed-{name}"));
+            std::fs::rename(e.path(), &to).unwrap();
+            aside.push(to);
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    for dir in aside {
+        for s in std::fs::read_dir(&dir).unwrap().flatten() {
+            let _ = Command::new("ssh")
+                .args(["-o", &format!("ControlPath={}", s.path().display())])
+                .args(["-O", "exit", "x"])
+                .stderr(Stdio::null())
+                .status();
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -370,6 +370,45 @@ fn ssh_overhead(rows: &mut Vec<Row>) -> Result<()> {
     Ok(())
 }
 
+/// The journal on etcd: cost per record, takeover time (tests/standby.rs).
+fn etcd(rows: &mut Vec<Row>) -> Result<()> {
+    let out = cargo()
+        .args([
+            "test",
+            "-q",
+            "--release",
+            "-p",
+            "uphost-tests",
+            "--test",
+            "standby",
+            "--",
+            "--ignored",
+            "--nocapture",
+            "etcd_benchmark",
+        ])
+        .stderr(Stdio::inherit())
+        .output()?;
+    let s = String::from_utf8_lossy(&out.stdout).into_owned();
+    print!("{s}");
+    if !out.status.success() {
+        bail!("the etcd benchmark failed");
+    }
+    let g = |k: &str| result_line(&s, k).unwrap_or_default();
+    rows.push(Row(
+        "journal on etcd (3 members, loopback)".into(),
+        format!(
+            "{} µs per record ({} records: demo run {} ms local, {} ms on etcd); takeover {} ms after a SIGKILL",
+            g("etcd_record_us"),
+            g("etcd_records"),
+            g("etcd_run_local_ms"),
+            g("etcd_run_etcd_ms"),
+            g("etcd_takeover_ms")
+        ),
+        "lease 2 s; median of 5 runs each, 3 takeovers".into(),
+    ));
+    Ok(())
+}
+
 /// Run the benchmarks named in `which` (all when empty).
 /// The demo run's wall time without probes and with three probes sampling
 /// every 20 ms (two TCP probes on ports nobody listens on, one command
@@ -443,6 +482,9 @@ pub fn bench(which: &[String]) -> Result<()> {
     }
     if want("probes") {
         probes(&mut rows)?;
+    }
+    if want("etcd") {
+        etcd(&mut rows)?;
     }
     if want("scale") {
         let sizes: Vec<usize> = std::env::var("UPHOST_SCALE_SIZES")

@@ -12,6 +12,7 @@
 //! * `e2e`: only the end-to-end tests (demo runs, SIGKILL/resume, ssh,
 //!   Chromium, hostile plugins, and the real-services upgrade and rollback,
 //!   which prints the table checksums before and after).
+//! * `deps`: install what building needs from Debian (protoc).
 //! * `man`: write the man page to `target/man/uphost.1`.
 //! * `bench`: every benchmark of BENCHMARKS.md, with a summary table.
 
@@ -117,6 +118,8 @@ pub(crate) fn wasm_out(name: &str) -> PathBuf {
 
 pub(crate) fn build() -> Result<()> {
     ensure_wasm_target()?;
+    // etcd-client's build compiles etcd's protobuf API with protoc.
+    ensure_packages(|n| n.test == "build")?;
     run(cargo().args([
         "build",
         "--release",
@@ -252,10 +255,16 @@ pub(crate) fn build_fixtures() -> Result<()> {
 /// `policy-rc.d` that denies it is in place during the install, as in any
 /// container build, and removed after (if it was not there before).
 fn ensure_test_packages() -> Result<()> {
+    ensure_packages(|_| true)
+}
+
+/// Install the Debian packages of the lines `which` selects whose WHAT is
+/// missing.
+fn ensure_packages(which: impl Fn(&packages::Need) -> bool) -> Result<()> {
     let needs = packages::needs().map_err(anyhow::Error::msg)?;
     let absent: Vec<&packages::Need> = needs
         .iter()
-        .filter(|n| !packages::present(n.what))
+        .filter(|n| which(n) && !packages::present(n.what))
         .collect();
     if absent.is_empty() {
         return Ok(());
@@ -384,7 +393,7 @@ fn e2e() -> Result<()> {
     ensure_test_packages()?;
     build()?;
     build_fixtures()?;
-    let e2e_tests = ["runs", "ssh", "operator", "hostile"];
+    let e2e_tests = ["runs", "ssh", "operator", "hostile", "standby"];
     let mut args = vec!["-p", "uphost-tests", "--no-fail-fast"];
     for t in e2e_tests {
         args.extend(["--test", t]);
@@ -435,10 +444,11 @@ fn dispatch() -> Result<()> {
         "man" => man(),
         "e2e" => e2e(),
         "fixtures" => build_fixtures(),
+        "deps" => ensure_packages(|n| n.test == "build"),
         "bench" => bench::bench(&std::env::args().skip(2).collect::<Vec<_>>()),
         _ => {
             eprintln!(
-                "usage: cargo xtask build|demo|test|e2e|fixtures|man|bench [load|hook|journal|ansible|ssh|probes|scale]"
+                "usage: cargo xtask build|demo|test|e2e|fixtures|deps|man|bench [load|hook|journal|ansible|ssh|probes|scale|etcd]"
             );
             std::process::exit(2);
         }

@@ -8,6 +8,7 @@ pub mod plan_view;
 pub mod run_cmd;
 pub mod runs;
 pub mod signals;
+pub mod standby;
 pub mod status;
 pub mod test_cmd;
 
@@ -140,6 +141,25 @@ pub enum Command {
         #[arg(long)]
         state_dir: Option<PathBuf>,
     },
+    /// On another machine than the one running the upgrade (with `etcd:`
+    /// in uphost.yaml): wait until the run's holder dies (its lease on
+    /// etcd expires), then take the run over and finish it as `resume`
+    /// would (`etcd.takeover: operator`: say so and leave the go to the
+    /// operator).
+    Standby {
+        /// Answer yes to every confirmation of the run taken over.
+        #[arg(short, long)]
+        yes: bool,
+        /// Parallelism bound.
+        #[arg(long, value_parser = crate::config::parse_forks)]
+        forks: Option<usize>,
+        /// State directory (default: from uphost.yaml).
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+    },
+    /// Move runs between the local state directory and etcd.
+    #[command(subcommand)]
+    State(StateCmd),
     /// Where the last (or a given) run stands.
     Status {
         /// Run id (default: the latest).
@@ -271,6 +291,32 @@ pub enum NewCmd {
         /// The plugin's language.
         #[arg(long, value_enum, default_value = "rust")]
         lang: new::Lang,
+    },
+}
+
+/// `uphost state …`.
+#[derive(Debug, Subcommand)]
+pub enum StateCmd {
+    /// Copy a run's journal from etcd into the local state directory (the
+    /// current run by default), where `status`, `report` and `runs` read it.
+    Export {
+        /// Run id (default: the deployment's current run on etcd).
+        #[arg(long)]
+        run: Option<String>,
+        /// State directory (default: from uphost.yaml).
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+    },
+    /// Copy a run's journal from the local state directory to etcd and make
+    /// it the deployment's current run, so that `resume` and `standby`
+    /// continue it from any machine.
+    Import {
+        /// Run id (default: the local current run).
+        #[arg(long)]
+        run: Option<String>,
+        /// State directory (default: from uphost.yaml).
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
     },
 }
 
@@ -489,7 +535,22 @@ pub async fn main(cli: Cli) -> Result<i32, Error> {
         } => {
             let signals = signals::listen();
             let session = Session::open(config_with(&cli, state_dir.as_ref())?).await?;
-            run_cmd::resume(session, *yes, *forks, &cli, signals).await
+            run_cmd::resume(session, *yes, *forks, None, &cli, signals).await
+        }
+        Command::Standby {
+            yes,
+            forks,
+            state_dir,
+        } => {
+            let signals = signals::listen();
+            let session = Session::open(config_with(&cli, state_dir.as_ref())?).await?;
+            standby::standby(session, *yes, *forks, &cli, signals).await
+        }
+        Command::State(StateCmd::Export { run, state_dir }) => {
+            standby::export(&config_with(&cli, state_dir.as_ref())?, run.as_deref())
+        }
+        Command::State(StateCmd::Import { run, state_dir }) => {
+            standby::import(&config_with(&cli, state_dir.as_ref())?, run.as_deref())
         }
     }
 }

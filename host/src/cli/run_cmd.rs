@@ -100,11 +100,12 @@ pub async fn run(
     Ok(show_end(&end, cli))
 }
 
-/// `uphost resume`.
+/// `uphost resume` (and `uphost standby` once it holds the lock).
 pub async fn resume(
     session: Session,
     yes: bool,
     forks: Option<usize>,
+    held: Option<Arc<crate::execution::takeover::Held>>,
     cli: &Cli,
     (interrupt, slot): (Arc<Interrupt>, TransportsSlot),
 ) -> Result<i32, Error> {
@@ -115,14 +116,16 @@ pub async fn resume(
         yes,
         forks,
         interrupt,
+        held,
     };
-    let prepared = match lifecycle::resume(session, o, |dir| observers(cli, Some(dir)))? {
+    let mut prepared = match lifecycle::resume(session, o, |dir| observers(cli, Some(dir)))? {
         Resume::AlreadyComplete(run_id) => {
             errln!("run {run_id} is already complete; nothing to resume");
             return Ok(exit::OK);
         }
         Resume::Continue(p) => *p,
     };
+    lifecycle::settle_on_nodes(&mut prepared).await?;
     for (step, seq) in &prepared.in_doubt {
         errln!(
             "warning: command #{seq} of {step} was started when the run was interrupted and did not finish; it runs again"

@@ -3,6 +3,7 @@
 pub mod inventory;
 pub mod rollout;
 pub mod services;
+pub mod store;
 pub mod window;
 pub mod yaml;
 
@@ -149,6 +150,8 @@ struct RawConfig {
     cache_dir: Option<PathBuf>,
     #[serde(default)]
     cache_max_mb: Option<u64>,
+    #[serde(default)]
+    etcd: Option<store::EtcdSettings>,
 }
 
 /// `inventory:` is one source or a list of them (merged in order, as
@@ -312,6 +315,9 @@ pub struct Config {
     pub cache_dir: PathBuf,
     /// The cap on the compile cache's size (`cache_max_mb:`), bytes.
     pub cache_max_bytes: u64,
+    /// The replicated state store (`etcd:`): none, the state directory
+    /// alone.
+    pub etcd: Option<store::EtcdSettings>,
 }
 
 /// The default compile cache directory: `$XDG_CACHE_HOME/uphost`, else
@@ -478,6 +484,19 @@ impl Config {
                         ),
                     });
                 }
+            },
+            etcd: match &raw.etcd {
+                None => None,
+                Some(e) => match e.check() {
+                    None => Some(e.clone()),
+                    Some((key, message)) => {
+                        return Err(ConfigError::Invalid {
+                            path: path.clone(),
+                            at: format!("etcd.{key}"),
+                            message,
+                        });
+                    }
+                },
             },
             plugin_compile: match raw.plugin_compile_s {
                 None => std::time::Duration::from_secs(120),

@@ -16,6 +16,7 @@ use super::session::{ServiceRun, Session};
 use crate::Error;
 use crate::capabilities::Grant;
 use crate::events::{Event, Phase, PlannedService, RunOptionsRecord, Sink, StepKey, TrainRecord};
+use crate::journal::etcd::{self, Held, Store};
 use crate::journal::lock::RunLock;
 use crate::journal::memory::MemorySink;
 use crate::journal::{self, Journal, Observer, Replayed, RollbackPlan, StepStatus};
@@ -284,7 +285,11 @@ pub struct Prepared {
     /// Commands a resumed run found started and not finished: they run
     /// again (the operator is told).
     pub in_doubt: Vec<(StepKey, u32)>,
+    /// The node each command in doubt was started on.
+    in_doubt_nodes: BTreeMap<(StepKey, u32), String>,
     _lock: RunLock,
+    /// The run lock on etcd, when the journal is replicated there.
+    held: Option<Arc<Held>>,
 }
 
 impl Prepared {
@@ -313,6 +318,15 @@ pub fn start(
     let state_dir = session.cfg.state_dir.clone();
     let lock = journal::lock::acquire(&state_dir, "run")?;
     tell_taken_over(&lock);
+    // A dry run changes nothing and needs no standby: it stays local.
+    let held = if o.recorded.dry_run {
+        None
+    } else {
+        replicated_lock(&session, "run", &o.interrupt)?
+    };
+    if let Some(h) = &held {
+        from_etcd(h, &state_dir)?;
+    }
     // A dry run changes nothing, so it may look ahead while a real run is
     // unfinished; it is kept beside that run, which stays the current one.
     let aside_of = match unfinished(&state_dir) {
@@ -325,10 +339,10 @@ pub fn start(
     // The run becomes current once its start is on disk.
     let observers = observers(&journal::run_dir(&state_dir, &run_id));
     let journal = Journal::create(&state_dir, &run_id, observers)?;
-    let journal = if o.recorded.dry_run {
-        journal.volatile()
-    } else {
-        journal
+    let journal = match &held {
+        _ if o.recorded.dry_run => journal.volatile(),
+        Some(h) => journal.replicate_to(h.clone(), 0),
+        None => journal,
     };
     let plan = planned(&services, &session);
     let train = train_record(&services, &session);
@@ -377,8 +391,52 @@ pub fn start(
         train,
         aside_of,
         in_doubt: Vec::new(),
+        in_doubt_nodes: BTreeMap::new(),
         _lock: lock,
+        held,
     })
+}
+
+/// The run lock on etcd, when `etcd:` is configured: a lost lease stops
+/// the run as an interrupt does (and every write after it is fenced).
+fn replicated_lock(
+    session: &Session,
+    command: &str,
+    interrupt: &Arc<Interrupt>,
+) -> Result<Option<Arc<Held>>, Error> {
+    let Some(settings) = &session.cfg.etcd else {
+        return Ok(None);
+    };
+    let store = Store::connect(settings)?;
+    let interrupt = interrupt.clone();
+    let held = store.lock(&me(command), move || interrupt.request())?;
+    Ok(Some(Arc::new(held)))
+}
+
+/// This uphost, as the run lock names it.
+pub fn me(command: &str) -> journal::lock::Holder {
+    journal::lock::Holder {
+        pid: std::process::id(),
+        host: journal::lock::hostname(),
+        since: crate::events::now_rfc3339(),
+        command: command.to_string(),
+    }
+}
+
+/// Bring the deployment's current run from etcd into the local state
+/// directory (the copy on etcd is the one that counts): its id and its
+/// number of records.
+fn from_etcd(held: &Held, state_dir: &Path) -> Result<Option<(String, u64)>, Error> {
+    let store = held.store();
+    let Some(id) = store.current()? else {
+        return Ok(None);
+    };
+    let lines = store.records(&id)?;
+    if lines.is_empty() {
+        return Ok(None);
+    }
+    etcd::materialize(state_dir, &id, &lines, true)?;
+    Ok(Some((id, lines.len() as u64)))
 }
 
 fn plugin_hashes(session: &Session) -> Vec<(String, String)> {
@@ -398,6 +456,8 @@ pub struct ResumeOptions {
     pub forks: Option<usize>,
     /// Stop it as a first Ctrl-C does.
     pub interrupt: Arc<Interrupt>,
+    /// The run lock on etcd, already taken (by `uphost standby`).
+    pub held: Option<Arc<Held>>,
 }
 
 /// What `resume` found.
@@ -420,13 +480,34 @@ pub fn resume(
         yes,
         forks,
         interrupt,
+        held,
     } = o;
     let state_dir = session.cfg.state_dir.clone();
     let lock = journal::lock::acquire(&state_dir, "resume")?;
     tell_taken_over(&lock);
+    let held = match held {
+        Some(h) => Some(h),
+        None => replicated_lock(&session, "resume", &interrupt)?,
+    };
+    let records = match &held {
+        None => None,
+        Some(h) => match from_etcd(h, &state_dir)? {
+            Some((_, n)) => Some(n),
+            None => {
+                return Err(Error::Usage(format!(
+                    "there is no run on etcd under {} to resume; a run kept in the local state directory moves there with `uphost state import`",
+                    h.store().prefix()
+                )));
+            }
+        },
+    };
     let run_id = journal::current_run(&state_dir)?;
     let observers = observers(&journal::run_dir(&state_dir, &run_id));
     let (journal, replayed) = Journal::reopen(&state_dir, &run_id, observers)?;
+    let journal = match (&held, records) {
+        (Some(h), Some(n)) => journal.replicate_to(h.clone(), n),
+        _ => journal,
+    };
     let state = RunState::of(&replayed);
     match &state {
         RunState::Complete => return Ok(Resume::AlreadyComplete(run_id)),
@@ -508,11 +589,153 @@ pub fn resume(
         train,
         aside_of: None,
         in_doubt,
+        in_doubt_nodes: replayed.in_doubt.clone(),
         _lock: lock,
+        held,
     })))
 }
 
-/// The last commands of a failed step, as the operator is shown them.
+/// Learn on the nodes what became of the commands in doubt of a run whose
+/// journal is replicated on etcd (its last holder may have died on another
+/// machine, with its local records): each ssh node keeps the record of
+/// the command it runs (`transport::ssh::record_on_node`). A finished one
+/// is replayed, not run again; one still running is waited for; one that
+/// never started runs again; one whose outcome cannot be known stops the
+/// resume with what to check and how to go on. Nothing runs before all
+/// are settled.
+pub async fn settle_on_nodes(p: &mut Prepared) -> Result<(), Error> {
+    use crate::transport::ssh::{
+        NodeRecord, node_record_file, node_record_probe, parse_node_record,
+    };
+    use crate::transport::{CommandSpec, Transport};
+    let Some(dir) = p.journal.node_record_dir() else {
+        return Ok(());
+    };
+    if p.in_doubt.is_empty() {
+        return Ok(());
+    }
+    let transports = Transports::new(p.session.cfg.ssh.clone());
+    let cap = p.session.cfg.limits.output_cap;
+    let ran_here = p.journal.record_dir().is_dir();
+    let mut again = Vec::new();
+    let mut result = Ok(());
+    'commands: for (step, seq) in std::mem::take(&mut p.in_doubt) {
+        let name = p.in_doubt_nodes.get(&(step.clone(), seq)).cloned();
+        let node = name
+            .as_deref()
+            .and_then(|n| p.session.cfg.inventory.node(n));
+        let unknown = |why: String| {
+            Error::Failed(format!(
+                "command #{seq} of {step} on {} started under the uphost that held this run, and its outcome cannot be known: {why}. Nothing was run. Check on that node whether it did its work; then say so on the node (`echo STATUS > {dir}/{}/rc`: 0 if it did) or, if it did not, remove {dir}/{} there, and run `uphost resume` again",
+                name.as_deref().unwrap_or("?"),
+                crate::transport::record::record_name(&step, seq),
+                crate::transport::record::record_name(&step, seq),
+            ))
+        };
+        let Some(node) = node else {
+            result = Err(unknown("its node is no longer in the inventory".into()));
+            break;
+        };
+        if node.connection != crate::config::Connection::Ssh {
+            // Its record is the control host's own: here if this machine ran it.
+            if ran_here {
+                again.push((step, seq));
+                continue;
+            }
+            result = Err(unknown(format!(
+                "{} is reached without ssh, so its record was on the machine that ran it, not this one",
+                node.name
+            )));
+            break;
+        }
+        let rec = format!(
+            "{dir}/{}",
+            crate::transport::record::record_name(&step, seq)
+        );
+        let read = |argv: Vec<String>| {
+            let mut spec = CommandSpec::operator(&argv, std::time::Duration::from_secs(60));
+            spec.output_cap = cap;
+            spec
+        };
+        let mut told = false;
+        loop {
+            let probe = transports.exec(node, &read(node_record_probe(&rec))).await;
+            let state = match probe {
+                Ok(o) if o.status == 0 => parse_node_record(&String::from_utf8_lossy(&o.stdout)),
+                Ok(o) => {
+                    result = Err(Error::Failed(format!(
+                        "cannot read the record of command #{seq} of {step} on {}: exit {}: {}; nothing was run. Run `uphost resume` again once the node answers",
+                        node.name,
+                        o.status,
+                        crate::untrusted::line(&String::from_utf8_lossy(&o.stderr))
+                    )));
+                    break 'commands;
+                }
+                Err(e) => {
+                    result = Err(Error::Failed(format!(
+                        "cannot learn whether command #{seq} of {step} ran on {}: {e}; nothing was run. Run `uphost resume` again once the node answers",
+                        node.name
+                    )));
+                    break 'commands;
+                }
+            };
+            match state {
+                Some(NodeRecord::Absent) => {
+                    again.push((step.clone(), seq));
+                    break;
+                }
+                Some(NodeRecord::Running) => {
+                    if !told {
+                        tracing::warn!(node = %node.name, %step, seq, "a command of the previous holder is still running on the node; waiting for it");
+                        told = true;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+                }
+                Some(NodeRecord::Done(status)) => {
+                    let cat = |f: &str| read(node_record_file(&rec, f));
+                    let (out, err) = (
+                        transports.exec(node, &cat("out")).await,
+                        transports.exec(node, &cat("err")).await,
+                    );
+                    let text = |r: &Result<crate::transport::CommandOutput, _>| {
+                        r.as_ref()
+                            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                            .unwrap_or_default()
+                    };
+                    p.journal.settle(
+                        &step,
+                        seq,
+                        crate::events::CommandRecord::exited(
+                            status,
+                            text(&out),
+                            text(&err),
+                            true,
+                            0,
+                        ),
+                    );
+                    break;
+                }
+                Some(NodeRecord::Lost) => {
+                    result = Err(unknown(format!(
+                        "its record in {rec} on the node says it started, and its process is gone with no exit status (the node rebooted, or it was killed)"
+                    )));
+                    break 'commands;
+                }
+                None => {
+                    result = Err(unknown(format!(
+                        "its record in {rec} on the node cannot be read"
+                    )));
+                    break 'commands;
+                }
+            }
+        }
+    }
+    transports.close();
+    p.in_doubt = again;
+    result
+}
+
+/// The last commands of a failed step, as the operator is shown them./// The last commands of a failed step, as the operator is shown them.
 #[derive(Debug, Clone)]
 pub struct ShownCommand {
     /// Node.
@@ -606,7 +829,9 @@ pub async fn execute(
         train,
         aside_of,
         in_doubt: _,
+        in_doubt_nodes: _,
         _lock,
+        held,
     } = p;
     let run_id = journal.run_id.clone();
     let path = journal.path.clone();
@@ -674,6 +899,9 @@ pub async fn execute(
         (outcome != Outcome::Complete).then(|| left(&plan, train.as_ref(), &replayed, outcome));
     let summary = plan.iter().map(|s| summarize(s, &replayed)).collect();
     let report = crate::report::write(&state_dir, &run_id).map_err(|e| e.to_string());
+    if let Some(h) = held {
+        h.release();
+    }
     Ok(RunEnd {
         run_id,
         outcome,
@@ -887,6 +1115,7 @@ pub async fn preflight(
         transport: transports.clone(),
         sink: sink.clone(),
         record_dir: None,
+        node_records: None,
         budget: Default::default(),
         deferred: Default::default(),
         reboot: Arc::new(session.cfg.reboot.clone()),

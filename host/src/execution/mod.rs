@@ -8,3 +8,4 @@ pub mod lifecycle;
 pub mod probes;
 pub mod run;
 pub mod session;
+pub mod takeover;

@@ -41,6 +41,11 @@ pub trait RunJournal: Sink {
     fn run_id(&self) -> &str;
     /// Where mutating commands record their results (`None`: not recorded).
     fn record_dir(&self) -> Option<PathBuf>;
+    /// Where, on a node reached over ssh, they record them too (a journal
+    /// another machine may take over).
+    fn node_record_dir(&self) -> Option<String> {
+        None
+    }
 }
 
 impl RunJournal for Journal {
@@ -49,6 +54,9 @@ impl RunJournal for Journal {
     }
     fn record_dir(&self) -> Option<PathBuf> {
         Some(Journal::record_dir(self))
+    }
+    fn node_record_dir(&self) -> Option<String> {
+        Journal::node_record_dir(self)
     }
 }
 
@@ -400,6 +408,7 @@ impl Hooks for Sandbox {
                 let io = CallIo {
                     transport: self.transport.clone(),
                     record_dir: None,
+                    node_records: None,
                     sink: Arc::new(MemorySink::new(None)),
                     budget: self.budget.clone(),
                     reboot: self.reboot.clone(),
@@ -482,6 +491,7 @@ impl Hooks for Sandbox {
             let io = CallIo {
                 transport: self.transport.clone(),
                 record_dir: journal.record_dir(),
+                node_records: journal.node_record_dir(),
                 sink: journal,
                 budget: self.budget.clone(),
                 reboot: self.reboot.clone(),

@@ -221,6 +221,7 @@ pub async fn run(rt: &Runtime, plugin: &LoadedPlugin, sc: &Scenario) -> Report {
         transport: transport.clone(),
         sink: sink.clone(),
         record_dir: None,
+        node_records: None,
         budget: Default::default(),
         deferred: Default::default(),
         reboot: Default::default(),

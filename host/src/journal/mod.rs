@@ -5,6 +5,7 @@
 //! as done is on disk. A torn last line (SIGKILL mid-write) is ignored and
 //! cut off when the run resumes. Plugin key/value state lives here too.
 
+pub mod etcd;
 pub mod integrity;
 pub mod lock;
 pub mod memory;
@@ -73,6 +74,9 @@ pub enum JournalError {
         /// Parser message.
         detail: String,
     },
+    /// The replicated journal on etcd.
+    #[error(transparent)]
+    Replica(#[from] etcd::StoreError),
 }
 
 /// Status of a step as recorded.
@@ -149,8 +153,9 @@ pub struct Replayed {
     pub state: BTreeMap<(String, String), String>,
     /// Results of commands of unfinished steps, for replay.
     pub commands: HashMap<(StepKey, u32), CommandRecord>,
-    /// Commands whose start was recorded but not their end.
-    pub in_doubt: BTreeSet<(StepKey, u32)>,
+    /// Commands whose start was recorded but not their end, with their
+    /// node.
+    pub in_doubt: BTreeMap<(StepKey, u32), String>,
     /// Reboots issued and not seen back (their journaled argv, with the
     /// boot identity before): a resume waits for them, never reboots
     /// again. A failed step does not clear them.
@@ -353,16 +358,19 @@ fn apply(r: &mut Replayed, ev: Event, keep: bool) {
                 },
             );
             r.commands.retain(|(s, _), _| s != step);
-            r.in_doubt.retain(|(s, _)| s != step);
+            r.in_doubt.retain(|(s, _), _| s != step);
             r.last_ms = r.last_ms.max(*at_ms);
         }
         Event::CommandStarted {
-            step, seq, argv, ..
+            step,
+            seq,
+            argv,
+            node,
         } => {
             if argv.first().map(String::as_str) == Some(crate::events::REBOOT) {
                 r.reboots.insert((step.clone(), *seq), argv.clone());
             } else {
-                r.in_doubt.insert((step.clone(), *seq));
+                r.in_doubt.insert((step.clone(), *seq), node.clone());
             }
         }
         Event::CommandFinished {
@@ -527,6 +535,10 @@ struct Inner {
     error: Option<String>,
     /// The last link of the checksum chain written.
     chain: String,
+    /// Records written (the sequence number of the next one).
+    records: u64,
+    /// Records written here and not yet copied to etcd (the last ones).
+    pending: Vec<Vec<u8>>,
 }
 
 /// An open journal of one run, and the run's event sink.
@@ -548,6 +560,12 @@ pub struct Journal {
     /// A dry run's journal: nothing it records changed a node, so no
     /// record needs a durability barrier (no fsync).
     volatile: bool,
+    /// The copy on etcd, fenced by the run lock held there.
+    replica: Option<std::sync::Arc<etcd::Held>>,
+    /// Serialises copies to etcd; with `replicated`, in order, grouped.
+    replica_lock: Mutex<()>,
+    /// Every record before this one is on etcd.
+    replicated: std::sync::atomic::AtomicU64,
 }
 
 /// The directory of a run.
@@ -695,6 +713,8 @@ impl Journal {
                 len: 0,
                 error: None,
                 chain: String::new(),
+                records: 0,
+                pending: Vec::new(),
             }),
             sync_file,
             sync_lock: Mutex::new(()),
@@ -703,6 +723,9 @@ impl Journal {
             base_ms: 0,
             observers,
             volatile: false,
+            replica: None,
+            replica_lock: Mutex::new(()),
+            replicated: Default::default(),
         })
     }
 
@@ -713,8 +736,24 @@ impl Journal {
         self
     }
 
-    /// Make this run the current one (once its first record is on disk).
+    /// Copy every record from now on to etcd, under the run lock `held`
+    /// (the journal already has `records` records, all of them on etcd).
+    pub fn replicate_to(mut self, held: std::sync::Arc<etcd::Held>, records: u64) -> Journal {
+        self.inner
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner())
+            .records = records;
+        self.replicated = records.into();
+        self.replica = Some(held);
+        self
+    }
+
+    /// Make this run the current one (once its first record is on disk,
+    /// and on etcd when the journal is replicated).
     pub fn make_current(&self, state_dir: &Path) -> Result<(), JournalError> {
+        if let Some(held) = &self.replica {
+            held.set_current(&self.run_id)?;
+        }
         set_current(&state_root(state_dir)?, &self.run_id)
             .map_err(io_error(&state_dir.join("current")))
     }
@@ -756,6 +795,8 @@ impl Journal {
                     len: r.valid_len,
                     error: None,
                     chain: r.chain.clone().unwrap_or_default(),
+                    records: 0,
+                    pending: Vec::new(),
                 }),
                 sync_file,
                 sync_lock: Mutex::new(()),
@@ -764,6 +805,9 @@ impl Journal {
                 base_ms: r.last_ms + 1,
                 observers,
                 volatile: false,
+                replica: None,
+                replica_lock: Mutex::new(()),
+                replicated: Default::default(),
             },
             r,
         ))
@@ -785,7 +829,7 @@ impl Journal {
     pub fn resolve_in_doubt(&self, r: &Replayed) -> Vec<(StepKey, u32)> {
         let dir = self.record_dir();
         let mut unresolved = Vec::new();
-        for (step, seq) in &r.in_doubt {
+        for (step, seq) in r.in_doubt.keys() {
             let file = dir.join(crate::transport::record::record_name(step, *seq));
             wait_for_wrapper(&file);
             match std::fs::read(&file)
@@ -800,6 +844,23 @@ impl Journal {
             }
         }
         unresolved
+    }
+
+    /// Take `rec` as the result of command `seq` of `step`, learned from
+    /// the node (the command ran under an uphost that died): it is
+    /// replayed, not run again.
+    pub fn settle(&self, step: &StepKey, seq: u32, rec: CommandRecord) {
+        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        g.replay.insert((step.clone(), seq), rec);
+    }
+
+    /// Where, on the nodes, mutating commands keep their results while
+    /// they run, when another machine may have to learn them (a journal
+    /// replicated on etcd): `/var/tmp/uphost/<deployment>/<run>`.
+    pub fn node_record_dir(&self) -> Option<String> {
+        self.replica
+            .as_ref()
+            .map(|h| format!("/var/tmp/uphost/{}/{}", h.store().tag(), self.run_id))
     }
 
     /// Why the journal can no longer be written, once a write or an fsync
@@ -894,6 +955,44 @@ impl Journal {
     }
 }
 
+impl Journal {
+    /// Copy every record before `upto` to etcd, in order. Group commit as
+    /// for fsync: one transaction takes every record waiting. A copy that
+    /// fails (fenced, or etcd gone past the lease) stops the journal as a
+    /// failed write does: the run stops, no command starts.
+    fn replicate_upto(&self, upto: u64) {
+        use std::sync::atomic::Ordering;
+        let Some(held) = &self.replica else {
+            return;
+        };
+        if self.replicated.load(Ordering::Acquire) >= upto {
+            return;
+        }
+        let _g = self.replica_lock.lock().unwrap_or_else(|p| p.into_inner());
+        if self.replicated.load(Ordering::Acquire) >= upto {
+            return;
+        }
+        let (first, lines) = {
+            let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+            let lines = std::mem::take(&mut g.pending);
+            (g.records - lines.len() as u64, lines)
+        };
+        match held.append(&self.run_id, first, &lines) {
+            Ok(()) => {
+                self.replicated
+                    .fetch_max(first + lines.len() as u64, Ordering::AcqRel);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "the journal's copy on etcd failed");
+                let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+                if g.error.is_none() {
+                    g.error = Some(e.to_string());
+                }
+            }
+        }
+    }
+}
+
 impl Sink for Journal {
     fn emit(&self, ev: Event) {
         let json = serde_json::to_vec(&ev).expect("events serialize");
@@ -921,7 +1020,11 @@ impl Sink for Journal {
                     Ok(()) => {
                         g.len += line.len() as u64;
                         g.chain = chain;
-                        Some(g.len)
+                        g.records += 1;
+                        if self.replica.is_some() {
+                            g.pending.push(line);
+                        }
+                        Some((g.len, g.records))
                     }
                     Err(e) => {
                         Self::fail(&self.path, &mut g, e);
@@ -930,11 +1033,12 @@ impl Sink for Journal {
                 }
             }
         };
-        if let Some(n) = mine
+        if let Some((n, records)) = mine
             && durable(&ev)
             && !self.volatile
         {
             self.sync_upto(n);
+            self.replicate_upto(records);
         }
         for o in &self.observers {
             o(&ev);
@@ -991,8 +1095,12 @@ impl Sink for Journal {
         if self.volatile {
             return;
         }
-        let len = self.inner.lock().unwrap_or_else(|p| p.into_inner()).len;
+        let (len, records) = {
+            let g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+            (g.len, g.records)
+        };
         self.sync_upto(len);
+        self.replicate_upto(records);
     }
 
     fn write_error(&self) -> Option<String> {

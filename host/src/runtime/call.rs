@@ -31,6 +31,9 @@ pub struct CallEnv {
     pub sink: Arc<dyn Sink>,
     /// Where mutating commands record their results (journaled runs).
     pub record_dir: Option<std::path::PathBuf>,
+    /// Where mutating commands over ssh record them on their node (a
+    /// journal replicated on etcd).
+    pub node_records: Option<String>,
     /// What each plugin has journaled in this run.
     pub budget: Arc<RunBudget>,
     /// How the host reboots a node.
@@ -135,6 +138,8 @@ pub struct CallIo {
     pub sink: Arc<dyn Sink>,
     /// Where mutating commands record their results (journaled runs).
     pub record_dir: Option<std::path::PathBuf>,
+    /// Where mutating commands over ssh record them on their node.
+    pub node_records: Option<String>,
     /// What each plugin has journaled in this run.
     pub budget: Arc<RunBudget>,
     /// How the host reboots a node.
@@ -193,6 +198,7 @@ impl CallEnv {
             transport: io.transport.clone(),
             sink: io.sink.clone(),
             record_dir: io.record_dir.clone(),
+            node_records: io.node_records.clone(),
             budget: io.budget.clone(),
             reboot: io.reboot.clone(),
             deferred: io.deferred.clone(),

@@ -140,6 +140,13 @@ impl Granted<'_> {
                 )),
                 _ => None,
             },
+            node_record: match &self.env.node_records {
+                Some(dir) if self.mutating => Some(format!(
+                    "{dir}/{}",
+                    crate::transport::record::record_name(&self.env.step, self.seq)
+                )),
+                _ => None,
+            },
         }
     }
 
@@ -339,6 +346,7 @@ mod tests {
             transport: spy.clone(),
             sink: sink.clone(),
             record_dir: None,
+            node_records: None,
             budget: Default::default(),
             reboot: Default::default(),
             deferred: Default::default(),

@@ -35,6 +35,11 @@ pub struct CommandSpec {
     /// as soon as the command ends, so that a run killed while it ran can
     /// learn on resume whether it completed (exactly-once across SIGKILL).
     pub record: Option<std::path::PathBuf>,
+    /// For a mutating command over ssh in a run another machine may take
+    /// over: the directory on the node where the command's status and
+    /// output are kept, so that the other machine can learn its outcome
+    /// there (`ssh::record_on_node`).
+    pub node_record: Option<String>,
 }
 
 impl CommandSpec {
@@ -49,6 +54,7 @@ impl CommandSpec {
             timeout,
             output_cap: 64 << 10,
             record: None,
+            node_record: None,
         }
     }
 }

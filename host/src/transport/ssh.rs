@@ -38,6 +38,119 @@ pub fn remote_command(program: &str, args: &[String], env: &[(String, String)]) 
     parts.join(" ")
 }
 
+/// How a wrapped command's stderr begins when the node's record says it
+/// cannot be known whether it ran (see [`record_on_node`]).
+pub const UNKNOWN_OUTCOME: &str = "uphost: outcome unknown:";
+
+/// `line` wrapped so that its outcome is kept on the node, in `dir`, for an
+/// uphost on another machine to learn if this one dies (a run on etcd):
+///
+/// - `mkdir dir` is the node's own "started" mark, atomic: the command
+///   runs only from the wrapper that made it, never twice;
+/// - the command runs detached (`setsid`), its stdin, stdout and stderr in
+///   files there, so it finishes even when the ssh connection or this
+///   uphost's machine goes away, then writes its status (`rc`, renamed
+///   into place);
+/// - the wrapper waits for it and hands its output and status back as the
+///   command's own.
+///
+/// A wrapper that finds `dir` already made does not run anything: it waits
+/// for that command's status. A command whose record says it started and
+/// whose process is gone with no status is reported as of unknown outcome
+/// ([`UNKNOWN_OUTCOME`], status 125).
+pub fn record_on_node(dir: &str, line: &str) -> String {
+    // The wrapper's own tools come from the system's default PATH
+    // (`command -p`), never from what the node's PATH puts first: the
+    // command line itself keeps the node's PATH.
+    let job = format!(
+        "{line} <\"$1/in\" >\"$1/out\" 2>\"$1/err\"; echo $? >\"$1/rc.tmp\"; command -p mv -f \"$1/rc.tmp\" \"$1/rc\""
+    );
+    let script = format!(
+        r#"D=$1
+command -p mkdir -p "${{D%/*}}" || exit 125
+if command -p mkdir "$D" 2>/dev/null; then
+  command -p cat >"$D/in"
+  command -p setsid sh -c {job} uphost-record "$D" </dev/null >/dev/null 2>&1 &
+  echo $! >"$D/pid"
+  wait $!
+else
+  command -p cat >/dev/null
+  n=0
+  while [ ! -e "$D/rc" ]; do
+    if [ -e "$D/pid" ]; then
+      kill -0 "$(command -p cat "$D/pid")" 2>/dev/null || [ -e "$D/rc" ] || {{ echo "{UNKNOWN_OUTCOME} it started ($D) and its process is gone without a status" >&2; exit 125; }}
+    else
+      n=$((n+1)); [ $n -lt 200 ] || {{ echo "{UNKNOWN_OUTCOME} it was being started ($D) and never ran as far as the node knows" >&2; exit 125; }}
+    fi
+    command -p sleep 0.05
+  done
+fi
+[ -e "$D/rc" ] || {{ echo "{UNKNOWN_OUTCOME} it ended without a status ($D)" >&2; exit 125; }}
+command -p cat "$D/out"; command -p cat "$D/err" >&2; exit "$(command -p cat "$D/rc")""#,
+        job = quote(&job)
+    );
+    format!("sh -c {} uphost-record {}", quote(&script), quote(dir))
+}
+
+/// What a node's record says of a command (see [`record_on_node`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum NodeRecord {
+    /// No record: the command never started there.
+    Absent,
+    /// It is still running.
+    Running,
+    /// It finished with this status.
+    Done(i32),
+    /// It started and its process is gone with no status (the node
+    /// rebooted, say): whether it did its work cannot be known.
+    Lost,
+}
+
+/// The read-only command that tells a [`NodeRecord`]: prints `absent`,
+/// `running`, `lost` or `done STATUS`.
+pub fn node_record_probe(dir: &str) -> Vec<String> {
+    let script = r#"D=$1
+if [ -e "$D/rc" ]; then echo "done $(command -p cat "$D/rc")"
+elif [ ! -d "$D" ]; then echo absent
+elif [ -e "$D/pid" ] && kill -0 "$(command -p cat "$D/pid")" 2>/dev/null; then echo running
+elif [ -e "$D/rc" ]; then echo "done $(command -p cat "$D/rc")"
+else echo lost
+fi"#;
+    vec![
+        "sh".into(),
+        "-c".into(),
+        script.into(),
+        "uphost-record".into(),
+        dir.into(),
+    ]
+}
+
+/// The read-only command that prints file `name` of the record in `dir`.
+pub fn node_record_file(dir: &str, name: &str) -> Vec<String> {
+    vec![
+        "sh".into(),
+        "-c".into(),
+        "command -p cat \"$1/$2\"".into(),
+        "uphost-record".into(),
+        dir.into(),
+        name.into(),
+    ]
+}
+
+/// Read the probe's answer.
+pub fn parse_node_record(stdout: &str) -> Option<NodeRecord> {
+    let s = stdout.trim();
+    match s {
+        "absent" => Some(NodeRecord::Absent),
+        "running" => Some(NodeRecord::Running),
+        "lost" => Some(NodeRecord::Lost),
+        _ => s
+            .strip_prefix("done ")
+            .and_then(|n| n.trim().parse().ok())
+            .map(NodeRecord::Done),
+    }
+}
+
 impl Ssh {
     /// A transport whose control sockets live in a private directory
     /// (short path: unix sockets have a length limit), removed on drop.
@@ -282,6 +395,10 @@ impl Transport for Ssh {
                     format!("{} {}", prefix.join(" "), remote_command("env", &rest, &[]))
                 }
             };
+            let line = match &cmd.node_record {
+                Some(dir) => record_on_node(dir, &line),
+                None => line,
+            };
             args.push(line);
             let mut c = super::record::command(node, cmd, "ssh")?;
             c.args(&args);
@@ -307,6 +424,87 @@ impl Transport for Ssh {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Run a remote line as the node's shell would (here: this machine's).
+    fn sh(line: &str) -> std::process::Output {
+        std::process::Command::new("sh")
+            .args(["-c", line])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    /// The node-side record: the command runs once, its output and status
+    /// come back as its own, a second wrapper for the same record runs
+    /// nothing and answers the same; the probe tells every state.
+    #[test]
+    fn a_recorded_command_runs_once_and_tells_its_outcome() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("run1/keystone.upgrade.ctl1.3.json");
+        let dir = dir.to_str().unwrap();
+        let count = tmp.path().join("count");
+        let line = remote_command(
+            "sh",
+            &[
+                "-c".into(),
+                format!(
+                    "echo x >> {}; echo out; echo err >&2; exit 3",
+                    count.display()
+                ),
+            ],
+            &[],
+        );
+        let probe = |d: &str| {
+            let argv = node_record_probe(d);
+            let o = std::process::Command::new(&argv[0])
+                .args(&argv[1..])
+                .output()
+                .unwrap();
+            parse_node_record(&String::from_utf8_lossy(&o.stdout))
+        };
+        assert_eq!(probe(dir), Some(NodeRecord::Absent));
+        for _ in 0..2 {
+            let o = sh(&record_on_node(dir, &line));
+            assert_eq!(o.status.code(), Some(3));
+            assert_eq!(String::from_utf8_lossy(&o.stdout), "out\n");
+            assert_eq!(String::from_utf8_lossy(&o.stderr), "err\n");
+        }
+        assert_eq!(std::fs::read_to_string(&count).unwrap(), "x\n", "ran twice");
+        assert_eq!(probe(dir), Some(NodeRecord::Done(3)));
+        // Started, its process gone, no status: unknowable, never re-run.
+        let lost = tmp.path().join("run1/lost");
+        std::fs::create_dir_all(&lost).unwrap();
+        let dead = std::process::Command::new("true").spawn().unwrap();
+        let pid = dead.id();
+        let _ = dead.wait_with_output();
+        std::fs::write(lost.join("pid"), pid.to_string()).unwrap();
+        let lost = lost.to_str().unwrap();
+        assert_eq!(probe(lost), Some(NodeRecord::Lost));
+        let o = sh(&record_on_node(lost, &line));
+        assert_eq!(o.status.code(), Some(125));
+        assert!(
+            String::from_utf8_lossy(&o.stderr).starts_with(UNKNOWN_OUTCOME),
+            "{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert_eq!(std::fs::read_to_string(&count).unwrap(), "x\n");
+        // Still running: the probe says so.
+        let slow = tmp.path().join("run1/slow");
+        let slow = slow.to_str().unwrap();
+        let child = std::process::Command::new("sh")
+            .args(["-c", &record_on_node(slow, "sleep 1")])
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        let t = std::time::Instant::now();
+        while !std::path::Path::new(slow).join("pid").exists() {
+            assert!(t.elapsed().as_secs() < 10);
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert_eq!(probe(slow), Some(NodeRecord::Running));
+        assert!(child.wait_with_output().unwrap().status.success());
+        assert_eq!(probe(slow), Some(NodeRecord::Done(0)));
+    }
 
     /// What OpenSSH 9 prints for each failure (exit status 255).
     #[test]
