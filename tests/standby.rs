@@ -357,6 +357,63 @@ fn a_frozen_primary_is_fenced_and_writes_and_runs_nothing_after_its_lease() {
 }
 
 #[test]
+fn a_command_whose_outcome_cannot_be_known_stops_the_takeover_with_what_to_do() {
+    let etcd = Etcd::start();
+    let (reference, _r) = demo_on(&etcd, "/uphost/known");
+    assert_eq!(reference.uphost(&["run", "--yes"]).code, 0);
+    let (d, sshds) = demo_on(&etcd, "/uphost/lost");
+    d.slow("ctl2", &["apt-get", "install"], 60.0);
+    let mut primary = spawn(d.path(), &["run", "--yes"]);
+    wait_until(
+        "a slow command running on ctl2",
+        Duration::from_secs(120),
+        || sshds.runs("ctl2", "apt-get install"),
+    );
+    kill_uphost(&mut primary);
+    // The node loses the command with no status, as a reboot would: its
+    // detached process group is killed.
+    let run = std::fs::read_to_string(d.path().join("state/current")).unwrap();
+    let records = PathBuf::from("/var/tmp/uphost/uphost_lost").join(run.trim());
+    let lost: Vec<PathBuf> = std::fs::read_dir(&records)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| !p.join("rc").exists())
+        .collect();
+    assert_eq!(lost.len(), 1, "{lost:?}");
+    let pid: i32 = std::fs::read_to_string(lost[0].join("pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    rustix::process::kill_process_group(
+        rustix::process::Pid::from_raw(pid).unwrap(),
+        rustix::process::Signal::KILL,
+    )
+    .unwrap();
+    d.heal("ctl2");
+    let m = other_machine(&d);
+    let (code, out) = finish(
+        spawn(m.path(), &["standby", "--yes"]),
+        Duration::from_secs(120),
+    );
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("its outcome cannot be known"), "{out}");
+    assert!(out.contains("Nothing was run"), "{out}");
+    let dir = lost[0].display().to_string();
+    assert!(out.contains(&format!("remove {dir}")), "{out}");
+    // Nothing ran meanwhile: the nodes are as the primary left them.
+    let before = outcome(&d);
+    // The operator checks the node: the install did not happen, so the
+    // record goes, and the run goes on from this machine.
+    std::fs::remove_dir_all(&lost[0]).unwrap();
+    let r = uphost_in(m.path(), &["resume", "--yes"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert_ne!(outcome(&d), before);
+    assert_eq!(outcome(&d), outcome(&reference));
+}
+
+#[test]
 fn a_member_killed_mid_run_changes_nothing() {
     let mut etcd = Etcd::start();
     let (d, _sshds) = demo_on(&etcd, "/uphost/member");
