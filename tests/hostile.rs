@@ -607,7 +607,13 @@ fn a_compile_bomb_is_stopped_at_the_compile_deadline() {
     let text = std::fs::read_to_string(&yaml).unwrap();
     // 5 s: the good plugins compile in well under a second, even beside
     // the bomb on two busy cores; the bomb takes 10 s alone.
-    std::fs::write(&yaml, format!("{text}plugin_compile_s: 5\n")).unwrap();
+    // Its own compile cache: a compile that ran on past the deadline may
+    // have left the bomb compiled in the shared one.
+    std::fs::write(
+        &yaml,
+        format!("{text}plugin_compile_s: 5\ncache_dir: compile-cache\n"),
+    )
+    .unwrap();
     let r = a.uphost(&["plugins", "list"]);
     assert_eq!(r.code, 2, "{}", r.all());
     assert!(

@@ -106,5 +106,68 @@ fn main() {
             median.as_secs_f64() * 1e6,
             p99.as_secs_f64() * 1e6
         );
+        // Each part of a call on its own (the same steps as `call_hook`,
+        // timed apart): the host state (WASI context, pipes, limits), the
+        // store, instantiation, the call with its context, the store's drop
+        // (the instance's slot given back to the pool).
+        let uphost::runtime::bindings::PluginPre::V0_2(pre) = &plugin.pre else {
+            return;
+        };
+        let mut parts = [const { Vec::new() }; 5];
+        for i in 0..iters + 500 {
+            let t0 = Instant::now();
+            let state = uphost::runtime::HostState::new(None, 64 << 20, 1 << 20);
+            let t1 = Instant::now();
+            let mut store = runtime.store(state, Duration::from_secs(60));
+            let t2 = Instant::now();
+            let inst = pre.instantiate_async(&mut store).await.unwrap();
+            let t3 = Instant::now();
+            let nodes = std::sync::Arc::new(uphost::config::NodeSet::new(vec![]));
+            let cx = types::Context {
+                run_id: ctx.run_id.clone(),
+                service: ctx.service.clone(),
+                from_version: ctx.from_version.clone(),
+                to_version: ctx.to_version.clone(),
+                hop: types::Hop {
+                    index: 0,
+                    count: 1,
+                    kind: types::HopKind::Full,
+                    train_from: "1".into(),
+                    train_to: "2".into(),
+                },
+                mode: ctx.mode,
+                dry_run: false,
+                nodes: store.data_mut().node_list(nodes.clone()).unwrap(),
+                targets: store.data_mut().node_list(nodes).unwrap(),
+                params: vec![],
+            };
+            let _ = inst
+                .uphost_plugin_plugin()
+                .call_finalize(&mut store, &cx)
+                .await
+                .unwrap();
+            let t4 = Instant::now();
+            drop(store);
+            let t5 = Instant::now();
+            if i >= 500 {
+                for (k, (a, b)) in [(t0, t1), (t1, t2), (t2, t3), (t3, t4), (t4, t5)]
+                    .into_iter()
+                    .enumerate()
+                {
+                    parts[k].push(b - a);
+                }
+            }
+        }
+        let names = ["state", "store", "instantiate", "call", "drop"];
+        let mut line = String::from("RESULT");
+        for (k, v) in parts.iter_mut().enumerate() {
+            v.sort();
+            line.push_str(&format!(
+                " hook_{}_us={:.2}",
+                names[k],
+                pct(v, 0.5).as_secs_f64() * 1e6
+            ));
+        }
+        println!("{line}");
     });
 }

@@ -63,6 +63,10 @@ impl Drop for Runtime {
     }
 }
 
+/// The bytes of a pooled linear memory kept resident between instances
+/// (zeroed by memset, never handed over with data in them).
+const KEEP_RESIDENT: usize = 1 << 20;
+
 impl Runtime {
     /// Build the engine, the linker and the epoch ticker.
     pub fn new(limits: &EngineLimits) -> Result<Runtime, RuntimeError> {
@@ -78,7 +82,13 @@ impl Runtime {
             .total_memories(n * 2)
             .total_tables(n * 8)
             .total_stacks(n)
-            .max_memory_size(limits.max_memory_bytes as usize);
+            .max_memory_size(limits.max_memory_bytes as usize)
+            // A slot given back is reset with memset up to these sizes
+            // instead of madvise: a fresh instance per hook call then
+            // reuses resident pages rather than faulting them back in.
+            .linear_memory_keep_resident(KEEP_RESIDENT)
+            .table_keep_resident(64 << 10)
+            .pagemap_scan(wasmtime::Enabled::Auto);
         cfg.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
         // One reservation for every cap (`memory_mb` is at most 4096): the
         // compiled code depends on it, so it must not follow the limits, or
