@@ -3,7 +3,6 @@
 //! demo upgrade over ssh, an sshd killed mid-run then resume, the kinds of
 //! connection failure, and argv round-trips of random bytes.
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
@@ -718,15 +717,7 @@ fn wait_reboot(d: &Demo, node: &str, n: usize) {
 fn a_reboot_over_real_sshd_is_waited_for_and_a_sigkill_during_it_resumes_without_a_second() {
     let d = Demo::of("minor", "newton", &["host-os"], false);
     let names = ["cmp1", "cmp2"];
-    let roots: Vec<(String, std::path::PathBuf)> = names
-        .iter()
-        .map(|n| (n.to_string(), d.path().join("nodes").join(n)))
-        .collect();
-    let spec: Vec<(&str, Option<&Path>)> = roots
-        .iter()
-        .map(|(n, r)| (n.as_str(), Some(r.as_path())))
-        .collect();
-    let mut sshds = Sshds::start(&spec);
+    let mut sshds = Sshds::for_nodes(&d, &names);
     for n in names {
         // The simulator answers nothing (exit 255) while the node is away.
         std::fs::write(d.path().join(format!("nodes/{n}/reboot-ms")), "2500").unwrap();

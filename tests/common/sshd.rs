@@ -203,6 +203,20 @@ impl Sshds {
         s
     }
 
+    /// One sshd per node `names` of the demo copy `d`, serving its
+    /// simulated node.
+    pub fn for_nodes(d: &crate::Demo, names: &[&str]) -> Sshds {
+        let roots: Vec<(String, PathBuf)> = names
+            .iter()
+            .map(|n| (n.to_string(), d.path().join("nodes").join(n)))
+            .collect();
+        let spec: Vec<(&str, Option<&Path>)> = roots
+            .iter()
+            .map(|(n, r)| (n.as_str(), Some(r.as_path())))
+            .collect();
+        Sshds::start(&spec)
+    }
+
     /// The client config (`ssh -F`).
     pub fn ssh_config(&self) -> PathBuf {
         self.dir.path().join("ssh_config")
@@ -350,15 +364,7 @@ pub fn over_ssh(d: &crate::Demo, sshds: &Sshds, group: &str, rest: &str, service
 /// A demo copy whose three controllers are reached over ssh.
 pub fn ssh_demo() -> (crate::Demo, Sshds) {
     let d = crate::Demo::new(CONTROLLER_PLUGINS, false);
-    let roots: Vec<(String, std::path::PathBuf)> = ["ctl1", "ctl2", "ctl3"]
-        .iter()
-        .map(|n| (n.to_string(), d.path().join("nodes").join(n)))
-        .collect();
-    let spec: Vec<(&str, Option<&Path>)> = roots
-        .iter()
-        .map(|(n, r)| (n.as_str(), Some(r.as_path())))
-        .collect();
-    let sshds = Sshds::start(&spec);
+    let sshds = Sshds::for_nodes(&d, &["ctl1", "ctl2", "ctl3"]);
     // Only the controller services; computes and storage are not in this cluster.
     over_ssh(
         &d,

@@ -344,8 +344,9 @@ fn scale(rows: &mut Vec<Row>, sizes: &[usize]) -> Result<()> {
     Ok(())
 }
 
-fn ssh_overhead(rows: &mut Vec<Row>) -> Result<()> {
-    venv_ansible()?;
+/// Run the ignored test `name` of `tests/<test>.rs` (a benchmark that
+/// needs the end-to-end set-up); its output.
+fn ignored_test(test: &str, name: &str) -> Result<String> {
     let out = cargo()
         .args([
             "test",
@@ -354,19 +355,25 @@ fn ssh_overhead(rows: &mut Vec<Row>) -> Result<()> {
             "-p",
             "uphost-tests",
             "--test",
-            "ssh",
+            test,
             "--",
             "--ignored",
             "--nocapture",
-            "ssh_overhead_benchmark",
+            name,
         ])
         .stderr(Stdio::inherit())
         .output()?;
     let s = String::from_utf8_lossy(&out.stdout).into_owned();
     print!("{s}");
     if !out.status.success() {
-        bail!("the ssh benchmark failed");
+        bail!("the benchmark {name} failed");
     }
+    Ok(s)
+}
+
+fn ssh_overhead(rows: &mut Vec<Row>) -> Result<()> {
+    venv_ansible()?;
+    let s = ignored_test("ssh", "ssh_overhead_benchmark")?;
     let g = |k: &str| result_line(&s, k).unwrap_or_default();
     rows.push(Row(
         "ssh: per command (1 host)".into(),
@@ -383,27 +390,7 @@ fn ssh_overhead(rows: &mut Vec<Row>) -> Result<()> {
 
 /// The journal on etcd: cost per record, takeover time (tests/standby.rs).
 fn etcd(rows: &mut Vec<Row>) -> Result<()> {
-    let out = cargo()
-        .args([
-            "test",
-            "-q",
-            "--release",
-            "-p",
-            "uphost-tests",
-            "--test",
-            "standby",
-            "--",
-            "--ignored",
-            "--nocapture",
-            "etcd_benchmark",
-        ])
-        .stderr(Stdio::inherit())
-        .output()?;
-    let s = String::from_utf8_lossy(&out.stdout).into_owned();
-    print!("{s}");
-    if !out.status.success() {
-        bail!("the etcd benchmark failed");
-    }
+    let s = ignored_test("standby", "etcd_benchmark")?;
     let g = |k: &str| result_line(&s, k).unwrap_or_default();
     rows.push(Row(
         "journal on etcd (3 members, loopback)".into(),
