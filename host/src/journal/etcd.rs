@@ -113,6 +113,9 @@ pub struct Store {
     prefix: String,
     endpoints: String,
     lease_s: u64,
+    /// The deadline of one request: a request stuck on a member that went
+    /// away is abandoned in time to try another within the lease.
+    attempt: Duration,
 }
 
 /// A held run lock on etcd.
@@ -180,9 +183,12 @@ impl Store {
             })?;
         let wait = Duration::from_secs(s.connect_timeout_s);
         let eps = s.endpoints.clone();
+        // No channel-wide request timeout: it would also end the lease's
+        // keep-alive stream (gRPC deadlines cover a whole stream). Each
+        // unary call gets its own deadline in `retry` instead.
+        let attempt = attempt_time(s.lease_s);
         let opts = ConnectOptions::new()
             .with_connect_timeout(wait)
-            .with_timeout(Duration::from_secs(s.lease_s.max(2)))
             .with_keep_alive(
                 Duration::from_secs(1),
                 Duration::from_secs(s.lease_s.max(2)),
@@ -198,9 +204,11 @@ impl Store {
             while t0.elapsed() < wait {
                 match Client::connect(&eps, Some(opts.clone())).await {
                     Ok(mut c) => {
-                        match c.get("/", Some(GetOptions::new().with_count_only())).await {
-                            Ok(_) => return Ok(c),
-                            Err(e) => last = e.to_string(),
+                        let probe = c.get("/", Some(GetOptions::new().with_count_only()));
+                        match tokio::time::timeout(attempt, probe).await {
+                            Ok(Ok(_)) => return Ok(c),
+                            Ok(Err(e)) => last = e.to_string(),
+                            Err(_) => last = format!("no answer within {attempt:?}"),
                         }
                     }
                     Err(e) => last = e.to_string(),
@@ -223,6 +231,7 @@ impl Store {
             prefix: s.prefix.clone(),
             endpoints,
             lease_s: s.lease_s,
+            attempt,
         }))
     }
 
@@ -263,18 +272,40 @@ impl Store {
         F: Fn(Client) -> Fut + Send + 'static,
         Fut: std::future::Future<Output = Result<T, etcd_client::Error>> + Send,
     {
+        self.retry_while(what, within, None, f)
+    }
+
+    /// As [`Store::retry`], and stopping early once `lost` is set (a write
+    /// under the run lock is retried for as long as the lock may still be
+    /// held: its fence makes a repeated write harmless).
+    fn retry_while<T: Send + 'static, F, Fut>(
+        &self,
+        what: &'static str,
+        within: Duration,
+        lost: Option<Arc<AtomicBool>>,
+        f: F,
+    ) -> Result<T, StoreError>
+    where
+        F: Fn(Client) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Result<T, etcd_client::Error>> + Send,
+    {
         let client = self.client.clone();
+        let attempt = self.attempt;
         on(self.rt(), async move {
             let t0 = Instant::now();
+            let gone = || lost.as_ref().is_some_and(|l| l.load(Ordering::SeqCst));
             loop {
-                match f(client.clone()).await {
-                    Ok(v) => return Ok(v),
-                    Err(e) if transient(&e) && t0.elapsed() < within => {
-                        tracing::debug!(what, error = %e, "etcd: retrying");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
-                    Err(e) => return Err(etcd_err(what)(e)),
+                let detail = match tokio::time::timeout(attempt, f(client.clone())).await {
+                    Ok(Ok(v)) => return Ok(v),
+                    Ok(Err(e)) if !transient(&e) => return Err(etcd_err(what)(e)),
+                    Ok(Err(e)) => e.to_string(),
+                    Err(_) => format!("no answer within {attempt:?}"),
+                };
+                if t0.elapsed() >= within || gone() {
+                    return Err(StoreError::Etcd { what, detail });
                 }
+                tracing::debug!(what, error = %detail, "etcd: retrying");
+                tokio::time::sleep(Duration::from_millis(100)).await;
             }
         })
     }
@@ -463,6 +494,7 @@ impl Store {
             self.client.clone(),
             lease,
             self.lease(),
+            self.attempt,
             lost.clone(),
             on_lost,
         ));
@@ -477,48 +509,62 @@ impl Store {
     }
 }
 
-/// Keep the lease alive, renewing at a third of its time; a renewal that
-/// fails is retried until the lease's own deadline, then the lock is lost.
+/// Keep the lease alive, renewing at a third of its time. A renewal that
+/// fails (a member went away, a leader election) is tried again every
+/// 100 ms on a new stream; the lock is lost once the lease may have run out
+/// since the last renewal that was sent and answered (said a little before,
+/// to stop first), or once etcd says it has.
 async fn keep_alive(
     mut client: Client,
     lease: i64,
     ttl: Duration,
+    attempt: Duration,
     lost: Arc<AtomicBool>,
     on_lost: impl Fn() + Send + Sync + 'static,
 ) {
     let mut renewed = Instant::now();
     let mut stream = None;
+    let mut wait = ttl / 3;
     loop {
-        tokio::time::sleep(ttl / 3).await;
-        if stream.is_none() {
-            stream = client.lease_keep_alive(lease).await.ok();
-        }
-        let ok = match stream.as_mut() {
-            Some((keeper, replies)) => match keeper.keep_alive().await {
-                Ok(()) => match tokio::time::timeout(ttl / 3, replies.message()).await {
-                    Ok(Ok(Some(m))) => m.ttl() > 0,
-                    _ => false,
-                },
-                Err(_) => false,
-            },
-            None => false,
+        tokio::time::sleep(wait).await;
+        let sent = Instant::now();
+        let renewal = async {
+            if stream.is_none() {
+                stream = client.lease_keep_alive(lease).await.ok();
+            }
+            let (keeper, replies) = stream.as_mut()?;
+            keeper.keep_alive().await.ok()?;
+            replies.message().await.ok().flatten().map(|m| m.ttl() > 0)
         };
-        if ok {
-            renewed = Instant::now();
-            continue;
+        match tokio::time::timeout(attempt.min(ttl / 3), renewal).await {
+            Ok(Some(true)) => {
+                renewed = sent;
+                wait = ttl / 3;
+                continue;
+            }
+            Ok(Some(false)) => {
+                lose(lease, &lost, &on_lost);
+                return;
+            }
+            _ => {}
         }
         stream = None;
-        // The lease is certainly gone once its time has passed since the
-        // last renewal; said a little before, to stop first.
+        wait = Duration::from_millis(100);
+        let gone =
+            async { matches!(client.lease_time_to_live(lease, None).await, Ok(r) if r.ttl() <= 0) };
         if renewed.elapsed() + ttl / 6 >= ttl
-            || matches!(client.lease_time_to_live(lease, None).await, Ok(r) if r.ttl() <= 0)
+            || tokio::time::timeout(attempt, gone).await.unwrap_or(false)
         {
-            tracing::error!(lease, "the run lock's lease on etcd was lost");
-            lost.store(true, Ordering::SeqCst);
-            on_lost();
+            lose(lease, &lost, &on_lost);
             return;
         }
     }
+}
+
+fn lose(lease: i64, lost: &AtomicBool, on_lost: &(impl Fn() + Send + Sync + 'static)) {
+    tracing::error!(lease, "the run lock's lease on etcd was lost");
+    lost.store(true, Ordering::SeqCst);
+    on_lost();
 }
 
 /// The value of the first get in a transaction's answer.
@@ -542,6 +588,11 @@ fn prefix_end(prefix: &str) -> String {
     let last = b.pop().expect("non-empty prefix");
     b.push(last + 1);
     String::from_utf8_lossy(&b).into_owned()
+}
+
+/// The deadline of one request for a lease of `lease_s` seconds.
+fn attempt_time(lease_s: u64) -> Duration {
+    Duration::from_millis((lease_s * 1000 / 4).max(400))
 }
 
 /// Run `fut` on `rt` and wait for it from this thread, whatever runtime it
@@ -590,26 +641,38 @@ impl Held {
         }
         for batch in batches.into_iter().filter(|b| !b.is_empty()) {
             let (lock, rev) = (lock.clone(), self.revision);
-            let r = self.store.retry(what, self.store.lease(), move |mut c| {
-                let ops: Vec<TxnOp> = batch
-                    .iter()
-                    .map(|(k, v)| TxnOp::put(k.clone(), v.clone(), None))
-                    .collect();
-                let lock = lock.clone();
-                async move {
-                    c.txn(
-                        Txn::new()
-                            .when([Compare::create_revision(
-                                lock.clone(),
-                                CompareOp::Equal,
-                                rev,
-                            )])
-                            .and_then(ops)
-                            .or_else([TxnOp::get(lock, None)]),
-                    )
-                    .await
-                }
-            })?;
+            // Retried while the lease may live: a leader election or a member
+            // that went away must not stop the run if the lock survives it.
+            let within = self.store.lease() * 3;
+            let lost = Some(self.lost.clone());
+            let r = self
+                .store
+                .retry_while(what, within, lost, move |mut c| {
+                    let ops: Vec<TxnOp> = batch
+                        .iter()
+                        .map(|(k, v)| TxnOp::put(k.clone(), v.clone(), None))
+                        .collect();
+                    let lock = lock.clone();
+                    async move {
+                        c.txn(
+                            Txn::new()
+                                .when([Compare::create_revision(
+                                    lock.clone(),
+                                    CompareOp::Equal,
+                                    rev,
+                                )])
+                                .and_then(ops)
+                                .or_else([TxnOp::get(lock, None)]),
+                        )
+                        .await
+                    }
+                })
+                .map_err(|e| match self.lost() {
+                    true => StoreError::Fenced {
+                        detail: "its lease expired".into(),
+                    },
+                    false => e,
+                })?;
             if !r.succeeded() {
                 self.lost.store(true, Ordering::SeqCst);
                 return Err(StoreError::Fenced {
