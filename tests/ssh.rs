@@ -474,6 +474,44 @@ fn ssh_overhead_benchmark() {
     let mux_ms = t.elapsed().as_secs_f64() * 1e3 / n as f64;
     let port = sshds.port("n1").to_string();
     let cfg = sshds.ssh_config();
+    // The floor: the same command through the same master with a bare
+    // `ssh -S` (the master uphost opened, found in this process's control
+    // directory), alternated with uphost's own in rounds.
+    let prefix = format!("uphost-ssh-{}-", std::process::id());
+    let socket = std::fs::read_dir(std::env::temp_dir())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+        .flat_map(|e| std::fs::read_dir(e.path()).unwrap().flatten())
+        .map(|e| e.path())
+        .next()
+        .expect("the master's socket");
+    let bare = || {
+        let st = std::process::Command::new("ssh")
+            .arg("-F")
+            .arg(&cfg)
+            .arg("-S")
+            .arg(&socket)
+            .args(["-o", "ControlMaster=no", "-o", "BatchMode=yes", "-p", &port])
+            .arg(sshds.address("n1"))
+            .arg("true")
+            .status()
+            .unwrap();
+        assert!(st.success());
+    };
+    let (mut ours, mut floor) = (Duration::ZERO, Duration::ZERO);
+    let rounds = 200;
+    for _ in 0..rounds {
+        let t = Instant::now();
+        bare();
+        floor += t.elapsed();
+        let t = Instant::now();
+        let o = rt.block_on(ssh.exec(&node, &spec)).unwrap();
+        assert_eq!(o.status, 0);
+        ours += t.elapsed();
+    }
+    let floor_ms = floor.as_secs_f64() * 1e3 / rounds as f64;
+    let ours_ms = ours.as_secs_f64() * 1e3 / rounds as f64;
     let m = 20;
     let t = Instant::now();
     for _ in 0..m {
@@ -533,7 +571,11 @@ fn ssh_overhead_benchmark() {
             .unwrap_or_else(|| "n/a (run cargo xtask bench ansible first)".into())
     );
     println!(
-        "RESULT ssh_mux_ms={mux_ms:.2} ssh_fresh_ms={fresh_ms:.2} ansible_command_ms={}",
+        "ssh floor: bare `ssh -S` through the same master {floor_ms:.2} ms, uphost alternated with it {ours_ms:.2} ms: {:.2}x the floor",
+        ours_ms / floor_ms
+    );
+    println!(
+        "RESULT ssh_mux_ms={mux_ms:.2} ssh_fresh_ms={fresh_ms:.2} ssh_floor_ms={floor_ms:.2} ssh_alternated_ms={ours_ms:.2} ansible_command_ms={}",
         ansible_ms.map(|a| format!("{a:.0}")).unwrap_or_default()
     );
 }

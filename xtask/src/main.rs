@@ -446,6 +446,7 @@ fn dispatch() -> Result<()> {
         "fixtures" => build_fixtures(),
         "deps" => ensure_packages(|n| n.test == "build"),
         "bench" => bench::bench(&std::env::args().skip(2).collect::<Vec<_>>()),
+        "spawn-floor" => bench::spawn_floor(&std::env::args().skip(2).collect::<Vec<_>>()),
         _ => {
             eprintln!(
                 "usage: cargo xtask build|demo|test|e2e|fixtures|deps|man|bench [load|hook|journal|ansible|ssh|probes|scale|etcd]"

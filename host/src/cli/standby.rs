@@ -8,7 +8,6 @@ use std::time::Duration;
 use crate::Error;
 use crate::config::Config;
 use crate::config::store::Takeover;
-use crate::execution::lifecycle;
 use crate::execution::session::Session;
 use crate::execution::takeover::{self, Look, Store, StoreError};
 
@@ -42,7 +41,9 @@ pub async fn standby(
             }
             Ok(Look::Orphan(id)) => {
                 let i = interrupt.clone();
-                match store.lock(&lifecycle::me("standby"), move || i.request()) {
+                match store.lock(&crate::journal::lock::Holder::me("standby"), move || {
+                    i.request()
+                }) {
                     Ok(held) => {
                         errln!(
                             "uphost standby: the holder of run {id} is gone (its lease on etcd expired); taking the run over"

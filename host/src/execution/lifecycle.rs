@@ -409,18 +409,10 @@ fn replicated_lock(
     };
     let store = Store::connect(settings)?;
     let interrupt = interrupt.clone();
-    let held = store.lock(&me(command), move || interrupt.request())?;
+    let held = store.lock(&journal::lock::Holder::me(command), move || {
+        interrupt.request()
+    })?;
     Ok(Some(Arc::new(held)))
-}
-
-/// This uphost, as the run lock names it.
-pub fn me(command: &str) -> journal::lock::Holder {
-    journal::lock::Holder {
-        pid: std::process::id(),
-        host: journal::lock::hostname(),
-        since: crate::events::now_rfc3339(),
-        command: command.to_string(),
-    }
 }
 
 /// Bring the deployment's current run from etcd into the local state
@@ -893,12 +885,23 @@ pub async fn execute(
     // The process exits without running drops: close ssh masters now.
     transports.close();
     drop(journal);
-    let replayed = journal::replay_summary(&path)?;
+    // The summary and the report each read the journal back from disk:
+    // side by side (a 100 000-node run's journal is 1 GB of records).
+    let report = {
+        let (dir, id) = (state_dir.clone(), run_id.clone());
+        tokio::task::spawn_blocking(move || {
+            crate::report::write(&dir, &id).map_err(|e| e.to_string())
+        })
+    };
+    let replayed = journal::replay_summary(&path);
+    let report = report
+        .await
+        .unwrap_or_else(|e| Err(format!("the report could not be written: {e}")));
+    let replayed = replayed?;
     let failures = failed_steps(&failures, &path)?;
     let left =
         (outcome != Outcome::Complete).then(|| left(&plan, train.as_ref(), &replayed, outcome));
     let summary = plan.iter().map(|s| summarize(s, &replayed)).collect();
-    let report = crate::report::write(&state_dir, &run_id).map_err(|e| e.to_string());
     if let Some(h) = held {
         h.release();
     }

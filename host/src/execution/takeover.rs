@@ -29,8 +29,7 @@ pub fn look(store: &Store) -> Result<Look, StoreError> {
     let Some(id) = store.current()? else {
         return Ok(Look::Idle("no run on etcd yet".into()));
     };
-    let lines = store.records(&id)?;
-    if lines.is_empty() || etcd::ended(&lines) {
+    if store.ended(&id)? != Some(false) {
         return Ok(Look::Idle(format!(
             "run {id} ended; waiting for the next one"
         )));
@@ -132,19 +131,17 @@ pub fn import(cfg: &Config, run: Option<&str>) -> Result<Moved, Error> {
         .map(<[u8]>::to_vec)
         .collect();
     let store = Store::connect(settings)?;
-    let held = store.lock(&super::lifecycle::me("state import"), || {})?;
+    let held = store.lock(&crate::journal::lock::Holder::me("state import"), || {})?;
     if let Some(cur) = store.current()?
         && cur != id
+        && store.ended(&cur)? == Some(false)
     {
-        let theirs = store.records(&cur)?;
-        if !theirs.is_empty() && !etcd::ended(&theirs) {
-            return Err(Error::Usage(format!(
-                "run {cur} on etcd under {} is unfinished; importing {id} would hide it. Finish or resume it first (`uphost state export` brings it here to look at)",
-                store.prefix()
-            )));
-        }
+        return Err(Error::Usage(format!(
+            "run {cur} on etcd under {} is unfinished; importing {id} would hide it. Finish or resume it first (`uphost state export` brings it here to look at)",
+            store.prefix()
+        )));
     }
-    if !store.records(&id)?.is_empty() {
+    if store.ended(&id)?.is_some() {
         return Err(Error::Usage(format!(
             "run {id} is already on etcd under {}; `uphost state export --run {id}` brings that copy here",
             store.prefix()

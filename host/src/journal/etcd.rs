@@ -440,6 +440,52 @@ impl Store {
         Ok(lines)
     }
 
+    /// Whether `run_id`'s journal on etcd ends with the run's end (its
+    /// holder ended it: nothing for a standby to take over); `None` when it
+    /// has no record. Reads the last record only (a standby asks this
+    /// every poll).
+    pub fn ended(&self, run_id: &str) -> Result<Option<bool>, StoreError> {
+        let prefix = self.journal_prefix(run_id);
+        let (p2, end) = (prefix.clone(), prefix_end(&prefix));
+        let last = self.retry("read of the journal's end", self.lease(), move |mut c| {
+            let (start, end) = (p2.clone(), end.clone());
+            async move {
+                let o = GetOptions::new()
+                    .with_range(end)
+                    .with_limit(1)
+                    .with_keys_only()
+                    .with_sort(SortTarget::Key, SortOrder::Descend);
+                c.get(start, Some(o)).await
+            }
+        })?;
+        let Some(key) = last.kvs().first().map(|kv| kv.key().to_vec()) else {
+            return Ok(None);
+        };
+        let key = String::from_utf8_lossy(&key).into_owned();
+        let seq = key
+            .strip_prefix(&prefix)
+            .and_then(|n| n.split_once('.'))
+            .map(|(seq, _)| seq.to_string())
+            .ok_or_else(|| StoreError::Damaged {
+                run: run_id.to_string(),
+                key: key.clone(),
+                detail: "not a record key".into(),
+            })?;
+        let parts = format!("{prefix}{seq}.");
+        let r = self.retry("read of the journal's end", self.lease(), move |mut c| {
+            let parts = parts.clone();
+            async move {
+                let o = GetOptions::new()
+                    .with_prefix()
+                    .with_sort(SortTarget::Key, SortOrder::Ascend);
+                c.get(parts, Some(o)).await
+            }
+        })?;
+        let line: Vec<u8> = r.kvs().iter().flat_map(|kv| kv.value().to_vec()).collect();
+        // A record whose last part never arrived is not the run's end.
+        Ok(Some(line.ends_with(b"\n") && is_run_end(&line)))
+    }
+
     /// Take the deployment's run lock: a key bound to a new lease, created
     /// only if absent. The lease is kept alive by a task of the store's
     /// runtime; `on_lost` is called once if it cannot be (the holder must
@@ -774,13 +820,10 @@ pub fn materialize(
     Ok(())
 }
 
-/// Whether the journal `lines` ends with the run's end (its holder ended
-/// it: nothing for a standby to take over).
-pub fn ended(lines: &[Vec<u8>]) -> bool {
-    lines.last().is_some_and(|l| {
-        serde_json::from_slice::<crate::events::Event>(l)
-            .is_ok_and(|e| matches!(e, crate::events::Event::RunFinished { .. }))
-    })
+/// Whether the journal record `line` is the run's end.
+fn is_run_end(line: &[u8]) -> bool {
+    serde_json::from_slice::<crate::events::Event>(line)
+        .is_ok_and(|e| matches!(e, crate::events::Event::RunFinished { .. }))
 }
 
 impl Drop for Store {

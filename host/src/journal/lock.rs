@@ -21,6 +21,18 @@ pub struct Holder {
     pub command: String,
 }
 
+impl Holder {
+    /// This process, doing `command`, from now.
+    pub fn me(command: &str) -> Holder {
+        Holder {
+            pid: std::process::id(),
+            host: hostname(),
+            since: crate::events::now_rfc3339(),
+            command: command.to_string(),
+        }
+    }
+}
+
 impl std::fmt::Display for Holder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
@@ -123,12 +135,7 @@ pub fn acquire(state_dir: &Path, command: &str) -> Result<RunLock, LockError> {
             None => LockError::Starting { path },
         });
     }
-    let me = Holder {
-        pid: std::process::id(),
-        host: hostname(),
-        since: crate::events::now_rfc3339(),
-        command: command.to_string(),
-    };
+    let me = Holder::me(command);
     file.set_len(0).map_err(io)?;
     file.rewind().map_err(io)?;
     file.write_all(
