@@ -116,18 +116,79 @@ pub(crate) fn wasm_out(name: &str) -> PathBuf {
         .join(format!("{}.wasm", name.replace('-', "_")))
 }
 
+/// What `build` compiles for the host. The SDK is in it so that the
+/// proc-macros' dependencies resolve their features as in the workspace's
+/// test build: the two then share one build of wasmtime (checked by
+/// `features_agree`).
+const HOST_BUILD: &[&str] = &[
+    "--release",
+    "-p",
+    "uphost",
+    "-p",
+    "uphost-demo-sim",
+    "-p",
+    "uphost-sdk",
+];
+
+/// The features each dependency is built with, by package, for a
+/// `cargo tree` selection.
+fn features_of(args: &[&str]) -> Result<std::collections::BTreeMap<String, Vec<String>>> {
+    let out = cargo()
+        .args(["tree", "--prefix", "none", "--no-dedupe", "-f", "{p} {f}"])
+        .args(args)
+        .output()
+        .context("running cargo tree")?;
+    if !out.status.success() {
+        bail!(
+            "cargo tree {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let mut by: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let mut w = line.split(' ');
+        let (Some(name), Some(version)) = (w.next(), w.next()) else {
+            continue;
+        };
+        let v = by.entry(format!("{name} {version}")).or_default();
+        if !v.iter().any(|l| l == line) {
+            v.push(line.to_string());
+            v.sort();
+        }
+    }
+    Ok(by)
+}
+
+/// The host's build and the workspace's test build must turn on the same
+/// features of every dependency they share, or `cargo test` compiles
+/// wasmtime a second time (ten minutes of CI here). A dev-dependency that
+/// turns on more is named with the fix.
+fn features_agree() -> Result<()> {
+    let mut host = vec!["-e", "normal,build"];
+    host.extend(HOST_BUILD.iter().filter(|a| **a != "--release"));
+    let host = features_of(&host)?;
+    let all = features_of(&["--workspace", "-e", "normal,build,dev"])?;
+    let differ: Vec<String> = host
+        .iter()
+        .filter_map(|(k, v)| match all.get(k) {
+            Some(w) if w != v => Some(format!("  host build: {v:?}\n  tests:      {w:?}")),
+            _ => None,
+        })
+        .collect();
+    if !differ.is_empty() {
+        bail!(
+            "the workspace's tests build these dependencies with other features than the host's build, so wasmtime would be compiled twice:\n{}\nhint: ask for the same features in host/Cargo.toml (see the comment above `anyhow` there)",
+            differ.join("\n")
+        );
+    }
+    Ok(())
+}
+
 pub(crate) fn build() -> Result<()> {
     ensure_wasm_target()?;
     // etcd-client's build compiles etcd's protobuf API with protoc.
     ensure_packages(|n| n.test == "build")?;
-    run(cargo().args([
-        "build",
-        "--release",
-        "-p",
-        "uphost",
-        "-p",
-        "uphost-demo-sim",
-    ]))?;
+    run(cargo().arg("build").args(HOST_BUILD))?;
     let plugins = crates_in(&root().join("plugins"))?;
     build_wasm(&plugins)?;
     polyglot::build()?;
@@ -370,6 +431,7 @@ fn ensure_ansible() -> Result<()> {
 }
 
 fn test() -> Result<()> {
+    features_agree()?;
     ensure_test_packages()?;
     ensure_ansible()?;
     build()?;
@@ -416,7 +478,7 @@ fn cargo_test(args: &[&str]) -> Result<()> {
 }
 
 fn man() -> Result<()> {
-    run(cargo().args(["build", "--release", "-p", "uphost"]))?;
+    run(cargo().arg("build").args(HOST_BUILD))?;
     let dir = root().join("target/man");
     std::fs::create_dir_all(&dir)?;
     let out = Command::new(uphost_bin()).arg("man").output()?;
@@ -449,7 +511,7 @@ fn dispatch() -> Result<()> {
         "spawn-floor" => bench::spawn_floor(&std::env::args().skip(2).collect::<Vec<_>>()),
         _ => {
             eprintln!(
-                "usage: cargo xtask build|demo|test|e2e|fixtures|deps|man|bench [load|hook|journal|ansible|ssh|probes|scale|etcd]"
+                "usage: cargo xtask build|demo|test|e2e|fixtures|deps|man|bench [load|hook|journal|ansible|ssh|probes|scale|etcd]|spawn-floor TOTAL PARALLEL CMD…"
             );
             std::process::exit(2);
         }

@@ -41,9 +41,7 @@ pub async fn standby(
             }
             Ok(Look::Orphan(id)) => {
                 let i = interrupt.clone();
-                match store.lock(&crate::journal::lock::Holder::me("standby"), move || {
-                    i.request()
-                }) {
+                match takeover::lock(&store, "standby", move || i.request()) {
                     Ok(held) => {
                         errln!(
                             "uphost standby: the holder of run {id} is gone (its lease on etcd expired); taking the run over"

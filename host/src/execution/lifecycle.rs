@@ -409,9 +409,7 @@ fn replicated_lock(
     };
     let store = Store::connect(settings)?;
     let interrupt = interrupt.clone();
-    let held = store.lock(&journal::lock::Holder::me(command), move || {
-        interrupt.request()
-    })?;
+    let held = super::takeover::lock(&store, command, move || interrupt.request())?;
     Ok(Some(Arc::new(held)))
 }
 

@@ -41,6 +41,16 @@ pub fn look(store: &Store) -> Result<Look, StoreError> {
     })
 }
 
+/// Take the deployment's run lock on etcd as this machine running
+/// `command`; `on_lost` is called if the lease is lost later.
+pub fn lock(
+    store: &std::sync::Arc<Store>,
+    command: &str,
+    on_lost: impl Fn() + Send + Sync + 'static,
+) -> Result<Held, StoreError> {
+    store.lock(&journal::lock::Holder::me(command), on_lost)
+}
+
 /// A run moved.
 #[derive(Debug)]
 pub struct Moved {
@@ -131,7 +141,7 @@ pub fn import(cfg: &Config, run: Option<&str>) -> Result<Moved, Error> {
         .map(<[u8]>::to_vec)
         .collect();
     let store = Store::connect(settings)?;
-    let held = store.lock(&crate::journal::lock::Holder::me("state import"), || {})?;
+    let held = lock(&store, "state import", || {})?;
     if let Some(cur) = store.current()?
         && cur != id
         && store.ended(&cur)? == Some(false)
