@@ -111,3 +111,81 @@ fn a_new_python_plugin_builds_and_passes_its_scenario() {
 fn a_new_javascript_plugin_builds_and_passes_its_scenario() {
     scaffold_builds_and_passes("js", "kvstore");
 }
+
+/// A large plugin (an interpreter in a component) whose optimized code is
+/// not cached is loaded by the quick compiler, and its optimized code is
+/// compiled in the background into the cache, where the next load finds
+/// it; `first_load: optimized` compiles it before going on instead.
+#[test]
+fn a_large_plugins_first_load_is_quick_and_its_optimized_code_follows() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir_all(d.join("plugins")).unwrap();
+    std::fs::copy(
+        uphost_tests::root().join("target/polyglot/horizon.wasm"),
+        d.join("plugins/horizon.wasm"),
+    )
+    .expect("target/polyglot/horizon.wasm (cargo xtask build)");
+    std::fs::write(
+        d.join("inventory.yaml"),
+        "all:\n  hosts:\n    h1:\n      ansible_connection: local\n",
+    )
+    .unwrap();
+    std::fs::write(d.join("services.yaml"), "services: {}\n").unwrap();
+    let config = |first_load: &str, cache: &str| {
+        std::fs::write(
+            d.join("uphost.yaml"),
+            format!("plugins: plugins/\ninventory: inventory.yaml\nservices: services.yaml\nstate_dir: state/\ncache_dir: {cache}/\nfirst_load: {first_load}\n"),
+        )
+        .unwrap();
+    };
+    let artifacts = |cache: &str| -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(d.join(cache))
+            .map(|r| {
+                r.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.ends_with(".cwasm"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    };
+    const QUICK: &str = "loaded by the quick compiler";
+
+    config("quick", "cache");
+    let r = uphost_in(d, &["-v", "plugins", "list"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(r.stdout.contains("horizon"), "{}", r.all());
+    assert!(r.stderr.contains(QUICK), "{}", r.stderr);
+    // The quick code is cached at once; the optimized code follows from
+    // the detached compile (Cranelift takes ≈ 12 s for it here).
+    let t = std::time::Instant::now();
+    while artifacts("cache").len() < 2 && t.elapsed() < std::time::Duration::from_secs(240) {
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    let both = artifacts("cache");
+    assert_eq!(both.len(), 2, "the quick and the optimized code: {both:?}");
+    // The next load takes the optimized code and starts no compile.
+    let r = uphost_in(d, &["-v", "plugins", "list"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(!r.stderr.contains(QUICK), "{}", r.stderr);
+    assert_eq!(artifacts("cache"), both);
+
+    // `first_load: optimized`: the optimized code only, before listing.
+    config("optimized", "cache-optimized");
+    let r = uphost_in(d, &["-v", "plugins", "list"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(!r.stderr.contains(QUICK), "{}", r.stderr);
+    let one = artifacts("cache-optimized");
+    assert_eq!(one.len(), 1, "{one:?}");
+    assert!(
+        both.contains(&one[0]),
+        "the same optimized artifact: {one:?} in {both:?}"
+    );
+    // A value it does not know is an error naming the key.
+    config("fast", "cache-optimized");
+    let r = uphost_in(d, &["plugins", "list"]);
+    assert_ne!(r.code, 0, "{}", r.all());
+    assert!(r.stderr.contains("first_load"), "{}", r.stderr);
+}

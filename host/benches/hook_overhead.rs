@@ -43,6 +43,7 @@ fn main() {
             Runtime::new(&EngineLimits {
                 max_instances: 16,
                 max_memory_bytes: 64 << 20,
+                quick_tier: std::env::var_os("UPHOST_BENCH_QUICK").is_some(),
             })
             .unwrap(),
         );
@@ -118,7 +119,7 @@ fn main() {
             let t0 = Instant::now();
             let state = uphost::runtime::HostState::new(None, 64 << 20, 1 << 20);
             let t1 = Instant::now();
-            let mut store = runtime.store(state, Duration::from_secs(60));
+            let mut store = runtime.store(&plugin.pre, state, Duration::from_secs(60));
             let t2 = Instant::now();
             let inst = pre.instantiate_async(&mut store).await.unwrap();
             let t3 = Instant::now();

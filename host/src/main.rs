@@ -12,6 +12,14 @@ fn main() {
     if args.get(1).map(String::as_str) == Some("__exec-record") {
         std::process::exit(uphost::transport::record::main(&args[2..]));
     }
+    if args.get(1).map(String::as_str) == Some("__optimize") {
+        std::process::exit(uphost::loading::cache::optimize_main(&args[2..]));
+    }
+    // A plugin loaded by the quick tier gets its optimized code compiled
+    // by a detached `uphost __optimize`, which outlives a short command.
+    if let Ok(exe) = std::env::current_exe() {
+        uphost::loading::cache::set_optimizer(exe);
+    }
     let cli = Cli::parse();
     let default = match (cli.quiet, cli.verbose) {
         (true, _) => "error",

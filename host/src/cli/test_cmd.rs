@@ -148,6 +148,7 @@ pub async fn test(
     let rt = Arc::new(Runtime::new(&EngineLimits {
         max_instances: 8,
         max_memory_bytes: 64 << 20,
+        quick_tier: true,
     })?);
     // The same cache as runs (unless their uphost.yaml moves it).
     let cache = Cache::new(&rt, crate::execution::session::user_cache_dir());

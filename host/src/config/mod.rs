@@ -120,6 +120,20 @@ impl Limits {
     }
 }
 
+/// `first_load:`: how a large plugin (4 MiB and more) whose optimized
+/// code is not in the compile cache yet is compiled.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FirstLoad {
+    /// By the quick compiler (Winch, seconds) for this load, and by the
+    /// optimizing one in the background for the next.
+    #[default]
+    Quick,
+    /// By the optimizing compiler (Cranelift) before the command goes on:
+    /// slower to load, faster hooks from the first call.
+    Optimized,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
@@ -150,6 +164,8 @@ struct RawConfig {
     cache_dir: Option<PathBuf>,
     #[serde(default)]
     cache_max_mb: Option<u64>,
+    #[serde(default)]
+    first_load: FirstLoad,
     #[serde(default)]
     etcd: Option<store::EtcdSettings>,
 }
@@ -315,6 +331,9 @@ pub struct Config {
     pub cache_dir: PathBuf,
     /// The cap on the compile cache's size (`cache_max_mb:`), bytes.
     pub cache_max_bytes: u64,
+    /// How a large plugin whose optimized code is not cached yet is
+    /// compiled (`first_load:`).
+    pub first_load: FirstLoad,
     /// The replicated state store (`etcd:`): none, the state directory
     /// alone.
     pub etcd: Option<store::EtcdSettings>,
@@ -472,6 +491,7 @@ impl Config {
                 .as_ref()
                 .map(|d| base.join(d))
                 .unwrap_or_else(user_cache_dir),
+            first_load: raw.first_load,
             cache_max_bytes: match raw.cache_max_mb {
                 None => DEFAULT_CACHE_MAX_BYTES,
                 Some(m) if (16..=1 << 20).contains(&m) => m << 20,

@@ -279,6 +279,7 @@ impl Session {
         let rt = Arc::new(Runtime::new(&EngineLimits {
             max_instances: cfg.max_instances,
             max_memory_bytes: max_mem,
+            quick_tier: cfg.first_load == crate::config::FirstLoad::Quick,
         })?);
         let cache = Arc::new(Cache::new(&rt, cfg.cache_dir.clone()));
         let (loaded, failed) = loading::load_dir_all(

@@ -188,8 +188,9 @@ pub struct LoadedPlugin {
     pub meta: PluginMeta,
     /// Ready to instantiate, against the minor it was built for.
     pub pre: PluginPre<HostState>,
-    /// True when this load compiled (cache miss).
-    pub compiled: bool,
+    /// How this load got its code (cached, compiled, or the quick tier's
+    /// while the optimized code compiles in the background).
+    pub got: cache::Got,
     /// The memory it has at start, bytes: a service whose cap is below it
     /// cannot run it.
     pub min_memory_bytes: u64,
@@ -248,9 +249,12 @@ fn check_header(path: &Path, bytes: &[u8]) -> Result<(), LoadError> {
 
 /// Check the component exports the plugin interface at a supported
 /// version: which minor of the contract it was built against.
-fn check_world(rt: &Runtime, path: &Path, component: &Component) -> Result<Contract, LoadError> {
+fn check_world(path: &Path, component: &Component) -> Result<Contract, LoadError> {
     let ty = component.component_type();
-    let exports: Vec<String> = ty.exports(&rt.engine).map(|(n, _)| n.to_string()).collect();
+    let exports: Vec<String> = ty
+        .exports(component.engine())
+        .map(|(n, _)| n.to_string())
+        .collect();
     let ours = exports.iter().find_map(|n| {
         n.strip_prefix(PLUGIN_EXPORT)
             .map(|v| v.trim_start_matches('@'))
@@ -271,7 +275,7 @@ fn check_world(rt: &Runtime, path: &Path, component: &Component) -> Result<Contr
     }
 }
 
-fn sha256_hex(bytes: &[u8]) -> String {
+pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
@@ -280,7 +284,7 @@ struct Prepared {
     sha256: String,
     component: Component,
     contract: Contract,
-    compiled: bool,
+    got: cache::Got,
     min_memory_bytes: u64,
     signature: crate::capabilities::signing::Signature,
 }
@@ -342,19 +346,27 @@ fn prepare(
         });
     }
     let sha256 = sha256_hex(&bytes);
-    let (component, compiled) = cache.component(rt, &sha256, &bytes).map_err(|e| match e {
-        cache::CacheError::Compile(detail) => LoadError::Corrupt {
-            path: path.to_path_buf(),
-            detail,
-        },
-    })?;
-    let contract = check_world(rt, path, &component)?;
+    let (component, got) = cache
+        .component(rt, &sha256, &bytes, limits.compile)
+        .map_err(|e| match e {
+            cache::CacheError::Compile(detail) => LoadError::Corrupt {
+                path: path.to_path_buf(),
+                detail,
+            },
+        })?;
+    if got == cache::Got::Quick {
+        tracing::info!(
+            plugin = %path.display(),
+            "loaded by the quick compiler (Winch); its optimized code compiles in the background for the next load (`first_load: optimized` in uphost.yaml waits for it instead)"
+        );
+    }
+    let contract = check_world(path, &component)?;
     Ok(Prepared {
         path: path.to_path_buf(),
         sha256,
         component,
         contract,
-        compiled,
+        got,
         min_memory_bytes: declared.min_memory_bytes,
         signature: crate::capabilities::signing::signature(&bytes),
     })
@@ -399,7 +411,7 @@ async fn finish(rt: &Runtime, p: Prepared) -> Result<LoadedPlugin, LoadError> {
         sha256: p.sha256,
         meta,
         pre,
-        compiled: p.compiled,
+        got: p.got,
         min_memory_bytes: p.min_memory_bytes,
         signature: p.signature,
     })

@@ -98,6 +98,15 @@ impl<T: 'static> Clone for PluginPre<T> {
 }
 
 impl<T: 'static> PluginPre<T> {
+    /// The engine (compiler tier) the plugin was compiled for: its stores
+    /// must be of the same one.
+    pub fn engine(&self) -> &wasmtime::Engine {
+        match self {
+            PluginPre::V0_1(p) => p.engine(),
+            PluginPre::V0_2(p) => p.engine(),
+        }
+    }
+
     /// Which minor.
     pub fn contract(&self) -> Contract {
         match self {

@@ -1,5 +1,5 @@
-//! The sandbox: one wasmtime engine (pooling allocator, epoch interruption),
-//! a linker that provides only the uphost imports and a WASI with nothing in
+//! The sandbox: wasmtime engines (pooling allocator, epoch interruption;
+//! an optimizing and a quick compiler tier), a linker each that provides only the uphost imports and a WASI with nothing in
 //! it, and hook calls with a memory cap and a deadline.
 
 pub mod bindings;
@@ -44,17 +44,38 @@ pub struct EngineLimits {
     pub max_instances: u32,
     /// Largest memory any plugin may have.
     pub max_memory_bytes: u64,
+    /// Whether large plugins may be loaded by the quick tier first
+    /// (`first_load: quick`).
+    pub quick_tier: bool,
 }
 
 /// The engine and linker, shared by every plugin.
+///
+/// There are two compiler tiers, each an engine with its own linker: the
+/// optimizing one (Cranelift), which every plugin's code ends up compiled
+/// by, and a quick one (Winch, a single-pass compiler, on x86-64) for the
+/// first load of a large plugin, whose Cranelift compile takes tens of
+/// seconds (`loading::cache` decides, and compiles the optimized code in
+/// the background for the next load). A plugin's stores and pre-instances
+/// are of the engine it was compiled by.
 pub struct Runtime {
-    /// The engine.
+    /// The optimizing engine.
     pub engine: Engine,
-    /// Linker with the uphost imports and an empty WASI.
+    /// Its linker, with the uphost imports and an empty WASI.
     pub linker: Linker<HostState>,
+    /// The quick tier, where the platform has one.
+    pub quick: Option<Tier>,
     ticker_stop: Arc<AtomicBool>,
     /// Bounds concurrently live instances to the pool's size.
     pub slots: Arc<tokio::sync::Semaphore>,
+}
+
+/// A compiler tier other than the optimizing one.
+pub struct Tier {
+    /// Its engine.
+    pub engine: Engine,
+    /// Its linker (the same imports).
+    pub linker: Linker<HostState>,
 }
 
 impl Drop for Runtime {
@@ -67,77 +88,120 @@ impl Drop for Runtime {
 /// (zeroed by memset, never handed over with data in them).
 const KEEP_RESIDENT: usize = 1 << 20;
 
+/// The engine's settings, for either compiler.
+fn config(limits: &EngineLimits, strategy: wasmtime::Strategy) -> Config {
+    let mut cfg = Config::new();
+    cfg.strategy(strategy)
+        .epoch_interruption(true)
+        .wasm_backtrace_details(wasmtime::WasmBacktraceDetails::Enable)
+        .max_wasm_stack(1 << 20)
+        .async_stack_size(2 << 20);
+    let mut pool = wasmtime::PoolingAllocationConfig::new();
+    let n = limits.max_instances.max(1);
+    pool.total_component_instances(n)
+        .total_core_instances(n * 8)
+        .total_memories(n * 2)
+        .total_tables(n * 8)
+        .total_stacks(n)
+        .max_memory_size(limits.max_memory_bytes as usize)
+        // A slot given back is reset with memset up to these sizes
+        // instead of madvise: a fresh instance per hook call then
+        // reuses resident pages rather than faulting them back in.
+        .linear_memory_keep_resident(KEEP_RESIDENT)
+        .table_keep_resident(64 << 10)
+        .pagemap_scan(wasmtime::Enabled::Auto);
+    cfg.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
+    // One reservation for every cap (`memory_mb` is at most 4096): the
+    // compiled code depends on it, so it must not follow the limits, or
+    // changing a cap would recompile every plugin. The cap itself is
+    // the pool's slot size and each store's limiter.
+    cfg.memory_reservation(MEMORY_RESERVATION)
+        .memory_guard_size(64 << 10)
+        .memory_reservation_for_growth(0);
+    cfg
+}
+
+/// An engine and its linker with every supported contract.
+fn engine_and_linker(cfg: &Config) -> wasmtime::Result<(Engine, Linker<HostState>)> {
+    let engine = Engine::new(cfg)?;
+    let mut linker: Linker<HostState> = Linker::new(&engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+    add_contracts(&mut linker)?;
+    Ok((engine, linker))
+}
+
 impl Runtime {
-    /// Build the engine, the linker and the epoch ticker.
+    /// Build the engines, their linkers and the epoch ticker.
     pub fn new(limits: &EngineLimits) -> Result<Runtime, RuntimeError> {
-        let mut cfg = Config::new();
-        cfg.epoch_interruption(true)
-            .wasm_backtrace_details(wasmtime::WasmBacktraceDetails::Enable)
-            .max_wasm_stack(1 << 20)
-            .async_stack_size(2 << 20);
-        let mut pool = wasmtime::PoolingAllocationConfig::new();
-        let n = limits.max_instances.max(1);
-        pool.total_component_instances(n)
-            .total_core_instances(n * 8)
-            .total_memories(n * 2)
-            .total_tables(n * 8)
-            .total_stacks(n)
-            .max_memory_size(limits.max_memory_bytes as usize)
-            // A slot given back is reset with memset up to these sizes
-            // instead of madvise: a fresh instance per hook call then
-            // reuses resident pages rather than faulting them back in.
-            .linear_memory_keep_resident(KEEP_RESIDENT)
-            .table_keep_resident(64 << 10)
-            .pagemap_scan(wasmtime::Enabled::Auto);
-        cfg.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
-        // One reservation for every cap (`memory_mb` is at most 4096): the
-        // compiled code depends on it, so it must not follow the limits, or
-        // changing a cap would recompile every plugin. The cap itself is
-        // the pool's slot size and each store's limiter.
-        cfg.memory_reservation(MEMORY_RESERVATION)
-            .memory_guard_size(64 << 10)
-            .memory_reservation_for_growth(0);
-        let engine = Engine::new(&cfg).map_err(|e| RuntimeError::Engine(format!("{e:#}")))?;
-        let mut linker: Linker<HostState> = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
-            .map_err(|e| RuntimeError::Engine(format!("{e:#}")))?;
-        add_contracts(&mut linker).map_err(|e| RuntimeError::Engine(format!("{e:#}")))?;
+        let err = |e: wasmtime::Error| RuntimeError::Engine(format!("{e:#}"));
+        let (engine, linker) =
+            engine_and_linker(&config(limits, wasmtime::Strategy::Cranelift)).map_err(err)?;
+        // Winch compiles x86-64 only; elsewhere every load is optimized.
+        let quick = if limits.quick_tier && cfg!(target_arch = "x86_64") {
+            let (engine, linker) =
+                engine_and_linker(&config(limits, wasmtime::Strategy::Winch)).map_err(err)?;
+            Some(Tier { engine, linker })
+        } else {
+            None
+        };
         let stop = Arc::new(AtomicBool::new(false));
-        let (e2, s2) = (engine.clone(), stop.clone());
+        let mut engines = vec![engine.clone()];
+        engines.extend(quick.as_ref().map(|q| q.engine.clone()));
+        let s2 = stop.clone();
         std::thread::Builder::new()
             .name("uphost-epoch".into())
             .spawn(move || {
                 while !s2.load(Ordering::Relaxed) {
                     std::thread::sleep(TICK);
-                    e2.increment_epoch();
+                    for e in &engines {
+                        e.increment_epoch();
+                    }
                 }
             })
             .map_err(|e| RuntimeError::Engine(e.to_string()))?;
+        let n = limits.max_instances.max(1);
         Ok(Runtime {
             engine,
             linker,
+            quick,
             ticker_stop: stop,
             slots: Arc::new(tokio::sync::Semaphore::new(n as usize)),
         })
     }
 
+    /// Whether `component` was compiled by the quick tier.
+    pub fn is_quick(&self, component: &Component) -> bool {
+        self.quick
+            .as_ref()
+            .is_some_and(|q| Engine::same(component.engine(), &q.engine))
+    }
+
     /// Pre-instantiate a component built against `contract` (checks its
-    /// imports against the linker).
+    /// imports against the linker of the engine that compiled it).
     pub fn pre(
         &self,
         component: &Component,
         contract: Contract,
     ) -> wasmtime::Result<PluginPre<HostState>> {
-        let pre = self.linker.instantiate_pre(component)?;
+        let linker = match &self.quick {
+            Some(q) if self.is_quick(component) => &q.linker,
+            _ => &self.linker,
+        };
+        let pre = linker.instantiate_pre(component)?;
         Ok(match contract {
             Contract::V0_1 => PluginPre::V0_1(v0_1::ServicePluginPre::new(pre)?),
             Contract::V0_2 => PluginPre::V0_2(bindings::ServicePluginPre::new(pre)?),
         })
     }
 
-    /// A store for one call.
-    pub fn store(&self, state: HostState, deadline: Duration) -> Store<HostState> {
-        let mut store = Store::new(&self.engine, state);
+    /// A store for one call of `pre`'s plugin.
+    pub fn store(
+        &self,
+        pre: &PluginPre<HostState>,
+        state: HostState,
+        deadline: Duration,
+    ) -> Store<HostState> {
+        let mut store = Store::new(pre.engine(), state);
         store.limiter(|s| &mut s.limits);
         store.set_epoch_deadline((deadline.as_millis() / TICK.as_millis()).max(1) as u64);
         store.epoch_deadline_trap();
@@ -480,7 +544,7 @@ pub async fn call_hook(
     let (nodes, targets) = (env.nodes.clone(), env.targets.clone());
     let _slot = rt.slots.acquire().await.expect("semaphore never closed");
     let state = HostState::new(Some(env), limits.memory_bytes, limits.output_cap);
-    let mut store = rt.store(state, limits.hook_timeout);
+    let mut store = rt.store(pre, state, limits.hook_timeout);
     let params = || -> Vec<bindings::uphost::plugin::types::Pair> {
         hctx.params
             .iter()
@@ -624,7 +688,7 @@ pub async fn describe(
 ) -> wasmtime::Result<bindings::uphost::plugin::types::PluginInfo> {
     let _slot = rt.slots.acquire().await.expect("semaphore never closed");
     let state = HostState::new(None, 64 << 20, 64 << 10);
-    let mut store = rt.store(state, Duration::from_secs(10));
+    let mut store = rt.store(pre, state, Duration::from_secs(10));
     let looped = || {
         wasmtime::format_err!(
             "describe did not return within 10 s: the plugin loops at load; remove its file from the plugin directory and report it to its vendor"
