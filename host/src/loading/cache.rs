@@ -320,6 +320,9 @@ pub fn optimize_main(args: &[String]) -> i32 {
     let Ok(secs) = secs.parse::<u64>() else {
         return 2;
     };
+    // Idle priority: the command that started it (or the run) comes
+    // first; its compiler threads inherit this.
+    let _ = rustix::process::nice(19);
     let _ = std::thread::Builder::new()
         .name("uphost-optimize-deadline".into())
         .spawn(move || {
