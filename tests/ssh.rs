@@ -475,17 +475,10 @@ fn ssh_overhead_benchmark() {
     let port = sshds.port("n1").to_string();
     let cfg = sshds.ssh_config();
     // The floor: the same command through the same master with a bare
-    // `ssh -S` (the master uphost opened, found in this process's control
-    // directory), alternated with uphost's own in rounds.
-    let prefix = format!("uphost-ssh-{}-", std::process::id());
-    let socket = std::fs::read_dir(std::env::temp_dir())
-        .unwrap()
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
-        .flat_map(|e| std::fs::read_dir(e.path()).unwrap().flatten())
-        .map(|e| e.path())
-        .next()
-        .expect("the master's socket");
+    // `ssh -S` (the master uphost opened), alternated with uphost's own in
+    // rounds.
+    let socket = ssh.control_path(&node);
+    assert!(socket.exists(), "the master's socket {}", socket.display());
     let bare = || {
         let st = std::process::Command::new("ssh")
             .arg("-F")
@@ -577,6 +570,198 @@ fn ssh_overhead_benchmark() {
     println!(
         "RESULT ssh_mux_ms={mux_ms:.2} ssh_fresh_ms={fresh_ms:.2} ssh_floor_ms={floor_ms:.2} ssh_alternated_ms={ours_ms:.2} ansible_command_ms={}",
         ansible_ms.map(|a| format!("{a:.0}")).unwrap_or_default()
+    );
+}
+
+/// What one process of the control host holds, read from /proc.
+#[derive(Default, Clone, Copy)]
+struct Held {
+    rss_kib: u64,
+    fds: usize,
+    threads: u64,
+}
+
+fn held(pid: i32) -> Option<Held> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |k: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(k))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    Some(Held {
+        rss_kib: field("VmRSS:"),
+        fds: std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count()),
+        threads: field("Threads:"),
+    })
+}
+
+/// The ssh processes of uphost `pid` (those naming its control
+/// directory): (masters, clients), each with what it holds.
+fn ssh_of(pid: u32) -> (Vec<Held>, Vec<Held>) {
+    let mark = format!("uphost-ssh-{pid}-");
+    let (mut masters, mut clients) = (Vec::new(), Vec::new());
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(p) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(cmd) = std::fs::read(format!("/proc/{p}/cmdline")) else {
+            continue;
+        };
+        let cmd = String::from_utf8_lossy(&cmd);
+        if !cmd.contains(&mark) {
+            continue;
+        }
+        let Some(h) = held(p) else { continue };
+        // A master renames itself `ssh: <socket> [mux]`.
+        if cmd.starts_with("ssh: ") && cmd.contains("[mux]") {
+            masters.push(h);
+        } else {
+            clients.push(h);
+        }
+    }
+    (masters, clients)
+}
+
+/// 50 sshd hosts, each in its own network namespace, driven at forks 50:
+/// the control host's cost per node (processes, file descriptors, memory
+/// of the ssh masters and of uphost) and the run's time, sampled every
+/// 20 ms. `cargo test --release -p uphost-tests --test ssh -- --ignored
+/// fifty_hosts --nocapture` (after `cargo xtask build`).
+#[test]
+#[ignore = "a benchmark: BENCHMARKS.md, fifty hosts at forks 50"]
+fn fifty_hosts_at_forks_50_benchmark() {
+    let n = 50;
+    let names: Vec<String> = (0..n).map(|i| format!("n{i:02}")).collect();
+    let nodes: Vec<(&str, Option<&std::path::Path>)> =
+        names.iter().map(|x| (x.as_str(), None)).collect();
+    let sshds = Sshds::start(&nodes);
+    assert!(
+        sshds.namespaces().len() == n,
+        "the hosts need network namespaces (root and iproute2)"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir_all(d.join("plugins")).unwrap();
+    std::fs::copy(
+        uphost_tests::root().join("target/wasm32-wasip2/plugin/fixture_bench_true.wasm"),
+        d.join("plugins/bench-true.wasm"),
+    )
+    .expect("the bench-true fixture (cargo xtask fixtures)");
+    let m = 5;
+    let mut inv = String::from("all:\n  children:\n    bench:\n      hosts:\n");
+    for x in &names {
+        inv.push_str(&format!(
+            "        {x}: {{ansible_host: {}, ansible_port: {}, ansible_user: root, ansible_connection: ssh}}\n",
+            sshds.address(x),
+            sshds.port(x)
+        ));
+    }
+    std::fs::write(d.join("inventory.yaml"), inv).unwrap();
+    std::fs::write(
+        d.join("services.yaml"),
+        format!("services:\n  bench-true:\n    roles: [bench]\n    params: {{steps: \"{m}\"}}\n"),
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("uphost.yaml"),
+        format!(
+            "plugins: plugins/\ninventory: inventory.yaml\nservices: services.yaml\nstate_dir: state/\nforks: 50\ncache_dir: cache/\nssh:\n  config: {}\n",
+            sshds.ssh_config().display()
+        ),
+    )
+    .unwrap();
+    let r = uphost_tests::uphost_in(d, &["plugins", "approve", "--all", "--yes"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    #[derive(Default)]
+    struct Peak {
+        wall: Duration,
+        masters: usize,
+        clients: usize,
+        master_rss_kib: u64,
+        master_fds: usize,
+        uphost: Held,
+    }
+    let once = || -> Peak {
+        let _ = std::fs::remove_dir_all(d.join("state/runs"));
+        let t = Instant::now();
+        let mut child = std::process::Command::new(uphost_bin())
+            .current_dir(d)
+            .args(["-q", "run", "--yes"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let mut peak = Peak::default();
+        loop {
+            if let Some(h) = held(pid as i32) {
+                peak.uphost.rss_kib = peak.uphost.rss_kib.max(h.rss_kib);
+                peak.uphost.fds = peak.uphost.fds.max(h.fds);
+                peak.uphost.threads = peak.uphost.threads.max(h.threads);
+            }
+            let (masters, clients) = ssh_of(pid);
+            if masters.len() >= peak.masters {
+                peak.masters = masters.len();
+                peak.master_rss_kib = masters.iter().map(|h| h.rss_kib).sum();
+                peak.master_fds = masters.iter().map(|h| h.fds).sum();
+            }
+            peak.clients = peak.clients.max(clients.len());
+            if child.try_wait().unwrap().is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        peak.wall = t.elapsed();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        peak
+    };
+    once(); // compiles the plugin into its cache
+    let runs: Vec<Peak> = (0..3).map(|_| once()).collect();
+    let mut walls: Vec<Duration> = runs.iter().map(|p| p.wall).collect();
+    walls.sort();
+    let p = runs.iter().max_by_key(|p| p.masters).expect("three runs");
+    assert_eq!(p.masters, n, "one master per host at the peak");
+    let nofile = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+        .current
+        .unwrap_or(u64::MAX);
+    let uphost_fds_per_node = p.uphost.fds as f64 / n as f64;
+    println!(
+        "{n} hosts (network namespaces) x {m} commands, forks 50: run {:.2?} (median of 3; {:.2?}..{:.2?})",
+        walls[1], walls[0], walls[2]
+    );
+    println!(
+        "  ssh masters at the peak: {} ({} KiB RSS in all, {:.0} KiB each; {} fds in all, {:.1} each); mux clients at once, at most: {}",
+        p.masters,
+        p.master_rss_kib,
+        p.master_rss_kib as f64 / p.masters as f64,
+        p.master_fds,
+        p.master_fds as f64 / p.masters as f64,
+        p.clients
+    );
+    println!(
+        "  uphost itself at the peak: {} KiB RSS, {} fds ({uphost_fds_per_node:.1} per node), {} threads",
+        p.uphost.rss_kib, p.uphost.fds, p.uphost.threads
+    );
+    println!(
+        "  processes on the control host per node driven: 1 master + up to 1 client per command in flight; uphost's open-files limit here ({nofile}) allows ≈ {:.0} nodes at once at this fd cost",
+        nofile as f64 / uphost_fds_per_node.max(0.01)
+    );
+    println!(
+        "RESULT fifty_run_ms={:.0} masters={} master_rss_kib_each={:.0} master_fds_each={:.1} uphost_rss_kib={} uphost_fds={} clients_peak={}",
+        walls[1].as_secs_f64() * 1e3,
+        p.masters,
+        p.master_rss_kib as f64 / p.masters as f64,
+        p.master_fds as f64 / p.masters as f64,
+        p.uphost.rss_kib,
+        p.uphost.fds,
+        p.clients
     );
 }
 

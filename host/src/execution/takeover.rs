@@ -151,7 +151,7 @@ pub fn import(cfg: &Config, run: Option<&str>) -> Result<Moved, Error> {
             store.prefix()
         )));
     }
-    if store.ended(&id)?.is_some() {
+    if store.has_records(&id)? {
         return Err(Error::Usage(format!(
             "run {id} is already on etcd under {}; `uphost state export --run {id}` brings that copy here",
             store.prefix()

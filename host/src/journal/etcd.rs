@@ -396,9 +396,7 @@ impl Store {
                     key: key.clone(),
                     detail: detail.to_string(),
                 };
-                let name = key.strip_prefix(&prefix).unwrap_or_default();
-                let (seq, part) = name
-                    .split_once('.')
+                let (seq, part) = record_key(&prefix, &key)
                     .and_then(|(s, p)| Some((s.parse::<usize>().ok()?, p.parse::<u32>().ok()?)))
                     .ok_or_else(|| damaged("not a record key"))?;
                 if part == 0 {
@@ -462,9 +460,7 @@ impl Store {
             return Ok(None);
         };
         let key = String::from_utf8_lossy(&key).into_owned();
-        let seq = key
-            .strip_prefix(&prefix)
-            .and_then(|n| n.split_once('.'))
+        let seq = record_key(&prefix, &key)
             .map(|(seq, _)| seq.to_string())
             .ok_or_else(|| StoreError::Damaged {
                 run: run_id.to_string(),
@@ -484,6 +480,11 @@ impl Store {
         let line: Vec<u8> = r.kvs().iter().flat_map(|kv| kv.value().to_vec()).collect();
         // A record whose last part never arrived is not the run's end.
         Ok(Some(line.ends_with(b"\n") && is_run_end(&line)))
+    }
+
+    /// Whether `run_id` has a journal on etcd (one record at least).
+    pub fn has_records(&self, run_id: &str) -> Result<bool, StoreError> {
+        Ok(self.ended(run_id)?.is_some())
     }
 
     /// Take the deployment's run lock: a key bound to a new lease, created
@@ -626,6 +627,13 @@ fn shown_holder(v: &[u8]) -> String {
     serde_json::from_slice::<Holder>(v)
         .map(|h| h.to_string())
         .unwrap_or_else(|_| crate::untrusted::line(&String::from_utf8_lossy(v)).into_owned())
+}
+
+/// The `<seq>.<part>` of a journal record's key under `prefix`, as written
+/// (digits, zero-padded so that keys sort in order); `None` for a key that
+/// is not a record's.
+fn record_key<'k>(prefix: &str, key: &'k str) -> Option<(&'k str, &'k str)> {
+    key.strip_prefix(prefix)?.split_once('.')
 }
 
 /// The end of the key range of `prefix`.

@@ -190,7 +190,7 @@ impl Ssh {
     /// host, port and user: two nodes that differ only in key would share
     /// one master, and one node's commands would run under the other's
     /// key).
-    fn control_path(&self, node: &NodeSpec) -> PathBuf {
+    pub fn control_path(&self, node: &NodeSpec) -> PathBuf {
         use sha2::{Digest, Sha256};
         let mut h = Sha256::new();
         for part in [
