@@ -94,11 +94,6 @@ impl Cache {
         format!("{sha256}-{engine_hash}.cwasm")
     }
 
-    /// The optimized artifact's path for a file hash.
-    pub fn artifact(&self, sha256: &str) -> PathBuf {
-        self.dir.join(Self::name(sha256, &self.engine_hash))
-    }
-
     /// A capability handle on the cache directory (created if missing):
     /// every name is resolved inside it. Opened once per cache (plugins
     /// load in parallel; a lost race drops its extra handle).

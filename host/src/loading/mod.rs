@@ -188,9 +188,6 @@ pub struct LoadedPlugin {
     pub meta: PluginMeta,
     /// Ready to instantiate, against the minor it was built for.
     pub pre: PluginPre<HostState>,
-    /// How this load got its code (cached, compiled, or the quick tier's
-    /// while the optimized code compiles in the background).
-    pub got: cache::Got,
     /// The memory it has at start, bytes: a service whose cap is below it
     /// cannot run it.
     pub min_memory_bytes: u64,
@@ -284,7 +281,6 @@ struct Prepared {
     sha256: String,
     component: Component,
     contract: Contract,
-    got: cache::Got,
     min_memory_bytes: u64,
     signature: crate::capabilities::signing::Signature,
 }
@@ -366,7 +362,6 @@ fn prepare(
         sha256,
         component,
         contract,
-        got,
         min_memory_bytes: declared.min_memory_bytes,
         signature: crate::capabilities::signing::signature(&bytes),
     })
@@ -411,7 +406,6 @@ async fn finish(rt: &Runtime, p: Prepared) -> Result<LoadedPlugin, LoadError> {
         sha256: p.sha256,
         meta,
         pre,
-        got: p.got,
         min_memory_bytes: p.min_memory_bytes,
         signature: p.signature,
     })
