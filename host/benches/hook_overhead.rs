@@ -1,6 +1,7 @@
 //! Hook overhead: instantiate a plugin (pooling allocator, `InstancePre`)
 //! and call a hook that does nothing, through the same `call_hook` path a
-//! run uses (grant, sink, limits). Prints median and p99.
+//! run uses (grant, sink, limits), with the binary's allocator (mimalloc).
+//! Prints median and p99.
 //!
 //! `cargo bench -p uphost --bench hook_overhead` (needs
 //! `cargo xtask build-fixtures` or `cargo xtask test` first for the
@@ -18,6 +19,10 @@ use uphost::loading::{self, cache::Cache};
 use uphost::runtime::bindings::uphost::plugin::types;
 use uphost::runtime::{CallEnv, EngineLimits, Hook, HookCtx, Runtime, call_hook};
 use uphost::transport::dryrun::DryRun;
+
+/// The allocator the `uphost` binary runs hooks with.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn pct(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]

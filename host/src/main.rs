@@ -7,6 +7,12 @@ use clap::Parser;
 use tracing_subscriber::EnvFilter;
 use uphost::cli::{self, Cli, exit};
 
+/// mimalloc, not glibc's malloc: a run's tasks allocate on one worker
+/// thread and free on another, which glibc serialises on an arena lock
+/// (measured in BENCHMARKS.md, "Scale").
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("__exec-record") {

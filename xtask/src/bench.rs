@@ -298,46 +298,54 @@ fn scale(rows: &mut Vec<Row>, sizes: &[usize]) -> Result<()> {
         }
         write_config(&dir, &hosts(n, "dry-run"), &sf)?;
         approve(&dir)?;
-        let out = Command::new("/usr/bin/time")
-            .current_dir(&dir)
-            .args(["-f", "TIME %e %M"])
-            .arg(uphost_bin())
-            .args(["-q", "run", "--yes", "--forks", "10"])
-            .stdout(Stdio::null())
-            .output()?;
-        let err = String::from_utf8_lossy(&out.stderr);
-        if !out.status.success() {
-            bail!("scale run N={n} failed: {err}");
+        // `run --dry-run` (what the operator types to look ahead: its
+        // journal needs no durability), then the real run through the
+        // dry-run transport (durable journal, one barrier per batch).
+        for (what, extra) in [("run --dry-run", &["--dry-run"][..]), ("run", &[][..])] {
+            let _ = std::fs::remove_dir_all(dir.join("state/runs"));
+            let _ = std::fs::remove_file(dir.join("state/current"));
+            let out = Command::new("/usr/bin/time")
+                .current_dir(&dir)
+                .args(["-f", "TIME %e %M"])
+                .arg(uphost_bin())
+                .args(["-q", "run", "--yes", "--forks", "10"])
+                .args(extra)
+                .stdout(Stdio::null())
+                .output()?;
+            let err = String::from_utf8_lossy(&out.stderr);
+            if !out.status.success() {
+                bail!("scale `{what}` N={n} failed: {err}");
+            }
+            let line = err
+                .lines()
+                .find(|l| l.starts_with("TIME "))
+                .unwrap_or("TIME 0 0");
+            let mut it = line.split_whitespace().skip(1);
+            let secs: f64 = it.next().unwrap_or("0").parse().unwrap_or(0.0);
+            let rss_kb: f64 = it.next().unwrap_or("0").parse().unwrap_or(0.0);
+            let steps = n * services;
+            let journal_bytes: u64 = std::fs::read_dir(dir.join("state/runs"))?
+                .flatten()
+                .map(|e| {
+                    e.path()
+                        .join("journal.jsonl")
+                        .metadata()
+                        .map(|m| m.len())
+                        .unwrap_or(0)
+                })
+                .sum();
+            println!(
+                "scale N={n} x {services} services, `{what}` (dry-run transport): {secs:.2} s, peak RSS {:.0} MiB, {:.1} µs per (service, node) step, journal {:.0} MiB",
+                rss_kb / 1024.0,
+                secs * 1e6 / steps as f64,
+                journal_bytes as f64 / (1 << 20) as f64
+            );
+            rows.push(Row(
+                format!("scale: {n} nodes x {services} services, `{what}`"),
+                format!("{secs:.2} s, {:.0} MiB RSS", rss_kb / 1024.0),
+                format!("{:.1} µs/step", secs * 1e6 / steps as f64),
+            ));
         }
-        let line = err
-            .lines()
-            .find(|l| l.starts_with("TIME "))
-            .unwrap_or("TIME 0 0");
-        let mut it = line.split_whitespace().skip(1);
-        let secs: f64 = it.next().unwrap_or("0").parse().unwrap_or(0.0);
-        let rss_kb: f64 = it.next().unwrap_or("0").parse().unwrap_or(0.0);
-        let steps = n * services;
-        let journal_bytes: u64 = std::fs::read_dir(dir.join("state/runs"))?
-            .flatten()
-            .map(|e| {
-                e.path()
-                    .join("journal.jsonl")
-                    .metadata()
-                    .map(|m| m.len())
-                    .unwrap_or(0)
-            })
-            .sum();
-        println!(
-            "scale N={n} x {services} services (dry-run transport): {secs:.2} s, peak RSS {:.0} MiB, {:.1} µs per (service, node) step, journal {:.0} MiB",
-            rss_kb / 1024.0,
-            secs * 1e6 / steps as f64,
-            journal_bytes as f64 / (1 << 20) as f64
-        );
-        rows.push(Row(
-            format!("scale: {n} nodes x {services} services, dry-run"),
-            format!("{secs:.2} s, {:.0} MiB RSS", rss_kb / 1024.0),
-            format!("{:.1} µs/step", secs * 1e6 / steps as f64),
-        ));
         let _ = std::fs::remove_dir_all(dir.join("state/runs"));
     }
     Ok(())

@@ -13,6 +13,7 @@ use super::run::{
     Interrupt, Outcome, RunOptions, Runner, Sandbox, planned, run_steps, steps_of, train_record,
 };
 use super::session::{ServiceRun, Session};
+use super::tally::Tally;
 use crate::Error;
 use crate::capabilities::Grant;
 use crate::events::{Event, Phase, PlannedService, RunOptionsRecord, Sink, StepKey, TrainRecord};
@@ -290,6 +291,9 @@ pub struct Prepared {
     _lock: RunLock,
     /// The run lock on etcd, when the journal is replicated there.
     held: Option<Arc<Held>>,
+    /// A new run's summary and report, gathered as its journal is written
+    /// (none for a resumed run: its journal holds earlier attempts).
+    tally: Option<Arc<std::sync::Mutex<Tally>>>,
 }
 
 impl Prepared {
@@ -338,7 +342,11 @@ pub fn start(
     let run_id = new_run_id();
     // The run becomes current once its start is on disk.
     let observers = observers(&journal::run_dir(&state_dir, &run_id));
-    let journal = Journal::create(&state_dir, &run_id, observers)?;
+    let tally = Arc::new(std::sync::Mutex::new(Tally::default()));
+    let journal = Journal::create(&state_dir, &run_id, observers)?.tap({
+        let tally = tally.clone();
+        Box::new(move |ev| tally.lock().unwrap_or_else(|p| p.into_inner()).add(ev))
+    });
     let journal = match &held {
         _ if o.recorded.dry_run => journal.volatile(),
         Some(h) => journal.replicate_to(h.clone(), 0),
@@ -394,6 +402,7 @@ pub fn start(
         in_doubt_nodes: BTreeMap::new(),
         _lock: lock,
         held,
+        tally: Some(tally),
     })
 }
 
@@ -582,6 +591,7 @@ pub fn resume(
         in_doubt_nodes: replayed.in_doubt.clone(),
         _lock: lock,
         held,
+        tally: None,
     })))
 }
 
@@ -822,6 +832,7 @@ pub async fn execute(
         in_doubt_nodes: _,
         _lock,
         held,
+        tally,
     } = p;
     let run_id = journal.run_id.clone();
     let path = journal.path.clone();
@@ -882,9 +893,37 @@ pub async fn execute(
     drop(runner);
     // The process exits without running drops: close ssh masters now.
     transports.close();
+    let all_written = journal.write_error().is_none();
     drop(journal);
-    // The summary and the report each read the journal back from disk:
-    // side by side (a 100 000-node run's journal is 1 GB of records).
+    let failures = failed_steps(&failures, &path)?;
+    // A new run that completed with every record written: its summary and
+    // report were gathered as the journal was written.
+    if let Some(tally) = tally.filter(|_| all_written && outcome == Outcome::Complete) {
+        let tally = tally.lock().unwrap_or_else(|p| p.into_inner());
+        let report = tally
+            .report()
+            .write(&state_dir, &run_id)
+            .map_err(|e| e.to_string());
+        let summary = plan.iter().map(|s| tally.summary(s)).collect();
+        drop(tally);
+        if let Some(h) = held {
+            h.release();
+        }
+        return Ok(RunEnd {
+            run_id,
+            outcome,
+            paused,
+            halted,
+            failures,
+            left: None,
+            summary,
+            journal: path,
+            report,
+            aside_of,
+        });
+    }
+    // Otherwise the summary and the report each read the journal back from
+    // disk: side by side (a 100 000-node run's journal is 1 GB of records).
     let report = {
         let (dir, id) = (state_dir.clone(), run_id.clone());
         tokio::task::spawn_blocking(move || {
@@ -896,7 +935,6 @@ pub async fn execute(
         .await
         .unwrap_or_else(|e| Err(format!("the report could not be written: {e}")));
     let replayed = replayed?;
-    let failures = failed_steps(&failures, &path)?;
     let left =
         (outcome != Outcome::Complete).then(|| left(&plan, train.as_ref(), &replayed, outcome));
     let summary = plan.iter().map(|s| summarize(s, &replayed)).collect();
@@ -1068,7 +1106,7 @@ fn left(
     )
 }
 
-fn summarize(s: &PlannedService, r: &Replayed) -> ServiceSummary {
+pub(crate) fn summarize(s: &PlannedService, r: &Replayed) -> ServiceSummary {
     let steps = steps_of(s);
     let count = |want: StepStatus| {
         steps

@@ -9,3 +9,4 @@ pub mod probes;
 pub mod run;
 pub mod session;
 pub mod takeover;
+pub mod tally;

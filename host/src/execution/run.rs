@@ -749,30 +749,47 @@ fn stages_of(services: &[ServiceRun]) -> u32 {
 /// Every step of a service, in order (of one stage of a train, with
 /// `stage`; its steps in a run of one hop, without).
 pub fn steps_of(s: &PlannedService) -> Vec<StepKey> {
-    if s.hops.is_empty() {
-        return hop_steps(s, None, HopKind::Full);
-    }
-    s.hops
-        .iter()
-        .flat_map(|h| hop_steps(s, Some(h.stage), h.kind))
+    hops_of(s)
+        .into_iter()
+        .flat_map(|(hop, kind)| hop_steps(s, hop, kind))
         .collect()
 }
 
-fn hop_steps(s: &PlannedService, hop: Option<u32>, kind: HopKind) -> Vec<StepKey> {
+/// The phases of a hop of kind `kind`: the service's steps before its
+/// nodes, the phase of its node steps (one per node), its steps after.
+pub fn hop_phases(kind: HopKind) -> (&'static [Phase], Option<Phase>, &'static [Phase]) {
     use Phase::*;
+    match kind {
+        HopKind::MigrationsOnly => (&[Check, Migrate], None, &[]),
+        HopKind::Full => (
+            &[Check, PreUpgrade],
+            Some(Upgrade),
+            &[PostUpgrade, Finalize],
+        ),
+    }
+}
+
+/// The hops of a service: (stage, kind), or one `None` hop.
+pub fn hops_of(s: &PlannedService) -> Vec<(Option<u32>, HopKind)> {
+    if s.hops.is_empty() {
+        return vec![(None, HopKind::Full)];
+    }
+    s.hops.iter().map(|h| (Some(h.stage), h.kind)).collect()
+}
+
+fn hop_steps(s: &PlannedService, hop: Option<u32>, kind: HopKind) -> Vec<StepKey> {
     let k = |phase, node: Option<&String>| StepKey {
         hop,
         service: s.name.clone(),
         phase,
         node: node.cloned(),
     };
-    if kind == HopKind::MigrationsOnly {
-        return vec![k(Check, None), k(Migrate, None)];
+    let (before, per_node, after) = hop_phases(kind);
+    let mut v: Vec<StepKey> = before.iter().map(|p| k(*p, None)).collect();
+    if let Some(p) = per_node {
+        v.extend(s.nodes.iter().map(|n| k(p, Some(n))));
     }
-    let mut v = vec![k(Check, None), k(PreUpgrade, None)];
-    v.extend(s.nodes.iter().map(|n| k(Upgrade, Some(n))));
-    v.push(k(PostUpgrade, None));
-    v.push(k(Finalize, None));
+    v.extend(after.iter().map(|p| k(*p, None)));
     v
 }
 

@@ -519,6 +519,11 @@ pub(crate) fn test_start(events: &[Event]) -> Event {
 /// Observers of events (progress display, JSON stream).
 pub type Observer = Box<dyn Fn(&Event) + Send + Sync>;
 
+/// Fed every record once it is written, in the journal's order, under
+/// the journal's lock: what a reader of the file would see, without
+/// reading it back.
+pub type Tap = Box<dyn FnMut(&Event) + Send>;
+
 struct Inner {
     file: File,
     state: BTreeMap<(String, String), String>,
@@ -539,7 +544,15 @@ struct Inner {
     records: u64,
     /// Records written here and not yet copied to etcd (the last ones).
     pending: Vec<Vec<u8>>,
+    /// Fed each record written (see [`Journal::tap`]).
+    tap: Option<Tap>,
+    /// A dry run's records sealed and not yet written to the file (see
+    /// [`Journal::volatile`]).
+    buf: Vec<u8>,
 }
+
+/// A dry run's journal writes its records in blocks of about this size.
+const BLOCK: usize = 256 << 10;
 
 /// An open journal of one run, and the run's event sink.
 pub struct Journal {
@@ -715,6 +728,8 @@ impl Journal {
                 chain: String::new(),
                 records: 0,
                 pending: Vec::new(),
+                tap: None,
+                buf: Vec::new(),
             }),
             sync_file,
             sync_lock: Mutex::new(()),
@@ -727,6 +742,12 @@ impl Journal {
             replica_lock: Mutex::new(()),
             replicated: Default::default(),
         })
+    }
+
+    /// Feed `tap` every record from now on, once it is written.
+    pub fn tap(mut self, tap: Tap) -> Journal {
+        self.inner.get_mut().unwrap_or_else(|p| p.into_inner()).tap = Some(tap);
+        self
     }
 
     /// Make this a dry run's journal: records are written as they come,
@@ -797,6 +818,8 @@ impl Journal {
                     chain: r.chain.clone().unwrap_or_default(),
                     records: 0,
                     pending: Vec::new(),
+                    tap: None,
+                    buf: Vec::new(),
                 }),
                 sync_file,
                 sync_lock: Mutex::new(()),
@@ -918,10 +941,31 @@ fn durable(ev: &Event) -> bool {
     }
 }
 
+impl Drop for Journal {
+    /// A dry run's last records, when it ended without a record that
+    /// writes them (its end record does).
+    fn drop(&mut self) {
+        let g = self.inner.get_mut().unwrap_or_else(|p| p.into_inner());
+        if g.error.is_none() {
+            let _ = Self::flush(g);
+        }
+    }
+}
+
 impl Journal {
     fn record_error(&self, e: std::io::Error) {
         let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         Self::fail(&self.path, &mut g, e);
+    }
+
+    /// Write the records sealed and not yet written (a dry run's).
+    fn flush(g: &mut Inner) -> std::io::Result<()> {
+        if !g.buf.is_empty() {
+            g.file.write_all(&g.buf)?;
+            g.len += g.buf.len() as u64;
+            g.buf.clear();
+        }
+        Ok(())
     }
 
     /// Stop writing after `e`, with the file cut back to its whole records.
@@ -1016,13 +1060,29 @@ impl Sink for Journal {
                 // `integrity`); the link advances only once it is written.
                 let (mut line, chain) = integrity::seal(&g.chain, json);
                 line.push(b'\n');
-                match g.file.write_all(&line) {
+                // A dry run's records that need no barrier are written a
+                // block at a time (the run stops all the same on a failed
+                // write: it is found at the next block, the next barrier
+                // or the next record that needs one, and the run's end).
+                let written = if self.volatile {
+                    g.buf.extend_from_slice(&line);
+                    if durable(&ev) || g.buf.len() >= BLOCK {
+                        Self::flush(&mut g)
+                    } else {
+                        Ok(())
+                    }
+                } else {
+                    g.file.write_all(&line).map(|()| g.len += line.len() as u64)
+                };
+                match written {
                     Ok(()) => {
-                        g.len += line.len() as u64;
                         g.chain = chain;
                         g.records += 1;
                         if self.replica.is_some() {
                             g.pending.push(line);
+                        }
+                        if let Some(tap) = g.tap.as_mut() {
+                            tap(&ev);
                         }
                         Some((g.len, g.records))
                     }
@@ -1093,6 +1153,12 @@ impl Sink for Journal {
 
     fn barrier(&self) {
         if self.volatile {
+            let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+            if g.error.is_none()
+                && let Err(e) = Self::flush(&mut g)
+            {
+                Self::fail(&self.path, &mut g, e);
+            }
             return;
         }
         let (len, records) = {

@@ -345,11 +345,31 @@ pub fn optimize_main(args: &[String]) -> i32 {
     let cache = Cache::new(&rt, PathBuf::from(dir));
     let Ok(root) = cache.root() else { return 1 };
     let name = Cache::name(sha256, &cache.engine_hash);
-    if root.symlink_metadata(&name).is_ok() {
-        return 0;
-    }
-    optimize(&rt.engine, root, &name, &bytes);
+    once(root, &name, || optimize(&rt.engine, root, &name, &bytes));
     i32::from(root.symlink_metadata(&name).is_err())
+}
+
+/// Run `compile` unless artifact `name` is cached already or another
+/// process is compiling it (commands started side by side each load a new
+/// large plugin with the quick tier and start an `__optimize`; one of them
+/// compiles). The lock is a `.tmp` file beside the artifact, locked with
+/// `flock` for as long as the compile lasts: a crashed compile leaves no
+/// lock held, and the cache's eviction removes the file after an hour.
+fn once(root: &cap_std::fs::Dir, name: &str, compile: impl FnOnce()) {
+    use rustix::fs::{FlockOperation, flock};
+    if root.symlink_metadata(name).is_ok() {
+        return;
+    }
+    let Ok(lock) = root.create(format!(".{name}.optimizing.tmp")) else {
+        return;
+    };
+    if flock(&lock, FlockOperation::NonBlockingLockExclusive).is_err() {
+        return; // another process is compiling it
+    }
+    // Stored by the one whose lock this was, since the look above.
+    if root.symlink_metadata(name).is_err() {
+        compile();
+    }
 }
 
 pub use crate::config::user_cache_dir;
@@ -402,6 +422,27 @@ impl Cache {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// flock locks are per open file description: the test's own open
+    /// file holds the lock as another process's would.
+    #[test]
+    fn one_compile_per_artifact_and_none_once_it_is_cached() {
+        use rustix::fs::{FlockOperation, flock};
+        let dir = tempfile::tempdir().unwrap();
+        let root =
+            cap_std::fs::Dir::open_ambient_dir(dir.path(), cap_std::ambient_authority()).unwrap();
+        let held = root.create(".x.cwasm.optimizing.tmp").unwrap();
+        flock(&held, FlockOperation::NonBlockingLockExclusive).unwrap();
+        let mut ran = 0;
+        once(&root, "x.cwasm", || ran += 1);
+        assert_eq!(ran, 0, "compiled while another process holds the lock");
+        flock(&held, FlockOperation::Unlock).unwrap();
+        once(&root, "x.cwasm", || ran += 1);
+        assert_eq!(ran, 1, "the lock was free: it compiles");
+        root.write("x.cwasm", b"code").unwrap();
+        once(&root, "x.cwasm", || ran += 1);
+        assert_eq!(ran, 1, "cached already: nothing to compile");
+    }
 
     #[test]
     fn the_least_recently_used_go_first_and_stale_temporaries_go() {

@@ -37,19 +37,67 @@ fn esc(s: &str) -> String {
 /// for failed steps (the journal has everything).
 pub const DETAIL_LIMIT: usize = 5_000;
 
+/// The plan's table names at most this many nodes per service, then how
+/// many more there are (the journal has them all).
+pub const NODES_SHOWN: usize = 100;
+
+/// `s` as the plan's table shows it: its first [`NODES_SHOWN`] nodes.
+fn shown(s: &PlannedService) -> PlannedService {
+    let mut nodes: Vec<String> = s.nodes.iter().take(NODES_SHOWN).cloned().collect();
+    if s.nodes.len() > NODES_SHOWN {
+        nodes.push(format!("… and {} more", s.nodes.len() - NODES_SHOWN));
+    }
+    PlannedService {
+        name: s.name.clone(),
+        level: s.level,
+        depends_on: s.depends_on.clone(),
+        nodes,
+        rollout: s.rollout.clone(),
+        reversible: s.reversible,
+        hops: s.hops.clone(),
+        guard: s.guard,
+    }
+}
+
 /// Build the HTML of a journal.
 pub fn render(events: impl IntoIterator<Item = Event>) -> String {
-    let g = Gathered::of(events);
+    html(&Gathered::of(events))
+}
+
+/// A report gathered record by record while its run writes the journal
+/// (fed the records written, in their order), so that the end of a run
+/// writes its report without reading the journal back.
+pub struct Gathering(Gathered);
+
+impl Default for Gathering {
+    fn default() -> Self {
+        Gathering(Gathered::new())
+    }
+}
+
+impl Gathering {
+    /// The next record written.
+    pub fn add(&mut self, ev: &Event) {
+        self.0.add(ev);
+    }
+
+    /// Write the report of run `run_id` as gathered so far.
+    pub fn write(&self, state_dir: &Path, run_id: &str) -> Result<PathBuf, JournalError> {
+        write_html(state_dir, run_id, html(&self.0))
+    }
+}
+
+fn html(g: &Gathered) -> String {
     let total = g.end_ms.max(1);
     let mut h = String::new();
-    header(&mut h, &g, total);
-    plan_table(&mut h, &g);
-    train_table(&mut h, &g);
-    probe_table(&mut h, &g);
-    gate_list(&mut h, &g);
-    timeline(&mut h, &g, total);
-    denied(&mut h, &g);
-    steps(&mut h, &g);
+    header(&mut h, g, total);
+    plan_table(&mut h, g);
+    train_table(&mut h, g);
+    probe_table(&mut h, g);
+    gate_list(&mut h, g);
+    timeline(&mut h, g, total);
+    denied(&mut h, g);
+    steps(&mut h, g);
     h.push_str(
         r##"</div><script>
 "use strict";
@@ -74,6 +122,8 @@ struct Gathered {
     outcome: String,
     end_ms: u64,
     bars: Vec<Bar>,
+    /// The bars of the steps started and not finished yet.
+    open: BTreeMap<StepKey, usize>,
     down: BTreeMap<String, (u64, Option<u64>)>,
     denials: Vec<String>,
     steps_seen: usize,
@@ -105,233 +155,233 @@ struct HopSpan {
 }
 
 impl Gathered {
+    /// Nothing gathered yet.
+    fn new() -> Gathered {
+        Gathered {
+            run_id: String::new(),
+            started: String::new(),
+            plan: Vec::new(),
+            outcome: "running or interrupted".to_string(),
+            end_ms: 0,
+            bars: Vec::new(),
+            open: BTreeMap::new(),
+            down: BTreeMap::new(),
+            denials: Vec::new(),
+            steps_seen: 0,
+            train: None,
+            node_major: false,
+            hops: BTreeMap::new(),
+            pauses: Vec::new(),
+            probes: BTreeMap::new(),
+            gates: Vec::new(),
+        }
+    }
+
     /// One pass over the events: the timeline's bars (per-node detail up
     /// to [`DETAIL_LIMIT`] steps), unavailability windows, denials.
     fn of(events: impl IntoIterator<Item = Event>) -> Gathered {
-        let mut run_id = String::new();
-        let mut started = String::new();
-        let mut plan: Vec<PlannedService> = Vec::new();
-        let mut outcome = "running or interrupted".to_string();
-        let mut end_ms = 0u64;
-        let mut bars: Vec<Bar> = Vec::new();
-        let mut open: BTreeMap<StepKey, usize> = BTreeMap::new();
-        let mut down: BTreeMap<String, (u64, Option<u64>)> = BTreeMap::new();
-        let mut denials: Vec<String> = Vec::new();
-        let mut steps_seen = 0usize;
-        let mut train = None;
-        let mut node_major = false;
-        let mut pauses: Vec<(u64, String)> = Vec::new();
-        let mut gates: Vec<String> = Vec::new();
-        let mut probes: BTreeMap<String, Measured> = BTreeMap::new();
-        let mut hops: BTreeMap<u32, HopSpan> = BTreeMap::new();
+        let mut g = Gathered::new();
         for ev in events {
-            match &ev {
-                Event::StepStarted {
-                    step: StepKey { hop: Some(h), .. },
-                    at_ms,
-                } => {
-                    let span = hops.entry(*h).or_insert(HopSpan {
-                        start: *at_ms,
-                        ..HopSpan::default()
-                    });
-                    span.start = span.start.min(*at_ms);
-                }
-                Event::StepFinished {
-                    step: step @ StepKey { hop: Some(h), .. },
-                    at_ms,
-                    status,
-                    ..
-                } => {
-                    let span = hops.entry(*h).or_default();
-                    span.end = span.end.max(*at_ms);
-                    let failed = *status != StepResult::Ok;
-                    if step.phase == Phase::Verify {
-                        span.gate_failed |= failed;
-                        span.gate_passed += usize::from(!failed);
-                    } else {
-                        span.failed |= failed;
-                    }
-                }
-                _ => {}
+            g.add(&ev);
+        }
+        g
+    }
+
+    /// The next event of the journal, in its order.
+    fn add(&mut self, ev: &Event) {
+        match ev {
+            Event::StepStarted {
+                step: StepKey { hop: Some(h), .. },
+                at_ms,
+            } => {
+                let span = self.hops.entry(*h).or_insert(HopSpan {
+                    start: *at_ms,
+                    ..HopSpan::default()
+                });
+                span.start = span.start.min(*at_ms);
             }
-            match &ev {
-                Event::RunStarted {
-                    run_id: r,
-                    time,
-                    plan: p,
-                    train: t,
-                    options,
-                    ..
-                } => {
-                    node_major = options.node_major;
-                    run_id = r.clone();
-                    started = time.clone();
-                    plan = p.clone();
-                    train = t.clone();
+            Event::StepFinished {
+                step: step @ StepKey { hop: Some(h), .. },
+                at_ms,
+                status,
+                ..
+            } => {
+                let span = self.hops.entry(*h).or_default();
+                span.end = span.end.max(*at_ms);
+                let failed = *status != StepResult::Ok;
+                if step.phase == Phase::Verify {
+                    span.gate_failed |= failed;
+                    span.gate_passed += usize::from(!failed);
+                } else {
+                    span.failed |= failed;
                 }
-                Event::StepStarted { step, at_ms } => {
-                    steps_seen += 1;
-                    if steps_seen > DETAIL_LIMIT && step.node.is_some() {
-                        end_ms = end_ms.max(*at_ms);
-                        continue; // summarised; failures are added below
+            }
+            _ => {}
+        }
+        match ev {
+            Event::RunStarted {
+                run_id: r,
+                time,
+                plan: p,
+                train: t,
+                options,
+                ..
+            } => {
+                self.node_major = options.node_major;
+                self.run_id = r.clone();
+                self.started = time.clone();
+                self.plan = p.iter().map(shown).collect();
+                self.train = t.clone();
+            }
+            Event::StepStarted { step, at_ms } => {
+                self.steps_seen += 1;
+                if self.steps_seen > DETAIL_LIMIT && step.node.is_some() {
+                    self.end_ms = self.end_ms.max(*at_ms);
+                    return; // summarised; failures are added below
+                }
+                self.open.insert(step.clone(), self.bars.len());
+                self.bars.push(Bar {
+                    step: step.clone(),
+                    start: *at_ms,
+                    end: None,
+                    failed: false,
+                    error: None,
+                    denied: 0,
+                    commands: Vec::new(),
+                });
+                self.end_ms = self.end_ms.max(*at_ms);
+            }
+            Event::StepFinished {
+                step,
+                at_ms,
+                status,
+                error,
+                duration_ms,
+            } => {
+                match self.open.remove(step) {
+                    Some(i) => {
+                        self.bars[i].end = Some(*at_ms);
+                        self.bars[i].failed = *status != StepResult::Ok;
+                        self.bars[i].error = error.clone();
                     }
-                    open.insert(step.clone(), bars.len());
-                    bars.push(Bar {
+                    None if *status != StepResult::Ok => self.bars.push(Bar {
                         step: step.clone(),
-                        start: *at_ms,
-                        end: None,
-                        failed: false,
-                        error: None,
+                        start: at_ms.saturating_sub(*duration_ms),
+                        end: Some(*at_ms),
+                        failed: true,
+                        error: error.clone(),
                         denied: 0,
                         commands: Vec::new(),
-                    });
-                    end_ms = end_ms.max(*at_ms);
+                    }),
+                    None => {}
                 }
-                Event::StepFinished {
-                    step,
-                    at_ms,
-                    status,
-                    error,
-                    duration_ms,
-                } => {
-                    match open.remove(step) {
-                        Some(i) => {
-                            bars[i].end = Some(*at_ms);
-                            bars[i].failed = *status != StepResult::Ok;
-                            bars[i].error = error.clone();
-                        }
-                        None if *status != StepResult::Ok => bars.push(Bar {
-                            step: step.clone(),
-                            start: at_ms.saturating_sub(*duration_ms),
-                            end: Some(*at_ms),
-                            failed: true,
-                            error: error.clone(),
-                            denied: 0,
-                            commands: Vec::new(),
-                        }),
-                        None => {}
-                    }
-                    end_ms = end_ms.max(*at_ms);
-                }
-                Event::CommandFinished {
-                    step,
-                    node,
-                    argv,
-                    result,
-                    ..
-                } => {
-                    if let Some(i) = open.get(step) {
-                        bars[*i]
-                            .commands
-                            .push((node.clone(), argv.clone(), result.clone()));
-                    }
-                }
-                Event::Denied {
-                    step,
-                    plugin,
-                    node,
-                    argv,
-                    reason,
-                } => {
-                    if let Some(i) = open.get(step) {
-                        bars[*i].denied += 1;
-                    }
-                    denials.push(format!("{plugin} on {node}: {} — {reason}", argv.join(" ")));
-                }
-                Event::Log {
-                    step,
-                    level,
-                    message,
-                    at_ms,
-                } if *level == LogLevel::Progress => {
-                    let e = down.entry(step.service.clone()).or_insert((*at_ms, None));
-                    if message == "service-down" {
-                        e.0 = e.0.min(*at_ms);
-                    } else if message == "service-up" {
-                        e.1 = Some(e.1.unwrap_or(0).max(*at_ms));
-                    }
-                }
-                Event::Paused { reason, at_ms } => {
-                    pauses.push((*at_ms, reason.clone()));
-                    end_ms = end_ms.max(*at_ms);
-                }
-                Event::GateChecked {
-                    service,
-                    batch,
-                    passed,
-                    detail,
-                    node,
-                    at_ms,
-                } => {
-                    let place = if service == crate::events::GATE {
-                        format!("after hop {}", batch + 1)
-                    } else if let Some(n) = node {
-                        format!("{service}'s ok-to-stop before {n}")
-                    } else {
-                        format!("{service} before batch {}", batch + 1)
-                    };
-                    gates.push(format!(
-                        "at {:.1} s, {place}: {} ({detail})",
-                        *at_ms as f64 / 1000.0,
-                        if *passed { "passed" } else { "NOT PASSED" }
-                    ));
-                    end_ms = end_ms.max(*at_ms);
-                }
-                Event::Probe {
-                    name, up, at_ms, ..
-                } => {
-                    let outages = &mut probes.entry(name.clone()).or_default().0;
-                    match (up, outages.last_mut()) {
-                        (false, Some((_, None))) => {}
-                        (false, _) => outages.push((*at_ms, None)),
-                        (true, Some((_, end @ None))) => *end = Some(*at_ms),
-                        (true, _) => {}
-                    }
-                    end_ms = end_ms.max(*at_ms);
-                }
-                Event::Survival {
-                    service,
-                    name,
-                    what,
-                    hop,
-                    passed,
-                    detail,
-                    at_ms,
-                } => {
-                    gates.push(format!(
-                        "at {:.1} s, survival `{name}` of {service}: {what}{} {} ({detail})",
-                        *at_ms as f64 / 1000.0,
-                        hop.map(|h| format!(" after hop {}", h + 1))
-                            .unwrap_or_default(),
-                        if *passed { "passed" } else { "FAILED" }
-                    ));
-                }
-                Event::ProbeSummary { name, .. } => {
-                    probes.entry(name.clone()).or_default().1.absorb(&ev);
-                }
-                Event::RunFinished { outcome: o, at_ms } => {
-                    outcome = o.to_string();
-                    end_ms = end_ms.max(*at_ms);
-                }
-                _ => {}
+                self.end_ms = self.end_ms.max(*at_ms);
             }
-        }
-        Gathered {
-            run_id,
-            started,
-            plan,
-            outcome,
-            end_ms,
-            bars,
-            down,
-            denials,
-            steps_seen,
-            train,
-            node_major,
-            hops,
-            pauses,
-            probes,
-            gates,
+            Event::CommandFinished {
+                step,
+                node,
+                argv,
+                result,
+                ..
+            } => {
+                if let Some(i) = self.open.get(step) {
+                    self.bars[*i]
+                        .commands
+                        .push((node.clone(), argv.clone(), result.clone()));
+                }
+            }
+            Event::Denied {
+                step,
+                plugin,
+                node,
+                argv,
+                reason,
+            } => {
+                if let Some(i) = self.open.get(step) {
+                    self.bars[*i].denied += 1;
+                }
+                self.denials
+                    .push(format!("{plugin} on {node}: {} — {reason}", argv.join(" ")));
+            }
+            Event::Log {
+                step,
+                level,
+                message,
+                at_ms,
+            } if *level == LogLevel::Progress => {
+                let e = self
+                    .down
+                    .entry(step.service.clone())
+                    .or_insert((*at_ms, None));
+                if message == "service-self.down" {
+                    e.0 = e.0.min(*at_ms);
+                } else if message == "service-up" {
+                    e.1 = Some(e.1.unwrap_or(0).max(*at_ms));
+                }
+            }
+            Event::Paused { reason, at_ms } => {
+                self.pauses.push((*at_ms, reason.clone()));
+                self.end_ms = self.end_ms.max(*at_ms);
+            }
+            Event::GateChecked {
+                service,
+                batch,
+                passed,
+                detail,
+                node,
+                at_ms,
+            } => {
+                let place = if service == crate::events::GATE {
+                    format!("after hop {}", batch + 1)
+                } else if let Some(n) = node {
+                    format!("{service}'s ok-to-stop before {n}")
+                } else {
+                    format!("{service} before batch {}", batch + 1)
+                };
+                self.gates.push(format!(
+                    "at {:.1} s, {place}: {} ({detail})",
+                    *at_ms as f64 / 1000.0,
+                    if *passed { "passed" } else { "NOT PASSED" }
+                ));
+                self.end_ms = self.end_ms.max(*at_ms);
+            }
+            Event::Probe {
+                name, up, at_ms, ..
+            } => {
+                let outages = &mut self.probes.entry(name.clone()).or_default().0;
+                match (up, outages.last_mut()) {
+                    (false, Some((_, None))) => {}
+                    (false, _) => outages.push((*at_ms, None)),
+                    (true, Some((_, end @ None))) => *end = Some(*at_ms),
+                    (true, _) => {}
+                }
+                self.end_ms = self.end_ms.max(*at_ms);
+            }
+            Event::Survival {
+                service,
+                name,
+                what,
+                hop,
+                passed,
+                detail,
+                at_ms,
+            } => {
+                self.gates.push(format!(
+                    "at {:.1} s, survival `{name}` of {service}: {what}{} {} ({detail})",
+                    *at_ms as f64 / 1000.0,
+                    hop.map(|h| format!(" after hop {}", h + 1))
+                        .unwrap_or_default(),
+                    if *passed { "passed" } else { "FAILED" }
+                ));
+            }
+            Event::ProbeSummary { name, .. } => {
+                self.probes.entry(name.clone()).or_default().1.absorb(ev);
+            }
+            Event::RunFinished { outcome: o, at_ms } => {
+                self.outcome = o.to_string();
+                self.end_ms = self.end_ms.max(*at_ms);
+            }
+            _ => {}
         }
     }
 }
@@ -711,6 +761,11 @@ pub fn write(state_dir: &Path, run_id: &str) -> Result<PathBuf, JournalError> {
     if let Some(e) = error {
         return Err(e);
     }
+    write_html(state_dir, run_id, html)
+}
+
+/// Write `html` as the report of run `run_id`.
+fn write_html(state_dir: &Path, run_id: &str, html: String) -> Result<PathBuf, JournalError> {
     let out = journal::run_dir(state_dir, run_id).join("report.html");
     let io = journal::io_error(&out);
     // Through the journal's handle on the run's directory; written aside and
@@ -740,6 +795,31 @@ mod tests {
             phase,
             node: node.map(String::from),
         }
+    }
+
+    #[test]
+    fn the_plan_table_names_the_first_nodes_and_counts_the_rest() {
+        let nodes: Vec<String> = (0..250).map(|i| format!("node-{i:03}")).collect();
+        let html = render(vec![Event::RunStarted {
+            run_id: "r1".into(),
+            time: String::new(),
+            plan: vec![PlannedService {
+                name: "nova".into(),
+                level: 0,
+                depends_on: vec![],
+                nodes,
+                rollout: "parallel".into(),
+                reversible: true,
+                hops: vec![],
+                guard: false,
+            }],
+            plugins: vec![],
+            options: RunOptionsRecord::default(),
+            train: None,
+        }]);
+        assert!(html.contains("node-000, node-001"), "{html}");
+        assert!(html.contains("node-099, … and 150 more"), "{html}");
+        assert!(!html.contains("node-100"), "{html}");
     }
 
     #[test]
