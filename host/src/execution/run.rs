@@ -1067,14 +1067,34 @@ impl Runner {
                     return Err(());
                 }
             }
-            // At most `forks` node steps alive at once: a batch of 100 000
-            // nodes must not hold 100 000 futures.
-            use futures::StreamExt;
-            let results: Vec<Result<(), String>> = futures::stream::iter(batch.clone())
-                .map(|i| self.step(svc, stage, Hook::Upgrade(wit_node(&svc.targets[i]))))
-                .buffer_unordered(self.opts.forks.max(1))
-                .collect()
-                .await;
+            // Each node step is a task of its own, so that every worker
+            // takes steps (one task polling all of a service's steps ran
+            // them on one worker at a time, and left the other idle); at
+            // most `forks` of them alive at once: a batch of 100 000 nodes
+            // must not hold 100 000 futures. Dropping the set (the run
+            // aborted) aborts them.
+            let forks = self.opts.forks.max(1);
+            let ended = |r: Result<Result<(), String>, tokio::task::JoinError>| {
+                r.unwrap_or_else(|e| Err(format!("the step's task ended abnormally: {e}")))
+            };
+            let mut steps = tokio::task::JoinSet::new();
+            let mut results: Vec<Result<(), String>> = Vec::with_capacity(batch.len());
+            for n in batch.clone() {
+                if steps.len() >= forks
+                    && let Some(r) = steps.join_next().await
+                {
+                    results.push(ended(r));
+                }
+                let me = self.clone();
+                steps.spawn(async move {
+                    let svc = &me.services[i];
+                    me.step(svc, stage, Hook::Upgrade(wit_node(&svc.targets[n])))
+                        .await
+                });
+            }
+            while let Some(r) = steps.join_next().await {
+                results.push(ended(r));
+            }
             self.journal.barrier();
             failed += results.iter().filter(|r| r.is_err()).count();
             if failed > tolerated {

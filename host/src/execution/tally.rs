@@ -16,8 +16,34 @@ use crate::events::{Event, Phase, PlannedService, StepKey, StepResult};
 use crate::journal::StepStatus;
 use crate::report::Gathering;
 
-use super::lifecycle::ServiceSummary;
 use super::run::{hop_phases, hops_of};
+
+/// A service's line in the summary.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServiceSummary {
+    /// Service.
+    pub name: String,
+    /// Steps done.
+    pub done: usize,
+    /// Steps failed.
+    pub failed: usize,
+    /// Steps in all.
+    pub total: usize,
+    /// Whether its rollback ran: done (`Some(true)`) or not (`Some(false)`).
+    pub rolled_back: Option<bool>,
+}
+
+/// Whether `service`'s rollback ran, by its rollback steps' last status:
+/// all done (`Some(true)`), not all (`Some(false)`), none (`None`).
+pub(crate) fn rolled_back(steps: &BTreeMap<StepKey, StepStatus>, service: &str) -> Option<bool> {
+    let mut rollbacks = steps
+        .iter()
+        .filter(|(k, _)| k.service == service && k.phase == Phase::Rollback)
+        .map(|(_, st)| *st)
+        .peekable();
+    rollbacks.peek()?;
+    Some(rollbacks.all(|st| st == StepStatus::Done))
+}
 
 /// Node steps of one (hop, phase) of a service: how many ended, and how.
 #[derive(Default, Clone, Copy)]
@@ -103,168 +129,17 @@ impl Tally {
                 failed += ends.failed;
             }
         }
-        let rollbacks: Vec<&StepStatus> = self
-            .steps
-            .iter()
-            .filter(|(k, _)| k.service == s.name && k.phase == Phase::Rollback)
-            .map(|(_, st)| st)
-            .collect();
         ServiceSummary {
             name: s.name.clone(),
             done,
             failed,
             total,
-            rolled_back: (!rollbacks.is_empty())
-                .then(|| rollbacks.iter().all(|st| **st == StepStatus::Done)),
+            rolled_back: rolled_back(&self.steps, &s.name),
         }
     }
 
     /// The report as gathered.
     pub fn report(&self) -> &Gathering {
         &self.report
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::events::{Hop, HopKind, RunOptionsRecord, Sink};
-    use crate::journal::{self, Journal};
-    use std::sync::{Arc, Mutex};
-
-    fn planned(name: &str, nodes: &[&str], hops: Vec<Hop>) -> PlannedService {
-        PlannedService {
-            name: name.into(),
-            level: 0,
-            depends_on: vec![],
-            nodes: nodes.iter().map(|n| n.to_string()).collect(),
-            rollout: "parallel".into(),
-            reversible: true,
-            hops,
-            guard: false,
-        }
-    }
-
-    fn hop(stage: u32, kind: HopKind) -> Hop {
-        Hop {
-            stage,
-            from: format!("r{stage}"),
-            to: format!("r{}", stage + 1),
-            kind,
-        }
-    }
-
-    /// Started, then finished (`Some(ok)`) or not (`None`).
-    fn step(
-        j: &Journal,
-        service: &str,
-        hop: Option<u32>,
-        phase: Phase,
-        node: Option<&str>,
-        end: Option<bool>,
-    ) {
-        let step = StepKey {
-            hop,
-            service: service.into(),
-            phase,
-            node: node.map(String::from),
-        };
-        j.emit(Event::StepStarted {
-            step: step.clone(),
-            at_ms: 1,
-        });
-        if let Some(ok) = end {
-            j.emit(Event::StepFinished {
-                step,
-                at_ms: 2,
-                status: if ok {
-                    StepResult::Ok
-                } else {
-                    StepResult::Failed
-                },
-                duration_ms: 1,
-                error: (!ok).then(|| "it failed".to_string()),
-            });
-        }
-    }
-
-    /// Also for a dry run's journal, which writes a block at a time (its
-    /// last records, with no end record here, when it is dropped).
-    #[test]
-    fn the_tally_says_what_reading_the_journal_back_says() {
-        for volatile in [false, true] {
-            tally_and_read_back(volatile);
-        }
-    }
-
-    fn tally_and_read_back(volatile: bool) {
-        let dir = tempfile::tempdir().unwrap();
-        let plan = vec![
-            planned("a", &["n1", "n2", "n3", "n4"], vec![]),
-            planned(
-                "b",
-                &["n1", "n2"],
-                vec![hop(0, HopKind::Full), hop(1, HopKind::MigrationsOnly)],
-            ),
-            planned("c", &["n1"], vec![]),
-        ];
-        let tally = Arc::new(Mutex::new(Tally::default()));
-        let j = Journal::create(dir.path(), "r1", vec![]).unwrap().tap({
-            let t = tally.clone();
-            Box::new(move |ev| t.lock().unwrap().add(ev))
-        });
-        let j = if volatile { j.volatile() } else { j };
-        j.emit(Event::RunStarted {
-            run_id: "r1".into(),
-            time: String::new(),
-            plan: plan.clone(),
-            plugins: vec![],
-            options: RunOptionsRecord::default(),
-            train: None,
-        });
-        use Phase::*;
-        // a: two checks (the second one counts), two nodes ok, one
-        // failed, one started only; no post-upgrade.
-        step(&j, "a", None, Check, None, Some(false));
-        step(&j, "a", None, Check, None, Some(true));
-        step(&j, "a", None, PreUpgrade, None, Some(true));
-        step(&j, "a", None, Upgrade, Some("n1"), Some(true));
-        step(&j, "a", None, Upgrade, Some("n2"), Some(false));
-        step(&j, "a", None, Upgrade, Some("n3"), Some(true));
-        step(&j, "a", None, Upgrade, Some("n4"), None);
-        // b: hop 0 in full, hop 1's migration failed.
-        for phase in [Check, PreUpgrade] {
-            step(&j, "b", Some(0), phase, None, Some(true));
-        }
-        for n in ["n1", "n2"] {
-            step(&j, "b", Some(0), Upgrade, Some(n), Some(true));
-        }
-        for phase in [PostUpgrade, Finalize] {
-            step(&j, "b", Some(0), phase, None, Some(true));
-        }
-        step(&j, "b", Some(1), Check, None, Some(true));
-        step(&j, "b", Some(1), Migrate, None, Some(false));
-        // c: rolled back, in part.
-        step(&j, "c", None, Check, None, Some(true));
-        step(&j, "c", None, Rollback, None, Some(false));
-        let path = j.path.clone();
-        drop(j);
-
-        let read_back = journal::replay_summary(&path).unwrap();
-        let tally = tally.lock().unwrap();
-        let got: Vec<ServiceSummary> = plan.iter().map(|s| tally.summary(s)).collect();
-        let want: Vec<ServiceSummary> = plan
-            .iter()
-            .map(|s| super::super::lifecycle::summarize(s, &read_back))
-            .collect();
-        assert_eq!(got, want);
-        let counts: Vec<(usize, usize, usize, Option<bool>)> = got
-            .iter()
-            .map(|s| (s.done, s.failed, s.total, s.rolled_back))
-            .collect();
-        assert_eq!(
-            counts,
-            vec![(4, 1, 8, None), (7, 1, 8, None), (1, 0, 5, Some(false)),]
-        );
     }
 }

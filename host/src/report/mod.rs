@@ -797,18 +797,17 @@ mod tests {
         }
     }
 
-    #[test]
-    fn the_plan_table_names_the_first_nodes_and_counts_the_rest() {
-        let nodes: Vec<String> = (0..250).map(|i| format!("node-{i:03}")).collect();
-        let html = render(vec![Event::RunStarted {
+    /// The start of a run of one service, `name` on `nodes`.
+    fn started(name: &str, nodes: Vec<String>, rollout: &str) -> Event {
+        Event::RunStarted {
             run_id: "r1".into(),
-            time: String::new(),
+            time: "2026-11-22T00:00:00Z".into(),
             plan: vec![PlannedService {
-                name: "nova".into(),
+                name: name.into(),
                 level: 0,
                 depends_on: vec![],
                 nodes,
-                rollout: "parallel".into(),
+                rollout: rollout.into(),
                 reversible: true,
                 hops: vec![],
                 guard: false,
@@ -816,7 +815,13 @@ mod tests {
             plugins: vec![],
             options: RunOptionsRecord::default(),
             train: None,
-        }]);
+        }
+    }
+
+    #[test]
+    fn the_plan_table_names_the_first_nodes_and_counts_the_rest() {
+        let nodes: Vec<String> = (0..250).map(|i| format!("node-{i:03}")).collect();
+        let html = render(vec![started("nova", nodes, "parallel")]);
         assert!(html.contains("node-000, node-001"), "{html}");
         assert!(html.contains("node-099, … and 150 more"), "{html}");
         assert!(!html.contains("node-100"), "{html}");
@@ -827,23 +832,7 @@ mod tests {
         let pre = step("galera", Phase::PreUpgrade, None);
         let up = step("galera", Phase::Upgrade, Some("ctl1"));
         let events = vec![
-            Event::RunStarted {
-                run_id: "r1".into(),
-                time: "2026-11-22T00:00:00Z".into(),
-                plan: vec![PlannedService {
-                    name: "galera".into(),
-                    level: 0,
-                    depends_on: vec![],
-                    nodes: vec!["ctl1".into()],
-                    rollout: "one-at-a-time".into(),
-                    reversible: true,
-                    hops: vec![],
-                    guard: false,
-                }],
-                plugins: vec![],
-                options: RunOptionsRecord::default(),
-                train: None,
-            },
+            started("galera", vec!["ctl1".into()], "one-at-a-time"),
             Event::StepStarted {
                 step: pre.clone(),
                 at_ms: 10,
