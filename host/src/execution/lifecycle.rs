@@ -884,46 +884,44 @@ pub async fn execute(
     let failures = failed_steps(&failures, &path)?;
     // A new run that completed with every record written: its summary and
     // report were gathered as the journal was written.
-    if let Some(tally) = tally.filter(|_| all_written && outcome == Outcome::Complete) {
-        let tally = tally.lock().unwrap_or_else(|p| p.into_inner());
-        let report = tally
-            .report()
-            .write(&state_dir, &run_id)
-            .map_err(|e| e.to_string());
-        let summary = plan.iter().map(|s| tally.summary(s)).collect();
-        drop(tally);
-        if let Some(h) = held {
-            h.release();
-        }
-        return Ok(RunEnd {
-            run_id,
-            outcome,
-            paused,
-            halted,
-            failures,
-            left: None,
-            summary,
-            journal: path,
-            report,
-            aside_of,
-        });
-    }
-    // Otherwise the summary and the report each read the journal back from
-    // disk: side by side (a 100 000-node run's journal is 1 GB of records).
-    let report = {
-        let (dir, id) = (state_dir.clone(), run_id.clone());
-        tokio::task::spawn_blocking(move || {
-            crate::report::write(&dir, &id).map_err(|e| e.to_string())
-        })
-    };
-    let replayed = journal::replay_summary(&path);
-    let report = report
-        .await
-        .unwrap_or_else(|e| Err(format!("the report could not be written: {e}")));
-    let replayed = replayed?;
-    let left =
-        (outcome != Outcome::Complete).then(|| left(&plan, train.as_ref(), &replayed, outcome));
-    let summary = plan.iter().map(|s| summarize(s, &replayed)).collect();
+    let (summary, left, report) =
+        match tally.filter(|_| all_written && outcome == Outcome::Complete) {
+            Some(tally) => {
+                let tally = tally.lock().unwrap_or_else(|p| p.into_inner());
+                let report = tally
+                    .report()
+                    .write(&state_dir, &run_id)
+                    .map_err(|e| e.to_string());
+                (
+                    plan.iter().map(|s| tally.summary(s)).collect(),
+                    None,
+                    report,
+                )
+            }
+            // Otherwise the summary and the report each read the journal back
+            // from disk: side by side (a 100 000-node run's journal is 1 GB of
+            // records).
+            None => {
+                let report = {
+                    let (dir, id) = (state_dir.clone(), run_id.clone());
+                    tokio::task::spawn_blocking(move || {
+                        crate::report::write(&dir, &id).map_err(|e| e.to_string())
+                    })
+                };
+                let replayed = journal::replay_summary(&path);
+                let report = report
+                    .await
+                    .unwrap_or_else(|e| Err(format!("the report could not be written: {e}")));
+                let replayed = replayed?;
+                let left = (outcome != Outcome::Complete)
+                    .then(|| left(&plan, train.as_ref(), &replayed, outcome));
+                (
+                    plan.iter().map(|s| summarize(s, &replayed)).collect(),
+                    left,
+                    report,
+                )
+            }
+        };
     if let Some(h) = held {
         h.release();
     }
