@@ -114,7 +114,8 @@ fn main() {
         );
         // Each part of a call on its own (the same steps as `call_hook`,
         // timed apart): the host state (WASI context, pipes, limits), the
-        // store, instantiation, the call with its context, the store's drop
+        // store, instantiation, the call with its context (the hook's
+        // lookup and type check included), the store's drop
         // (the instance's slot given back to the pool).
         let uphost::runtime::bindings::PluginPre::V0_2(pre) = &plugin.pre else {
             return;
@@ -126,7 +127,7 @@ fn main() {
             let t1 = Instant::now();
             let mut store = runtime.store(&plugin.pre, state, Duration::from_secs(60));
             let t2 = Instant::now();
-            let inst = pre.instantiate_async(&mut store).await.unwrap();
+            let inst = pre.instance_pre().instantiate_async(&mut store).await.unwrap();
             let t3 = Instant::now();
             let nodes = std::sync::Arc::new(uphost::config::NodeSet::new(vec![]));
             let cx = types::Context {
@@ -147,11 +148,24 @@ fn main() {
                 targets: store.data_mut().node_list(nodes).unwrap(),
                 params: vec![],
             };
-            let _ = inst
-                .uphost_plugin_plugin()
-                .call_finalize(&mut store, &cx)
-                .await
+            // As `call_hook` does: the one hook called looked up and
+            // type-checked, then called.
+            let index = pre
+                .instance_pre()
+                .component()
+                .get_export_index(None, "uphost:plugin/plugin@0.2.0")
+                .and_then(|i| {
+                    pre.instance_pre()
+                        .component()
+                        .get_export_index(Some(&i), "finalize")
+                })
                 .unwrap();
+            let f = inst
+                .get_typed_func::<(&types::Context,), (Result<(), types::HookError>,)>(
+                    &mut store, &index,
+                )
+                .unwrap();
+            let _ = f.call_async(&mut store, (&cx,)).await.unwrap();
             let t4 = Instant::now();
             drop(store);
             let t5 = Instant::now();

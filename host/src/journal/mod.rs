@@ -528,8 +528,6 @@ struct Inner {
     file: File,
     state: BTreeMap<(String, String), String>,
     replay: HashMap<(StepKey, u32), CommandRecord>,
-    /// Reboots in doubt (see [`Replayed::reboots`]).
-    reboots: HashMap<(StepKey, u32), Vec<String>>,
     /// Bytes of whole records in the file (what an fsync makes durable);
     /// a failed write is cut back to this, so no record ever follows a
     /// torn one.
@@ -561,6 +559,16 @@ pub struct Journal {
     /// The journal file.
     pub path: PathBuf,
     inner: Mutex<Inner>,
+    /// Set with `Inner::error`, read without the lock: every step asks
+    /// whether the journal failed, and two workers asking took turns on
+    /// the lock.
+    failed: std::sync::atomic::AtomicBool,
+    /// Whether `Inner::replay` ever held a result: a new run's steps then
+    /// never take the lock to find none.
+    replays: std::sync::atomic::AtomicBool,
+    /// Reboots in doubt (see [`Replayed::reboots`]): known when the
+    /// journal is opened, never changed after.
+    reboots: HashMap<(StepKey, u32), Vec<String>>,
     /// A second handle for fsync, used outside the write lock.
     sync_file: File,
     /// Serialises fsyncs; with `synced`, gives group commit.
@@ -722,7 +730,6 @@ impl Journal {
                 file,
                 state: BTreeMap::new(),
                 replay: HashMap::new(),
-                reboots: HashMap::new(),
                 len: 0,
                 error: None,
                 chain: String::new(),
@@ -731,6 +738,9 @@ impl Journal {
                 tap: None,
                 buf: Vec::new(),
             }),
+            failed: Default::default(),
+            replays: Default::default(),
+            reboots: HashMap::new(),
             sync_file,
             sync_lock: Mutex::new(()),
             synced: Default::default(),
@@ -812,7 +822,6 @@ impl Journal {
                     file,
                     state: r.state.clone(),
                     replay: r.commands.clone(),
-                    reboots: r.reboots.clone(),
                     len: r.valid_len,
                     error: None,
                     chain: r.chain.clone().unwrap_or_default(),
@@ -821,6 +830,9 @@ impl Journal {
                     tap: None,
                     buf: Vec::new(),
                 }),
+                failed: Default::default(),
+                replays: (!r.commands.is_empty()).into(),
+                reboots: r.reboots.clone(),
                 sync_file,
                 sync_lock: Mutex::new(()),
                 synced: Default::default(),
@@ -860,8 +872,7 @@ impl Journal {
                 .and_then(|b| serde_json::from_slice::<crate::transport::record::Recorded>(&b).ok())
             {
                 Some(rec) => {
-                    let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-                    g.replay.insert((step.clone(), *seq), rec.into_record());
+                    self.settle(step, *seq, rec.into_record());
                 }
                 None => unresolved.push((step.clone(), *seq)),
             }
@@ -875,6 +886,8 @@ impl Journal {
     pub fn settle(&self, step: &StepKey, seq: u32, rec: CommandRecord) {
         let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         g.replay.insert((step.clone(), seq), rec);
+        self.replays
+            .store(true, std::sync::atomic::Ordering::Release);
     }
 
     /// Where, on the nodes, mutating commands keep their results while
@@ -890,6 +903,9 @@ impl Journal {
     /// failed (it stays so): the run must stop, and no mutating command may
     /// start, since its intent would not be on disk.
     pub fn write_error(&self) -> Option<String> {
+        if !self.failed.load(std::sync::atomic::Ordering::Acquire) {
+            return None;
+        }
         self.inner
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -955,7 +971,7 @@ impl Drop for Journal {
 impl Journal {
     fn record_error(&self, e: std::io::Error) {
         let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        Self::fail(&self.path, &mut g, e);
+        self.fail(&mut g, e);
     }
 
     /// Write the records sealed and not yet written (a dry run's).
@@ -969,12 +985,19 @@ impl Journal {
     }
 
     /// Stop writing after `e`, with the file cut back to its whole records.
-    fn fail(path: &Path, g: &mut Inner, e: std::io::Error) {
-        tracing::error!(path = %path.display(), error = %e, "journal write failed");
+    fn fail(&self, g: &mut Inner, e: std::io::Error) {
+        tracing::error!(path = %self.path.display(), error = %e, "journal write failed");
         // Truncating frees space, so it works on a full disk too.
         let _ = g.file.set_len(g.len);
+        self.set_error(g, format!("{}: {e}", self.path.display()));
+    }
+
+    /// Note the journal's first failure `why` (under its lock).
+    fn set_error(&self, g: &mut Inner, why: String) {
         if g.error.is_none() {
-            g.error = Some(format!("{}: {e}", path.display()));
+            g.error = Some(why);
+            self.failed
+                .store(true, std::sync::atomic::Ordering::Release);
         }
     }
 
@@ -1029,9 +1052,7 @@ impl Journal {
             Err(e) => {
                 tracing::error!(error = %e, "the journal's copy on etcd failed");
                 let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-                if g.error.is_none() {
-                    g.error = Some(e.to_string());
-                }
+                self.set_error(&mut g, e.to_string());
             }
         }
     }
@@ -1087,7 +1108,7 @@ impl Sink for Journal {
                         Some((g.len, g.records))
                     }
                     Err(e) => {
-                        Self::fail(&self.path, &mut g, e);
+                        self.fail(&mut g, e);
                         None
                     }
                 }
@@ -1106,6 +1127,9 @@ impl Sink for Journal {
     }
 
     fn replay(&self, step: &StepKey, seq: u32) -> Option<CommandRecord> {
+        if !self.replays.load(std::sync::atomic::Ordering::Acquire) {
+            return None;
+        }
         self.inner
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -1114,21 +1138,11 @@ impl Sink for Journal {
     }
 
     fn reboot_in_doubt(&self, step: &StepKey, seq: u32) -> Option<Vec<String>> {
-        self.inner
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .reboots
-            .get(&(step.clone(), seq))
-            .cloned()
+        self.reboots.get(&(step.clone(), seq)).cloned()
     }
 
     fn rebooting(&self, step: &StepKey) -> bool {
-        self.inner
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .reboots
-            .keys()
-            .any(|(s, _)| s == step)
+        self.reboots.keys().any(|(s, _)| s == step)
     }
 
     fn state_get(&self, service: &str, key: &str) -> Option<String> {
@@ -1157,7 +1171,7 @@ impl Sink for Journal {
             if g.error.is_none()
                 && let Err(e) = Self::flush(&mut g)
             {
-                Self::fail(&self.path, &mut g, e);
+                self.fail(&mut g, e);
             }
             return;
         }

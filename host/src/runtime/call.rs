@@ -117,9 +117,19 @@ impl RunBudget {
     /// Count `bytes` against `plugin`; an error once it is over `max`.
     pub fn charge(&self, plugin: &str, bytes: usize, max: u64) -> Result<(), String> {
         let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        let used = m.entry(plugin.to_string()).or_default();
-        *used += bytes as u64;
-        if *used > max {
+        // Looked up before inserted: a key is allocated once per plugin,
+        // not once per charge.
+        let used = match m.get_mut(plugin) {
+            Some(u) => {
+                *u += bytes as u64;
+                *u
+            }
+            None => {
+                m.insert(plugin.to_string(), bytes as u64);
+                bytes as u64
+            }
+        };
+        if used > max {
             return Err(format!(
                 "plugin `{plugin}` wrote more than {max} bytes to the journal in this run (limits.journal_mb); it was stopped"
             ));
