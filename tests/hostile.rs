@@ -5,10 +5,11 @@
 
 use std::path::{Path, PathBuf};
 
+use uphost_tests::site::Site;
 use uphost_tests::{Ran, uphost_bin, wasm, wasm_with_symbols};
 
 struct Arena {
-    dir: tempfile::TempDir,
+    site: Site,
     name: String,
 }
 
@@ -31,35 +32,27 @@ impl Arena {
     }
 
     fn unapproved_with(hostile: &str, component: &Path, extra_params: &[(&str, &str)]) -> Arena {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path();
-        std::fs::create_dir_all(p.join("plugins")).unwrap();
+        let site = Site::new();
         let name = format!("hostile-{hostile}");
-        std::fs::copy(component, p.join("plugins").join(format!("{name}.wasm"))).unwrap();
-        std::fs::copy(wasm("fixture-good"), p.join("plugins/good.wasm")).unwrap();
-        std::fs::write(
-            p.join("uphost.yaml"),
-            "plugins: plugins/\ninventory: inventory.yaml\nservices: services.yaml\nstate_dir: state/\n",
-        )
-        .unwrap();
-        std::fs::write(
-            p.join("inventory.yaml"),
-            "all:\n  vars:\n    ansible_connection: local\n  children:\n    arena:\n      hosts:\n        n1:\n    other:\n      hosts:\n        n2:\n",
-        )
-        .unwrap();
-        let canary = p.join("canary");
+        site.plugin(component, &name)
+            .plugin(&wasm("fixture-good"), "good")
+            .config("")
+            .write(
+                "inventory.yaml",
+                "all:\n  vars:\n    ansible_connection: local\n  children:\n    arena:\n      hosts:\n        n1:\n    other:\n      hosts:\n        n2:\n",
+            );
+        let canary = site.path().join("canary");
         let mut params = format!("      canary: {}\n", canary.display());
         for (k, v) in extra_params {
             params.push_str(&format!("      {k}: \"{v}\"\n"));
         }
-        std::fs::write(
-            p.join("services.yaml"),
-            format!(
+        site.write(
+            "services.yaml",
+            &format!(
                 "services:\n  good:\n    roles: [arena]\n  {name}:\n    roles: [arena]\n    params:\n{params}    limits:\n      memory_mb: 32\n      hook_timeout_s: 3\n      exec_timeout_s: 2\n      output_cap_kb: 64\n      max_log_lines: 1000\n"
             ),
-        )
-        .unwrap();
-        Arena { dir, name }
+        );
+        Arena { site, name }
     }
 
     /// A plugin refused when it describes itself: `plugins list` lists the
@@ -91,7 +84,7 @@ impl Arena {
     }
 
     fn path(&self) -> &Path {
-        self.dir.path()
+        self.site.path()
     }
 
     fn canary(&self) -> PathBuf {

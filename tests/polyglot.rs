@@ -7,6 +7,7 @@
 
 use std::process::Command;
 
+use uphost_tests::site::Site;
 use uphost_tests::{Demo, uphost_bin, uphost_in};
 
 #[test]
@@ -118,26 +119,19 @@ fn a_new_javascript_plugin_builds_and_passes_its_scenario() {
 /// it; `first_load: optimized` compiles it before going on instead.
 #[test]
 fn a_large_plugins_first_load_is_quick_and_its_optimized_code_follows() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    std::fs::create_dir_all(d.join("plugins")).unwrap();
-    std::fs::copy(
-        uphost_tests::root().join("target/polyglot/horizon.wasm"),
-        d.join("plugins/horizon.wasm"),
+    let site = Site::new();
+    site.plugin(
+        &uphost_tests::root().join("target/polyglot/horizon.wasm"),
+        "horizon",
     )
-    .expect("target/polyglot/horizon.wasm (cargo xtask build)");
-    std::fs::write(
-        d.join("inventory.yaml"),
+    .write(
+        "inventory.yaml",
         "all:\n  hosts:\n    h1:\n      ansible_connection: local\n",
     )
-    .unwrap();
-    std::fs::write(d.join("services.yaml"), "services: {}\n").unwrap();
+    .write("services.yaml", "services: {}\n");
+    let d = site.path();
     let config = |first_load: &str, cache: &str| {
-        std::fs::write(
-            d.join("uphost.yaml"),
-            format!("plugins: plugins/\ninventory: inventory.yaml\nservices: services.yaml\nstate_dir: state/\ncache_dir: {cache}/\nfirst_load: {first_load}\n"),
-        )
-        .unwrap();
+        site.config(&format!("cache_dir: {cache}/\nfirst_load: {first_load}\n"));
     };
     let artifacts = |cache: &str| -> Vec<String> {
         let mut v: Vec<String> = std::fs::read_dir(d.join(cache))

@@ -11,42 +11,29 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use uphost_tests::{Ran, sha256, uphost_in, wasm};
+use uphost_tests::{Ran, sha256, wasm};
 
-struct Site {
-    dir: tempfile::TempDir,
-}
+/// The `good` fixture on one local node, not yet approved.
+struct Site(uphost_tests::site::Site);
 
 impl Site {
-    /// The `good` fixture on one local node, not yet approved.
     fn new() -> Site {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path();
-        std::fs::create_dir_all(p.join("plugins")).unwrap();
-        std::fs::write(
-            p.join("uphost.yaml"),
-            "plugins: plugins/\ninventory: inventory.yaml\nservices: services.yaml\nstate_dir: state/\n",
-        )
-        .unwrap();
-        std::fs::write(
-            p.join("inventory.yaml"),
-            "all:\n  vars:\n    ansible_connection: local\n  children:\n    app:\n      hosts:\n        n1:\n",
-        )
-        .unwrap();
-        std::fs::write(
-            p.join("services.yaml"),
-            "services:\n  good:\n    roles: [app]\n",
-        )
-        .unwrap();
-        Site { dir }
+        let s = uphost_tests::site::Site::new();
+        s.config("")
+            .write(
+                "inventory.yaml",
+                "all:\n  vars:\n    ansible_connection: local\n  children:\n    app:\n      hosts:\n        n1:\n",
+            )
+            .write("services.yaml", "services:\n  good:\n    roles: [app]\n");
+        Site(s)
     }
 
     fn path(&self) -> &Path {
-        self.dir.path()
+        self.0.path()
     }
 
     fn uphost(&self, args: &[&str]) -> Ran {
-        uphost_in(self.path(), args)
+        self.0.uphost(args)
     }
 
     fn ok(&self, args: &[&str]) -> Ran {

@@ -6,6 +6,7 @@
 use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
+use uphost_tests::site::Site;
 use uphost_tests::sshd::{Sshds, over_ssh, ssh_demo};
 use uphost_tests::{Demo, uphost_bin};
 
@@ -641,14 +642,9 @@ fn fifty_hosts_at_forks_50_benchmark() {
         sshds.namespaces().len() == n,
         "the hosts need network namespaces (root and iproute2)"
     );
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    std::fs::create_dir_all(d.join("plugins")).unwrap();
-    std::fs::copy(
-        uphost_tests::root().join("target/wasm32-wasip2/plugin/fixture_bench_true.wasm"),
-        d.join("plugins/bench-true.wasm"),
-    )
-    .expect("the bench-true fixture (cargo xtask fixtures)");
+    let site = Site::new();
+    site.plugin(&uphost_tests::wasm("fixture-bench-true"), "bench-true");
+    let d = site.path();
     let m = 5;
     let mut inv = String::from("all:\n  children:\n    bench:\n      hosts:\n");
     for x in &names {
@@ -658,22 +654,18 @@ fn fifty_hosts_at_forks_50_benchmark() {
             sshds.port(x)
         ));
     }
-    std::fs::write(d.join("inventory.yaml"), inv).unwrap();
-    std::fs::write(
-        d.join("services.yaml"),
-        format!("services:\n  bench-true:\n    roles: [bench]\n    params: {{steps: \"{m}\"}}\n"),
-    )
-    .unwrap();
-    std::fs::write(
-        d.join("uphost.yaml"),
-        format!(
-            "plugins: plugins/\ninventory: inventory.yaml\nservices: services.yaml\nstate_dir: state/\nforks: 50\ncache_dir: cache/\nssh:\n  config: {}\n",
+    site.write("inventory.yaml", &inv)
+        .write(
+            "services.yaml",
+            &format!(
+                "services:\n  bench-true:\n    roles: [bench]\n    params: {{steps: \"{m}\"}}\n"
+            ),
+        )
+        .config(&format!(
+            "forks: 50\ncache_dir: cache/\nssh:\n  config: {}\n",
             sshds.ssh_config().display()
-        ),
-    )
-    .unwrap();
-    let r = uphost_tests::uphost_in(d, &["plugins", "approve", "--all", "--yes"]);
-    assert_eq!(r.code, 0, "{}", r.all());
+        ))
+        .approve();
     #[derive(Default)]
     struct Peak {
         wall: Duration,
@@ -855,22 +847,17 @@ fn become_runs_commands_as_the_inventory_says() {
         std::fs::Permissions::from_mode(0o644),
     )
     .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let p = dir.path();
-    std::fs::create_dir_all(p.join("plugins")).unwrap();
-    std::fs::copy(
-        uphost_tests::wasm("fixture-whoami"),
-        p.join("plugins/whoami.wasm"),
-    )
-    .unwrap();
-    std::fs::write(
-        p.join("uphost.yaml"),
-        format!(
-            "plugins: plugins/\ninventory: hosts\nservices: services.yaml\nstate_dir: state/\nssh:\n  config: {}\n  connect_timeout_s: 5\n",
-            sshds.ssh_config().display()
-        ),
-    )
-    .unwrap();
+    let site = Site::new();
+    site.plugin(&uphost_tests::wasm("fixture-whoami"), "whoami")
+        // An INI inventory, as Ansible's `hosts` file.
+        .write(
+            "uphost.yaml",
+            &format!(
+                "plugins: plugins/\ninventory: hosts\nservices: services.yaml\nstate_dir: state/\nssh:\n  config: {}\n  connect_timeout_s: 5\n",
+                sshds.ssh_config().display()
+            ),
+        );
+    let p = site.path();
     let inventory = |n1_user: &str| {
         format!(
             "[g]\nn1 ansible_host={} ansible_port={} ansible_user={n1_user} ansible_become=true\nn2 ansible_host={} ansible_port={} ansible_user=uphost-nopw\nloc ansible_connection=local ansible_become=yes ansible_become_user=nobody\n",
@@ -880,14 +867,12 @@ fn become_runs_commands_as_the_inventory_says() {
             sshds.port("n2"),
         )
     };
-    std::fs::write(p.join("hosts"), inventory("uphost-nopw")).unwrap();
-    std::fs::write(
-        p.join("services.yaml"),
-        "services:\n  whoami:\n    roles: [g]\n    params:\n      user_n1: root\n      user_n2: uphost-nopw\n      user_loc: nobody\n",
-    )
-    .unwrap();
-    let r = uphost_tests::uphost_in(p, &["plugins", "approve", "--all", "--yes"]);
-    assert_eq!(r.code, 0, "{}", r.all());
+    site.write("hosts", &inventory("uphost-nopw"))
+        .write(
+            "services.yaml",
+            "services:\n  whoami:\n    roles: [g]\n    params:\n      user_n1: root\n      user_n2: uphost-nopw\n      user_loc: nobody\n",
+        )
+        .approve();
     let r = uphost_tests::uphost_in(p, &["inventory"]);
     assert!(r.stdout.contains("become root (sudo -n)"), "{}", r.all());
     let r = uphost_tests::uphost_in(p, &["run", "--yes"]);

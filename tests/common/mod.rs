@@ -3,6 +3,7 @@
 
 pub mod packages;
 pub mod services;
+pub mod site;
 pub mod sshd;
 
 use std::path::{Path, PathBuf};
