@@ -153,7 +153,7 @@ fn main() {
             let index = pre
                 .instance_pre()
                 .component()
-                .get_export_index(None, "uphost:plugin/plugin@0.2.0")
+                .get_export_index(None, uphost::runtime::bindings::latest::PLUGIN_EXPORT)
                 .and_then(|i| {
                     pre.instance_pre()
                         .component()

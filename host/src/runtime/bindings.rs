@@ -16,6 +16,10 @@ pub mod latest {
         exports: { default: async },
         with: { "uphost:plugin/types.node-list": super::NodeList },
     });
+
+    /// The interface a 0.2 plugin exports its hooks in; each hook is named
+    /// as its phase (`Phase::as_str`).
+    pub const PLUGIN_EXPORT: &str = "uphost:plugin/plugin@0.2.0";
 }
 
 /// `uphost:plugin@0.1.0`: its own `types` (the context has no `targets`)
@@ -33,6 +37,9 @@ pub mod v0_1 {
             "uphost:plugin/state": super::latest::uphost::plugin::state,
         },
     });
+
+    /// The interface a 0.1 plugin exports its hooks in.
+    pub const PLUGIN_EXPORT: &str = "uphost:plugin/plugin@0.1.0";
 }
 
 use latest::uphost::plugin::types;

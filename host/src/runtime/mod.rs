@@ -610,20 +610,12 @@ pub async fn call_hook(
                     targets: store.data_mut().node_list(targets)?,
                     params: params(),
                 };
-                let (pre, i) = (pre.instance_pre(), "uphost:plugin/plugin@0.2.0");
+                // A hook's export is named as its phase.
+                let (pre, i) = (pre.instance_pre(), bindings::latest::PLUGIN_EXPORT);
                 let st = &mut store;
-                let (r,): HookOut<bindings::uphost::plugin::types::HookError> = match &hook {
-                    Hook::Check => call_one(st, pre, i, "check", (&ctx,)).await,
-                    Hook::PreUpgrade => call_one(st, pre, i, "pre-upgrade", (&ctx,)).await,
-                    Hook::Upgrade(node) => call_one(st, pre, i, "upgrade", (&ctx, node)).await,
-                    Hook::PostUpgrade => call_one(st, pre, i, "post-upgrade", (&ctx,)).await,
-                    Hook::Finalize => call_one(st, pre, i, "finalize", (&ctx,)).await,
-                    Hook::Rollback => call_one(st, pre, i, "rollback", (&ctx,)).await,
-                    Hook::Migrate => call_one(st, pre, i, "migrate", (&ctx,)).await,
-                    Hook::Verify => call_one(st, pre, i, "verify", (&ctx,)).await,
-                    Hook::Leave(node) => call_one(st, pre, i, "leave", (&ctx, node)).await,
-                    Hook::Rejoin(node) => call_one(st, pre, i, "rejoin", (&ctx, node)).await,
-                    Hook::OkToStop(node) => call_one(st, pre, i, "ok-to-stop", (&ctx, node)).await,
+                let (r,): HookOut<bindings::uphost::plugin::types::HookError> = match hook.node() {
+                    None => call_one(st, pre, i, hook_name, (&ctx,)).await,
+                    Some(node) => call_one(st, pre, i, hook_name, (&ctx, node)).await,
                 }?;
                 Ok(r.map_err(|e| e.message))
             }
@@ -647,18 +639,18 @@ pub async fn call_hook(
                         })
                         .collect(),
                 };
-                let (pre, i) = (pre.instance_pre(), "uphost:plugin/plugin@0.1.0");
+                let (pre, i) = (pre.instance_pre(), v0_1::PLUGIN_EXPORT);
                 let st = &mut store;
                 let (r,): HookOut<v0_1::uphost::plugin::types::HookError> = match hook {
-                    Hook::Check => call_one(st, pre, i, "check", (&ctx,)).await,
-                    Hook::PreUpgrade => call_one(st, pre, i, "pre-upgrade", (&ctx,)).await,
+                    Hook::Check
+                    | Hook::PreUpgrade
+                    | Hook::PostUpgrade
+                    | Hook::Finalize
+                    | Hook::Rollback => call_one(st, pre, i, hook_name, (&ctx,)).await,
                     Hook::Upgrade(node) => {
                         let node = bindings::node_v0_1(node);
-                        call_one(st, pre, i, "upgrade", (&ctx, &node)).await
+                        call_one(st, pre, i, hook_name, (&ctx, &node)).await
                     }
-                    Hook::PostUpgrade => call_one(st, pre, i, "post-upgrade", (&ctx,)).await,
-                    Hook::Finalize => call_one(st, pre, i, "finalize", (&ctx,)).await,
-                    Hook::Rollback => call_one(st, pre, i, "rollback", (&ctx,)).await,
                     // A 0.1 plugin knows no releases, so it never has a
                     // migrations-only hop, and has no health check of its
                     // own for a gate: it passes.
