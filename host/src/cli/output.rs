@@ -12,14 +12,21 @@ use crate::untrusted::{line as shown, text as shown_text};
 
 use super::{Cli, OutputKind};
 
-fn stamp(start: Instant) -> String {
-    let ms = start.elapsed().as_millis() as u64;
-    format!(
-        "[{:>3}:{:02}.{}]",
-        ms / 60_000,
-        (ms / 1000) % 60,
-        (ms / 100) % 10
-    )
+/// The time since `start` as a line's stamp, read when the line is
+/// formatted (most events make no line: they cost no clock read).
+struct Stamp(Instant);
+
+impl std::fmt::Display for Stamp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ms = self.0.elapsed().as_millis() as u64;
+        write!(
+            f,
+            "[{:>3}:{:02}.{}]",
+            ms / 60_000,
+            (ms / 1000) % 60,
+            (ms / 100) % 10
+        )
+    }
 }
 
 /// Live progress on a terminal: one bar of steps done / total, the steps in
@@ -187,7 +194,7 @@ fn human(ev: &Event, start: Instant, verbose: u8, done: &AtomicU64) {
 
 /// An event as a line for people (`None`: not shown at this verbosity).
 fn human_line(ev: &Event, start: Instant, verbose: u8, done: &AtomicU64) -> Option<String> {
-    let t = stamp(start);
+    let t = Stamp(start);
     match ev {
         Event::RunStarted {
             run_id,
@@ -211,7 +218,8 @@ fn human_line(ev: &Event, start: Instant, verbose: u8, done: &AtomicU64) -> Opti
             ..
         } => {
             let n = done.fetch_add(1, Ordering::Relaxed) + 1;
-            let step = shown(&step.to_string()).into_owned();
+            let step = step.to_string();
+            let step = shown(&step);
             Some(match error {
                 None => format!("{t} {step}: {status} ({duration_ms} ms) [{n} steps]"),
                 Some(e) => format!(

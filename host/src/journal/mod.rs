@@ -552,6 +552,10 @@ struct Inner {
 /// A dry run's journal writes its records in blocks of about this size.
 const BLOCK: usize = 256 << 10;
 
+/// The buffer a record is serialized into: a step's records (the longest,
+/// a command's, is about 300 bytes with its chain) fit without regrowing.
+const RECORD_CAPACITY: usize = 512;
+
 /// An open journal of one run, and the run's event sink.
 pub struct Journal {
     /// Run id.
@@ -1060,7 +1064,9 @@ impl Journal {
 
 impl Sink for Journal {
     fn emit(&self, ev: Event) {
-        let json = serde_json::to_vec(&ev).expect("events serialize");
+        // Room for a step's record, its chain and newline: no regrowth.
+        let mut json = Vec::with_capacity(RECORD_CAPACITY);
+        serde_json::to_writer(&mut json, &ev).expect("events serialize");
         let mine = {
             let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
             if let Event::State {
