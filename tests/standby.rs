@@ -391,13 +391,25 @@ fn a_command_whose_outcome_cannot_be_known_stops_the_takeover_with_what_to_do() 
     // detached process group is killed.
     let run = std::fs::read_to_string(d.path().join("state/current")).unwrap();
     let records = PathBuf::from("/var/tmp/uphost/uphost_lost").join(run.trim());
-    let lost: Vec<PathBuf> = std::fs::read_dir(&records)
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| !p.join("rc").exists())
-        .collect();
+    let unfinished = || -> Vec<PathBuf> {
+        std::fs::read_dir(&records)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| !p.join("rc").exists())
+            .collect()
+    };
+    // Other commands were in flight when the primary died; detached on
+    // their nodes, they finish (and write their status) a moment later.
+    // Only the 60 s install stays without one.
+    wait_until(
+        "one command left without a status",
+        Duration::from_secs(30),
+        || unfinished().len() == 1,
+    );
+    let lost = unfinished();
     assert_eq!(lost.len(), 1, "{lost:?}");
+    assert!(lost[0].display().to_string().contains(".ctl2."), "{lost:?}");
     let pid: i32 = std::fs::read_to_string(lost[0].join("pid"))
         .unwrap()
         .trim()
