@@ -1458,7 +1458,13 @@ fn main() {
             fs::write(&faults_path, serde_json::to_vec(&faults).expect("json"))
                 .expect("write faults");
             if f.delay_s > 0.0 {
+                // A slow command holds no lock while it takes its time:
+                // the cluster's other nodes (and this one's other
+                // commands) go on, as on real nodes.
+                rustix::fs::flock(&lockf, rustix::fs::FlockOperation::Unlock).expect("unlock");
                 std::thread::sleep(std::time::Duration::from_secs_f64(f.delay_s.min(60.0)));
+                rustix::fs::flock(&lockf, rustix::fs::FlockOperation::LockExclusive)
+                    .expect("flock");
             }
             if f.status != 0 {
                 eprintln!("{}", f.stderr);
