@@ -51,12 +51,13 @@ impl NodeSet {
         }
     }
 
-    /// A node by name.
-    pub fn by_name(&self, name: &str) -> Option<&NodeSpec> {
+    /// A node by name, shared (a hook's `exec` keeps it for the command
+    /// by cloning the pointer, not the node).
+    pub fn by_name(&self, name: &str) -> Option<&Arc<NodeSpec>> {
         let h = self.hasher.hash_one(name);
         self.index
             .find(h, |&i| self.list[i as usize].name == name)
-            .map(|&i| &*self.list[i as usize])
+            .map(|&i| &self.list[i as usize])
     }
 }
 
